@@ -1,0 +1,1 @@
+"""modeldeck's console: the Textual app and the headless CLI. Depends on engine, never the reverse."""

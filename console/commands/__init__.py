@@ -1,0 +1,10 @@
+"""Headless verbs, one module per family. Each module exposes `register(subparsers)`.
+
+Nothing here imports textual: these paths must stay fast and usable without a terminal UI.
+"""
+
+COMMAND_MODULES = (
+    "console.commands.registry_cmds",
+    "console.commands.deploy_cmds",
+    "console.commands.status_cmds",
+)

@@ -1,0 +1,81 @@
+"""`modeldeck deploy`, `rollback`, `history` and `audit`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from console.commands.confirm import add_yes_flag, confirm
+from console.output import emit, human_time, table
+from engine import actions
+from engine.deck import Deck
+
+
+def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    deploy = verbs.add_parser("deploy", parents=[common], help="point a target at NAME@VERSION")
+    deploy.add_argument("reference", help="NAME@VERSION or NAME@ALIAS")
+    deploy.add_argument("--target", default="local")
+    deploy.add_argument("--reason", help="why (kept in history and audit)")
+    deploy.add_argument("--force", action="store_true", help="deploy a version its evaluation rejected")
+    add_yes_flag(deploy)
+    deploy.set_defaults(handler=deploy_command)
+    rollback = verbs.add_parser("rollback", parents=[common],
+                                help="go back to the previous deployed version (or --to VERSION)")
+    rollback.add_argument("--target", default="local")
+    rollback.add_argument("--to", help="version or alias of the deployed model to return to")
+    rollback.add_argument("--reason")
+    add_yes_flag(rollback)
+    rollback.set_defaults(handler=rollback_command)
+    history = verbs.add_parser("history", parents=[common], help="what served when")
+    history.add_argument("--target")
+    history.add_argument("--limit", type=int, default=50)
+    history.set_defaults(handler=history_command)
+    audit = verbs.add_parser("audit", parents=[common], help="every action, newest first")
+    audit.add_argument("--limit", type=int, default=50)
+    audit.add_argument("--verb", help="only this verb")
+    audit.set_defaults(handler=audit_command)
+
+
+def deploy_command(args: argparse.Namespace, deck: Deck) -> int:
+    request = actions.DeployRequest(args.reference, args.target, args.reason, args.force)
+    plan = actions.plan_deploy(deck, request)
+    return _apply(args, plan, lambda: actions.deploy(deck, request))
+
+
+def rollback_command(args: argparse.Namespace, deck: Deck) -> int:
+    request = actions.RollbackRequest(args.target, args.to, args.reason)
+    plan = actions.plan_rollback(deck, request)
+    return _apply(args, plan, lambda: actions.rollback(deck, request))
+
+
+def _apply(args: argparse.Namespace, plan: actions.DeployPlan, run) -> int:
+    kind = plan.action
+    if plan.changes_anything and not confirm(args, f"{plan.describe()}?"):
+        emit(args.json, kind, {"plan": plan.to_dict(), "changed": False, "cancelled": True},
+             lambda: "cancelled; nothing changed")
+        return 1
+    result = run()
+    emit(args.json, kind, result.to_dict(),
+         lambda: plan.describe() if result.changed else f"{plan.target} already serves {plan.chosen.ref}")
+    return 0
+
+
+def history_command(args: argparse.Namespace, deck: Deck) -> int:
+    entries = actions.history(deck, args.target, args.limit)
+    rows = [(human_time(e.at), e.target, e.action, f"{e.model}@{e.version}",
+             f"{e.previous_model}@{e.previous_version}" if e.previous_model else None,
+             e.outcome, e.user, e.reason) for e in entries]
+    emit(args.json, "history", {"entries": [e.to_dict() for e in entries]},
+         lambda: table(("WHEN", "TARGET", "ACTION", "VERSION", "PREVIOUS", "OUTCOME", "USER",
+                        "REASON"), rows) if rows else "no deployments yet")
+    return 0
+
+
+def audit_command(args: argparse.Namespace, deck: Deck) -> int:
+    entries = actions.audit(deck, args.limit, args.verb)
+    rows = [(human_time(e.at), e.user, e.verb, json.dumps(e.arguments, sort_keys=True), e.result,
+             e.detail, e.reason) for e in entries]
+    emit(args.json, "audit", {"entries": [e.to_dict() for e in entries]},
+         lambda: table(("WHEN", "USER", "VERB", "ARGUMENTS", "RESULT", "DETAIL", "REASON"), rows)
+         if rows else "no actions recorded yet")
+    return 0

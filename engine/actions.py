@@ -1,0 +1,278 @@
+"""The verbs. One function per verb: the TUI key, the command palette and the headless CLI all
+build the same request and call the same function here. Nothing is implemented twice.
+
+Each verb validates its whole request before writing anything (BadInput -> exit 2) and records
+an audit row for what it changed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.deck import Deck
+from engine.errors import BadInput
+from engine.registry.records import AuditEntry, Deployment, HistoryEntry, ModelRef, VersionInfo
+
+# ---- registry verbs --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    path: Path
+    name: str
+    allow_pickle: bool = False
+    reason: str | None = None
+
+
+def import_model(deck: Deck, request: ImportRequest) -> VersionInfo:
+    from engine.registry.inspect import describe_source
+    from engine.registry.records import check_name
+
+    check_name("model name", request.name)
+    source = Path(request.path).expanduser().resolve()
+    description = describe_source(source, allow_pickle=request.allow_pickle)
+    return deck.registry.register(
+        request.name, description, produced_by="import", source=str(source),
+        audit_verb="import",
+        audit_arguments={"path": str(source), "name": request.name,
+                         "allow_pickle": request.allow_pickle})
+
+
+def list_models(deck: Deck, model: str | None = None) -> list[VersionInfo]:
+    if model is not None and model not in deck.registry.model_names():
+        raise BadInput(f"model {model!r} does not exist")
+    return deck.registry.versions(model)
+
+
+@dataclass(frozen=True)
+class ModelDetails:
+    version: VersionInfo
+    deployed_on: tuple[str, ...]
+    all_versions: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.version.to_dict(with_files=True), "deployed_on": list(self.deployed_on),
+                "all_versions": list(self.all_versions)}
+
+
+def show_model(deck: Deck, reference: str) -> ModelDetails:
+    version = deck.registry.resolve(reference)
+    deployed_on = tuple(d.target for d in deck.registry.deployments()
+                        if (d.model, d.version) == (version.model, version.version))
+    numbers = tuple(v.version for v in deck.registry.versions(version.model))
+    return ModelDetails(version, deployed_on, numbers)
+
+
+@dataclass(frozen=True)
+class AliasRequest:
+    reference: str
+    alias: str
+
+
+def alias_model(deck: Deck, request: AliasRequest) -> VersionInfo:
+    version = deck.registry.resolve(request.reference)
+    deck.registry.set_alias(version, request.alias)
+    return deck.registry.resolve(version.ref)
+
+
+# ---- deploy and roll back --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    reference: str
+    target: str = "local"
+    reason: str | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class RollbackRequest:
+    target: str = "local"
+    to: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class DeployPlan:
+    """What a deploy or rollback will change: shown before the user confirms."""
+
+    action: str
+    target: str
+    current: Deployment | None
+    chosen: VersionInfo
+
+    @property
+    def changes_anything(self) -> bool:
+        return not (self.current and self.current.state == "active"
+                    and (self.current.model, self.current.version)
+                    == (self.chosen.model, self.chosen.version))
+
+    def describe(self) -> str:
+        before = self.current.ref if self.current else "nothing"
+        return f"{self.action} {self.target}: {before} -> {self.chosen.ref}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "target": self.target,
+                "current": self.current.to_dict() if self.current else None,
+                "chosen": self.chosen.to_dict(), "changes_anything": self.changes_anything}
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    plan: DeployPlan
+    history: HistoryEntry | None  # None when nothing changed
+
+    @property
+    def changed(self) -> bool:
+        return self.history is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.plan.to_dict(), "changed": self.changed,
+                "history": self.history.to_dict() if self.history else None}
+
+
+def _check_target(deck: Deck, target: str) -> None:
+    if target not in deck.config.target_names:
+        known = ", ".join(deck.config.target_names)
+        raise BadInput(f"unknown target {target!r} (known: {known})")
+
+
+def plan_deploy(deck: Deck, request: DeployRequest) -> DeployPlan:
+    _check_target(deck, request.target)
+    chosen = deck.registry.resolve(request.reference)
+    if chosen.status == "rejected" and not request.force:
+        raise BadInput(f"{chosen.ref} was rejected by its evaluation; pass --force to deploy it anyway")
+    return DeployPlan("deploy", request.target, deck.registry.deployment(request.target), chosen)
+
+
+def deploy(deck: Deck, request: DeployRequest) -> DeployResult:
+    plan = plan_deploy(deck, request)
+    if not plan.changes_anything:
+        return DeployResult(plan, None)
+    arguments = {"ref": plan.chosen.ref, "target": request.target, "force": request.force}
+    entry = deck.registry.move_pointer(request.target, plan.chosen, action="deploy",
+                                       reason=request.reason, arguments=arguments)
+    return DeployResult(plan, entry)
+
+
+def plan_rollback(deck: Deck, request: RollbackRequest) -> DeployPlan:
+    _check_target(deck, request.target)
+    current = deck.registry.deployment(request.target)
+    if current is None:
+        raise BadInput(f"target {request.target!r} has no deployment to roll back")
+    if request.to is not None:
+        selector = request.to.partition("@")[2] if "@" in request.to else request.to
+        chosen = deck.registry.resolve(ModelRef(current.model, selector))
+    else:
+        chosen = _previous_version(deck, current)
+    return DeployPlan("rollback", request.target, current, chosen)
+
+
+def _previous_version(deck: Deck, current: Deployment) -> VersionInfo:
+    """What served before the current deployment (so two rollbacks toggle, like kubectl)."""
+    entry = deck.registry.history_entry(current.history_id)
+    if entry is None or entry.previous_model is None or entry.previous_version is None:
+        raise BadInput(f"target {current.target!r} has no earlier deployment to roll back to")
+    return deck.registry.resolve(ModelRef(entry.previous_model, str(entry.previous_version)))
+
+
+def rollback(deck: Deck, request: RollbackRequest) -> DeployResult:
+    plan = plan_rollback(deck, request)
+    if not plan.changes_anything:
+        return DeployResult(plan, None)
+    arguments = {"target": request.target, "to": plan.chosen.ref}
+    entry = deck.registry.move_pointer(request.target, plan.chosen, action="rollback",
+                                       reason=request.reason, arguments=arguments)
+    return DeployResult(plan, entry)
+
+
+def history(deck: Deck, target: str | None = None, limit: int = 50) -> list[HistoryEntry]:
+    if target is not None:
+        _check_target(deck, target)
+    return deck.registry.history(target, limit)
+
+
+def audit(deck: Deck, limit: int = 50, verb: str | None = None) -> list[AuditEntry]:
+    return deck.registry.audit(limit, verb)
+
+
+# ---- status ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    home: str
+    model_count: int
+    version_count: int
+    deployments: tuple[Deployment, ...]
+    server: dict[str, Any] = field(default_factory=dict)
+    taken_at: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["deployments"] = [d.to_dict() for d in self.deployments]
+        return data
+
+
+def status(deck: Deck) -> StatusReport:
+    """Cheap by design: no torch, no textual, no pydantic (a test checks the imports)."""
+    registry = deck.registry
+    versions = registry.db.execute("SELECT COUNT(DISTINCT model), COUNT(*) FROM versions").fetchone()
+    return StatusReport(home=str(deck.paths.home), model_count=versions[0],
+                        version_count=versions[1], deployments=tuple(registry.deployments()),
+                        server=local_server_state(deck))
+
+
+def local_server_state(deck: Deck) -> dict[str, Any]:
+    """The embedded server's state from run/server.json: a missing or dead server is data."""
+    import json
+
+    info_path = deck.paths.run / "server.json"
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError):
+        return {"state": "stopped", "pid": None, "url": None}
+    pid = info.get("pid")
+    alive = isinstance(pid, int) and _process_alive(pid)
+    return {"state": "running" if alive else "stale", "pid": pid, "url": info.get("url")}
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---- demo ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    created: bool
+    source: str
+    version: VersionInfo | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"created": self.created, "source": self.source,
+                "version": self.version.to_dict() if self.version else None}
+
+
+def demo(deck: Deck) -> DemoResult:
+    """Fill an empty deck with a model that works offline, and deploy it to `local`."""
+    from engine import demo as demo_models
+
+    if deck.registry.model_names():
+        return DemoResult(False, "existing deck", None)
+    source_path, name, origin = demo_models.offline_demo_source(deck.paths)
+    version = import_model(deck, ImportRequest(source_path, name, reason="demo"))
+    deploy(deck, DeployRequest(version.ref, "local", reason="demo"))
+    return DemoResult(True, origin, deck.registry.resolve(version.ref))

@@ -1,0 +1,242 @@
+"""deck.toml -> validated settings.
+
+Every section has defaults, so an absent deck.toml is a valid, empty deck. Unknown keys are
+errors (a typo must not silently fall back to a default). Errors name the file and the key.
+Scalars of the single-table sections can be overridden from the environment as
+`MODELDECK_<SECTION>_<KEY>` (e.g. `MODELDECK_SERVE_PORT=9000`).
+
+pydantic costs about 150 ms to import and build, so the headless status path does not load
+this module; everything else may.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from engine.errors import BadInput
+from engine.paths import deck_home
+
+ENV_PREFIX = "MODELDECK_"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretSource(Section):
+    """Where a secret comes from. The value itself is never stored in settings or printed."""
+
+    api_key_env: str | None = None
+    api_key_file: Path | None = None
+
+    def resolve_secret(self) -> str | None:
+        if self.api_key_env:
+            value = os.environ.get(self.api_key_env)
+            if value:
+                return value
+        if self.api_key_file:
+            try:
+                return self.api_key_file.expanduser().read_text().strip() or None
+            except OSError as error:
+                raise BadInput(f"cannot read API key file {self.api_key_file}: {error.strerror}") from None
+        return None
+
+    @property
+    def secret_configured(self) -> bool:
+        return bool(self.api_key_env or self.api_key_file)
+
+
+class GateSettings(Section):
+    """The health gate a new version must pass before it takes traffic."""
+
+    prompts: tuple[str, ...] = ("Hello", "The capital of France is", "1, 2, 3,")
+    max_tokens: int = Field(default=8, ge=1, le=256)
+    max_latency_s: float | None = Field(default=None, gt=0)
+    settle_s: float = Field(default=0.0, ge=0)
+
+
+class ServeSettings(SecretSource):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8471, ge=1, le=65535)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+    max_batch_size: int = Field(default=8, ge=1, le=512)
+    max_queue: int = Field(default=64, ge=0)
+    max_tokens_limit: int = Field(default=2048, ge=1)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    gate: GateSettings = GateSettings()
+
+
+EndpointKind = Literal["vllm", "tgi", "llamacpp", "openai", "modeldeck"]
+
+
+class EndpointSettings(SecretSource):
+    name: str = Field(min_length=1)
+    kind: EndpointKind
+    url: str = Field(min_length=1)
+    verify_tls: bool = True
+    timeout_s: float = Field(default=2.0, gt=0, le=60)
+    model: str | None = None  # groups replicas of one model for merged percentiles
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return url.rstrip("/")
+
+
+class PrometheusSettings(SecretSource):
+    url: str | None = None
+    timeout_s: float = Field(default=3.0, gt=0, le=60)
+    verify_tls: bool = True
+    history_minutes: int = Field(default=15, ge=1, le=24 * 60)
+
+
+TargetKind = Literal["modeldeck", "vllm-lora", "command"]
+
+
+class TargetSettings(SecretSource):
+    name: str = Field(min_length=1)
+    kind: TargetKind
+    url: str | None = None
+    health_url: str | None = None
+    deploy_command: tuple[str, ...] = ()
+    rollback_command: tuple[str, ...] = ()
+    lora_dir: Path | None = None
+    verify_tls: bool = True
+    timeout_s: float = Field(default=30.0, gt=0)
+    gate: GateSettings = GateSettings()
+
+    @field_validator("name")
+    @classmethod
+    def _not_local(cls, name: str) -> str:
+        if name == "local":
+            raise ValueError("'local' is built in; configure it under [serve]")
+        return name
+
+
+class TelemetrySettings(Section):
+    interval_s: float = Field(default=1.0, gt=0, le=3600)
+    history_points: int = Field(default=600, ge=10, le=100_000)
+
+
+class ConsoleSettings(Section):
+    theme: str = "modeldeck-dark"
+    theme_dir: Path | None = None
+    refresh_s: float = Field(default=1.0, gt=0, le=60)
+
+
+class FinetuneSettings(Section):
+    method: Literal["lora", "full", "freeze"] = "lora"
+    steps: int | None = Field(default=None, ge=1)
+    epochs: float = Field(default=1.0, gt=0)
+    learning_rate: float = Field(default=2e-4, gt=0)
+    lr_scheduler: str = "linear"
+    warmup_steps: int = Field(default=0, ge=0)
+    batch_size: int = Field(default=4, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    seq_len: int = Field(default=256, ge=8)
+    eval_split: float = Field(default=0.1, ge=0, lt=1)
+    eval_file: Path | None = None
+    lora_r: int = Field(default=8, ge=1)
+    lora_alpha: int = Field(default=16, ge=1)
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    trainable_layers: int = Field(default=2, ge=1)
+    checkpoint_every: int = Field(default=50, ge=1)
+    seed: int = 0
+    device: str = "auto"
+
+
+class CompressSettings(Section):
+    method: Literal["bf16", "fp16", "int8", "prune", "distill"] = "int8"
+    max_ppl_increase: float = Field(default=5.0, ge=0)
+    eval_file: Path | None = None
+
+
+class DeckConfig(Section):
+    serve: ServeSettings = ServeSettings()
+    endpoints: tuple[EndpointSettings, ...] = ()
+    prometheus: PrometheusSettings = PrometheusSettings()
+    targets: tuple[TargetSettings, ...] = ()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    console: ConsoleSettings = ConsoleSettings()
+    finetune: FinetuneSettings = FinetuneSettings()
+    compress: CompressSettings = CompressSettings()
+    source: Path | None = None  # the file these settings came from, if any
+
+    @field_validator("endpoints", "targets")
+    @classmethod
+    def _unique_names(cls, entries: tuple) -> tuple:
+        names = [entry.name for entry in entries]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate name {duplicates[0]!r}")
+        return entries
+
+    def target(self, name: str) -> TargetSettings | None:
+        return next((target for target in self.targets if target.name == name), None)
+
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        return ("local", *(target.name for target in self.targets))
+
+
+def config_path(explicit: str | os.PathLike | None = None) -> tuple[Path, bool]:
+    """The deck.toml to read and whether the user named it (a named file must exist)."""
+    if explicit:
+        return Path(explicit).expanduser(), True
+    if os.environ.get("MODELDECK_CONFIG"):
+        return Path(os.environ["MODELDECK_CONFIG"]).expanduser(), True
+    return deck_home() / "deck.toml", False
+
+
+def load_config(explicit: str | os.PathLike | None = None) -> DeckConfig:
+    path, named = config_path(explicit)
+    if not path.exists():
+        if named:
+            raise BadInput(f"config file {path} does not exist")
+        return DeckConfig(**_env_overrides({}))
+    raw = _read_toml(path)
+    try:
+        return DeckConfig(**_env_overrides(raw), source=path)
+    except ValidationError as error:
+        raise BadInput(_describe(path, error)) from None
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise BadInput(f"{path}: not valid TOML: {error}") from None
+    except OSError as error:
+        raise BadInput(f"cannot read config file {path}: {error.strerror}") from None
+
+
+def _env_overrides(raw: dict) -> dict:
+    """Apply MODELDECK_<SECTION>_<KEY> variables to the single-table sections."""
+    merged = dict(raw)
+    for section_name, field in DeckConfig.model_fields.items():
+        section_type = field.annotation
+        if not (isinstance(section_type, type) and issubclass(section_type, Section)):
+            continue
+        section = dict(merged.get(section_name) or {})
+        for key in section_type.model_fields:
+            value = os.environ.get(f"{ENV_PREFIX}{section_name}_{key}".upper())
+            if value is not None:
+                section[key] = value
+        if section:
+            merged[section_name] = section
+    return merged
+
+
+def _describe(path: Path, error: ValidationError) -> str:
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    return f"{path}: {location}: {first['msg']}"

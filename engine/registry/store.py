@@ -1,0 +1,258 @@
+"""The versioned model store: versions, files, aliases, deployments, history and audit.
+
+Writers use BEGIN IMMEDIATE transactions, so two processes deploying at once serialize and a
+kill at any instant leaves either the old or the new state (SQLite's WAL guarantees the rest).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.errors import BadInput
+from engine.paths import DeckPaths, deck_paths
+from engine.registry.blobs import BlobStore
+from engine.registry.db import connect, transaction
+from engine.registry.inspect import SourceDescription
+from engine.registry.records import (AuditEntry, Deployment, FileEntry, HistoryEntry, ModelRef,
+                                     VersionInfo, check_name)
+from engine.testhooks import pause_point
+
+
+def current_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+class Registry:
+    def __init__(self, paths: DeckPaths | None = None) -> None:
+        self.paths = (paths or deck_paths()).ensure()
+        self.blobs = BlobStore(self.paths)
+        self._connection: sqlite3.Connection | None = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            self._connection = connect(self.paths.registry_db)
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def resolve(self, reference: str | ModelRef) -> VersionInfo:
+        """NAME, NAME@VERSION or NAME@ALIAS -> the version; BadInput when it does not exist."""
+        ref = reference if isinstance(reference, ModelRef) else ModelRef.parse(reference)
+        version = self._resolve_number(ref)
+        row = self.db.execute("SELECT * FROM versions WHERE model=? AND version=?",
+                              (ref.model, version)).fetchone()
+        if row is None:
+            raise BadInput(f"model {ref} does not exist")
+        return self._version_from_row(row, with_files=True)
+
+    def _resolve_number(self, ref: ModelRef) -> int:
+        if ref.selector is None or ref.selector == "latest":
+            row = self.db.execute("SELECT MAX(version) FROM versions WHERE model=?",
+                                  (ref.model,)).fetchone()
+            if row[0] is None:
+                raise BadInput(f"model {ref.model!r} does not exist")
+            return int(row[0])
+        if ref.selector.isdigit():
+            return int(ref.selector)
+        row = self.db.execute("SELECT version FROM aliases WHERE model=? AND alias=?",
+                              (ref.model, ref.selector)).fetchone()
+        if row is None:
+            raise BadInput(f"model {ref} does not exist (no version {ref.selector!r} "
+                           f"and no alias of that name)")
+        return int(row[0])
+
+    def versions(self, model: str | None = None) -> list[VersionInfo]:
+        query = "SELECT * FROM versions" + (" WHERE model=?" if model else "")
+        rows = self.db.execute(query + " ORDER BY model, version", (model,) if model else ())
+        return [self._version_from_row(row) for row in rows.fetchall()]
+
+    def model_names(self) -> list[str]:
+        return [row[0] for row in self.db.execute("SELECT DISTINCT model FROM versions ORDER BY model")]
+
+    def _version_from_row(self, row: sqlite3.Row, with_files: bool = False) -> VersionInfo:
+        aliases = tuple(r[0] for r in self.db.execute(
+            "SELECT alias FROM aliases WHERE model=? AND version=? ORDER BY alias",
+            (row["model"], row["version"])))
+        files: tuple[FileEntry, ...] = ()
+        if with_files:
+            files = tuple(FileEntry(r["name"], r["sha256"], r["size_bytes"]) for r in self.db.execute(
+                "SELECT name, sha256, size_bytes FROM files WHERE model=? AND version=? ORDER BY name",
+                (row["model"], row["version"])))
+        return VersionInfo.from_row(row, aliases, files)
+
+    def deployment(self, target: str) -> Deployment | None:
+        row = self.db.execute("SELECT * FROM deployments WHERE target=?", (target,)).fetchone()
+        return Deployment(**dict(row)) if row else None
+
+    def deployments(self) -> list[Deployment]:
+        rows = self.db.execute("SELECT * FROM deployments ORDER BY target").fetchall()
+        return [Deployment(**dict(row)) for row in rows]
+
+    def history(self, target: str | None = None, limit: int = 100) -> list[HistoryEntry]:
+        query = "SELECT * FROM history" + (" WHERE target=?" if target else "")
+        args: tuple = (target,) if target else ()
+        rows = self.db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [HistoryEntry(**dict(row)) for row in rows]
+
+    def history_entry(self, history_id: int) -> HistoryEntry | None:
+        row = self.db.execute("SELECT * FROM history WHERE id=?", (history_id,)).fetchone()
+        return HistoryEntry(**dict(row)) if row else None
+
+    def audit(self, limit: int = 100, verb: str | None = None) -> list[AuditEntry]:
+        query = "SELECT * FROM audit" + (" WHERE verb=?" if verb else "")
+        args: tuple = (verb,) if verb else ()
+        rows = self.db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [AuditEntry.from_row(row) for row in rows]
+
+    # ---- writing -------------------------------------------------------------------------
+
+    def register(self, model: str, description: SourceDescription, *, produced_by: str,
+                 source: str | None, parent_version: int | None = None,
+                 metrics: dict[str, Any] | None = None, lineage: dict[str, Any] | None = None,
+                 status: str = "ready", audit_verb: str | None = None,
+                 audit_arguments: dict[str, Any] | None = None) -> VersionInfo:
+        """Store the files (outside the transaction), then add the version in one transaction."""
+        check_name("model name", model)
+        stored = [(name, *self.blobs.put(path)) for name, path in description.files]
+        with transaction(self.db):
+            row = self.db.execute("SELECT MAX(version) FROM versions WHERE model=?", (model,)).fetchone()
+            version = (row[0] or 0) + 1
+            self.db.execute(
+                "INSERT INTO versions (model, version, created_at, produced_by, source, parent_version,"
+                " kind, weight_format, architecture, param_count, size_bytes, status, metrics, lineage)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (model, version, time.time(), produced_by, source, parent_version, description.kind,
+                 description.weight_format, description.architecture, description.param_count,
+                 sum(size for _, _, size in stored), status, json.dumps(metrics or {}),
+                 json.dumps({**({"base_model": description.base_model} if description.base_model else {}),
+                             **(lineage or {})})))
+            self.db.executemany(
+                "INSERT INTO files (model, version, name, sha256, size_bytes) VALUES (?,?,?,?,?)",
+                [(model, version, name, sha256, size) for name, sha256, size in stored])
+            if audit_verb:
+                self._append_audit(audit_verb, {**(audit_arguments or {}), "version": version}, "ok")
+        return self.resolve(ModelRef(model, str(version)))
+
+    def set_alias(self, target_version: VersionInfo, alias: str) -> None:
+        check_name("alias", alias)
+        if alias.isdigit() or alias == "latest":
+            raise BadInput(f"invalid alias {alias!r}: it would shadow a version selector")
+        with transaction(self.db):
+            self.db.execute(
+                "INSERT INTO aliases (model, alias, version, updated_at) VALUES (?,?,?,?)"
+                " ON CONFLICT(model, alias) DO UPDATE SET version=excluded.version,"
+                " updated_at=excluded.updated_at",
+                (target_version.model, alias, target_version.version, time.time()))
+            self._append_audit("alias", {"ref": target_version.ref, "alias": alias}, "ok")
+
+    def update_metrics(self, model: str, version: int, metrics: dict[str, Any]) -> None:
+        with transaction(self.db):
+            row = self.db.execute("SELECT metrics FROM versions WHERE model=? AND version=?",
+                                  (model, version)).fetchone()
+            if row is None:
+                raise BadInput(f"model {model}@{version} does not exist")
+            merged = {**json.loads(row[0]), **metrics}
+            self.db.execute("UPDATE versions SET metrics=? WHERE model=? AND version=?",
+                            (json.dumps(merged), model, version))
+
+    def move_pointer(self, target: str, chosen: VersionInfo, *, action: str, reason: str | None,
+                     arguments: dict[str, Any], state: str = "active") -> HistoryEntry:
+        """Deploy or roll back: pointer, history and audit change in one transaction."""
+        with transaction(self.db):
+            pause_point("deploy:begin")
+            previous = self.deployment(target)
+            now = time.time()
+            cursor = self.db.execute(
+                "INSERT INTO history (target, at, action, model, version, previous_model,"
+                " previous_version, user, reason, outcome) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (target, now, action, chosen.model, chosen.version,
+                 previous.model if previous else None, previous.version if previous else None,
+                 current_user(), reason, "ok" if state == "active" else state))
+            history_id = int(cursor.lastrowid)
+            pause_point("deploy:after-history")
+            self.db.execute(
+                "INSERT INTO deployments (target, model, version, state, updated_at, history_id)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT(target) DO UPDATE SET model=excluded.model,"
+                " version=excluded.version, state=excluded.state, updated_at=excluded.updated_at,"
+                " history_id=excluded.history_id",
+                (target, chosen.model, chosen.version, state, now, history_id))
+            pause_point("deploy:after-pointer")
+            self._append_audit(action, arguments, "ok", reason=reason, history_id=history_id)
+            pause_point("deploy:before-commit")
+        pause_point("deploy:after-commit")
+        return self.history_entry(history_id)  # type: ignore[return-value]
+
+    def set_outcome(self, target: str, history_id: int, outcome: str, state: str) -> None:
+        """Settle a pending deployment (used by the serving gate and remote targets)."""
+        with transaction(self.db):
+            self.db.execute("UPDATE history SET outcome=? WHERE id=?", (outcome, history_id))
+            self.db.execute("UPDATE deployments SET state=?, updated_at=? WHERE target=? AND history_id=?",
+                            (state, time.time(), target, history_id))
+
+    def append_audit(self, verb: str, arguments: dict[str, Any], result: str,
+                     detail: str | None = None, reason: str | None = None) -> None:
+        with transaction(self.db):
+            self._append_audit(verb, arguments, result, detail=detail, reason=reason)
+
+    def _append_audit(self, verb: str, arguments: dict[str, Any], result: str, *,
+                      detail: str | None = None, reason: str | None = None,
+                      history_id: int | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO audit (at, user, verb, arguments, result, detail, reason, history_id)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (time.time(), current_user(), verb, json.dumps(arguments, default=str), result, detail,
+             reason, history_id))
+
+    # ---- files ---------------------------------------------------------------------------
+
+    def materialize(self, version: VersionInfo, verify: bool = True) -> Path:
+        """A directory of the version's files (hard links into blobs/), each hash-checked."""
+        if not version.files:
+            version = self.resolve(version.ref)
+        destination = self.paths.materialized / version.model / str(version.version)
+        for entry in version.files:
+            if verify and not self.blobs.verify(entry.sha256):
+                raise BadInput(f"{version.ref}: blob for {entry.name} is missing or corrupt "
+                               f"(sha256 {entry.sha256[:12]}...)")
+        if destination.exists() and self._matches(destination, version):
+            return destination
+        staging = Path(tempfile.mkdtemp(dir=self.paths.materialized.parent, prefix=".materialize-"))
+        try:
+            for entry in version.files:
+                self.blobs.link_into(entry.sha256, staging / entry.name)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            if destination.exists():
+                shutil.rmtree(destination)
+            os.replace(staging, destination)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return destination
+
+    @staticmethod
+    def _matches(directory: Path, version: VersionInfo) -> bool:
+        present = {p.name: p.stat().st_size for p in directory.iterdir()}
+        return present == {entry.name: entry.size_bytes for entry in version.files}
+
+    def verify_all(self) -> list[str]:
+        """Every referenced blob whose content no longer matches its hash."""
+        rows = self.db.execute("SELECT DISTINCT sha256 FROM files").fetchall()
+        return [row[0] for row in rows if not self.blobs.verify(row[0])]
+
+
