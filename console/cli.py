@@ -38,7 +38,7 @@ def build_parser() -> CleanParser:
     parser = CleanParser(prog="modeldeck", parents=[common],
                          description="Terminal console for serving, fine-tuning and compressing "
                                      "language models. With no command, opens the console.")
-    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=CleanParser)
+    verbs = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CleanParser)
     tui = verbs.add_parser("tui", parents=[common], help="open the console (the default)")
     tui.add_argument("--readonly", action="store_true", help="hide and refuse every action")
     tui.add_argument("--theme", help="theme name (see themes/)")
@@ -57,7 +57,7 @@ def run_tui(args: argparse.Namespace, deck: Deck) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.verb is None:
+    if args.command is None:
         args.handler, args.readonly, args.theme = run_tui, False, None
     deck = Deck(config_file=args.config)
     try:

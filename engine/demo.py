@@ -49,7 +49,9 @@ def build_tiny_model(destination: Path, seed: int = 0, vocab_size: int = 512,
     """A small Llama plus a byte-level BPE tokenizer trained on the shipped corpus."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a CLI's stderr is for diagnostics, not progress bars
     torch.manual_seed(seed)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=destination.parent
                                     if destination.parent.exists() else None))

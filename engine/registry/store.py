@@ -131,6 +131,7 @@ class Registry:
         """Store the files (outside the transaction), then add the version in one transaction."""
         check_name("model name", model)
         stored = [(name, *self.blobs.put(path)) for name, path in description.files]
+        pause_point("import:after-blobs")
         with transaction(self.db):
             row = self.db.execute("SELECT MAX(version) FROM versions WHERE model=?", (model,)).fetchone()
             version = (row[0] or 0) + 1

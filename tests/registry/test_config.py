@@ -1,0 +1,62 @@
+"""deck.toml: defaults, validation with file and key named, env overrides, secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_config
+from engine.errors import BadInput
+
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_configs"
+
+
+def test_absent_file_gives_defaults(deck_home):
+    config = load_config()
+    assert config.serve.host == "127.0.0.1"
+    assert config.target_names == ("local",)
+
+
+def test_named_file_must_exist(tmp_path):
+    with pytest.raises(BadInput, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_env_overrides_scalars(tmp_path, monkeypatch):
+    path = tmp_path / "deck.toml"
+    path.write_text("[serve]\nport = 9000\n")
+    monkeypatch.setenv("MODELDECK_SERVE_PORT", "9100")
+    assert load_config(path).serve.port == 9100
+
+
+def test_errors_name_nested_keys(tmp_path):
+    path = tmp_path / "deck.toml"
+    path.write_text('[[endpoints]]\nname = "a"\nkind = "vllm"\nurl = "ftp://x"\n')
+    with pytest.raises(BadInput, match=r"endpoints\.0\.url"):
+        load_config(path)
+    path.write_text('[[targets]]\nname = "local"\nkind = "command"\n')
+    with pytest.raises(BadInput, match="built in"):
+        load_config(path)
+
+
+def test_secrets_come_from_env_or_file_and_stay_out_of_dumps(tmp_path, monkeypatch):
+    key_file = tmp_path / "key"
+    key_file.write_text("file-secret\n")
+    path = tmp_path / "deck.toml"
+    path.write_text(f'[[endpoints]]\nname = "a"\nkind = "vllm"\nurl = "http://127.0.0.1:1"\n'
+                    f'api_key_env = "TEST_KEY"\n\n[[endpoints]]\nname = "b"\nkind = "tgi"\n'
+                    f'url = "http://127.0.0.1:2"\napi_key_file = "{key_file}"\n')
+    monkeypatch.setenv("TEST_KEY", "env-secret")
+    config = load_config(path)
+    assert config.endpoints[0].resolve_secret() == "env-secret"
+    assert config.endpoints[1].resolve_secret() == "file-secret"
+    dumped = config.model_dump_json()
+    assert "env-secret" not in dumped and "file-secret" not in dumped
+
+
+def test_every_sample_config_is_valid():
+    samples = sorted(SAMPLES.glob("deck-*.toml"))
+    assert len(samples) >= 2, "sample_configs/ should hold deck.toml examples"
+    for sample in samples:
+        load_config(sample)
