@@ -155,9 +155,7 @@ def deploy(deck: Deck, request: DeployRequest) -> DeployResult:
     if not plan.changes_anything:
         return DeployResult(plan, None)
     arguments = {"ref": plan.chosen.ref, "target": request.target, "force": request.force}
-    entry = deck.registry.move_pointer(request.target, plan.chosen, action="deploy",
-                                       reason=request.reason, arguments=arguments)
-    return DeployResult(plan, entry)
+    return DeployResult(plan, _move(deck, plan, request.reason, arguments))
 
 
 def plan_rollback(deck: Deck, request: RollbackRequest) -> DeployPlan:
@@ -186,9 +184,18 @@ def rollback(deck: Deck, request: RollbackRequest) -> DeployResult:
     if not plan.changes_anything:
         return DeployResult(plan, None)
     arguments = {"target": request.target, "to": plan.chosen.ref}
-    entry = deck.registry.move_pointer(request.target, plan.chosen, action="rollback",
-                                       reason=request.reason, arguments=arguments)
-    return DeployResult(plan, entry)
+    return DeployResult(plan, _move(deck, plan, request.reason, arguments))
+
+
+def _move(deck: Deck, plan: DeployPlan, reason: str | None, arguments: dict[str, Any]) -> HistoryEntry:
+    """Point the target at plan.chosen: the one place deploy and rollback diverge by target kind."""
+    if plan.target != "local":
+        from engine.targets.flow import deliver
+
+        current = deck.registry.resolve(plan.current.ref) if plan.current else None
+        return deliver(deck, plan.action, plan.target, plan.chosen, current, reason, arguments)
+    return deck.registry.move_pointer(plan.target, plan.chosen, action=plan.action,
+                                      reason=reason, arguments=arguments)
 
 
 def history(deck: Deck, target: str | None = None, limit: int = 50) -> list[HistoryEntry]:
