@@ -1,0 +1,499 @@
+"""Long work (fine-tuning, compression, ...) as detached jobs with an append-only event stream.
+
+A job is a directory, jobs/<id>/:
+  spec.json      what to run: {"id", "kind", "created_at", "entry", "launch", "spec"}
+  events.jsonl   append-only, one JSON object a line (state changes, progress, results)
+  state.json     the latest state only, rewritten atomically: what `status` reads cheaply
+  pid            the supervisor's pid (it leads its own session, so its group is the job)
+  log            the processes' stdout and stderr
+  checkpoints/   whatever the worker wants to resume from
+
+`start_job` spawns `python -m engine.jobs supervise <dir>` with start_new_session, so closing the
+terminal or the SSH session does not stop it. The supervisor runs the worker (directly, or under
+torchrun for several processes), and records `failed` with the exit status if the worker died
+without saying why. The worker (`python -m engine.jobs run <dir>`) dispatches on kind to a
+function `fn(context: JobContext) -> dict | None`; its return value is the job's result.
+
+Nothing here imports torch: `status` and the console read jobs cheaply.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Union
+
+from engine.errors import ActionFailed, BadInput, DeckError
+from engine.paths import DeckPaths
+
+if TYPE_CHECKING:
+    from engine.deck import Deck
+
+Where = Union["Deck", DeckPaths]  # every public function takes a Deck or its DeckPaths
+
+JOB_STATES = ("queued", "running", "finished", "failed", "cancelled")
+TERMINAL_STATES = ("finished", "failed", "cancelled")
+# kind -> "module:function". Another engineer adds a kind here (or passes entry= to start_job).
+WORKER_ENTRIES: dict[str, str] = {
+    "finetune": "engine.training.worker:run_finetune",
+    "compress": "engine.compression.worker:run_compress",
+    "selftest": "engine.jobs:_selftest_worker",
+}
+CANCEL_GRACE_S = 10.0
+
+
+class JobCancelled(Exception):
+    """Raised inside a worker when the job is cancelled (SIGTERM to its process group)."""
+
+
+# ---- records ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    id: str
+    kind: str
+    state: str
+    reason: str | None
+    created_at: float
+    updated_at: float
+    pid: int | None
+    directory: str
+    spec: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    attempt: int = 1
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class JobLaunch:
+    """How many processes run the worker: 1 is a plain process, more go through torchrun."""
+
+    nproc: int = 1
+    nnodes: int = 1
+    rdzv_endpoint: str | None = None
+    node_rank: int | None = None
+
+    @property
+    def distributed(self) -> bool:
+        return self.nproc > 1 or self.nnodes > 1
+
+
+# ---- the event stream ------------------------------------------------------------------------
+
+
+def append_event(job_dir: Path, event_type: str, **fields: Any) -> dict[str, Any]:
+    """One line, one write, O_APPEND: concurrent writers never interleave inside a line."""
+    event = {"t": time.time(), "type": event_type, **fields}
+    line = (json.dumps(event, default=str, allow_nan=True) + "\n").encode()
+    descriptor = os.open(job_dir / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(descriptor, line)
+    finally:
+        os.close(descriptor)
+    return event
+
+
+def record_state(job_dir: Path, state: str, reason: str | None = None, **fields: Any) -> None:
+    """Append the state change and rewrite state.json (temp + rename, so readers see whole files)."""
+    if state not in JOB_STATES:
+        raise ValueError(f"unknown job state {state!r}")
+    event = append_event(job_dir, "state", state=state, reason=reason, **fields)
+    previous = _read_json(job_dir / "state.json") or {}
+    snapshot = {**previous, "state": state, "reason": reason, "updated_at": event["t"], **fields}
+    temporary = job_dir / f".state.{os.getpid()}.tmp"
+    temporary.write_text(json.dumps(snapshot, default=str))
+    os.replace(temporary, job_dir / "state.json")
+
+
+def read_events(job_dir: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Complete lines from byte `offset`; returns them and the offset to read from next time.
+
+    A line still being written (no newline yet) is left for the next call.
+    """
+    try:
+        with (job_dir / "events.jsonl").open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except FileNotFoundError:
+        return [], offset
+    end = data.rfind(b"\n") + 1
+    events = []
+    for raw in data[:end].splitlines():
+        try:
+            events.append(json.loads(raw))
+        except ValueError:
+            continue  # a torn line from a crash mid-write; the stream goes on after it
+    return events, offset + end
+
+
+def follow_events(where: Where, job_id: str, poll_s: float = 0.5,
+                  offset: int = 0) -> Iterator[dict[str, Any]]:
+    """Yield events as they are appended, until the job is in a terminal state."""
+    job_dir = job_directory(where, job_id)
+    while True:
+        events, offset = read_events(job_dir, offset)
+        yield from events
+        if not events and get_job(where, job_id).terminal:
+            events, offset = read_events(job_dir, offset)  # what landed before the last state
+            yield from events
+            return
+        if not events:
+            time.sleep(poll_s)
+
+
+def loss_curve(events: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    """(step, loss) for the loss pane; a resumed attempt overrides the steps it repeats."""
+    by_step: dict[int, float] = {}
+    for event in events:
+        if event.get("type") == "progress" and event.get("loss") is not None:
+            by_step[int(event["step"])] = float(event["loss"])
+    return sorted(by_step.items())
+
+
+# ---- reading jobs ----------------------------------------------------------------------------
+
+
+def deck_paths_of(where: Where) -> DeckPaths:
+    return where if isinstance(where, DeckPaths) else where.paths
+
+
+def job_directory(where: Where, job_id: str) -> Path:
+    paths = deck_paths_of(where)
+    if not job_id or "/" in job_id or job_id.startswith("."):
+        raise BadInput(f"invalid job id {job_id!r}")
+    directory = paths.jobs / job_id
+    if not (directory / "spec.json").exists():
+        raise BadInput(f"job {job_id!r} does not exist")
+    return directory
+
+
+def get_job(where: Where, job_id: str) -> JobInfo:
+    return _job_from_dir(job_directory(where, job_id))
+
+
+def list_jobs(where: Where, kind: str | None = None) -> list[JobInfo]:
+    paths = deck_paths_of(where)
+    if not paths.jobs.exists():
+        return []
+    jobs = [_job_from_dir(d) for d in paths.jobs.iterdir() if (d / "spec.json").exists()]
+    return sorted((j for j in jobs if kind is None or j.kind == kind), key=lambda j: j.created_at)
+
+
+def job_counts(where: Where) -> dict[str, int]:
+    """Jobs by state, from the small state files only (what `status` shows)."""
+    paths = deck_paths_of(where)
+    counts = {state: 0 for state in JOB_STATES}
+    if paths.jobs.exists():
+        for directory in paths.jobs.iterdir():
+            state, _ = _effective_state(directory, _read_json(directory / "state.json") or {})
+            if state in counts:
+                counts[state] += 1
+    return counts
+
+
+def _job_from_dir(directory: Path) -> JobInfo:
+    spec = _read_json(directory / "spec.json") or {}
+    snapshot = _read_json(directory / "state.json") or {}
+    state, reason = _effective_state(directory, snapshot)
+    return JobInfo(id=directory.name, kind=spec.get("kind", "?"), state=state, reason=reason,
+                   created_at=spec.get("created_at", 0.0),
+                   updated_at=snapshot.get("updated_at", spec.get("created_at", 0.0)),
+                   pid=_read_pid(directory), directory=str(directory), spec=spec.get("spec", {}),
+                   result=snapshot.get("result"), attempt=int(snapshot.get("attempt", 1)))
+
+
+def _effective_state(directory: Path, snapshot: dict[str, Any]) -> tuple[str, str | None]:
+    """A job that says it is live but whose supervisor is gone (SIGKILL, reboot) has failed."""
+    state = snapshot.get("state", "queued")
+    if state in TERMINAL_STATES:
+        return state, snapshot.get("reason")
+    pid = _read_pid(directory)
+    if pid is None:
+        started = snapshot.get("updated_at") or (directory / "spec.json").stat().st_mtime
+        if time.time() - started < 30:  # just created: the supervisor is starting
+            return state, snapshot.get("reason")
+        return "failed", "worker never started"
+    if not process_alive(pid):
+        return "failed", f"worker process {pid} is gone (killed or crashed); `jobs resume` continues it"
+    return state, snapshot.get("reason")
+
+
+def _read_pid(directory: Path) -> int | None:
+    try:
+        return int((directory / "pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+# ---- starting, cancelling, resuming ----------------------------------------------------------
+
+
+def new_job_id(kind: str) -> str:
+    return f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def start_job(where: Where, kind: str, spec: dict[str, Any], *,
+              launch: JobLaunch = JobLaunch(), entry: str | None = None) -> JobInfo:
+    """Write the job directory and spawn its detached supervisor. `spec` must be JSON-able."""
+    entry = entry or WORKER_ENTRIES.get(kind)
+    if entry is None:
+        raise BadInput(f"unknown job kind {kind!r} (known: {', '.join(sorted(WORKER_ENTRIES))})")
+    paths = deck_paths_of(where).ensure()
+    job_id = new_job_id(kind)
+    directory = paths.jobs / job_id
+    (directory / "checkpoints").mkdir(parents=True)
+    document = {"id": job_id, "kind": kind, "created_at": time.time(), "entry": entry,
+                "launch": asdict(launch), "spec": spec}
+    (directory / "spec.json").write_text(json.dumps(document, indent=2, default=str))
+    record_state(directory, "queued", "created", attempt=1)
+    _spawn_supervisor(paths, directory)
+    return _job_from_dir(directory)
+
+
+def _spawn_supervisor(paths: DeckPaths, directory: Path) -> None:
+    env = {**os.environ, "MODELDECK_HOME": str(paths.home), "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
+                                                      env.get("PYTHONPATH")]))
+    with (directory / "log").open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "engine.jobs", "supervise", str(directory)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+            cwd=directory, start_new_session=True, close_fds=True)
+    (directory / "pid").write_text(str(process.pid))
+
+
+def cancel_job(where: Where, job_id: str, reason: str = "cancelled by user",
+               grace_s: float = CANCEL_GRACE_S) -> JobInfo:
+    """SIGTERM the job's process group, SIGKILL it after `grace_s`, and record `cancelled`."""
+    job = get_job(where, job_id)
+    if job.terminal:
+        raise BadInput(f"job {job_id} is already {job.state}")
+    directory = Path(job.directory)
+    (directory / "cancel").write_text(reason)
+    if job.pid is not None:
+        _stop_group(job.pid, grace_s)
+    if not get_job(where, job_id).terminal:  # the worker did not get to record it
+        record_state(directory, "cancelled", reason)
+    return get_job(where, job_id)
+
+
+def _stop_group(pid: int, grace_s: float) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if not process_alive(pid):
+                return
+            time.sleep(0.05)
+
+
+def resume_job(where: Where, job_id: str) -> JobInfo:
+    """Start a failed or cancelled job again; its worker continues from its checkpoints."""
+    paths = deck_paths_of(where)
+    job = get_job(paths, job_id)
+    if job.state == "finished":
+        raise BadInput(f"job {job_id} already finished")
+    if not job.terminal:
+        raise BadInput(f"job {job_id} is still {job.state} (pid {job.pid})")
+    directory = Path(job.directory)
+    snapshot = _read_json(directory / "state.json") or {}
+    if snapshot.get("state") not in TERMINAL_STATES:  # it died without saying so: say it now
+        record_state(directory, "failed", job.reason)
+    (directory / "cancel").unlink(missing_ok=True)
+    record_state(directory, "queued", "resumed", attempt=job.attempt + 1)
+    _spawn_supervisor(paths, directory)
+    return get_job(paths, job_id)
+
+
+# ---- the detached side: supervisor and worker ------------------------------------------------
+
+
+def _supervise(directory: Path) -> int:
+    """Run the worker (or torchrun), then make sure the job ends in a terminal state."""
+    document = _read_json(directory / "spec.json") or {}
+    launch = JobLaunch(**document.get("launch", {}))
+    command = _worker_command(directory, launch)
+    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, cwd=directory)
+    signal.signal(signal.SIGTERM, lambda *_: None)  # the group's SIGTERM is for the worker
+    code = child.wait()
+    snapshot = _read_json(directory / "state.json") or {}
+    if snapshot.get("state") not in TERMINAL_STATES:
+        if (directory / "cancel").exists():
+            record_state(directory, "cancelled", (directory / "cancel").read_text() or None)
+        else:
+            record_state(directory, "failed", _exit_reason(code))
+    return 0
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        return f"worker killed by signal {signal.Signals(-code).name}"
+    return f"worker exited with status {code} (see the job's log)"
+
+
+def _worker_command(directory: Path, launch: JobLaunch) -> list[str]:
+    if not launch.distributed:
+        return [sys.executable, "-m", "engine.jobs", "run", str(directory)]
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={launch.nproc}",
+               f"--nnodes={launch.nnodes}"]
+    if launch.rdzv_endpoint:
+        command += ["--rdzv-backend=c10d", f"--rdzv-endpoint={launch.rdzv_endpoint}"]
+    else:
+        command += ["--standalone"]
+    if launch.node_rank is not None:
+        command += [f"--node-rank={launch.node_rank}"]
+    return command + ["--module", "engine.jobs", "run", str(directory)]
+
+
+@dataclass
+class JobContext:
+    """What a worker function gets: its spec, where to write, and how to report."""
+
+    job_id: str
+    directory: Path
+    kind: str
+    spec: dict[str, Any]
+    home: Path
+    attempt: int
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.directory / "checkpoints"
+
+    def emit(self, event_type: str, **fields: Any) -> None:
+        """Rank 0 writes the stream; other ranks stay quiet so the curve is one curve."""
+        if self.is_main:
+            append_event(self.directory, event_type, **fields)
+
+    def cancelled(self) -> bool:
+        return (self.directory / "cancel").exists()
+
+    def deck(self):
+        from engine.deck import Deck
+
+        return Deck.at(self.home)
+
+
+def _raise_cancelled(*_: Any) -> None:
+    raise JobCancelled("cancelled")
+
+
+def run_worker(directory: Path) -> int:
+    """The worker process: dispatch on kind, turn the outcome into the job's terminal state."""
+    document = _read_json(directory / "spec.json") or {}
+    snapshot = _read_json(directory / "state.json") or {}
+    context = JobContext(job_id=directory.name, directory=directory, kind=document.get("kind", "?"),
+                         spec=document.get("spec", {}), home=directory.parent.parent,
+                         attempt=int(snapshot.get("attempt", 1)),
+                         rank=int(os.environ.get("RANK", 0)),
+                         world_size=int(os.environ.get("WORLD_SIZE", 1)))
+    signal.signal(signal.SIGTERM, _raise_cancelled)
+    if context.is_main:
+        record_state(directory, "running", f"attempt {context.attempt}", worker_pid=os.getpid(),
+                     world_size=context.world_size)
+    try:
+        result = _entry_function(document.get("entry", ""))(context)
+    except JobCancelled:
+        reason = (directory / "cancel").read_text() if (directory / "cancel").exists() else None
+        if context.is_main:
+            record_state(directory, "cancelled", reason or "cancelled")
+        return 1
+    except Exception as error:  # every failure becomes a reason on the job, then the exit
+        if context.is_main:
+            record_state(directory, "failed", _failure_reason(error))
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    if context.is_main:
+        record_state(directory, "finished", "done", result=result or {})
+    return 0
+
+
+def _failure_reason(error: Exception) -> str:
+    if isinstance(error, DeckError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def _entry_function(entry: str) -> Callable[[JobContext], dict[str, Any] | None]:
+    module_name, _, function_name = entry.partition(":")
+    if not module_name or not function_name:
+        raise ActionFailed(f"job has no valid worker entry ({entry!r})")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def _selftest_worker(context: JobContext) -> dict[str, Any]:
+    """A torch-free worker for testing the machinery: counts steps, honours `fail`/`sleep_s`."""
+    steps = int(context.spec.get("steps", 3))
+    marker = context.checkpoints / "step"
+    start = int(marker.read_text()) if marker.exists() else 0
+    for step in range(start + 1, steps + 1):
+        time.sleep(float(context.spec.get("sleep_s", 0.0)))
+        context.emit("progress", step=step, max_steps=steps, loss=1.0 / step)
+        marker.write_text(str(step))
+        if context.spec.get("fail_at") == step:
+            raise ActionFailed(f"asked to fail at step {step}")
+    return {"steps": steps, "started_at_step": start}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] not in ("run", "supervise"):
+        sys.stderr.write("usage: python -m engine.jobs run|supervise JOB_DIR\n")
+        return 2
+    directory = Path(argv[1]).resolve()
+    return run_worker(directory) if argv[0] == "run" else _supervise(directory)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
