@@ -219,6 +219,7 @@ class StatusReport:
     deployments: tuple[Deployment, ...]
     server: dict[str, Any] = field(default_factory=dict)
     taken_at: float = field(default_factory=time.time)
+    jobs: dict[str, int] = field(default_factory=dict)  # job counts by state
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -232,7 +233,13 @@ def status(deck: Deck) -> StatusReport:
     versions = registry.db.execute("SELECT COUNT(DISTINCT model), COUNT(*) FROM versions").fetchone()
     return StatusReport(home=str(deck.paths.home), model_count=versions[0],
                         version_count=versions[1], deployments=tuple(registry.deployments()),
-                        server=local_server_state(deck))
+                        server=local_server_state(deck), jobs=_job_counts(deck))
+
+
+def _job_counts(deck: Deck) -> dict[str, int]:
+    from engine.jobs import job_counts  # reads small state files only, no torch
+
+    return job_counts(deck)
 
 
 def local_server_state(deck: Deck) -> dict[str, Any]:
