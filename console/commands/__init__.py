@@ -7,4 +7,5 @@ COMMAND_MODULES = (
     "console.commands.registry_cmds",
     "console.commands.deploy_cmds",
     "console.commands.status_cmds",
+    "console.commands.target_cmds",
 )
