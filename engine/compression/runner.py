@@ -1,0 +1,140 @@
+"""One compression run, start to finish: evaluate the parent, apply the method, store the result
+as safetensors, reload it from disk and evaluate that (the report describes what is stored), and
+register it as the next version with lineage and the report. Plain functions: the job worker
+calls `compress_version`, and so can a test, in-process."""
+
+from __future__ import annotations
+
+import gc
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engine.compression.spec import CompressSpec
+
+Emit = Callable[..., None]  # emit(event_type, **fields)
+
+
+def _eval_settings(spec: CompressSpec):
+    from engine.compression.evaluate import DEFAULT_EVAL_TEXT, EvalSettings
+
+    return EvalSettings(eval_file=Path(spec.eval_file) if spec.eval_file else DEFAULT_EVAL_TEXT,
+                        decode_tokens=spec.decode_tokens, batch_size=spec.batch_size)
+
+
+def _progress(emit: Emit, phase: str, cancelled: Callable[[], bool]):
+    from engine.errors import ActionFailed
+
+    def on_step(step: int, max_steps: int, loss: float) -> None:
+        emit("progress", phase=phase, step=step, max_steps=max_steps, loss=round(loss, 5))
+        if cancelled():
+            raise ActionFailed("cancelled")
+
+    return on_step
+
+
+def apply_method(model, tokenizer, spec: CompressSpec, emit: Emit,
+                 cancelled: Callable[[], bool] = lambda: False) -> tuple[Any, dict | None, dict]:
+    """(compressed model, int8 storage marker or None, notes for the report)."""
+    import torch
+
+    if spec.method in ("bf16", "fp16"):
+        return model.to(torch.bfloat16 if spec.method == "bf16" else torch.float16), None, {}
+    if spec.method == "int8":
+        from engine.compression.int8 import quantize_int8
+
+        marker = quantize_int8(model, spec.keep)
+        return model, marker, {"int8_format": marker["format"],
+                               "int8_modules": len(marker["linear_modules"]),
+                               "int8_embedding": marker["embedding"]}
+    if spec.method == "prune":
+        return _prune(model, tokenizer, spec, emit, cancelled)
+    return _distill(model, tokenizer, spec, emit, cancelled)
+
+
+def _prune(model, tokenizer, spec, emit, cancelled):
+    from engine.compression import prune
+    from engine.compression.training import causal_lm_loss, text_batches, train_steps
+
+    masks: dict = {}
+    if spec.structured == "mlp":
+        notes = prune.prune_mlp_channels(model, spec.sparsity)
+    elif spec.structured == "heads":
+        notes = prune.prune_head_groups(model, spec.sparsity)
+    else:
+        masks = prune.prune_unstructured(model, spec.sparsity)
+        notes = {"removed": "single weights (unstructured): stored dense, so no size or speed win"}
+    if spec.recover_steps:
+        model.float()
+        batches = text_batches(tokenizer, spec.train_text_path.read_text(), spec.seq_len,
+                               spec.train_batch)
+        losses = train_steps(model, batches, spec.recover_steps, causal_lm_loss,
+                             spec.learning_rate, _progress(emit, "recover", cancelled),
+                             after_step=prune.reapply_masks(model, masks) if masks else None)
+        notes = {**notes, "recover_loss_first": losses[0], "recover_loss_last": losses[-1]}
+    return model, None, notes
+
+
+def _distill(teacher, tokenizer, spec, emit, cancelled):
+    from engine.compression.distill import build_student
+    from engine.compression.training import distillation_loss, text_batches, train_steps
+
+    teacher.float().eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    student, kept = build_student(teacher, spec.student_layers)
+    for parameter in student.parameters():
+        parameter.requires_grad_(True)
+    batches = text_batches(tokenizer, spec.train_text_path.read_text(), spec.seq_len,
+                           spec.train_batch)
+    losses = train_steps(student, batches, spec.steps,
+                         distillation_loss(teacher, spec.temperature, spec.alpha),
+                         spec.learning_rate, _progress(emit, "distill", cancelled))
+    return student, None, {"student_layers": kept, "distill_loss_first": losses[0],
+                           "distill_loss_last": losses[-1]}
+
+
+def compress_version(deck, spec: CompressSpec, workdir: Path, emit: Emit,
+                     cancelled: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+    from engine.compression.evaluate import compare, measure
+    from engine.compression.storage import load_model, load_tokenizer, save_model
+
+    parent = deck.registry.resolve(spec.reference)
+    source = deck.registry.materialize(parent)
+    settings = _eval_settings(spec)
+    tokenizer = load_tokenizer(source)
+    emit("phase", phase="evaluate-parent", ref=parent.ref)
+    model = load_model(source)
+    parent_metrics = measure(model, tokenizer, source, settings)
+    emit("metrics", which="parent", **parent_metrics.to_dict())
+    emit("phase", phase="compress", method=spec.method)
+    model, marker, notes = apply_method(model, tokenizer, spec, emit, cancelled)
+    output = workdir / "output"
+    shutil.rmtree(output, ignore_errors=True)
+    save_model(model, tokenizer, output, marker)
+    del model
+    gc.collect()
+    emit("phase", phase="evaluate-result")
+    result_metrics = measure(load_model(output), tokenizer, output, settings)
+    emit("metrics", which="result", **result_metrics.to_dict())
+    report = {**compare(parent_metrics, result_metrics, spec.max_ppl_increase),
+              "method": spec.method, "settings": spec.settings(), "notes": notes,
+              "eval_file": str(settings.eval_file), "parent_ref": parent.ref}
+    version = _register(deck, parent, spec, output, report)
+    emit("registered", ref=version.ref, status=version.status, verdict=report["verdict"])
+    return {"version": version.ref, "status": version.status, "report": report}
+
+
+def _register(deck, parent, spec: CompressSpec, output: Path, report: dict[str, Any]):
+    from engine.registry.inspect import describe_source
+
+    result = report["result"]
+    metrics = {"perplexity": result["perplexity"],
+               "decode_tokens_per_s": result["decode_tokens_per_s"], "compression": report}
+    return deck.registry.register(
+        parent.model, describe_source(output), produced_by="compress", source=parent.ref,
+        parent_version=parent.version, metrics=metrics,
+        lineage={"parent": parent.ref, "method": spec.method, "settings": spec.settings()},
+        status="rejected" if report["verdict"] == "rejected" else "ready",
+        audit_verb="compress", audit_arguments={"ref": parent.ref, **spec.to_dict()})

@@ -1,0 +1,17 @@
+"""The `compress` job kind: engine.jobs runs `run_compress` in a detached worker process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def run_compress(context) -> dict[str, Any]:
+    from engine.compression.runner import compress_version
+    from engine.compression.spec import CompressSpec
+
+    spec = CompressSpec.from_dict(context.spec)
+    deck = context.deck()
+    try:
+        return compress_version(deck, spec, context.checkpoints, context.emit, context.cancelled)
+    finally:
+        deck.close()
