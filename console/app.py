@@ -1,0 +1,98 @@
+"""The console App: themes, the dashboard screen and the palette. Kept thin: panes render,
+sources read (in thread workers), engine_calls act."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import App
+
+from console.data import EventRow
+from console.palette import DeckCommands
+from console.screens.dashboard import DashboardScreen
+from console.sources import DataSource, EngineSource, now
+from console.themes import (BUILTIN_THEME_DIR, DEFAULT_THEME, VARIABLE_DEFAULTS, LoadedThemes,
+                            load_themes, save_theme_choice)
+from engine.deck import Deck
+from engine.errors import BadInput
+
+
+class ModeldeckApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "modeldeck"
+    COMMANDS = App.COMMANDS | {DeckCommands}
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
+
+    def __init__(self, deck: Deck, source: DataSource | None = None, *, readonly: bool = False,
+                 theme_name: str | None = None, refresh_s: float | None = None,
+                 themes: LoadedThemes | None = None) -> None:
+        self.deck = deck
+        self.loaded_themes = themes if themes is not None else themes_for(deck)
+        super().__init__()
+        for theme in self.loaded_themes.themes:
+            self.register_theme(theme)
+        self.theme = pick_theme(self.loaded_themes, theme_name or deck.config.console.theme)
+        self.source = source if source is not None else EngineSource(deck)
+        self.readonly = readonly
+        self.refresh_s = refresh_s if refresh_s is not None else deck.config.console.refresh_s
+        self.dashboard = DashboardScreen(self.source, self.refresh_s, readonly)
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        return dict(VARIABLE_DEFAULTS)
+
+    @property
+    def deck_theme_names(self) -> tuple[str, ...]:
+        return self.loaded_themes.names
+
+    def on_mount(self) -> None:
+        self.push_screen(self.dashboard)
+        for problem in self.loaded_themes.problems:  # reported once, at start
+            self.dashboard.report("warning", problem)
+
+    def action_next_theme(self) -> None:
+        names = self.deck_theme_names or (self.theme,)
+        position = names.index(self.theme) if self.theme in names else -1
+        self.use_theme(names[(position + 1) % len(names)])
+
+    def use_theme(self, name: str) -> None:
+        self.theme = name
+        self.notify(f"theme: {name}", timeout=2)
+
+    def save_theme(self) -> None:
+        from engine.config import config_path
+
+        path, _ = config_path(self.deck.config_file)
+        try:
+            save_theme_choice(path, self.theme)
+        except OSError as error:
+            self.dashboard.report("error", f"cannot save theme to {path}: {error}")
+            return
+        self.dashboard.report("info", f"theme {self.theme} saved to {path}")
+
+
+def themes_for(deck: Deck) -> LoadedThemes:
+    directories = [BUILTIN_THEME_DIR]
+    user_dir = deck.config.console.theme_dir
+    if user_dir is not None:
+        directories.append(Path(user_dir).expanduser())
+    return load_themes(directories)
+
+
+def pick_theme(themes: LoadedThemes, wanted: str) -> str:
+    if wanted in themes.names:
+        return wanted
+    if wanted in ("textual-dark", "textual-light"):
+        return wanted
+    known = ", ".join(themes.names) or "none"
+    raise BadInput(f"unknown theme {wanted!r} (known: {known})")
+
+
+def run_app(deck: Deck, readonly: bool, theme: str | None) -> int:
+    """`modeldeck` / `modeldeck tui`: BadInput (exit 2) for an unknown theme or a bad deck.toml."""
+    app = ModeldeckApp(deck, readonly=readonly, theme_name=theme)
+    app.run()
+    return app.return_code or 0
+
+
+def event_at_now(level: str, text: str) -> EventRow:
+    return EventRow(now(), level, text)

@@ -1,0 +1,181 @@
+"""What the panes render: small immutable view models, built by the sources in sources.py.
+
+Panes never call the engine; they are given these objects, so they can be tested with fixed
+data and the engine modules (telemetry, jobs) can be plugged in behind the sources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SPARK_BLOCKS = " ▁▂▃▄▅▆▇█"
+
+
+@dataclass(frozen=True)
+class ProcessRow:
+    pid: int
+    name: str
+    memory_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class GpuRow:
+    index: int
+    name: str
+    utilization_pct: float | None
+    memory_used_bytes: int | None
+    memory_total_bytes: int | None
+    temperature_c: float | None = None
+    power_w: float | None = None
+    utilization_history: tuple[float, ...] = ()
+    processes: tuple[ProcessRow, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostView:
+    cpu_pct: float
+    cpu_count: int
+    memory_used_bytes: int
+    memory_total_bytes: int
+    cpu_history: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class GpuPanel:
+    """status: 'ok', or why there are no GPU rows ('no-nvml', 'no-gpu', 'error')."""
+
+    status: str
+    reason: str = ""
+    gpus: tuple[GpuRow, ...] = ()
+    host: HostView | None = None
+
+
+@dataclass(frozen=True)
+class EndpointRow:
+    name: str
+    kind: str
+    status: str  # up | down | stale
+    reason: str = ""
+    tokens_per_s: float | None = None
+    requests_per_s: float | None = None
+    ttft_p95_s: float | None = None
+    running: int | None = None
+    waiting: int | None = None
+    kv_cache_pct: float | None = None
+    tokens_history: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class EndpointsPanel:
+    status: str = "ok"  # ok | not-available
+    reason: str = ""
+    endpoints: tuple[EndpointRow, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    ref: str
+    model: str
+    version: int
+    size_bytes: int
+    parent: str | None
+    status: str
+    metrics: tuple[tuple[str, str], ...] = ()
+    aliases: tuple[str, ...] = ()
+    serving_on: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeploymentRow:
+    target: str
+    ref: str
+    state: str
+
+
+@dataclass(frozen=True)
+class ModelsPanel:
+    rows: tuple[ModelRow, ...] = ()
+    deployments: tuple[DeploymentRow, ...] = ()
+    targets: tuple[str, ...] = ("local",)
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class JobRow:
+    job_id: str
+    kind: str
+    model: str
+    state: str  # queued | running | done | failed | cancelled ...
+    progress: float | None = None  # 0..1
+    eta_s: float | None = None
+    detail: str = ""
+
+    @property
+    def cancellable(self) -> bool:
+        return self.state in ("queued", "running", "starting", "pending")
+
+
+@dataclass(frozen=True)
+class JobsPanel:
+    status: str = "ok"  # ok | not-available
+    reason: str = ""
+    jobs: tuple[JobRow, ...] = ()
+
+
+@dataclass(frozen=True)
+class LossSeries:
+    """The full series; the loss pane downsamples for drawing, never truncates."""
+
+    job_id: str | None
+    train_steps: tuple[float, ...] = ()
+    train_loss: tuple[float, ...] = ()
+    eval_steps: tuple[float, ...] = ()
+    eval_loss: tuple[float, ...] = ()
+    status: str = "ok"  # ok | no-job | not-available
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class EventRow:
+    at: float
+    level: str  # info | warning | error
+    text: str
+
+
+@dataclass(frozen=True)
+class EventsPanel:
+    events: tuple[EventRow, ...] = ()
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether an engine verb the console offers exists yet, and why not."""
+
+    finetune: str | None = None  # None: available; else the reason it is not
+    compress: str | None = None
+    cancel: str | None = None
+    compress_methods: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything on screen at once (used by the fixed source and the benchmark)."""
+
+    gpus: GpuPanel
+    endpoints: EndpointsPanel
+    models: ModelsPanel
+    jobs: JobsPanel
+    loss: LossSeries
+    events: EventsPanel
+    availability: Availability = field(default_factory=Availability)
+
+
+def sparkline(values: tuple[float, ...] | list[float], width: int, top: float | None = None) -> str:
+    """The last `width` values as block characters, scaled to `top` (or their maximum)."""
+    recent = list(values)[-width:]
+    if not recent:
+        return ""
+    ceiling = top if top else max(recent) or 1.0
+    steps = len(SPARK_BLOCKS) - 1
+    return "".join(SPARK_BLOCKS[max(0, min(steps, round(value / ceiling * steps)))] for value in recent)

@@ -1,0 +1,69 @@
+"""The engine verbs the console offers, called exactly as the headless commands call them.
+
+Each function blocks (SQLite, files, processes): the console runs them in worker threads, each
+with its own Deck because SQLite connections must not cross threads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from console.sources import fresh_deck
+from engine import actions
+from engine.deck import Deck
+
+
+def plan_deploy(deck: Deck, reference: str, target: str) -> actions.DeployPlan:
+    with fresh_deck(deck) as opened:
+        return actions.plan_deploy(opened, actions.DeployRequest(reference, target, reason="console"))
+
+
+def deploy(deck: Deck, reference: str, target: str) -> actions.DeployResult:
+    with fresh_deck(deck) as opened:
+        return actions.deploy(opened, actions.DeployRequest(reference, target, reason="console"))
+
+
+def plan_rollback(deck: Deck, target: str) -> actions.DeployPlan:
+    with fresh_deck(deck) as opened:
+        return actions.plan_rollback(opened, actions.RollbackRequest(target, reason="console"))
+
+
+def rollback(deck: Deck, target: str) -> actions.DeployResult:
+    with fresh_deck(deck) as opened:
+        return actions.rollback(opened, actions.RollbackRequest(target, reason="console"))
+
+
+def show_model(deck: Deck, reference: str) -> dict[str, Any]:
+    with fresh_deck(deck) as opened:
+        return actions.show_model(opened, reference).to_dict()
+
+
+def request_fields(request_name: str) -> list[dataclasses.Field]:
+    """The fields of an engine request dataclass (the forms are built from them)."""
+    request_type = getattr(actions, request_name, None)
+    if request_type is None or not dataclasses.is_dataclass(request_type):
+        return []
+    return list(dataclasses.fields(request_type))
+
+
+def call_verb(deck: Deck, verb: str, request_name: str, values: dict[str, Any]) -> Any:
+    """Build engine.actions.<request_name> from the values it accepts and call the verb."""
+    request_type = getattr(actions, request_name)
+    accepted = {field.name for field in dataclasses.fields(request_type)}
+    request = request_type(**{key: value for key, value in values.items() if key in accepted})
+    with fresh_deck(deck) as opened:
+        return getattr(actions, verb)(opened, request)
+
+
+def describe_result(result: Any) -> str:
+    """One line for the events pane: the result's own summary when it has one."""
+    for attribute in ("describe", "summary"):
+        method = getattr(result, attribute, None)
+        if callable(method):
+            return str(method())
+    if hasattr(result, "to_dict"):
+        data = result.to_dict()
+        keys = ("job_id", "id", "state", "ref", "status")
+        return " ".join(f"{key}={data[key]}" for key in keys if key in data) or "done"
+    return str(result)

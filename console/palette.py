@@ -1,0 +1,45 @@
+"""The command palette (ctrl+p): every action of the dashboard and every deck theme."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+from console.screens.actions import ACTION_TITLES, MUTATING
+
+
+class DeckCommands(Provider):
+    def entries(self) -> list[tuple[str, Callable[[], object], str]]:
+        app = self.app
+        dashboard = app.dashboard  # type: ignore[attr-defined]
+        entries = []
+        for action, title in ACTION_TITLES.items():
+            if action in MUTATING and dashboard.readonly:
+                continue  # read-only: actions are hidden, not merely dimmed
+            reason = dashboard.refusal(action)
+            help_text = f"unavailable: {reason}" if reason else f"key: {key_for(dashboard, action)}"
+            entries.append((title, partial(dashboard.palette_run, action), help_text))
+        for name in app.deck_theme_names:  # type: ignore[attr-defined]
+            entries.append((f"Theme: {name}", partial(app.use_theme, name), "switch theme"))  # type: ignore[attr-defined]
+        entries.append(("Save current theme to deck.toml", app.save_theme, "[console] theme"))  # type: ignore[attr-defined]
+        return entries
+
+    async def discover(self) -> Hits:
+        for title, command, help_text in self.entries():
+            yield DiscoveryHit(title, command, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, command, help_text in self.entries():
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), command, help=help_text)
+
+
+def key_for(dashboard: object, action: str) -> str:
+    for binding in dashboard.BINDINGS:  # type: ignore[attr-defined]
+        if binding.action == action:  # type: ignore[union-attr]
+            return binding.key_display or binding.key  # type: ignore[union-attr]
+    return "-"

@@ -1,0 +1,206 @@
+"""The dashboard: six panes in a grid, polled sources, and the keys.
+
+Polling: each source is read in a thread worker that only posts a SourceRead message; the
+handler (UI thread) updates the pane and re-arms a one-shot timer, so polls never pile up and a
+slow source delays only itself. The action keys live in DashboardActions (screens/actions.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input
+
+from console.data import Availability, EventRow
+from console.screens.actions import DashboardActions
+from console.sources import DataSource, now
+from console.widgets.common import TablePane
+from console.widgets.events_pane import EventsPane
+from console.widgets.gpu_pane import GpuPane
+from console.widgets.jobs_pane import JobsPane
+from console.widgets.loss_pane import LossPane
+from console.widgets.models_pane import ModelsPane
+from console.widgets.throughput_pane import ThroughputPane
+
+# Registry-backed panes change only when someone acts: poll them less often than telemetry.
+SLOW_POLL_FACTOR = 3
+POLLED = ("gpus", "endpoints", "jobs", "loss", "models", "events", "availability")
+SLOW = {"models", "events", "availability"}
+
+
+@dataclass
+class SourceRead(Message):
+    source_name: str
+    value: Any
+    error: str | None = None
+
+
+class DashboardScreen(DashboardActions, Screen):
+    BINDINGS = [
+        Binding("d", "deploy", "Deploy", id="deploy"),
+        Binding("r", "rollback", "Rollback", id="rollback"),
+        Binding("f", "finetune", "Fine-tune", id="finetune"),
+        Binding("c", "compress", "Compress", id="compress"),
+        Binding("x", "cancel_job", "Cancel job", id="cancel"),
+        Binding("l", "log_scale", "Log y", id="log-scale"),
+        Binding("slash", "filter", "Filter", id="filter"),
+        Binding("p", "pause", "Pause", id="pause"),
+        Binding("t", "next_theme", "Theme", id="theme"),
+        Binding("question_mark", "help", "Help", id="help"),
+        Binding("q", "quit", "Quit", id="quit"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, id="clear-filter"),
+    ]
+
+    def __init__(self, source: DataSource, refresh_s: float, readonly: bool) -> None:
+        super().__init__()
+        self.source, self.refresh_s, self.readonly = source, refresh_s, readonly
+        self.paused = False
+        self.availability = Availability()
+        self.targets: tuple[str, ...] = ("local",)
+        self.loaded: set[str] = set()
+        self.in_flight: set[str] = set()
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Grid(id="panes"):
+            yield GpuPane(id="gpus", classes="pane")
+            yield ThroughputPane(id="endpoints", classes="pane")
+            yield LossPane(id="loss", classes="pane")
+            yield ModelsPane(id="models", classes="pane")
+            yield JobsPane(id="jobs", classes="pane")
+            yield EventsPane(id="events", classes="pane")
+        yield Input(placeholder="filter rows (enter keeps it, esc clears)", id="filter")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "read-only" if self.readonly else ""
+        self.query_one("#models", ModelsPane).table.focus()
+        for name in POLLED:
+            self.poll(name)
+
+    # ---- polling --------------------------------------------------------------------------------
+
+    def poll(self, name: str) -> None:
+        if self.paused or name in self.in_flight:
+            return
+        self.in_flight.add(name)
+        reader = self.reader(name)
+        self.run_worker(partial(self.read_in_thread, name, reader), thread=True,
+                        group=f"poll-{name}", exit_on_error=False)
+
+    def reader(self, name: str) -> Callable[[], Any]:
+        if name == "loss":
+            return partial(self.source.loss, self.loss_job_id())
+        return getattr(self.source, name)
+
+    def read_in_thread(self, name: str, reader: Callable[[], Any]) -> None:
+        """Runs in a worker thread: reads, and only posts the result."""
+        try:
+            self.post_message(SourceRead(name, reader()))
+        except Exception as error:  # shown in the events pane, never raised into the UI
+            self.post_message(SourceRead(name, None, f"{name}: {error}"))
+
+    def on_source_read(self, message: SourceRead) -> None:
+        name = message.source_name
+        self.in_flight.discard(name)
+        if message.error is not None:
+            self.report("error", message.error, toast=False)
+        else:
+            self.apply(name, message.value)
+        self.loaded.add(name)
+        interval = self.refresh_s * (SLOW_POLL_FACTOR if name in SLOW else 1)
+        if not self.paused:
+            self.set_timer(interval, partial(self.poll, name))
+
+    def apply(self, name: str, value: Any) -> None:
+        if name == "availability":
+            self.availability = value
+        elif name == "models":
+            self.targets = value.targets
+            self.query_one("#models", ModelsPane).show(value)
+        else:
+            self.query_one(f"#{name}").show(value)  # type: ignore[attr-defined]
+        self.refresh_bindings()
+
+    @property
+    def data_ready(self) -> bool:
+        return self.loaded >= set(POLLED)
+
+    def loss_job_id(self) -> str | None:
+        jobs = self.query_one("#jobs", JobsPane)
+        selected = jobs.selected_job()
+        if selected is not None:
+            return selected.job_id
+        if jobs.panel and jobs.panel.jobs:
+            running = [job for job in jobs.panel.jobs if job.state == "running"]
+            return (running or list(jobs.panel.jobs))[0].job_id
+        return None
+
+    # ---- outcomes -------------------------------------------------------------------------------
+
+    def report(self, level: str, text: str, toast: bool = True) -> None:
+        """An outcome goes to the events pane and, unless routine, to a toast."""
+        self.query_one("#events", EventsPane).add(EventRow(now(), level, text))
+        if toast:
+            severity = {"info": "information", "warning": "warning"}.get(level, "error")
+            self.notify(text, severity=severity, timeout=6)  # type: ignore[arg-type]
+
+    # ---- view keys ------------------------------------------------------------------------------
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        self.sub_title = " · ".join(part for part in (
+            "read-only" if self.readonly else "", "paused" if self.paused else "") if part)
+        if not self.paused:
+            for name in POLLED:
+                self.poll(name)
+
+    def action_log_scale(self) -> None:
+        log_scale = self.query_one("#loss", LossPane).toggle_log_scale()
+        self.notify(f"loss y axis: {'log' if log_scale else 'linear'}", timeout=2)
+
+    def action_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        field.add_class("visible")
+        field.focus()
+
+    def action_clear_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        field.value = ""
+        field.remove_class("visible")
+        self.query_one("#models", ModelsPane).table.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "filter":
+            for pane in self.query(TablePane):
+                pane.set_filter(event.value.strip())
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":
+            self.query_one("#models", ModelsPane).table.focus()
+
+    def action_next_theme(self) -> None:
+        self.app.action_next_theme()  # type: ignore[attr-defined]
+
+    def action_help(self) -> None:
+        from console.screens.modals import TextScreen
+
+        self.app.push_screen(TextScreen("modeldeck keys", self.help_text()))
+
+    async def action_quit(self) -> None:
+        self.app.exit()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.refresh_bindings()
+        if event.data_table.parent is self.query_one("#jobs"):
+            self.poll("loss")  # follow the newly selected job now, not at the next tick
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.show_details(event.data_table.parent)

@@ -1,0 +1,187 @@
+"""Where the panes' data comes from. Every method here may block, so the app calls them only
+from thread workers. EngineSource adapts the engine; FixedSource replays given data (tests,
+benchmarks, snapshots).
+
+The engine's telemetry and jobs modules are imported when first needed and, when a module is
+absent or does not offer what the pane needs, the pane gets 'not-available' data with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any, Protocol
+
+from console.data import (Availability, DeploymentRow, EndpointsPanel, EventRow, EventsPanel,
+                          GpuPanel, HostView, JobsPanel, LossSeries, ModelRow, ModelsPanel,
+                          Snapshot)
+from engine.deck import Deck
+
+HISTORY_POINTS = 120
+
+
+class DataSource(Protocol):
+    def gpus(self) -> GpuPanel: ...
+    def endpoints(self) -> EndpointsPanel: ...
+    def models(self) -> ModelsPanel: ...
+    def jobs(self) -> "JobsPanel": ...
+    def loss(self, job_id: str | None) -> LossSeries: ...
+    def events(self) -> EventsPanel: ...
+    def availability(self) -> Availability: ...
+
+
+class FixedSource:
+    """Returns the snapshot it was given (swap it with `set` to replay changing data)."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.calls = 0
+
+    def set(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def gpus(self) -> GpuPanel:
+        self.calls += 1
+        return self.snapshot.gpus
+
+    def endpoints(self) -> EndpointsPanel:
+        return self.snapshot.endpoints
+
+    def models(self) -> ModelsPanel:
+        return self.snapshot.models
+
+    def jobs(self) -> JobsPanel:
+        return self.snapshot.jobs
+
+    def loss(self, job_id: str | None) -> LossSeries:
+        return self.snapshot.loss
+
+    def events(self) -> EventsPanel:
+        return self.snapshot.events
+
+    def availability(self) -> Availability:
+        return self.snapshot.availability
+
+
+def optional_module(name: str) -> Any | None:
+    """An engine module that may not exist yet (another part of the engine still being built)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+@contextmanager
+def fresh_deck(base: Deck) -> Iterator[Deck]:
+    """A Deck for this thread: SQLite connections must not cross threads, workers do."""
+    deck = Deck(base.paths, base.config_file, base._config)
+    try:
+        yield deck
+    finally:
+        deck.close()
+
+
+class EngineSource:
+    def __init__(self, deck: Deck) -> None:
+        self.deck = deck
+        self._cpu_history: deque[float] = deque(maxlen=HISTORY_POINTS)
+
+    # ---- GPUs and host ----------------------------------------------------------------------
+
+    def gpus(self) -> GpuPanel:
+        from console.adapters import gpu_panel_from_telemetry
+
+        host = self._host()
+        panel = gpu_panel_from_telemetry(optional_module("engine.telemetry"), self.deck)
+        return replace(panel, host=host)
+
+    def _host(self) -> HostView:
+        import psutil
+
+        cpu = psutil.cpu_percent(interval=None)  # since the previous call: never blocks
+        self._cpu_history.append(cpu)
+        memory = psutil.virtual_memory()
+        return HostView(cpu, psutil.cpu_count() or 1, memory.total - memory.available,
+                        memory.total, tuple(self._cpu_history))
+
+    # ---- endpoints, jobs, loss --------------------------------------------------------------
+
+    def endpoints(self) -> EndpointsPanel:
+        from console.adapters import endpoints_from_telemetry
+
+        return endpoints_from_telemetry(optional_module("engine.telemetry"), self.deck)
+
+    def jobs(self) -> JobsPanel:
+        from console.adapters import jobs_from_engine
+
+        return jobs_from_engine(optional_module("engine.jobs"), self.deck)
+
+    def loss(self, job_id: str | None) -> LossSeries:
+        from console.adapters import loss_from_engine
+
+        return loss_from_engine(optional_module("engine.jobs"), self.deck, job_id)
+
+    # ---- registry ---------------------------------------------------------------------------
+
+    def models(self) -> ModelsPanel:
+        from engine import actions
+
+        try:
+            with fresh_deck(self.deck) as deck:
+                versions = actions.list_models(deck)
+                deployments = deck.registry.deployments()
+                targets = deck.config.target_names
+        except Exception as error:  # a broken deck.toml or database is shown, not raised
+            return ModelsPanel(error=str(error))
+        serving: dict[str, list[str]] = {}
+        for deployment in deployments:
+            serving.setdefault(deployment.ref, []).append(deployment.target)
+        rows = tuple(model_row(version, tuple(serving.get(version.ref, ())))
+                     for version in sorted(versions, key=lambda v: (v.model, -v.version)))
+        return ModelsPanel(rows, tuple(DeploymentRow(d.target, d.ref, d.state) for d in deployments),
+                           tuple(targets))
+
+    def events(self) -> EventsPanel:
+        from engine import actions
+
+        try:
+            with fresh_deck(self.deck) as deck:
+                entries = actions.audit(deck, limit=100)
+        except Exception as error:
+            return EventsPanel(error=str(error))
+        return EventsPanel(tuple(audit_event(entry) for entry in entries))
+
+    def availability(self) -> Availability:
+        from console.adapters import engine_availability
+
+        return engine_availability()
+
+
+def model_row(version: Any, serving_on: tuple[str, ...]) -> ModelRow:
+    metrics = tuple((key, format_metric(value)) for key, value in sorted(version.metrics.items())
+                    if isinstance(value, (int, float, str)))
+    parent = f"{version.model}@{version.parent_version}" if version.parent_version else None
+    return ModelRow(version.ref, version.model, version.version, version.size_bytes, parent,
+                    version.status, metrics, tuple(version.aliases), serving_on)
+
+
+def format_metric(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def audit_event(entry: Any) -> EventRow:
+    level = "info" if entry.result in ("ok", "success", "changed", "unchanged") else "error"
+    arguments = " ".join(f"{key}={value}" for key, value in entry.arguments.items()
+                         if value not in (None, False, ""))
+    detail = f" ({entry.detail})" if entry.detail else ""
+    return EventRow(entry.at, level, f"{entry.user}: {entry.verb} {arguments} -> {entry.result}{detail}")
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,146 @@
+"""Shared pieces of the panes: a titled pane around a table, bars and number formatting."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable, Static
+
+BAR_WIDTH = 10
+
+
+def theme_colour(widget: Any, name: str, fallback: str) -> str:
+    """A colour from the app's theme variables: panes never hard-code colours."""
+    variables = getattr(widget.app, "theme_variables", None) or {}
+    return variables.get(name, fallback)
+
+
+def level_colour(widget: Any, fraction: float | None) -> str:
+    if fraction is None:
+        return theme_colour(widget, "deck-muted", "grey50")
+    if fraction >= 0.9:
+        return theme_colour(widget, "deck-bad", "red")
+    if fraction >= 0.7:
+        return theme_colour(widget, "deck-warn", "yellow")
+    return theme_colour(widget, "deck-good", "green")
+
+
+def bar(widget: Any, fraction: float | None, label: str = "", width: int = BAR_WIDTH,
+        colour: str | None = None) -> Text:
+    """A fixed-width gauge: filled blocks in a colour that says whether the level is healthy
+    (or in `colour`, for bars where full is not a warning, like progress)."""
+    if fraction is None:
+        return Text("-".ljust(width) + (f" {label}" if label else ""),
+                    style=theme_colour(widget, "deck-muted", "grey50"))
+    clamped = max(0.0, min(1.0, fraction))
+    filled = round(clamped * width)
+    text = Text("█" * filled, style=colour or level_colour(widget, clamped))
+    text.append("░" * (width - filled), style=theme_colour(widget, "deck-muted", "grey50"))
+    if label:
+        text.append(f" {label}")
+    return text
+
+
+def fmt_bytes(size: int | None) -> str:
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1000
+    return f"{value:.1f}TB"
+
+
+def fmt_number(value: float | None, digits: int = 1, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def matches(filter_text: str, cells: Iterable[Any]) -> bool:
+    if not filter_text:
+        return True
+    needle = filter_text.lower()
+    return any(needle in str(cell).lower() for cell in cells)
+
+
+class TablePane(Vertical):
+    """A bordered pane with a table and a line for 'not available' or empty states."""
+
+    can_focus = False
+    COLUMNS: Sequence[str] = ()
+    PANE_TITLE = ""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.filter_text = ""
+        self._shown_keys: list[str] = []
+        self._shown_cells: list[list[Any]] = []
+        self.border_title = self.PANE_TITLE
+
+    def compose(self) -> ComposeResult:
+        table: DataTable = DataTable(cursor_type="row", zebra_stripes=False)
+        table.add_columns(*self.COLUMNS)
+        yield table
+        yield Static("", classes="pane-message")
+
+    @property
+    def table(self) -> DataTable:
+        return self.query_one(DataTable)
+
+    def show_message(self, message: str) -> None:
+        label = self.query_one(".pane-message", Static)
+        label.update(message)
+        label.display = bool(message)
+        # An empty table under a 'not available' line is only noise: show the line alone.
+        self.table.display = not (message and self.table.row_count == 0)
+
+    def fill(self, rows: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Show these rows; unchanged cells are left alone, so a steady refresh costs little."""
+        table = self.table
+        keys = [key for key, _ in rows]
+        if keys == self._shown_keys:
+            for index, (_, cells) in enumerate(rows):
+                for column, cell in enumerate(cells):
+                    if self._shown_cells[index][column] != cell:
+                        table.update_cell_at((index, column), cell)
+            self._shown_cells = [list(cells) for _, cells in rows]
+            return
+        selected = self.selected_key()
+        table.clear()
+        for key, cells in rows:
+            table.add_row(*cells, key=key)
+        self._shown_keys, self._shown_cells = keys, [list(cells) for _, cells in rows]
+        if selected in keys:
+            table.move_cursor(row=keys.index(selected), animate=False)
+
+    def selected_key(self) -> str | None:
+        table = self.table
+        if table.row_count == 0:
+            return None
+        try:
+            row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        except Exception:  # cursor outside the rows while the table refills
+            return None
+        return row_key.value
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text
+        self.redraw()
+
+    def redraw(self) -> None:
+        """Re-render the current data (subclasses keep their last view model)."""

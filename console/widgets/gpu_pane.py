@@ -1,0 +1,78 @@
+"""GPUs: a row per device with utilization and memory bars, history, temperature and power;
+the processes of the selected GPU. Without a GPU it says why and shows the host instead."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+
+from console.data import GpuPanel, GpuRow, sparkline
+from console.widgets.common import TablePane, bar, fmt_bytes, fmt_number
+
+HISTORY_WIDTH = 12
+
+
+class GpuPane(TablePane):
+    COLUMNS = ("GPU", "Util", "Memory", "History", "Temp", "Power")
+    PANE_TITLE = "GPUs"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.panel: GpuPanel | None = None
+
+    def show(self, panel: GpuPanel) -> None:
+        self.panel = panel
+        self.redraw()
+
+    def redraw(self) -> None:
+        panel = self.panel
+        if panel is None:
+            return
+        self.fill([(str(gpu.index), self.cells(gpu)) for gpu in panel.gpus])
+        self.show_message(self.below_table(panel))
+
+    def cells(self, gpu: GpuRow) -> tuple:
+        memory = (gpu.memory_used_bytes / gpu.memory_total_bytes
+                  if gpu.memory_used_bytes is not None and gpu.memory_total_bytes else None)
+        utilization = gpu.utilization_pct / 100 if gpu.utilization_pct is not None else None
+        return (f"{gpu.index} {gpu.name}", bar(self, utilization, fmt_number(gpu.utilization_pct, 0, "%")),
+                bar(self, memory, fmt_bytes(gpu.memory_used_bytes)),
+                sparkline(gpu.utilization_history, HISTORY_WIDTH, 100.0),
+                fmt_number(gpu.temperature_c, 0, "°C"), fmt_number(gpu.power_w, 0, "W"))
+
+    def selected_gpu(self) -> GpuRow | None:
+        key = self.selected_key()
+        if self.panel is None or key is None:
+            return None
+        return next((gpu for gpu in self.panel.gpus if str(gpu.index) == key), None)
+
+    def below_table(self, panel: GpuPanel) -> Text:
+        if panel.gpus:
+            gpu = self.selected_gpu() or panel.gpus[0]
+            lines = Text(f"processes on GPU {gpu.index}: ", style="bold")
+            if not gpu.processes:
+                lines.append("none")
+            for process in gpu.processes:
+                lines.append(f"\n  {process.pid:>7} {process.name} {fmt_bytes(process.memory_bytes)}")
+            return lines
+        return self.host_text(panel)
+
+    def host_text(self, panel: GpuPanel) -> Text:
+        text = Text(f"No NVIDIA GPU ({panel.status}): {panel.reason or 'none found'}\n",
+                    style="bold")
+        host = panel.host
+        if host is None:
+            return text
+        memory = host.memory_used_bytes / host.memory_total_bytes if host.memory_total_bytes else None
+        text.append("Host CPU ")
+        text.append_text(bar(self, host.cpu_pct / 100, f"{host.cpu_pct:.0f}% of {host.cpu_count} cores"))
+        text.append(f"\n         {sparkline(host.cpu_history, 24, 100.0)}\n")
+        text.append("Memory   ")
+        text.append_text(bar(self, memory, f"{fmt_bytes(host.memory_used_bytes)} / "
+                                          f"{fmt_bytes(host.memory_total_bytes)}"))
+        return text
+
+    def on_data_table_row_highlighted(self) -> None:
+        if self.panel is not None and self.panel.gpus:
+            self.show_message(self.below_table(self.panel))

@@ -1,0 +1,47 @@
+"""Jobs: fine-tune and compression jobs with progress bars, ETA and state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from console.data import JobRow, JobsPanel
+from console.widgets.common import TablePane, bar, fmt_duration, matches, theme_colour
+
+
+class JobsPane(TablePane):
+    COLUMNS = ("Job", "Kind", "Model", "State", "Progress", "ETA")
+    PANE_TITLE = "Jobs"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.panel: JobsPanel | None = None
+
+    def show(self, panel: JobsPanel) -> None:
+        self.panel = panel
+        self.redraw()
+
+    def redraw(self) -> None:
+        panel = self.panel
+        if panel is None:
+            return
+        rows = [(job.job_id, self.cells(job)) for job in panel.jobs
+                if matches(self.filter_text, (job.job_id, job.kind, job.model, job.state))]
+        self.fill(rows)
+        if panel.status != "ok":
+            self.show_message(f"not available: {panel.reason}")
+        elif not panel.jobs:
+            self.show_message("no jobs yet (f fine-tunes, c compresses the selected version)")
+        else:
+            self.show_message("")
+
+    def cells(self, job: JobRow) -> tuple:
+        progress = "-" if job.progress is None else f"{job.progress * 100:.0f}%"
+        return (job.job_id, job.kind, job.model, job.state, bar(self, job.progress, progress, 8,
+                    theme_colour(self, "primary", "blue")),
+                fmt_duration(job.eta_s))
+
+    def selected_job(self) -> JobRow | None:
+        key = self.selected_key()
+        if self.panel is None or key is None:
+            return None
+        return next((job for job in self.panel.jobs if job.job_id == key), None)

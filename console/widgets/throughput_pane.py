@@ -1,0 +1,51 @@
+"""Throughput: per endpoint (the local server and remote ones) tokens/s, requests/s, TTFT p95,
+running/waiting, KV-cache use, a sparkline and up/down/stale status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+
+from console.data import EndpointRow, EndpointsPanel, sparkline
+from console.widgets.common import TablePane, fmt_number, matches, theme_colour
+
+STATUS_COLOURS = {"up": ("deck-good", "green"), "down": ("deck-bad", "red"),
+                  "stale": ("deck-warn", "yellow")}
+
+
+class ThroughputPane(TablePane):
+    COLUMNS = ("Endpoint", "State", "tok/s", "req/s", "TTFT p95", "run/wait", "KV", "tok/s history")
+    PANE_TITLE = "Throughput"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.panel: EndpointsPanel | None = None
+
+    def show(self, panel: EndpointsPanel) -> None:
+        self.panel = panel
+        self.redraw()
+
+    def redraw(self) -> None:
+        panel = self.panel
+        if panel is None:
+            return
+        rows = [(endpoint.name, self.cells(endpoint)) for endpoint in panel.endpoints
+                if matches(self.filter_text, (endpoint.name, endpoint.kind, endpoint.status))]
+        self.fill(rows)
+        if panel.status != "ok":
+            self.show_message(f"not available: {panel.reason}")
+        elif not panel.endpoints:
+            self.show_message("no endpoints configured (add [[endpoints]] to deck.toml)")
+        else:
+            self.show_message("")
+
+    def cells(self, endpoint: EndpointRow) -> tuple:
+        variable, fallback = STATUS_COLOURS.get(endpoint.status, ("deck-muted", "grey50"))
+        state = Text(endpoint.status, style=theme_colour(self, variable, fallback))
+        ttft = fmt_number(endpoint.ttft_p95_s * 1000, 0, "ms") if endpoint.ttft_p95_s is not None else "-"
+        queue = (f"{endpoint.running if endpoint.running is not None else '-'}/"
+                 f"{endpoint.waiting if endpoint.waiting is not None else '-'}")
+        return (endpoint.name, state, fmt_number(endpoint.tokens_per_s), fmt_number(endpoint.requests_per_s, 2),
+                ttft, queue, fmt_number(endpoint.kv_cache_pct, 0, "%"),
+                sparkline(endpoint.tokens_history, 16))
