@@ -147,6 +147,11 @@ def plan_deploy(deck: Deck, request: DeployRequest) -> DeployPlan:
     chosen = deck.registry.resolve(request.reference)
     if chosen.status == "rejected" and not request.force:
         raise BadInput(f"{chosen.ref} was rejected by its evaluation; pass --force to deploy it anyway")
+    settings = deck.config.target(request.target)
+    if settings is not None:  # refuse what the target kind cannot serve before asking to confirm
+        from engine.targets.flow import driver_for
+
+        driver_for(settings).validate(chosen)
     return DeployPlan("deploy", request.target, deck.registry.deployment(request.target), chosen)
 
 
@@ -334,3 +339,257 @@ def demo(deck: Deck) -> DemoResult:
     version = import_model(deck, ImportRequest(source_path, name, reason="demo"))
     deploy(deck, DeployRequest(version.ref, "local", reason="demo"))
     return DemoResult(True, origin, deck.registry.resolve(version.ref))
+
+
+# ---- compress --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompressRequest:
+    reference: str
+    method: str
+    options: dict[str, Any] = field(default_factory=dict)  # CompressSpec field names
+    wait: bool = False
+
+
+@dataclass(frozen=True)
+class CompressResult:
+    job: Any  # engine.jobs.JobInfo
+    version: VersionInfo | None  # set once the job finished (always with wait=True)
+    report: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"job": self.job.to_dict(), "version": self.version.to_dict() if self.version else None,
+                "report": self.report}
+
+
+def compress(deck: Deck, request: CompressRequest, on_event: Any = None) -> CompressResult:
+    """Start a compression job (validated first: nothing is written on bad input); with wait,
+    follow its events (passed to on_event) until the new version is registered."""
+    from engine import jobs
+    from engine.compression.spec import spec_for
+    from engine.errors import ActionFailed
+
+    parent = deck.registry.resolve(request.reference)
+    spec = spec_for(parent.ref, parent.kind, parent.architecture, request.method, request.options)
+    job = jobs.start_job(deck, "compress", spec.to_dict())
+    if not request.wait:
+        return CompressResult(job, None, None)
+    for event in jobs.follow_events(deck, job.id, poll_s=0.2):
+        if on_event is not None:
+            on_event(event)
+    job = jobs.get_job(deck, job.id)
+    if job.state != "finished" or not job.result:
+        raise ActionFailed(f"compress job {job.id} {job.state}: {job.reason}")
+    return CompressResult(job, deck.registry.resolve(job.result["version"]), job.result["report"])
+
+
+# ---- telemetry verbs: watch, endpoints list|check -------------------------------------------
+
+
+@dataclass(frozen=True)
+class EndpointInfo:
+    """An endpoint as configured. Where its API key comes from is shown, never the key."""
+
+    name: str
+    kind: str
+    url: str
+    model: str | None
+    verify_tls: bool
+    timeout_s: float
+    api_key_env: str | None
+    api_key_file: str | None
+    secret_configured: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def list_endpoints(deck: Deck) -> list[EndpointInfo]:
+    return [EndpointInfo(e.name, e.kind, e.url, e.model, e.verify_tls, e.timeout_s, e.api_key_env,
+                         str(e.api_key_file) if e.api_key_file else None, e.secret_configured)
+            for e in deck.config.endpoints]
+
+
+@dataclass(frozen=True)
+class CheckEndpointsRequest:
+    names: tuple[str, ...] = ()  # empty: every configured endpoint
+    window_s: float = 0.0  # > 0: scrape twice this far apart, for rates and percentiles
+
+
+@dataclass(frozen=True)
+class EndpointsCheck:
+    endpoints: tuple[Any, ...]  # engine.telemetry.EndpointSnapshot
+    models: tuple[Any, ...]  # engine.telemetry.ModelStats
+
+    @property
+    def all_reachable(self) -> bool:
+        return all(endpoint.status != "down" for endpoint in self.endpoints)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"endpoints": [e.to_dict() for e in self.endpoints],
+                "models": [m.to_dict() for m in self.models]}
+
+
+def check_endpoints(deck: Deck, request: CheckEndpointsRequest) -> EndpointsCheck:
+    """Probe and scrape endpoints concurrently; down ones are data in the result."""
+    from engine.remote.poller import EndpointPoller
+
+    configured = {e.name: e for e in deck.config.endpoints}
+    unknown = [name for name in request.names if name not in configured]
+    if unknown:
+        raise BadInput(f"no endpoint named {unknown[0]!r} in deck.toml")
+    if not 0 <= request.window_s <= 300:
+        raise BadInput("--window must be between 0 and 300 seconds")
+    chosen = [configured[name] for name in request.names] or list(configured.values())
+    poller = EndpointPoller(chosen)
+    try:
+        snapshots = poller.poll_blocking()
+        if request.window_s > 0:
+            time.sleep(request.window_s)
+            snapshots = poller.poll_blocking()
+        return EndpointsCheck(snapshots, poller.models())
+    finally:
+        poller.close()
+
+
+@dataclass(frozen=True)
+class WatchRequest:
+    interval_s: float | None = None  # None: [telemetry] interval_s
+    count: int | None = None  # None: until interrupted
+    gpu_replay: Path | None = None  # recorded NVML readings instead of NVML (tests, demos)
+    endpoints: bool = True
+
+
+def watch(deck: Deck, request: WatchRequest) -> Any:
+    """Yield one TelemetrySnapshot per interval (a generator; stop by closing it)."""
+    from engine.telemetry import build_sampler
+    from engine.telemetry.gpu import ReplaySource
+
+    if request.interval_s is not None and not 0.05 <= request.interval_s <= 3600:
+        raise BadInput("--interval must be between 0.05 and 3600 seconds")
+    if request.count is not None and request.count < 1:
+        raise BadInput("--count must be at least 1")
+    replay = None
+    if request.gpu_replay is not None:
+        try:
+            replay = ReplaySource.from_file(request.gpu_replay)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise BadInput(f"cannot replay GPU readings from {request.gpu_replay}: {error}") from None
+    return _watch_ticks(build_sampler(deck, replay, request.interval_s, request.endpoints),
+                        request.count)
+
+
+def _watch_ticks(sampler: Any, count: int | None) -> Any:
+    with sampler:
+        deadline = time.monotonic()
+        number = 0
+        while count is None or number < count:
+            if number:
+                deadline += sampler.interval_s
+                time.sleep(max(0.0, deadline - time.monotonic()))
+            yield sampler.tick()
+            number += 1
+
+
+# ---- fine-tuning jobs ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FinetuneRequest:
+    reference: str
+    data: Path
+    overrides: dict[str, Any] = field(default_factory=dict)  # FinetuneSettings fields; None = unset
+    config_file: Path | None = None
+    on_bad_row: str = "error"
+    keep_adapter: bool = False
+    deploy_if_better: str | None = None
+    nproc: int = 1
+    nnodes: int = 1
+    rdzv_endpoint: str | None = None
+    node_rank: int | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job: Any  # engine.jobs.JobInfo
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"job": self.job.to_dict(), **({"data": self.data} if self.data else {})}
+
+
+def finetune(deck: Deck, request: FinetuneRequest) -> JobResult:
+    """Validate everything (model, data, settings, target), then start the detached job."""
+    from engine.jobs import JobLaunch, start_job
+    from engine.training.data import load_dataset
+    from engine.training.settings import build_settings
+
+    parent = deck.registry.resolve(request.reference)
+    if parent.kind != "model":
+        raise BadInput(f"{parent.ref} is an {parent.kind}, not a model; fine-tune its base instead")
+    settings = build_settings(request.config_file, request.overrides)
+    dataset = load_dataset(request.data, request.on_bad_row)
+    eval_set = load_dataset(Path(settings.eval_file), request.on_bad_row) if settings.eval_file else None
+    if request.keep_adapter and settings.method != "lora":
+        raise BadInput("--keep-adapter only applies to --method lora")
+    if request.deploy_if_better is not None:
+        _check_target(deck, request.deploy_if_better)
+    if request.nproc < 1 or request.nnodes < 1:
+        raise BadInput("--nproc and --nnodes must be at least 1")
+    spec = {"parent": parent.ref, "model": parent.model, "data": str(dataset.path),
+            "data_sha256": dataset.sha256, "format": dataset.format,
+            "task": "classification" if dataset.format == "classification" else "causal-lm",
+            "labels": list(dataset.labels), "on_bad_row": request.on_bad_row,
+            "eval_data": str(eval_set.path) if eval_set else None,
+            "eval_data_sha256": eval_set.sha256 if eval_set else None,
+            "settings": settings.to_dict(), "keep_adapter": request.keep_adapter,
+            "deploy_if_better": request.deploy_if_better, "reason": request.reason}
+    launch = JobLaunch(request.nproc, request.nnodes, request.rdzv_endpoint, request.node_rank)
+    job = start_job(deck, "finetune", spec, launch=launch)
+    deck.registry.append_audit("finetune", {"job_id": job.id, "parent": parent.ref,
+                                            "data": str(dataset.path), "method": settings.method},
+                               "started", reason=request.reason)
+    return JobResult(job, dataset.summary())
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    job_id: str
+    reason: str | None = None
+
+
+def list_jobs(deck: Deck, kind: str | None = None) -> list[Any]:
+    from engine import jobs
+
+    return jobs.list_jobs(deck, kind)
+
+
+def show_job(deck: Deck, job_id: str) -> JobResult:
+    from engine import jobs
+
+    job = jobs.get_job(deck, job_id)
+    events, _ = jobs.read_events(Path(job.directory))
+    progress = [e for e in events if e.get("type") == "progress"]
+    evals = [e for e in events if e.get("type") == "eval"]
+    return JobResult(job, {"last_progress": progress[-1] if progress else None,
+                           "last_eval": evals[-1] if evals else None,
+                           "loss_curve": jobs.loss_curve(events)})
+
+
+def cancel_job(deck: Deck, request: JobRequest) -> JobResult:
+    from engine import jobs
+
+    job = jobs.cancel_job(deck, request.job_id, request.reason or "cancelled by user")
+    deck.registry.append_audit("cancel_job", {"job_id": job.id}, job.state, reason=request.reason)
+    return JobResult(job)
+
+
+def resume_job(deck: Deck, request: JobRequest) -> JobResult:
+    from engine import jobs
+
+    job = jobs.resume_job(deck, request.job_id)
+    deck.registry.append_audit("resume_job", {"job_id": job.id, "attempt": job.attempt}, "started",
+                               reason=request.reason)
+    return JobResult(job)

@@ -8,4 +8,5 @@ COMMAND_MODULES = (
     "console.commands.deploy_cmds",
     "console.commands.status_cmds",
     "console.commands.target_cmds",
+    "console.commands.compress_cmds",
 )

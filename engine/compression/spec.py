@@ -90,7 +90,26 @@ def validate(spec: CompressSpec, kind: str, architecture: str | None) -> Compres
                        f"Llama-style decoder; {spec.reference} is {architecture or 'unknown'}")
     if spec.method == "prune" and spec.sparsity is None:
         spec = replace(spec, sparsity=0.3)
-    return spec
+    # the worker runs in the job's directory: relative paths must not change meaning
+    return replace(spec, eval_file=_absolute(spec.eval_file), data=_absolute(spec.data))
+
+
+def _absolute(value: str | None) -> str | None:
+    return str(Path(value).expanduser().resolve()) if value else None
+
+
+def spec_for(reference: str, kind: str, architecture: str | None, method: str,
+             options: dict[str, Any]) -> CompressSpec:
+    """A validated spec from the options the user gave (names as in CompressSpec)."""
+    unknown = sorted(set(options) - set(CompressSpec.__dataclass_fields__)
+                     - {"reference", "method", "options"})
+    if unknown:
+        raise BadInput(f"unknown compression option(s): {', '.join(unknown)}")
+    given = {name: value for name, value in options.items() if value is not None}
+    if "keep" in given:
+        given["keep"] = tuple(given["keep"])
+    spec = CompressSpec(reference=reference, method=method, options=tuple(sorted(given)), **given)
+    return validate(spec, kind, architecture)
 
 
 def _validate_numbers(spec: CompressSpec) -> None:

@@ -1,0 +1,88 @@
+"""`modeldeck compress NAME@VERSION --method M [options] [--wait]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from console.output import emit, human_bytes, human_count, table
+from engine import actions
+from engine.deck import Deck
+
+# CLI flag -> CompressSpec field; only flags the user gives are passed on (so the engine can say
+# "--sparsity does not apply to --method int8").
+OPTION_FLAGS = {
+    "sparsity": float, "recover_steps": int, "student_layers": int, "steps": int,
+    "temperature": float, "alpha": float, "learning_rate": float, "data": str,
+    "max_ppl_increase": float, "decode_tokens": int, "batch_size": int,
+}
+
+
+def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = verbs.add_parser("compress", parents=[common],
+                              help="quantize, prune or distill NAME@VERSION into the next version")
+    parser.add_argument("reference", help="NAME@VERSION or NAME@ALIAS")
+    parser.add_argument("--method", required=True, help="bf16 | fp16 | int8 | prune | distill")
+    for name, kind in OPTION_FLAGS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None)
+    parser.add_argument("--structured", nargs="?", const="mlp", default=None, metavar="mlp|heads",
+                        help="prune whole MLP channels (default) or attention head groups")
+    parser.add_argument("--keep", action="append", default=None, metavar="NAME",
+                        help="int8: keep modules whose name contains NAME in bf16 (repeatable)")
+    parser.add_argument("--eval", dest="eval_file", default=None, metavar="FILE",
+                        help="held-out text for perplexity (default: the shipped eval text)")
+    parser.add_argument("--wait", action="store_true", help="follow the job until the version exists")
+    parser.set_defaults(handler=compress_command)
+
+
+def compress_command(args: argparse.Namespace, deck: Deck) -> int:
+    names = (*OPTION_FLAGS, "structured", "keep", "eval_file")
+    options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    request = actions.CompressRequest(args.reference, args.method, options, args.wait)
+    on_event = None if args.json else _print_event
+    result = actions.compress(deck, request, on_event=on_event)
+    emit(args.json, "compress", result.to_dict(), lambda: _summary(result))
+    return 0
+
+
+def _print_event(event: dict[str, Any]) -> None:
+    if event.get("type") == "progress":
+        line = (f"{event.get('phase')} step {event.get('step')}/{event.get('max_steps')}"
+                f"  loss {event.get('loss')}")
+    elif event.get("type") == "phase":
+        line = f"-- {event.get('phase')}"
+    else:
+        return
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _summary(result: actions.CompressResult) -> str:
+    if result.version is None:
+        return (f"compress job {result.job.id} started; follow it with "
+                f"`modeldeck jobs show {result.job.id}` (or pass --wait)")
+    return f"{result.version.ref} ({result.version.status})\n" + report_table(result.report or {})
+
+
+def report_table(report: dict[str, Any]) -> str:
+    """Parent and result side by side, with the change."""
+    parent, result, change = report["parent"], report["result"], report["change"]
+    rows = [
+        ("perplexity", f"{parent['perplexity']:.2f}", f"{result['perplexity']:.2f}",
+         f"{change['perplexity_pct']:+.1f}%"),
+        ("decode tok/s", parent["decode_tokens_per_s"], result["decode_tokens_per_s"],
+         f"x{change['decode_speedup']}"),
+        ("time to first token", f"{parent['ttft_s'] * 1000:.0f} ms", f"{result['ttft_s'] * 1000:.0f} ms",
+         f"x{change['ttft_ratio']}"),
+        ("size on disk", human_bytes(parent["size_bytes"]), human_bytes(result["size_bytes"]),
+         f"x{change['size_ratio']}"),
+        ("peak memory generating", human_bytes(parent["peak_memory_bytes"]),
+         human_bytes(result["peak_memory_bytes"]), f"x{change['peak_memory_ratio']}"),
+        ("parameters", human_count(parent["param_count"]), human_count(result["param_count"]),
+         f"x{change['param_ratio']}"),
+        ("linear weight bytes", human_bytes(parent["linear_weight_bytes"]),
+         human_bytes(result["linear_weight_bytes"]), f"x{change['linear_weight_ratio']}"),
+    ]
+    verdict = f"verdict: {report['verdict']} ({report['verdict_reason']})"
+    return table(("", "PARENT", "RESULT", "CHANGE"), rows) + "\n" + verdict
