@@ -54,12 +54,17 @@ class TargetHealth:
 class TargetDriver(Protocol):
     """What a target kind does; the flow around it (engine.targets.flow) is shared.
 
+    validate() refuses a version the kind cannot serve (before anything is written),
     apply() makes the target serve a version (raising ActionFailed when it cannot), gate()
     judges it, commit() retires the previous version once the gate passed, and revert() returns
     the target to the previous version after a failed gate.
     """
 
     def check(self) -> TargetHealth: ...
+
+    def validate(self, version: VersionInfo) -> None:
+        """Raise BadInput when this target cannot serve this version at all."""
+        ...
 
     def apply(self, version: VersionInfo, files: Path, *, rollback: bool) -> None: ...
 

@@ -45,6 +45,9 @@ class CommandTarget:
         detail = "healthy" if probe.ok else f"health_url: {probe.status_code or probe.detail}"
         return TargetHealth(self.settings.name, "command", True, detail, {"healthy": probe.ok})
 
+    def validate(self, version: VersionInfo) -> None:
+        """Any version can be handed to a command."""
+
     def apply(self, version: VersionInfo, files: Path, *, rollback: bool) -> None:
         template = (self.settings.rollback_command if rollback and self.settings.rollback_command
                     else self.settings.deploy_command)

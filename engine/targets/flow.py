@@ -59,6 +59,7 @@ def deliver(deck: Deck, action: str, target: str, chosen: VersionInfo,
     if settings is None:
         raise BadInput(f"unknown target {target!r}")
     driver = driver_for(settings)
+    driver.validate(chosen)
     with target_lock(deck.paths, target):
         health = driver.check()
         if not health.reachable:

@@ -55,10 +55,12 @@ class VllmLoraTarget:
         served = [entry.get("id") for entry in response.json().get("data", [])]
         return TargetHealth(self.settings.name, "vllm-lora", True, "up", {"models": served})
 
-    def apply(self, version: VersionInfo, files: Path, *, rollback: bool) -> None:
+    def validate(self, version: VersionInfo) -> None:
         if version.kind != "adapter":
             raise BadInput(f"{version.ref} is not a LoRA adapter; vllm-lora targets serve adapters "
                            "(fine-tune with --keep-adapter)")
+
+    def apply(self, version: VersionInfo, files: Path, *, rollback: bool) -> None:
         lora_path = self._materialize(version, files)
         self._post("/v1/load_lora_adapter", {"lora_name": adapter_name(version),
                                               "lora_path": str(lora_path)})
