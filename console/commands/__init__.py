@@ -8,5 +8,6 @@ COMMAND_MODULES = (
     "console.commands.deploy_cmds",
     "console.commands.status_cmds",
     "console.commands.target_cmds",
+    "console.commands.job_cmds",
     "console.commands.compress_cmds",
 )

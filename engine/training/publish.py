@@ -1,0 +1,86 @@
+"""After training: save the weights (LoRA merged, or the adapter alone), register the next
+version with its lineage and metrics, and deploy it when asked and when it beats its parent."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+from engine.errors import DeckError
+from engine.jobs import JobContext
+from engine.registry.records import VersionInfo
+from engine.training.settings import FinetuneSettings
+
+
+def publish_result(context: JobContext, deck: Any, parent: VersionInfo, model: Any, tokenizer: Any,
+                   settings: FinetuneSettings, spec: dict[str, Any], eval_loss: float | None,
+                   parent_eval_loss: float | None) -> dict[str, Any]:
+    from engine.registry.inspect import describe_source
+
+    output = save_output(context.directory / "output", model, tokenizer, settings,
+                         keep_adapter=bool(spec.get("keep_adapter")))
+    metrics = {"eval_loss": eval_loss,
+               "perplexity": math.exp(eval_loss) if eval_loss is not None and eval_loss < 50 else None}
+    if parent_eval_loss is not None:
+        metrics["parent_eval_loss"] = parent_eval_loss
+    lineage = {"parent": parent.ref, "job_id": context.job_id, "data_sha256": spec["data_sha256"],
+               "data_file": spec["data"], "eval_data_sha256": spec.get("eval_data_sha256"),
+               "method": settings.method, "settings": settings.to_dict()}
+    if spec.get("keep_adapter"):
+        lineage["base"] = parent.ref
+    version = deck.registry.register(
+        parent.model, describe_source(output), produced_by="finetune", source=context.job_id,
+        parent_version=parent.version, metrics=metrics, lineage=lineage, audit_verb="finetune",
+        audit_arguments={"job_id": context.job_id, "parent": parent.ref, "method": settings.method})
+    context.emit("registered", version=version.ref, kind=version.kind, metrics=metrics)
+    result = {"version": version.ref, "kind": version.kind, "metrics": metrics}
+    if spec.get("deploy_if_better"):
+        result["deploy"] = deploy_if_better(deck, version, spec["deploy_if_better"], eval_loss,
+                                            parent_eval_loss, context)
+    return result
+
+
+def save_output(output: Path, model: Any, tokenizer: Any, settings: FinetuneSettings,
+                keep_adapter: bool) -> Path:
+    if output.exists():  # a previous attempt died while saving
+        shutil.rmtree(output)
+    if settings.method == "lora" and not keep_adapter:
+        model = model.merge_and_unload()
+    model.save_pretrained(output)
+    if keep_adapter and settings.method == "lora":
+        _drop_local_base_path(output)
+    else:
+        tokenizer.save_pretrained(output)
+    return output
+
+
+def _drop_local_base_path(output: Path) -> None:
+    """peft records the base model's local path; the registry lineage names the base instead."""
+    import json
+
+    config_path = output / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = None
+    config_path.write_text(json.dumps(config, indent=2))
+
+
+def deploy_if_better(deck: Any, version: VersionInfo, target: str, eval_loss: float | None,
+                     parent_eval_loss: float | None, context: JobContext) -> dict[str, Any]:
+    from engine import actions
+
+    if eval_loss is None or parent_eval_loss is None:
+        decision = {"deployed": False, "reason": "no eval data to compare with the parent"}
+    elif eval_loss >= parent_eval_loss:
+        decision = {"deployed": False,
+                    "reason": f"eval loss {eval_loss:.4f} does not beat the parent's {parent_eval_loss:.4f}"}
+    else:
+        reason = f"finetune {context.job_id}: eval loss {eval_loss:.4f} < parent {parent_eval_loss:.4f}"
+        try:
+            outcome = actions.deploy(deck, actions.DeployRequest(version.ref, target, reason=reason))
+            decision = {"deployed": True, "reason": reason, "deploy": outcome.to_dict()}
+        except DeckError as error:  # the version stays registered; the deploy is what failed
+            decision = {"deployed": False, "reason": f"deploy failed: {error}"}
+    context.emit("deploy_decision", target=target, **{k: v for k, v in decision.items() if k != "deploy"})
+    return decision

@@ -1,0 +1,123 @@
+"""Fine-tuning settings: defaults, a TOML file (--config), then command-line overrides.
+
+Torch-free, so the whole request is validated before a job starts.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from engine.errors import BadInput
+
+METHODS = ("lora", "full", "freeze")
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts",
+              "polynomial", "inverse_sqrt")
+DEFAULT_LR = {"lora": 2e-4, "full": 5e-5, "freeze": 1e-4}
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    method: str = "lora"
+    steps: int | None = None  # a fixed number of optimizer steps, or...
+    epochs: float | None = None  # ...passes over the data (1 when neither is given)
+    learning_rate: float | None = None  # None: a default per method
+    lr_scheduler: str = "linear"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 512
+    eval_split: float = 0.1  # share of the data held out when there is no eval file
+    eval_file: str | None = None
+    eval_every: int | None = None  # steps; None: at each checkpoint
+    checkpoint_every: int = 50
+    logging_steps: int = 1
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] | None = None  # None: peft's default for the architecture
+    trainable_layers: int = 2  # freeze: how many top layers (plus the head) train
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 where the GPU has it, else fp32) | fp32 | bf16
+    max_grad_norm: float = 1.0
+
+    @property
+    def effective_lr(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else DEFAULT_LR[self.method]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["lora_targets"] = list(self.lora_targets) if self.lora_targets else None
+        data["learning_rate"] = self.effective_lr
+        return data
+
+
+SETTING_NAMES = tuple(f.name for f in fields(FinetuneSettings))
+
+
+def build_settings(config_file: str | Path | None, overrides: dict[str, Any]) -> FinetuneSettings:
+    """Defaults < TOML file < overrides (None means 'not given'); validated."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update(_read_toml(Path(config_file).expanduser()))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if overrides.get("steps") is not None:
+        values.pop("epochs", None)  # the command line's --steps beats the file's epochs
+    elif overrides.get("epochs") is not None:
+        values.pop("steps", None)
+    if isinstance(values.get("lora_targets"), (list, tuple)):
+        values["lora_targets"] = tuple(values["lora_targets"])
+    elif isinstance(values.get("lora_targets"), str):
+        values["lora_targets"] = tuple(t.strip() for t in values["lora_targets"].split(",") if t.strip())
+    settings = replace(FinetuneSettings(), **values)
+    check_settings(settings)
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        document = tomllib.loads(path.read_text())
+    except OSError as error:
+        raise BadInput(f"config file {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise BadInput(f"config file {path}: not valid TOML ({error})") from None
+    section = document.get("finetune", document)  # a [finetune] table, or top-level keys
+    values = {key.replace("-", "_"): value for key, value in section.items()}
+    unknown = sorted(set(values) - set(SETTING_NAMES))
+    if unknown:
+        raise BadInput(f"config file {path}: unknown setting {unknown[0]!r} "
+                       f"(known: {', '.join(SETTING_NAMES)})")
+    return values
+
+
+def check_settings(s: FinetuneSettings) -> None:
+    _require(s.method in METHODS, f"method must be one of {', '.join(METHODS)}, not {s.method!r}")
+    _require(s.steps is None or s.epochs is None, "give either steps or epochs, not both")
+    _require(s.steps is None or s.steps >= 1, "steps must be at least 1")
+    _require(s.epochs is None or s.epochs > 0, "epochs must be positive")
+    _require(s.effective_lr > 0, "learning rate must be positive")
+    _require(s.lr_scheduler in SCHEDULERS, f"lr scheduler must be one of {', '.join(SCHEDULERS)}")
+    for name in ("batch_size", "grad_accum", "max_length", "checkpoint_every", "logging_steps",
+                 "lora_rank", "lora_alpha", "trainable_layers"):
+        _require(int(getattr(s, name)) >= 1, f"{name.replace('_', '-')} must be at least 1")
+    _require(0 <= s.eval_split < 1, "eval split must be in [0, 1)")
+    _require(s.eval_every is None or s.eval_every >= 1, "eval-every must be at least 1")
+    _require(s.precision in ("auto", "fp32", "bf16"), "precision must be auto, fp32 or bf16")
+    _require(s.device == "auto" or s.device == "cpu" or s.device.startswith("cuda"),
+             "device must be auto, cpu, cuda or cuda:N")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise BadInput(message)
+
+
+def settings_from_dict(data: dict[str, Any]) -> FinetuneSettings:
+    values = {k: v for k, v in data.items() if k in SETTING_NAMES}
+    if values.get("lora_targets") is not None:
+        values["lora_targets"] = tuple(values["lora_targets"])
+    return replace(FinetuneSettings(), **values)

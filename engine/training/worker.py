@@ -1,0 +1,234 @@
+"""The fine-tuning worker: runs inside a job process (see engine.jobs), rank 0 of torchrun or alone.
+
+Model and tokenizer come from the registry, training is transformers' Trainer (peft for LoRA),
+checkpoints land in the job's checkpoints/ (safetensors weights), and on success rank 0 saves
+the result and registers it as the next version of the model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from engine.jobs import JobContext
+from engine.training.data import load_dataset
+from engine.training.settings import FinetuneSettings, settings_from_dict
+
+
+def run_finetune(context: JobContext) -> dict[str, Any]:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    spec = context.spec
+    settings = settings_from_dict(spec["settings"])
+    deck = context.deck()
+    parent = deck.registry.resolve(spec["parent"])
+    model_dir = deck.registry.materialize(parent)
+    tokenizer = load_tokenizer(model_dir, parent.weight_format)
+    train, evaluation, data_info = _features(spec, settings, tokenizer)
+    context.emit("data", **data_info)
+    model = load_model(model_dir, parent.weight_format, spec.get("task", "causal-lm"),
+                       spec.get("labels") or [], tokenizer)
+    model = apply_method(model, settings, spec.get("task", "causal-lm"))
+    context.emit("model", **trainable_summary(model))
+    trainer = build_trainer(context, settings, model, tokenizer, train, evaluation, spec)
+    parent_eval = _parent_eval_loss(context, trainer, spec, evaluation)
+    trainer.train(resume_from_checkpoint=last_checkpoint(context.checkpoints))
+    _write_rank_report(context, trainer)
+    if not context.is_main:
+        return {}
+    final_eval = trainer.evaluate() if evaluation else {}
+    from engine.training.publish import publish_result
+
+    return publish_result(context, deck, parent, trainer.model, tokenizer, settings, spec,
+                          final_eval.get("eval_loss"), parent_eval)
+
+
+def _features(spec: dict[str, Any], settings: FinetuneSettings, tokenizer: Any):
+    from engine.training.features import build_features, split_eval
+
+    dataset = load_dataset(Path(spec["data"]), spec.get("on_bad_row", "error"))
+    features = build_features(dataset, tokenizer, settings.max_length)
+    if spec.get("eval_data"):
+        eval_set = load_dataset(Path(spec["eval_data"]), spec.get("on_bad_row", "error"))
+        train, evaluation = features, build_features(eval_set, tokenizer, settings.max_length)
+    else:
+        train, evaluation = split_eval(features, settings.eval_split, settings.seed)
+    if not train:
+        from engine.errors import BadInput
+
+        raise BadInput(f"{dataset.path}: no row has anything to learn after tokenization "
+                       f"(max length {settings.max_length})")
+    return train, evaluation, {"format": dataset.format, "rows": len(dataset.examples),
+                               "skipped_rows": len(dataset.skipped), "train_examples": len(train),
+                               "eval_examples": len(evaluation),
+                               "train_tokens": sum(len(f["input_ids"]) for f in train)}
+
+
+def load_tokenizer(model_dir: Path, weight_format: str) -> Any:
+    from transformers import AutoTokenizer
+
+    gguf = _gguf_file(model_dir, weight_format)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, gguf_file=gguf) if gguf \
+        else AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(model_dir: Path, weight_format: str, task: str, labels: list[str], tokenizer: Any):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    options: dict[str, Any] = {"dtype": torch.float32}
+    gguf = _gguf_file(model_dir, weight_format)
+    if gguf:
+        options["gguf_file"] = gguf
+    if task == "classification":
+        options.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                       label2id={name: i for i, name in enumerate(labels)})
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, **options)
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, **options)
+    if gguf:
+        _detach_gguf_quantizer(model)
+    return model
+
+
+def _gguf_file(model_dir: Path, weight_format: str) -> str | None:
+    if weight_format != "gguf":
+        return None
+    return next(p.name for p in sorted(model_dir.iterdir()) if p.suffix == ".gguf")
+
+
+def _detach_gguf_quantizer(model: Any) -> None:
+    """The GGUF weights are dense fp32 once loaded; without this save_pretrained refuses them."""
+    for attribute in ("hf_quantizer", "quantization_method"):
+        if hasattr(model, attribute):
+            setattr(model, attribute, None)
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def apply_method(model: Any, settings: FinetuneSettings, task: str) -> Any:
+    if settings.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha,
+                            lora_dropout=settings.lora_dropout,
+                            target_modules=list(settings.lora_targets) if settings.lora_targets else None,
+                            task_type="SEQ_CLS" if task == "classification" else "CAUSAL_LM")
+        return get_peft_model(model, config)
+    if settings.method == "freeze":
+        freeze_all_but_top(model, settings.trainable_layers)
+    return model
+
+
+def freeze_all_but_top(model: Any, trainable_layers: int) -> None:
+    """Train only the top N transformer blocks, the final norm and the output head."""
+    blocks = _transformer_blocks(model)
+    for parameter in model.parameters():
+        parameter.requires_grad = False
+    for block in blocks[-trainable_layers:]:
+        for parameter in block.parameters():
+            parameter.requires_grad = True
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    for module in filter(None, [head, getattr(model, "score", None), getattr(model, "classifier", None),
+                                getattr(getattr(model, "model", None), "norm", None)]):
+        for parameter in module.parameters():
+            parameter.requires_grad = True
+
+
+def _transformer_blocks(model: Any) -> list[Any]:
+    import torch
+
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    if not lists:
+        from engine.errors import BadInput
+
+        raise BadInput("freeze: this architecture has no list of transformer blocks")
+    return list(max(lists, key=len))
+
+
+def trainable_summary(model: Any) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"parameters": total, "trainable_parameters": trainable}
+
+
+def build_trainer(context: JobContext, settings: FinetuneSettings, model: Any, tokenizer: Any,
+                  train: list, evaluation: list, spec: dict[str, Any]) -> Any:
+    from transformers import (DataCollatorForSeq2Seq, DataCollatorWithPadding, Trainer)
+
+    from engine.training.callback import JobEventsCallback
+
+    if spec.get("task") == "classification":
+        collator = DataCollatorWithPadding(tokenizer)
+    else:
+        collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    return Trainer(model=model, args=training_arguments(context, settings, bool(evaluation)),
+                   train_dataset=train, eval_dataset=evaluation or None, data_collator=collator,
+                   processing_class=tokenizer, callbacks=[JobEventsCallback(context)])
+
+
+def training_arguments(context: JobContext, settings: FinetuneSettings, has_eval: bool) -> Any:
+    import torch
+    from transformers import TrainingArguments
+
+    use_cpu = settings.device == "cpu" or (settings.device == "auto" and not torch.cuda.is_available())
+    bf16 = settings.precision == "bf16" or (settings.precision == "auto" and not use_cpu
+                                            and torch.cuda.is_bf16_supported())
+    eval_every = settings.eval_every or settings.checkpoint_every
+    return TrainingArguments(
+        output_dir=str(context.checkpoints), max_steps=settings.steps or -1,
+        num_train_epochs=settings.epochs or 1.0, learning_rate=settings.effective_lr,
+        lr_scheduler_type=settings.lr_scheduler, warmup_steps=settings.warmup_steps,
+        weight_decay=settings.weight_decay, per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.grad_accum, max_grad_norm=settings.max_grad_norm,
+        logging_steps=settings.logging_steps, logging_nan_inf_filter=False,
+        save_strategy="steps", save_steps=settings.checkpoint_every, save_total_limit=2,
+        eval_strategy="steps" if has_eval else "no", eval_steps=eval_every if has_eval else None,
+        seed=settings.seed, data_seed=settings.seed, use_cpu=use_cpu, bf16=bf16,
+        ddp_backend="gloo" if use_cpu and context.world_size > 1 else None,
+        include_num_input_tokens_seen="non_padding", report_to="none", disable_tqdm=True,
+        remove_unused_columns=False, dataloader_num_workers=0, save_only_model=False)
+
+
+def last_checkpoint(directory: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(directory)) if directory.is_dir() else None
+
+
+def _parent_eval_loss(context: JobContext, trainer: Any, spec: dict[str, Any],
+                      evaluation: list) -> float | None:
+    """The parent's eval loss on the same data, measured once (before the first step)."""
+    if not (spec.get("deploy_if_better") and evaluation):
+        return None
+    saved = context.checkpoints / "parent_eval.json"
+    if saved.exists():
+        return json.loads(saved.read_text())["eval_loss"]
+    loss = float(trainer.evaluate(metric_key_prefix="parent")["parent_loss"])
+    if context.is_main:
+        saved.write_text(json.dumps({"eval_loss": loss}))
+        context.emit("parent_eval", eval_loss=loss,
+                     perplexity=math.exp(loss) if loss < 50 else None)
+    return loss
+
+
+def _write_rank_report(context: JobContext, trainer: Any) -> None:
+    """Each rank says what it did, so a distributed run can show that every rank trained."""
+    reports = context.directory / "ranks"
+    reports.mkdir(exist_ok=True)
+    callback = next(c for c in trainer.callback_handler.callbacks if hasattr(c, "steps_this_rank"))
+    report = {"rank": context.rank, "world_size": context.world_size, "pid": os.getpid(),
+              "steps": callback.steps_this_rank, "global_step": trainer.state.global_step,
+              "attempt": context.attempt}
+    (reports / f"rank{context.rank}.json").write_text(json.dumps(report))
