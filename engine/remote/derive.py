@@ -1,0 +1,114 @@
+"""Rates and percentiles from two scrapes of one endpoint, and the merge of replicas.
+
+Counters and histogram buckets are cumulative, so the work between two scrapes is their
+difference. A counter that went down means the server restarted: as Prometheus does, the new
+value is then taken as the increase. Percentiles follow Prometheus' `histogram_quantile`: linear
+interpolation inside the bucket that holds the rank. Replicas of one model merge by summing
+bucket deltas, never by averaging their percentiles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from engine.remote.metrics import (COUNTERS, GAUGES_AVERAGED, GAUGES_SUMMED, HISTOGRAMS,
+                                   Histogram, Scrape)
+
+QUANTILES = (0.5, 0.95, 0.99)
+
+
+@dataclass(frozen=True)
+class Window:
+    """What one endpoint did between two scrapes (or, with no earlier scrape, just its gauges)."""
+
+    seconds: float | None
+    tokens_per_s: float | None
+    prompt_tokens_per_s: float | None
+    requests_per_s: float | None
+    running: float | None
+    waiting: float | None
+    kv_cache_fraction: float | None
+    latency_deltas: dict[str, Histogram]  # "ttft" | "itl" | "e2e" -> bucket increases
+
+
+def counter_increase(before: float, after: float) -> float:
+    return after - before if after >= before else after  # reset: counting started again at 0
+
+
+def histogram_increase(before: Histogram, after: Histogram) -> Histogram:
+    old = dict(before.buckets)
+    if after.total < before.total or any(count < old.get(bound, 0.0)
+                                         for bound, count in after.buckets):
+        return after  # the server restarted between the scrapes
+    buckets = tuple((bound, count - old.get(bound, 0.0)) for bound, count in after.buckets)
+    return Histogram(buckets, _difference(before.sum, after.sum),
+                     _difference(before.count, after.count))
+
+
+def _difference(before: float | None, after: float | None) -> float | None:
+    if before is None or after is None:
+        return None
+    return counter_increase(before, after)
+
+
+def quantile(fraction: float, histogram: Histogram | None) -> float | None:
+    """The value below which `fraction` of the observations fall; None with no observations."""
+    if histogram is None or not histogram.buckets or histogram.total <= 0:
+        return None
+    rank = fraction * histogram.total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in histogram.buckets:
+        if count >= rank and count > lower_count:
+            if bound == float("inf"):
+                return lower_bound  # beyond the last finite bucket: its bound is all we know
+            if lower_bound == 0.0 and bound <= 0:
+                return bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (count - lower_count)
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
+def merge_histograms(histograms: Iterable[Histogram]) -> Histogram | None:
+    """Sum buckets with the same upper bound (replicas of one model share their layout)."""
+    totals: dict[float, float] = {}
+    sums: list[float] = []
+    counts: list[float] = []
+    for histogram in histograms:
+        for bound, count in histogram.buckets:
+            totals[bound] = totals.get(bound, 0.0) + count
+        if histogram.sum is not None:
+            sums.append(histogram.sum)
+        if histogram.count is not None:
+            counts.append(histogram.count)
+    if not totals:
+        return None
+    return Histogram(tuple(sorted(totals.items())), sum(sums) if sums else None,
+                     sum(counts) if counts else None)
+
+
+def window(before: Scrape | None, after: Scrape) -> Window:
+    gauges = (after.gauge(GAUGES_SUMMED["running"]), after.gauge(GAUGES_SUMMED["waiting"]),
+              after.gauge(GAUGES_AVERAGED["kv_cache"], averaged=True))
+    seconds = after.at - before.at if before is not None else None
+    if before is None or not seconds or seconds <= 0:
+        return Window(None, None, None, None, *gauges, {})
+    rates = tuple(_rate(before, after, COUNTERS[name], seconds)
+                  for name in ("generation_tokens", "prompt_tokens", "requests"))
+    deltas = {}
+    for logical, candidates in HISTOGRAMS.items():
+        found_after, found_before = after.histogram(candidates), before.histogram(candidates)
+        if found_after and found_before and found_after[0] == found_before[0]:
+            deltas[logical] = histogram_increase(found_before[1], found_after[1])
+    return Window(seconds, *rates, *gauges, deltas)
+
+
+def _rate(before: Scrape, after: Scrape, candidates: tuple[str, ...], seconds: float) -> float | None:
+    name = after.first(candidates)
+    if name is None or name not in before.values:
+        return None
+    return counter_increase(before.values[name], after.values[name]) / seconds
+
+
+def percentiles(histogram: Histogram | None) -> tuple[float | None, ...]:
+    return tuple(quantile(fraction, histogram) for fraction in QUANTILES)

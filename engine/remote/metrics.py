@@ -1,0 +1,185 @@
+"""Prometheus text from serving engines -> the few numbers the console reads.
+
+Names change between engines and versions (DESIGN.md lists them), so each logical metric has
+candidate names tried in order, compared after normalising (lower case, `:` -> `_`, no `_total`
+suffix): `vllm:generation_tokens_total` and `vllm_generation_tokens` are the same series.
+
+A vLLM /metrics body is ~50 KB and ~600 lines, of which the console needs ~80. Parsing it whole
+with prometheus-client's parser costs ~20 ms; 200 endpoints a second cannot afford that, so the
+lines of interest are picked by name prefix first (a C-speed `str.startswith`) and only those are
+handed to the parser. Label sets are summed per sample name (replicas, engines, finish reasons);
+histogram buckets are summed per `le`. Each distinct series (`name{labels}`) goes through the
+parser once; later scrapes of it only convert the value (see `_SERIES_CACHE`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
+
+# logical name -> candidate series (normalised), first present wins
+COUNTERS: dict[str, tuple[str, ...]] = {
+    "generation_tokens": ("vllm_generation_tokens", "modeldeck_generation_tokens",
+                          "llamacpp_tokens_predicted", "tgi_request_generated_tokens_sum"),
+    "prompt_tokens": ("vllm_prompt_tokens", "modeldeck_prompt_tokens", "llamacpp_prompt_tokens",
+                      "tgi_request_input_length_sum"),
+    "requests": ("vllm_request_success", "modeldeck_request_success", "modeldeck_requests",
+                 "tgi_request_success", "tgi_request_count"),
+}
+GAUGES_SUMMED: dict[str, tuple[str, ...]] = {
+    "running": ("vllm_num_requests_running", "modeldeck_num_requests_running",
+                "modeldeck_requests_running", "llamacpp_requests_processing",
+                "tgi_batch_current_size"),
+    "waiting": ("vllm_num_requests_waiting", "modeldeck_num_requests_waiting",
+                "modeldeck_requests_waiting", "llamacpp_requests_deferred", "tgi_queue_size"),
+}
+GAUGES_AVERAGED: dict[str, tuple[str, ...]] = {  # fractions 0..1: averaged over engines
+    "kv_cache": ("vllm_kv_cache_usage_perc", "vllm_gpu_cache_usage_perc",
+                 "modeldeck_kv_cache_usage_perc", "modeldeck_kv_cache_usage"),
+}
+HISTOGRAMS: dict[str, tuple[str, ...]] = {
+    "ttft": ("vllm_time_to_first_token_seconds", "modeldeck_time_to_first_token_seconds"),
+    "itl": ("vllm_inter_token_latency_seconds", "vllm_time_per_output_token_seconds",
+            "modeldeck_inter_token_latency_seconds", "modeldeck_time_per_output_token_seconds",
+            "tgi_request_mean_time_per_token_duration"),
+    "e2e": ("vllm_e2e_request_latency_seconds", "modeldeck_e2e_request_latency_seconds",
+            "modeldeck_request_latency_seconds", "tgi_request_duration"),
+}
+
+
+def normalise(name: str) -> str:
+    name = name.lower().replace(":", "_")
+    return name[:-6] if name.endswith("_total") else name
+
+
+def _raw_prefixes() -> tuple[str, ...]:
+    """Line prefixes that can carry a candidate series, in both `a:b` and `a_b` spellings."""
+    prefixes: set[str] = set()
+    for table in (COUNTERS, GAUGES_SUMMED, GAUGES_AVERAGED, HISTOGRAMS):
+        for candidates in table.values():
+            for candidate in candidates:
+                base = candidate.removesuffix("_sum")
+                prefixes.add(base)
+                engine, _, rest = base.partition("_")
+                prefixes.add(f"{engine}:{rest}")
+    return tuple(sorted(prefixes))
+
+
+LINE_PREFIXES = _raw_prefixes()
+
+
+class MalformedMetrics(ValueError):
+    """The body is not Prometheus text the parser accepts."""
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Cumulative bucket counts, sorted by upper bound; the last bound is +Inf."""
+
+    buckets: tuple[tuple[float, float], ...]
+    sum: float | None = None
+    count: float | None = None
+
+    @property
+    def total(self) -> float:
+        return self.buckets[-1][1] if self.buckets else 0.0
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """One parsed /metrics body. `at` is time.monotonic() when it was fetched."""
+
+    at: float
+    values: Mapping[str, float]  # normalised sample name -> sum over label sets
+    series_counts: Mapping[str, int]  # how many label sets were summed
+    histograms: Mapping[str, Histogram]  # normalised base name -> buckets summed over labels
+
+    @property
+    def known(self) -> bool:
+        """Whether any series the console reads is present (else: not a serving /metrics)."""
+        return bool(self.values or self.histograms)
+
+    def first(self, candidates: tuple[str, ...]) -> str | None:
+        return next((name for name in candidates if name in self.values), None)
+
+    def gauge(self, candidates: tuple[str, ...], averaged: bool = False) -> float | None:
+        name = self.first(candidates)
+        if name is None:
+            return None
+        value = self.values[name]
+        return value / self.series_counts[name] if averaged else value
+
+    def histogram(self, candidates: tuple[str, ...]) -> tuple[str, Histogram] | None:
+        name = next((candidate for candidate in candidates if candidate in self.histograms), None)
+        return (name, self.histograms[name]) if name else None
+
+
+def interesting_lines(body: str) -> list[str]:
+    return [line for line in body.splitlines() if line.startswith(LINE_PREFIXES)]
+
+
+# "name{labels}" -> (normalised name, le bound or None), or None for series we skip. The label
+# part of a line is constant between scrapes; only the value changes. Each distinct series is
+# parsed once with prometheus-client's parser and later scrapes only convert the value.
+_SERIES_CACHE: dict[str, tuple[str, float | None] | None] = {}
+_SERIES_CACHE_LIMIT = 200_000
+
+
+def parse_scrape(body: str, at: float) -> Scrape:
+    """Parse the lines of interest (raises MalformedMetrics)."""
+    values: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    buckets: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
+    for line in interesting_lines(body):
+        series, value = _series_and_value(line)
+        if series is None or math.isnan(value):
+            continue
+        name, bound = series
+        if bound is not None:
+            buckets[name][bound] += value
+        else:
+            values[name] += value
+            counts[name] += 1
+    histograms = {base: Histogram(tuple(sorted(per_le.items())), values.get(f"{base}_sum"),
+                                  values.get(f"{base}_count"))
+                  for base, per_le in buckets.items()}
+    return Scrape(at, MappingProxyType(dict(values)), MappingProxyType(dict(counts)),
+                  MappingProxyType(histograms))
+
+
+def _series_and_value(line: str) -> tuple[tuple[str, float | None] | None, float]:
+    close = line.rfind("}")
+    if close >= 0:
+        key, rest = line[:close + 1], line[close + 1:]
+    else:
+        key, _, rest = line.partition(" ")
+    if key not in _SERIES_CACHE:
+        if len(_SERIES_CACHE) >= _SERIES_CACHE_LIMIT:
+            _SERIES_CACHE.clear()
+        _SERIES_CACHE[key] = _parse_series(line)
+    try:
+        return _SERIES_CACHE[key], float(rest.split()[0])
+    except (ValueError, IndexError):
+        raise MalformedMetrics(f"malformed /metrics line: {line[:120]!r}") from None
+
+
+def _parse_series(line: str) -> tuple[str, float | None] | None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        samples = [sample for family in text_string_to_metric_families(line)
+                   for sample in family.samples]
+    except (ValueError, TypeError, IndexError, KeyError) as error:
+        raise MalformedMetrics(f"malformed /metrics: {error}"[:200]) from None
+    if len(samples) != 1:
+        raise MalformedMetrics(f"malformed /metrics line: {line[:120]!r}")
+    sample = samples[0]
+    if sample.name.endswith("_created"):
+        return None
+    name = normalise(sample.name)
+    if name.endswith("_bucket") and "le" in sample.labels:
+        return name[:-7], float(sample.labels["le"])
+    return name, None

@@ -1,0 +1,273 @@
+"""GPU readings: NVML on a real box, or a replay of recorded readings for tests and benchmarks.
+
+`NvmlSource` is the default. It initialises NVML once, caches device handles and the facts
+that do not change (name, UUID, memory total, power limit), and turns every field a device
+cannot report into None. A missing library or driver is `no-nvml`, zero devices `no-gpu`:
+data in the snapshot, never an exception.
+
+`ReplaySource` reads readings recorded as JSON or JSONL (one reading per line) and returns
+them in turn, cycling. It is never chosen implicitly: tests and benchmarks construct it.
+Record real readings on a GPU box with `python -m engine.telemetry.gpu record OUT.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from engine.telemetry.snapshots import GpuDevice, GpuProcess, GpuSnapshot
+
+
+class GpuSource(Protocol):
+    def read(self) -> GpuSnapshot: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class _StaticFacts:
+    """What NVML reports once per device and we never ask again."""
+
+    handle: Any
+    name: str | None
+    uuid: str | None
+    memory_total_bytes: int | None
+    power_limit_w: float | None
+
+
+class NvmlSource:
+    """Reads every GPU through nvidia-ml-py. Thread-safe; cheap after the first read."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._nvml: Any = None
+        self._devices: tuple[_StaticFacts, ...] | None = None
+        self._driver_version: str | None = None
+        self._failure: GpuSnapshot | None = None
+        self._processes = _ProcessNames()
+
+    def read(self) -> GpuSnapshot:
+        with self._lock:
+            if self._devices is None and self._failure is None:
+                self._start()
+            if self._failure is not None:
+                return self._failure
+            assert self._devices is not None
+            if not self._devices:
+                return GpuSnapshot("no-gpu", "NVML found no GPU", (), self._driver_version,
+                                   taken_at=time.time())
+            devices = tuple(self._read_device(index, facts)
+                            for index, facts in enumerate(self._devices))
+            return GpuSnapshot("ok", None, devices, self._driver_version, taken_at=time.time())
+
+    def _start(self) -> None:
+        try:
+            import pynvml  # nvidia-ml-py
+        except ImportError as error:
+            self._failure = GpuSnapshot("no-nvml", f"nvidia-ml-py is not installed ({error})")
+            return
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as error:
+            self._failure = GpuSnapshot("no-nvml", f"NVML unavailable: {error}")
+            return
+        self._nvml = pynvml
+        self._driver_version = _text(_ask(pynvml.nvmlSystemGetDriverVersion))
+        try:
+            count = pynvml.nvmlDeviceGetCount()
+            handles = [pynvml.nvmlDeviceGetHandleByIndex(index) for index in range(count)]
+        except pynvml.NVMLError as error:
+            self._failure = GpuSnapshot("error", f"NVML could not list devices: {error}")
+            return
+        self._devices = tuple(self._static_facts(handle) for handle in handles)
+
+    def _static_facts(self, handle: Any) -> _StaticFacts:
+        nvml = self._nvml
+        memory = _ask(nvml.nvmlDeviceGetMemoryInfo, handle)
+        limit_mw = _ask(nvml.nvmlDeviceGetEnforcedPowerLimit, handle)
+        return _StaticFacts(handle, _text(_ask(nvml.nvmlDeviceGetName, handle)),
+                            _text(_ask(nvml.nvmlDeviceGetUUID, handle)),
+                            int(memory.total) if memory is not None else None,
+                            limit_mw / 1000.0 if limit_mw is not None else None)
+
+    def _read_device(self, index: int, facts: _StaticFacts) -> GpuDevice:
+        nvml, handle = self._nvml, facts.handle
+        rates = _ask(nvml.nvmlDeviceGetUtilizationRates, handle)
+        memory = _ask(nvml.nvmlDeviceGetMemoryInfo, handle)
+        power_mw = _ask(nvml.nvmlDeviceGetPowerUsage, handle)
+        return GpuDevice(
+            index=index, name=facts.name, uuid=facts.uuid,
+            utilization_pct=float(rates.gpu) if rates is not None else None,
+            memory_utilization_pct=float(rates.memory) if rates is not None else None,
+            memory_used_bytes=int(memory.used) if memory is not None else None,
+            memory_total_bytes=facts.memory_total_bytes,
+            temperature_c=_number(_ask(nvml.nvmlDeviceGetTemperature, handle,
+                                       nvml.NVML_TEMPERATURE_GPU)),
+            power_w=power_mw / 1000.0 if power_mw is not None else None,
+            power_limit_w=facts.power_limit_w,
+            sm_clock_mhz=_ask(nvml.nvmlDeviceGetClockInfo, handle, nvml.NVML_CLOCK_SM),
+            memory_clock_mhz=_ask(nvml.nvmlDeviceGetClockInfo, handle, nvml.NVML_CLOCK_MEM),
+            processes=self._device_processes(handle))
+
+    def _device_processes(self, handle: Any) -> tuple[GpuProcess, ...]:
+        nvml = self._nvml
+        seen: dict[int, GpuProcess] = {}
+        for query in (nvml.nvmlDeviceGetComputeRunningProcesses,
+                      nvml.nvmlDeviceGetGraphicsRunningProcesses):
+            for entry in _ask(query, handle) or ():
+                memory = getattr(entry, "usedGpuMemory", None)
+                name, user, command = self._processes.describe(int(entry.pid))
+                seen[int(entry.pid)] = GpuProcess(int(entry.pid), name, user, command,
+                                                  int(memory) if memory is not None else None)
+        return tuple(seen.values())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._nvml is not None:
+                _ask(self._nvml.nvmlShutdown)
+                self._nvml, self._devices = None, None
+
+
+class _ProcessNames:
+    """pid -> (name, user, command) through psutil, cached: processes live longer than a tick."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[str | None, str | None, str | None]] = {}
+
+    def describe(self, pid: int) -> tuple[str | None, str | None, str | None]:
+        if pid not in self._cache:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[pid] = _describe_process(pid)
+        return self._cache[pid]
+
+
+def _describe_process(pid: int) -> tuple[str | None, str | None, str | None]:
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        with process.oneshot():
+            return process.name(), process.username(), " ".join(process.cmdline()) or None
+    except (psutil.Error, OSError):  # gone, in another PID namespace, or not ours to read
+        return None, None, None
+
+
+def _ask(call: Callable[..., Any], *args: Any) -> Any:
+    """One NVML call; None when the device cannot report it (not supported, lost, no permission)."""
+    import pynvml
+
+    try:
+        return call(*args)
+    except pynvml.NVMLError:
+        return None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if value is not None else None
+
+
+# ---- replay -----------------------------------------------------------------------------------
+
+
+class ReplaySource:
+    """Recorded readings returned in turn (cycling). Each reading is a dict:
+    `{"status": "ok", "driver_version": "...", "devices": [{GpuDevice fields...}, ...]}`;
+    `status`/`reason` are optional (default `ok`). A file is JSONL (a reading per line) or one
+    JSON document: a list of readings or `{"readings": [...]}`."""
+
+    def __init__(self, readings: list[dict[str, Any]], source_name: str = "replay") -> None:
+        if not readings:
+            raise ValueError("a replay needs at least one reading")
+        self._snapshots = tuple(_snapshot_from_reading(reading) for reading in readings)
+        self._next = 0
+        self._lock = threading.Lock()
+        self.source_name = source_name
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "ReplaySource":
+        return cls(load_readings(Path(path)), source_name=f"replay:{Path(path).name}")
+
+    def read(self) -> GpuSnapshot:
+        with self._lock:
+            snapshot = self._snapshots[self._next]
+            self._next = (self._next + 1) % len(self._snapshots)
+        return _with_time(snapshot)
+
+    def close(self) -> None:
+        pass
+
+
+def _with_time(snapshot: GpuSnapshot) -> GpuSnapshot:
+    from dataclasses import replace
+
+    return replace(snapshot, taken_at=time.time())
+
+
+def load_readings(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text()
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:  # JSONL: one reading per line
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    if isinstance(document, dict):
+        return list(document["readings"]) if "readings" in document else [document]
+    return list(document)
+
+
+def _snapshot_from_reading(reading: dict[str, Any]) -> GpuSnapshot:
+    devices = tuple(_device_from_dict(index, entry)
+                    for index, entry in enumerate(reading.get("devices", ())))
+    status = reading.get("status") or ("ok" if devices else "no-gpu")
+    return GpuSnapshot(status, reading.get("reason"), devices, reading.get("driver_version"),
+                       source="replay")
+
+
+def _device_from_dict(index: int, entry: dict[str, Any]) -> GpuDevice:
+    known = set(GpuDevice.__dataclass_fields__) - {"processes", "utilization_history"}
+    fields = {key: value for key, value in entry.items() if key in known}
+    fields.setdefault("index", index)
+    processes = tuple(GpuProcess(**{key: value for key, value in process.items()
+                                    if key in GpuProcess.__dataclass_fields__})
+                      for process in entry.get("processes", ()))
+    return GpuDevice(**fields, processes=processes)
+
+
+def reading_from_snapshot(snapshot: GpuSnapshot) -> dict[str, Any]:
+    """The JSON form ReplaySource reads (what `record` writes)."""
+    document = snapshot.to_dict()
+    for device in document["devices"]:
+        device.pop("utilization_history", None)
+    return {key: document[key] for key in ("status", "reason", "driver_version", "devices")}
+
+
+def record(path: Path, count: int, interval_s: float) -> int:
+    """Write `count` NVML readings to `path` as JSONL, for replay elsewhere."""
+    source = NvmlSource()
+    with path.open("w") as out:
+        for number in range(count):
+            if number:
+                time.sleep(interval_s)
+            out.write(json.dumps(reading_from_snapshot(source.read())) + "\n")
+    source.close()
+    return count
+
+
+if __name__ == "__main__":  # python -m engine.telemetry.gpu record OUT.jsonl [COUNT] [INTERVAL]
+    if len(sys.argv) < 3 or sys.argv[1] != "record":
+        sys.exit("usage: python -m engine.telemetry.gpu record OUT.jsonl [COUNT] [INTERVAL_S]")
+    written = record(Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 10,
+                     float(sys.argv[4]) if len(sys.argv) > 4 else 1.0)
+    print(f"recorded {written} readings to {sys.argv[2]}")

@@ -1,0 +1,199 @@
+"""The background sampler: one source of truth for the console's live panes and `modeldeck watch`.
+
+Two daemon threads, so a slow endpoint never delays the GPU readings:
+- `local`: GPUs and host every interval;
+- `endpoints` (only when endpoints are configured): one concurrent poll every interval.
+Each tick builds a new immutable TelemetrySnapshot and swaps it in under a lock; `latest()` is
+a lock-protected reference read (plus a staleness check), cheap enough for every repaint.
+History: a ring buffer (deque with maxlen) per series, e.g. `gpu.0.utilization_pct`,
+`host.cpu_pct`, `endpoint.<name>.tokens_per_s`; `history(series)` copies one out.
+
+This module imports no torch and no textual (a test checks it).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from engine.telemetry.snapshots import (EndpointSnapshot, GpuDevice, GpuSnapshot, HostSnapshot,
+                                        TelemetrySnapshot)
+
+if TYPE_CHECKING:
+    from engine.remote.poller import EndpointPoller
+    from engine.telemetry.gpu import GpuSource
+    from engine.telemetry.host import HostSource
+
+GPU_SERIES = ("utilization_pct", "memory_used_bytes", "temperature_c", "power_w")
+HOST_SERIES = ("cpu_pct", "memory_pct", "net_rx_bytes_per_s", "net_tx_bytes_per_s")
+ENDPOINT_SERIES = ("tokens_per_s", "requests_per_s", "ttft_p95_s", "e2e_p95_s")
+
+
+class Sampler:
+    def __init__(self, gpu_source: "GpuSource | None" = None, host_source: "HostSource | None" = None,
+                 poller: "EndpointPoller | None" = None, interval_s: float = 1.0,
+                 history_points: int = 600, stale_after_s: float | None = None) -> None:
+        self.gpu_source, self.host_source, self.poller = gpu_source, host_source, poller
+        self.interval_s = interval_s
+        self.history_points = history_points
+        self.stale_after_s = stale_after_s or 3 * interval_s + _longest_timeout(poller)
+        self._lock = threading.Lock()
+        self._history: dict[str, deque] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._sequence = 0
+        self._latest = TelemetrySnapshot(
+            time.time(), GpuSnapshot("no-gpu", "not sampled yet") if gpu_source
+            else GpuSnapshot("no-nvml", "GPU sampling is off"),
+            None, poller.latest if poller else (), (), interval_s)
+
+    # ---- reading ------------------------------------------------------------------------------
+
+    def latest(self) -> TelemetrySnapshot:
+        """The newest snapshot; endpoints whose last poll is too old come back `stale`."""
+        with self._lock:
+            snapshot = self._latest
+        now = time.time()
+        if not any(_too_old(endpoint, now, self.stale_after_s) for endpoint in snapshot.endpoints):
+            return snapshot
+        endpoints = tuple(endpoint.as_stale(f"last poll {now - (endpoint.checked_at or now):.0f} s ago")
+                          if _too_old(endpoint, now, self.stale_after_s) else endpoint
+                          for endpoint in snapshot.endpoints)
+        return replace(snapshot, endpoints=endpoints)
+
+    def history(self, series: str) -> tuple[float, ...]:
+        with self._lock:
+            buffer = self._history.get(series)
+            return tuple(buffer) if buffer is not None else ()
+
+    def series_names(self) -> tuple[str, ...]:
+        with self._lock:
+            return tuple(sorted(self._history))
+
+    # ---- sampling -----------------------------------------------------------------------------
+
+    def tick(self) -> TelemetrySnapshot:
+        """One synchronous round of everything (what `modeldeck watch` calls)."""
+        self.sample_local()
+        if self.poller is not None:
+            self.sample_endpoints()
+        return self.latest()
+
+    def sample_local(self) -> None:
+        gpus = _read_gpus(self.gpu_source)
+        host = _read_host(self.host_source)
+        with self._lock:
+            gpus = self._record_gpus(gpus)
+            host = self._record_host(host) if host is not None else None
+            self._sequence += 1
+            self._latest = replace(self._latest, taken_at=time.time(), gpus=gpus, host=host,
+                                   sequence=self._sequence)
+
+    def sample_endpoints(self) -> None:
+        assert self.poller is not None
+        endpoints = self.poller.poll_blocking()
+        models = self.poller.models()
+        with self._lock:
+            for endpoint in endpoints:
+                for series in ENDPOINT_SERIES:
+                    self._append(f"endpoint.{endpoint.name}.{series}", getattr(endpoint, series))
+            self._latest = replace(self._latest, taken_at=time.time(), endpoints=endpoints,
+                                   models=models)
+
+    def _record_gpus(self, gpus: GpuSnapshot) -> GpuSnapshot:
+        devices: list[GpuDevice] = []
+        for device in gpus.devices:
+            prefix = f"gpu.{device.host + '.' if device.host else ''}{device.index}"
+            for series in GPU_SERIES:
+                self._append(f"{prefix}.{series}", getattr(device, series))
+            devices.append(replace(device, utilization_history=tuple(
+                self._history.get(f"{prefix}.utilization_pct", ()))))
+        return replace(gpus, devices=tuple(devices))
+
+    def _record_host(self, host: HostSnapshot) -> HostSnapshot:
+        for series in HOST_SERIES:
+            self._append(f"host.{series}", getattr(host, series))
+        return replace(host, cpu_history=tuple(self._history.get("host.cpu_pct", ())))
+
+    def _append(self, series: str, value: Any) -> None:
+        if value is None:
+            return  # unknown stays out of the history rather than drawn as zero
+        buffer = self._history.get(series)
+        if buffer is None:
+            buffer = self._history[series] = deque(maxlen=self.history_points)
+        buffer.append(value)
+
+    # ---- threads ------------------------------------------------------------------------------
+
+    def start(self) -> "Sampler":
+        if self._threads:
+            return self
+        self._stop.clear()
+        self._threads = [threading.Thread(target=self._every_interval, args=(self.sample_local,),
+                                          name="modeldeck-sampler-local", daemon=True)]
+        if self.poller is not None:
+            self._threads.append(threading.Thread(
+                target=self._every_interval, args=(self.sample_endpoints,),
+                name="modeldeck-sampler-endpoints", daemon=True))
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def _every_interval(self, sample: Any) -> None:
+        deadline = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                sample()
+            except Exception as error:  # a thread must outlive one bad tick; shown as data
+                self._publish_failure(sample, error)
+            deadline += self.interval_s
+            now = time.monotonic()
+            if deadline < now:  # fell behind (suspended, overloaded): no catch-up burst
+                deadline = now + self.interval_s
+            self._stop.wait(deadline - now)
+
+    def _publish_failure(self, sample: Any, error: Exception) -> None:
+        if sample == self.sample_local:
+            with self._lock:
+                self._latest = replace(self._latest, gpus=GpuSnapshot(
+                    "error", f"sampling failed: {type(error).__name__}: {error}"[:200]))
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=self.interval_s + 5)
+        self._threads = []
+
+    def close(self) -> None:
+        self.stop()
+        for source in (self.gpu_source, self.host_source, self.poller):
+            if source is not None:
+                source.close()
+
+    def __enter__(self) -> "Sampler":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def _read_gpus(source: "GpuSource | None") -> GpuSnapshot:
+    if source is None:
+        return GpuSnapshot("no-nvml", "GPU sampling is off")
+    return source.read()
+
+
+def _read_host(source: "HostSource | None") -> HostSnapshot | None:
+    return source.read() if source is not None else None
+
+
+def _too_old(endpoint: EndpointSnapshot, now: float, limit: float) -> bool:
+    return (endpoint.status != "stale" and endpoint.checked_at is not None
+            and now - endpoint.checked_at > limit)
+
+
+def _longest_timeout(poller: "EndpointPoller | None") -> float:
+    return poller.longest_timeout_s if poller is not None else 0.0

@@ -1,0 +1,174 @@
+"""The published shape of telemetry: immutable snapshots the console and `modeldeck watch` render.
+
+Every snapshot is a frozen dataclass of scalars and tuples, safe to hand between threads. A value
+a source cannot report is None (JSON null), never an error. Units are in the field names:
+`_pct` is 0..100, `_bytes`, `_w` (watts), `_c` (Celsius), `_mhz`, `_s` (seconds), `_per_s`.
+`to_dict()` gives plain JSON-ready dicts (tuples become lists).
+
+Status vocabularies:
+- GpuSnapshot.status: `ok`, `no-nvml` (library or driver missing), `no-gpu` (NVML works, zero
+  devices), `error` (NVML failed at runtime); `reason` says why in words.
+- EndpointSnapshot.status: `up`, `degraded` (answers but something is wrong: health failing,
+  /metrics missing or malformed), `down` (reason: refused, timeout, http <code>, tls, dns, error),
+  `stale` (no fresh result: not polled yet, or the last poll is older than the stale limit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
+
+GpuStatus = Literal["ok", "no-nvml", "no-gpu", "error"]
+EndpointStatus = Literal["up", "degraded", "down", "stale"]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+class _ToDict:
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(asdict(self))  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class GpuProcess(_ToDict):
+    """A process holding memory on a GPU. `name` is the executable's base name."""
+
+    pid: int
+    name: str | None = None
+    user: str | None = None
+    command: str | None = None
+    memory_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class GpuDevice(_ToDict):
+    """One GPU. `host` is None for this box and the host name for fleet GPUs (Prometheus)."""
+
+    index: int
+    name: str | None = None
+    uuid: str | None = None
+    utilization_pct: float | None = None
+    memory_utilization_pct: float | None = None
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    temperature_c: float | None = None
+    power_w: float | None = None
+    power_limit_w: float | None = None
+    sm_clock_mhz: int | None = None
+    memory_clock_mhz: int | None = None
+    processes: tuple[GpuProcess, ...] = ()
+    utilization_history: tuple[float, ...] = ()  # oldest first, filled in by the sampler
+    host: str | None = None
+
+
+@dataclass(frozen=True)
+class GpuSnapshot(_ToDict):
+    status: GpuStatus
+    reason: str | None = None
+    devices: tuple[GpuDevice, ...] = ()
+    driver_version: str | None = None
+    source: str = "nvml"  # nvml | replay | prometheus
+    taken_at: float | None = None  # time.time()
+
+    @property
+    def gpus(self) -> tuple[GpuDevice, ...]:
+        return self.devices
+
+
+@dataclass(frozen=True)
+class HostSnapshot(_ToDict):
+    """The host through psutil. Rates are None on the first sample (they need two)."""
+
+    cpu_count: int
+    cpu_pct: float | None = None
+    cpu_per_core_pct: tuple[float, ...] = ()
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    memory_pct: float | None = None
+    swap_used_bytes: int | None = None
+    load_1m: float | None = None
+    load_5m: float | None = None
+    load_15m: float | None = None
+    disk_read_bytes_per_s: float | None = None
+    disk_write_bytes_per_s: float | None = None
+    net_rx_bytes_per_s: float | None = None
+    net_tx_bytes_per_s: float | None = None
+    cpu_history: tuple[float, ...] = ()
+    taken_at: float | None = None
+
+
+@dataclass(frozen=True)
+class EndpointSnapshot(_ToDict):
+    """One remote serving endpoint after a poll. Rates and percentiles need two scrapes and a
+    change in between: they are None until then. The API key is never part of a snapshot."""
+
+    name: str
+    kind: str
+    url: str
+    status: EndpointStatus
+    reason: str | None = None
+    model: str | None = None  # replicas of one model share this (deck.toml `model`, else name)
+    http_status: int | None = None
+    probe_latency_s: float | None = None
+    checked_at: float | None = None  # time.time() of the poll that made this snapshot
+    last_up_at: float | None = None
+    tokens_per_s: float | None = None
+    prompt_tokens_per_s: float | None = None
+    requests_per_s: float | None = None
+    running: float | None = None
+    waiting: float | None = None
+    kv_cache_pct: float | None = None
+    ttft_p50_s: float | None = None
+    ttft_p95_s: float | None = None
+    ttft_p99_s: float | None = None
+    itl_p50_s: float | None = None
+    itl_p95_s: float | None = None
+    itl_p99_s: float | None = None
+    e2e_p50_s: float | None = None
+    e2e_p95_s: float | None = None
+    e2e_p99_s: float | None = None
+    tokens_history: tuple[float, ...] = ()
+
+    def as_stale(self, reason: str) -> "EndpointSnapshot":
+        return replace(self, status="stale", reason=reason)
+
+
+@dataclass(frozen=True)
+class ModelStats(_ToDict):
+    """Replicas of one model merged: rates summed, percentiles from summed bucket deltas."""
+
+    model: str
+    replicas: int
+    replicas_up: int
+    tokens_per_s: float | None = None
+    requests_per_s: float | None = None
+    running: float | None = None
+    waiting: float | None = None
+    ttft_p50_s: float | None = None
+    ttft_p95_s: float | None = None
+    ttft_p99_s: float | None = None
+    itl_p50_s: float | None = None
+    itl_p95_s: float | None = None
+    itl_p99_s: float | None = None
+    e2e_p50_s: float | None = None
+    e2e_p95_s: float | None = None
+    e2e_p99_s: float | None = None
+
+
+@dataclass(frozen=True)
+class TelemetrySnapshot(_ToDict):
+    """Everything the sampler knows at one instant; what `modeldeck watch --json` prints."""
+
+    taken_at: float
+    gpus: GpuSnapshot
+    host: HostSnapshot | None = None
+    endpoints: tuple[EndpointSnapshot, ...] = ()
+    models: tuple[ModelStats, ...] = ()
+    interval_s: float | None = None
+    sequence: int = 0  # ticks since the sampler started
