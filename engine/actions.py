@@ -88,6 +88,7 @@ class DeployRequest:
     target: str = "local"
     reason: str | None = None
     force: bool = False
+    start_server: bool = False  # local target: start the embedded server if it is not running
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ def deploy(deck: Deck, request: DeployRequest) -> DeployResult:
     if not plan.changes_anything:
         return DeployResult(plan, None)
     arguments = {"ref": plan.chosen.ref, "target": request.target, "force": request.force}
-    return DeployResult(plan, _move(deck, plan, request.reason, arguments))
+    return DeployResult(plan, _move(deck, plan, request.reason, arguments, request.start_server))
 
 
 def plan_rollback(deck: Deck, request: RollbackRequest) -> DeployPlan:
@@ -192,15 +193,17 @@ def rollback(deck: Deck, request: RollbackRequest) -> DeployResult:
     return DeployResult(plan, _move(deck, plan, request.reason, arguments))
 
 
-def _move(deck: Deck, plan: DeployPlan, reason: str | None, arguments: dict[str, Any]) -> HistoryEntry:
+def _move(deck: Deck, plan: DeployPlan, reason: str | None, arguments: dict[str, Any],
+          start_server: bool = False) -> HistoryEntry:
     """Point the target at plan.chosen: the one place deploy and rollback diverge by target kind."""
     if plan.target != "local":
         from engine.targets.flow import deliver
 
         current = deck.registry.resolve(plan.current.ref) if plan.current else None
         return deliver(deck, plan.action, plan.target, plan.chosen, current, reason, arguments)
-    return deck.registry.move_pointer(plan.target, plan.chosen, action=plan.action,
-                                      reason=reason, arguments=arguments)
+    from engine.serving.deploy import deliver_local  # gated hot swap when the server runs
+
+    return deliver_local(deck, plan, reason, arguments, start_server)
 
 
 

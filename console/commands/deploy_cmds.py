@@ -17,6 +17,9 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     deploy.add_argument("--target", default="local")
     deploy.add_argument("--reason", help="why (kept in history and audit)")
     deploy.add_argument("--force", action="store_true", help="deploy a version its evaluation rejected")
+    deploy.add_argument("--wait", action="store_true",
+                        help="local: start the server if it is not running and wait for the "
+                             "health gate (exit 1 when it fails)")
     add_yes_flag(deploy)
     deploy.set_defaults(handler=deploy_command)
     rollback = verbs.add_parser("rollback", parents=[common],
@@ -37,7 +40,8 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def deploy_command(args: argparse.Namespace, deck: Deck) -> int:
-    request = actions.DeployRequest(args.reference, args.target, args.reason, args.force)
+    request = actions.DeployRequest(args.reference, args.target, args.reason, args.force,
+                                    start_server=args.wait and args.target == "local")
     plan = actions.plan_deploy(deck, request)
     return _apply(args, plan, lambda: actions.deploy(deck, request))
 

@@ -1,0 +1,217 @@
+"""The OpenAI-compatible HTTP API (starlette), /health, /metrics and the control routes.
+
+Each response names the version that produced it in the X-Modeldeck-Version header: a request
+is bound to one version when it is admitted and finishes there, even if a deploy switches the
+active version meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from engine.errors import BadInput
+from engine.serving.host import ModelHost, ServedVersion
+from engine.serving.requests import ApiError, CompletionJob, parse_chat, parse_completion
+from engine.serving.runstate import TOKEN_HEADER, VERSION_HEADER
+from engine.serving.scheduler import QueueFull, SchedulerClosed, Sequence, TokenEvent
+
+
+def build_app(host: ModelHost, control_token: str, api_key: str | None,
+              on_stop: Callable[[], None]) -> Starlette:
+    api = _Api(host, control_token, api_key, on_stop)
+    routes = [
+        Route("/health", api.health, methods=["GET"]),
+        Route("/metrics", api.metrics, methods=["GET"]),
+        Route("/v1/models", api.models, methods=["GET"]),
+        Route("/v1/completions", api.completions, methods=["POST"]),
+        Route("/v1/chat/completions", api.chat_completions, methods=["POST"]),
+        Route("/control/deploy", api.control_deploy, methods=["POST"]),
+        Route("/control/stop", api.control_stop, methods=["POST"]),
+    ]
+    return Starlette(routes=routes)
+
+
+def error_response(status: int, message: str, kind: str, code: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    """OpenAI's error shape, so its client raises the matching exception."""
+    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": code}},
+                        status_code=status, headers=headers)
+
+
+class _Api:
+    def __init__(self, host: ModelHost, control_token: str, api_key: str | None,
+                 on_stop: Callable[[], None]) -> None:
+        self.host, self.control_token, self.api_key, self.on_stop = host, control_token, api_key, on_stop
+
+    # ---- plain routes --------------------------------------------------------------------
+
+    async def health(self, request: Request) -> Response:
+        active = self.host.active
+        if active is None:
+            return JSONResponse({"status": "no-model", "version": None}, status_code=503)
+        running, waiting = active.scheduler.load
+        return JSONResponse({"status": "ok", "version": active.ref, "running": running,
+                             "waiting": waiting}, headers={VERSION_HEADER: active.ref})
+
+    async def metrics(self, request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(self.host.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    async def models(self, request: Request) -> Response:
+        if (denied := self._check_api_key(request)) is not None:
+            return denied
+        active = self.host.active
+        data = [] if active is None else [{"id": active.ref, "object": "model", "created": 0,
+                                           "owned_by": "modeldeck"}]
+        return JSONResponse({"object": "list", "data": data})
+
+    # ---- generation ----------------------------------------------------------------------
+
+    async def completions(self, request: Request) -> Response:
+        return await self._generate(request, parse_completion, chat=False)
+
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._generate(request, parse_chat, chat=True)
+
+    async def _generate(self, request: Request, parse: Callable, chat: bool) -> Response:
+        if (denied := self._check_api_key(request)) is not None:
+            return denied
+        try:
+            body = await self._json_body(request)
+            served, sequence, events = await self._submit(body, parse)
+        except ApiError as error:
+            return error_response(error.status, error.message, error.kind, error.code)
+        job = CompletionJob(chat=chat, version_ref=served.ref, created=int(time.time()),
+                            request_id=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}")
+        headers = {VERSION_HEADER: served.ref}
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return StreamingResponse(self._stream(job, sequence, events, include_usage),
+                                     media_type="text/event-stream", headers=headers)
+        return await self._complete(job, sequence, events, headers)
+
+    async def _submit(self, body: dict[str, Any], parse: Callable) -> tuple[ServedVersion, Sequence,
+                                                                            asyncio.Queue]:
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[TokenEvent] = asyncio.Queue()
+        deliver = lambda event: loop.call_soon_threadsafe(events.put_nowait, event)  # noqa: E731
+        for _ in range(3):  # a deploy may retire the version between reading and submitting
+            served = self.host.active
+            if served is None:
+                raise ApiError(503, "no model is deployed to this server", "service_unavailable")
+            prompt_ids, params = parse(body, served.loaded.tokenizer, self.host.settings)
+            try:
+                return served, served.scheduler.submit(prompt_ids, params, deliver), events
+            except SchedulerClosed:
+                continue
+            except QueueFull as error:
+                self.host.metrics.count_rejection(served.ref, "rejected")
+                raise ApiError(429, f"server busy: {error}", "rate_limit_exceeded") from None
+            except BadInput as error:
+                raise ApiError(400, str(error), "invalid_request_error", "context_length_exceeded") from None
+        raise ApiError(503, "the server is switching versions; retry", "service_unavailable")
+
+    async def _complete(self, job: CompletionJob, sequence: Sequence, events: asyncio.Queue,
+                        headers: dict[str, str]) -> Response:
+        pieces: list[str] = []
+        try:
+            while (event := await events.get()).finish_reason is None:
+                pieces.append(event.text)
+        finally:
+            sequence.cancel()  # no-op when finished; frees the slot if this task was cancelled
+        if event.finish_reason == "error":
+            return error_response(500, f"generation failed: {event.text}", "server_error",
+                                  headers=headers)
+        return JSONResponse(job.full_response("".join(pieces), event), headers=headers)
+
+    async def _stream(self, job: CompletionJob, sequence: Sequence, events: asyncio.Queue,
+                      include_usage: bool) -> AsyncIterator[str]:
+        try:
+            if job.chat:
+                yield _sse(job.chunk(None, None, role=True))
+            while (event := await events.get()).finish_reason is None:
+                yield _sse(job.chunk(event.text, None))
+            if event.finish_reason == "error":
+                yield _sse({"error": {"message": f"generation failed: {event.text}",
+                                      "type": "server_error", "param": None, "code": None}})
+                return
+            yield _sse(job.chunk("", event.finish_reason))
+            if include_usage:
+                yield _sse(job.usage_chunk(event))
+            yield "data: [DONE]\n\n"
+        finally:
+            sequence.cancel()  # the client went away (or we finished): free the slot
+
+    # ---- control -------------------------------------------------------------------------
+
+    async def control_deploy(self, request: Request) -> Response:
+        if (denied := self._check_token(request)) is not None:
+            return denied
+        try:
+            body = await self._json_body(request)
+            model, version = str(body["model"]), int(body["version"])
+        except ApiError as error:
+            return error_response(error.status, error.message, error.kind)
+        except (KeyError, TypeError, ValueError):
+            return error_response(400, "expected {\"model\": str, \"version\": int}",
+                                  "invalid_request_error")
+        outcome = await asyncio.to_thread(self.host.swap_to, model, version)
+        return JSONResponse(outcome.to_dict())
+
+    async def control_stop(self, request: Request) -> Response:
+        if (denied := self._check_token(request)) is not None:
+            return denied
+        self.on_stop()
+        return JSONResponse({"stopping": True})
+
+    # ---- checks --------------------------------------------------------------------------
+
+    def _check_api_key(self, request: Request) -> Response | None:
+        if self.api_key is None:
+            return None
+        supplied = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if hmac.compare_digest(supplied.encode(), self.api_key.encode()):
+            return None
+        return error_response(401, "invalid or missing API key", "invalid_request_error",
+                              "invalid_api_key")
+
+    def _check_token(self, request: Request) -> Response | None:
+        supplied = request.headers.get(TOKEN_HEADER, "")
+        if supplied and hmac.compare_digest(supplied.encode(), self.control_token.encode()):
+            return None
+        return error_response(403, "control routes need the server's control token",
+                              "permission_error")
+
+    async def _json_body(self, request: Request) -> dict[str, Any]:
+        limit = self.host.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, f"request body over {limit} bytes", "invalid_request_error")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw.extend(chunk)
+            if len(raw) > limit:
+                raise ApiError(413, f"request body over {limit} bytes", "invalid_request_error")
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "the request body is not valid JSON", "invalid_request_error") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "the request body must be a JSON object", "invalid_request_error")
+        return body
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload)}\n\n"

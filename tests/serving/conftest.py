@@ -1,0 +1,60 @@
+"""Serving fixtures: a deck with two tiny versions, and the real server on a loopback port,
+run in a thread of the test process (the same LocalServer `modeldeck serve` runs)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass
+class RunningServer:
+    url: str
+    deck: object
+    server: object
+
+    def openai(self, api_key: str = "unused", **kwargs):
+        import openai
+
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0,
+                             timeout=60, **kwargs)
+
+
+@pytest.fixture
+def two_version_deck(deck, tiny_model_dir: Path, tiny_model_dir_b: Path):
+    """tiny@1 deployed to local, tiny@2 imported and ready to deploy."""
+    from engine import actions
+
+    actions.import_model(deck, actions.ImportRequest(tiny_model_dir, "tiny"))
+    actions.import_model(deck, actions.ImportRequest(tiny_model_dir_b, "tiny"))
+    actions.deploy(deck, actions.DeployRequest("tiny@1", reason="test"))
+    return deck
+
+
+@pytest.fixture
+def start_server(two_version_deck) -> Iterator[Callable[..., RunningServer]]:
+    """Start the server in-process (port 0, fp32 so greedy outputs are reproducible)."""
+    from engine.serving.process import LocalServer, ServeOptions
+
+    started: list[tuple[object, object]] = []
+
+    def start(**overrides) -> RunningServer:
+        options = ServeOptions(**{"port": 0, "dtype": "float32", **overrides})
+        server = LocalServer(two_version_deck, options)
+        server.load_deployed()
+        thread = server.serve_in_thread()
+        started.append((server, thread))
+        return RunningServer(server.url, two_version_deck, server)
+
+    yield start
+    for server, thread in started:
+        server.request_stop()
+        thread.join(timeout=30)
+
+
+@pytest.fixture
+def running(start_server) -> RunningServer:
+    return start_server()
