@@ -38,13 +38,22 @@ def run_finetune(context: JobContext) -> dict[str, Any]:
     parent_eval = _parent_eval_loss(context, trainer, spec, evaluation)
     trainer.train(resume_from_checkpoint=last_checkpoint(context.checkpoints))
     _write_rank_report(context, trainer)
+    eval_loss = final_eval_loss(trainer) if evaluation else None  # every rank: it gathers
     if not context.is_main:
         return {}
-    final_eval = trainer.evaluate() if evaluation else {}
     from engine.training.publish import publish_result
 
     return publish_result(context, deck, parent, trainer.model, tokenizer, settings, spec,
-                          final_eval.get("eval_loss"), parent_eval)
+                          eval_loss, parent_eval)
+
+
+def final_eval_loss(trainer: Any) -> float:
+    """The eval loss of the final weights: the scheduled eval at the last step, or a fresh one."""
+    history = trainer.state.log_history
+    last = next((h for h in reversed(history) if "eval_loss" in h), None)
+    if last is not None and last.get("step") == trainer.state.global_step:
+        return float(last["eval_loss"])
+    return float(trainer.evaluate()["eval_loss"])
 
 
 def _features(spec: dict[str, Any], settings: FinetuneSettings, tokenizer: Any):
