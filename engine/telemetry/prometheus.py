@@ -28,9 +28,10 @@ DCGM_FIELDS = {  # DCGM series -> GpuDevice field (and a scale)
     "DCGM_FI_DEV_SM_CLOCK": ("sm_clock_mhz", 1.0),
     "DCGM_FI_DEV_MEM_CLOCK": ("memory_clock_mhz", 1.0),
 }
-# generated tokens/s per serving job, whichever engine's name is present
-SERVING_TOKENS_QUERY = ('sum by (instance, job, model_name) (rate({__name__=~"vllm:generation_tokens_total'
-                        '|modeldeck_generation_tokens_total|llamacpp:tokens_predicted_total"}[1m]))')
+# Generated tokens/s per serving job, whichever engine's name is present. `:` may arrive as `_`:
+# prometheus_client escapes it when Prometheus negotiates OpenMetrics (seen with Prometheus 2.42).
+SERVING_TOKENS_QUERY = ('sum by (instance, job, model_name) (rate({__name__=~"vllm[:_]generation_tokens_total'
+                        '|modeldeck_generation_tokens_total|llamacpp[:_]tokens_predicted_total"}[1m]))')
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,13 @@ class FleetClient:
     def _connect(self) -> Any:
         if self._connection is None:
             from prometheus_api_client import PrometheusConnect
+            from urllib3.util.retry import Retry
 
             secret = self.settings.resolve_secret()
             headers = {"Authorization": f"Bearer {secret}"} if secret else None
             self._connection = PrometheusConnect(
                 url=self.settings.url, headers=headers, disable_ssl=not self.settings.verify_tls,
-                timeout=self.settings.timeout_s)
+                timeout=self.settings.timeout_s, retry=Retry(total=0))  # a live view: no backoff
         return self._connection
 
     def snapshot(self) -> FleetSnapshot:
