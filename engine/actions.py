@@ -370,11 +370,15 @@ def compress(deck: Deck, request: CompressRequest, on_event: Any = None) -> Comp
     """Start a compression job (validated first: nothing is written on bad input); with wait,
     follow its events (passed to on_event) until the new version is registered."""
     from engine import jobs
-    from engine.compression.spec import spec_for
+    from engine.compression.spec import parent_layer_count, spec_for
     from engine.errors import ActionFailed
 
     parent = deck.registry.resolve(request.reference)
-    spec = spec_for(parent.ref, parent.kind, parent.architecture, request.method, request.options)
+    config = next((deck.registry.blobs.path_of(f.sha256) for f in parent.files
+                   if f.name == "config.json"), None)
+    layers = parent_layer_count(config)
+    spec = spec_for(parent.ref, parent.kind, parent.architecture, request.method, request.options,
+                    layers)
     job = jobs.start_job(deck, "compress", spec.to_dict())
     if not request.wait:
         return CompressResult(job, None, None)

@@ -98,8 +98,20 @@ def _absolute(value: str | None) -> str | None:
     return str(Path(value).expanduser().resolve()) if value else None
 
 
+def parent_layer_count(config_path: Path | None) -> int | None:
+    """The parent's decoder layer count from its config.json (None for a GGUF)."""
+    import json
+
+    if config_path is None:
+        return None
+    try:
+        return int(json.loads(config_path.read_text())["num_hidden_layers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def spec_for(reference: str, kind: str, architecture: str | None, method: str,
-             options: dict[str, Any]) -> CompressSpec:
+             options: dict[str, Any], layer_count: int | None = None) -> CompressSpec:
     """A validated spec from the options the user gave (names as in CompressSpec)."""
     unknown = sorted(set(options) - set(CompressSpec.__dataclass_fields__)
                      - {"reference", "method", "options"})
@@ -109,6 +121,10 @@ def spec_for(reference: str, kind: str, architecture: str | None, method: str,
     if "keep" in given:
         given["keep"] = tuple(given["keep"])
     spec = CompressSpec(reference=reference, method=method, options=tuple(sorted(given)), **given)
+    if (method == "distill" and layer_count is not None and spec.student_layers is not None
+            and not 1 <= spec.student_layers < layer_count):
+        raise BadInput(f"--student-layers must be between 1 and {layer_count - 1} "
+                       f"({reference} has {layer_count} layers)")
     return validate(spec, kind, architecture)
 
 

@@ -17,6 +17,7 @@ REPORT_METRICS = {"perplexity", "decode_tokens_per_s", "ttft_s", "size_bytes", "
 
 def run(deck, tmp_path: Path, method: str, **options):
     events: list[tuple[str, dict]] = []
+    options = {"decode_tokens": 8, **options}  # short decode runs keep the suite fast
     spec = spec_for("tiny@1", "model", "LlamaForCausalLM", method, options)
     outcome = compress_version(deck, spec, tmp_path / "work",
                                lambda kind, **fields: events.append((kind, fields)))
