@@ -11,4 +11,5 @@ COMMAND_MODULES = (
     "console.commands.target_cmds",
     "console.commands.job_cmds",
     "console.commands.compress_cmds",
+    "console.commands.telemetry_cmds",
 )

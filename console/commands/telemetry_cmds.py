@@ -1,0 +1,146 @@
+"""`modeldeck watch` and `modeldeck endpoints list|check`. No torch, no textual (a test checks it)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from console.output import emit, human_bytes, table
+from engine import actions
+from engine.deck import Deck
+
+
+def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    watch = verbs.add_parser("watch", parents=[common],
+                             help="print GPUs, host and endpoints once per interval "
+                                  "(--json: one JSON line per snapshot)")
+    watch.add_argument("--interval", type=float, metavar="S", help="seconds between snapshots "
+                                                                   "(default: [telemetry] interval_s)")
+    watch.add_argument("--count", type=int, metavar="N", help="stop after N snapshots")
+    watch.add_argument("--gpu-replay", type=Path, metavar="FILE",
+                       help="replay recorded NVML readings (JSON/JSONL) instead of reading NVML")
+    watch.add_argument("--no-endpoints", action="store_true", help="skip remote endpoints")
+    watch.set_defaults(handler=watch_command)
+
+    endpoints = verbs.add_parser("endpoints", parents=[common], help="remote serving endpoints")
+    sub = endpoints.add_subparsers(dest="endpoints_verb", metavar="ACTION", required=True,
+                                   parser_class=type(endpoints))
+    listing = sub.add_parser("list", parents=[common], help="the endpoints in deck.toml")
+    listing.set_defaults(handler=list_command)
+    check = sub.add_parser("check", parents=[common],
+                           help="probe and scrape endpoints now (exit 1 if any is down)")
+    check.add_argument("names", nargs="*", metavar="NAME", help="only these endpoints")
+    check.add_argument("--window", type=float, default=0.0, metavar="S",
+                       help="scrape twice S seconds apart to report rates and percentiles")
+    check.set_defaults(handler=check_command)
+
+
+# ---- watch ------------------------------------------------------------------------------------
+
+
+def watch_command(args: argparse.Namespace, deck: Deck) -> int:
+    request = actions.WatchRequest(args.interval, args.count, args.gpu_replay, not args.no_endpoints)
+    ticks = actions.watch(deck, request)
+    try:
+        for snapshot in ticks:
+            if args.json:
+                emit(True, "watch", snapshot.to_dict())
+            else:
+                emit(False, "watch", {}, lambda: watch_text(snapshot) + "\n")
+    finally:
+        ticks.close()
+    return 0
+
+
+def watch_text(snapshot: Any) -> str:
+    stamp = time.strftime("%H:%M:%S", time.localtime(snapshot.taken_at))
+    lines = [f"== {stamp}  #{snapshot.sequence}"]
+    host = snapshot.host
+    if host is not None:
+        lines.append(f"host  cpu {_pct(host.cpu_pct)} of {host.cpu_count} cores  "
+                     f"mem {human_bytes(host.memory_used_bytes)} / {human_bytes(host.memory_total_bytes)}"
+                     f"  load {_num(host.load_1m)}  net rx {_rate(host.net_rx_bytes_per_s)} "
+                     f"tx {_rate(host.net_tx_bytes_per_s)}  disk r {_rate(host.disk_read_bytes_per_s)} "
+                     f"w {_rate(host.disk_write_bytes_per_s)}")
+    lines.append(_gpu_text(snapshot.gpus))
+    if snapshot.endpoints:
+        lines.append(endpoints_table(snapshot.endpoints))
+    return "\n".join(lines)
+
+
+def _gpu_text(gpus: Any) -> str:
+    if gpus.status != "ok":
+        return f"gpus  {gpus.status}: {gpus.reason or ''}".rstrip()
+    rows = [(d.index, d.name, _pct(d.utilization_pct),
+             f"{human_bytes(d.memory_used_bytes)} / {human_bytes(d.memory_total_bytes)}",
+             _unit(d.temperature_c, "C"), _unit(d.power_w, "W"), len(d.processes))
+            for d in gpus.devices]
+    return table(("GPU", "NAME", "UTIL", "MEMORY", "TEMP", "POWER", "PROCS"), rows)
+
+
+def endpoints_table(endpoints: Any) -> str:
+    rows = [(e.name, e.kind, e.status, _num(e.tokens_per_s), _num(e.requests_per_s),
+             _num(e.running, 0), _num(e.waiting, 0), _pct(e.kv_cache_pct),
+             _ms(e.ttft_p95_s), _ms(e.itl_p95_s), _ms(e.e2e_p95_s), e.reason)
+            for e in endpoints]
+    return table(("ENDPOINT", "KIND", "STATUS", "TOK/S", "REQ/S", "RUN", "WAIT", "KV",
+                  "TTFT95", "ITL95", "E2E95", "REASON"), rows)
+
+
+def _pct(value: float | None) -> str | None:
+    return None if value is None else f"{value:.0f}%"
+
+
+def _num(value: float | None, digits: int = 1) -> str | None:
+    return None if value is None else f"{value:.{digits}f}"
+
+
+def _unit(value: float | None, unit: str) -> str | None:
+    return None if value is None else f"{value:.0f} {unit}"
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{human_bytes(int(value))}/s"
+
+
+def _ms(value: float | None) -> str | None:
+    return None if value is None else f"{value * 1000:.0f} ms"
+
+
+# ---- endpoints --------------------------------------------------------------------------------
+
+
+def list_command(args: argparse.Namespace, deck: Deck) -> int:
+    endpoints = actions.list_endpoints(deck)
+
+    def human() -> str:
+        if not endpoints:
+            return "no endpoints: add [[endpoints]] entries to deck.toml (see sample_configs/)"
+        rows = [(e.name, e.kind, e.url, e.model, "yes" if e.verify_tls else "no", f"{e.timeout_s:g} s",
+                 _key_source(e)) for e in endpoints]
+        return table(("NAME", "KIND", "URL", "MODEL", "TLS VERIFY", "TIMEOUT", "API KEY"), rows)
+
+    emit(args.json, "endpoints.list", {"endpoints": [e.to_dict() for e in endpoints]}, human)
+    return 0
+
+
+def _key_source(endpoint: actions.EndpointInfo) -> str | None:
+    if endpoint.api_key_env:
+        return f"env {endpoint.api_key_env}"
+    if endpoint.api_key_file:
+        return f"file {endpoint.api_key_file}"
+    return None
+
+
+def check_command(args: argparse.Namespace, deck: Deck) -> int:
+    result = actions.check_endpoints(deck, actions.CheckEndpointsRequest(tuple(args.names),
+                                                                         args.window))
+    def human() -> str:
+        if not result.endpoints:
+            return "no endpoints: add [[endpoints]] entries to deck.toml (see sample_configs/)"
+        return endpoints_table(result.endpoints)
+
+    emit(args.json, "endpoints.check", result.to_dict(), human)
+    return 0 if result.all_reachable else 1
