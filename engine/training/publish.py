@@ -21,8 +21,9 @@ def publish_result(context: JobContext, deck: Any, parent: VersionInfo, model: A
 
     output = save_output(context.directory / "output", model, tokenizer, settings,
                          keep_adapter=bool(spec.get("keep_adapter")))
-    metrics = {"eval_loss": eval_loss,
-               "perplexity": math.exp(eval_loss) if eval_loss is not None and eval_loss < 50 else None}
+    causal = spec.get("task", "causal-lm") == "causal-lm"  # perplexity means nothing for labels
+    metrics = {"eval_loss": eval_loss, "perplexity": math.exp(eval_loss)
+               if causal and eval_loss is not None and eval_loss < 50 else None}
     if parent_eval_loss is not None:
         metrics["parent_eval_loss"] = parent_eval_loss
     lineage = {"parent": parent.ref, "job_id": context.job_id, "data_sha256": spec["data_sha256"],
