@@ -23,13 +23,41 @@ class RunningServer:
                              timeout=60, **kwargs)
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir_distinct(tiny_model_dir_b: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_model_dir_b with its final norm negated. Randomly initialised tiny models greedily
+    repeat the prompt's last token, so two seeds answer alike; this one answers differently,
+    which lets a test tell from the text alone which version produced a response."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir_b, dtype=torch.float32)
+    with torch.no_grad():
+        model.model.norm.weight.neg_()
+    destination = tmp_path_factory.mktemp("models-distinct") / "tiny-llama"
+    model.save_pretrained(destination)
+    AutoTokenizer.from_pretrained(tiny_model_dir_b).save_pretrained(destination)
+    return destination
+
+
 @pytest.fixture
-def two_version_deck(deck, tiny_model_dir: Path, tiny_model_dir_b: Path):
-    """tiny@1 deployed to local, tiny@2 imported and ready to deploy."""
+def deck_toml() -> str:
+    """The deck.toml the serving deck starts with; a test overrides it by parametrizing."""
+    return ""
+
+
+@pytest.fixture
+def two_version_deck(deck, deck_home: Path, deck_toml: str, tiny_model_dir: Path,
+                     tiny_model_dir_distinct: Path):
+    """tiny@1 deployed to local, tiny@2 (different answers) imported and ready to deploy."""
     from engine import actions
 
+    if deck_toml:
+        deck_home.mkdir(parents=True, exist_ok=True)
+        (deck_home / "deck.toml").write_text(deck_toml)
+
     actions.import_model(deck, actions.ImportRequest(tiny_model_dir, "tiny"))
-    actions.import_model(deck, actions.ImportRequest(tiny_model_dir_b, "tiny"))
+    actions.import_model(deck, actions.ImportRequest(tiny_model_dir_distinct, "tiny"))
     actions.deploy(deck, actions.DeployRequest("tiny@1", reason="test"))
     return deck
 

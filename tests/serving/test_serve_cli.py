@@ -1,0 +1,68 @@
+"""`modeldeck deploy --wait` and `modeldeck serve --stop` as real processes: the detached
+server, its run-state files, the exit code of a failed gate."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+
+import openai
+import pytest
+
+from tests.conftest import run_modeldeck
+
+
+def settings(port: int) -> str:
+    return f"[serve]\ndtype = \"float32\"\nport = {port}\n"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def detached_home(deck_home, cli, tiny_model_dir, tiny_model_dir_distinct):
+    cli("models", "import", str(tiny_model_dir), "--name", "tiny")
+    cli("models", "import", str(tiny_model_dir_distinct), "--name", "tiny")
+    yield deck_home
+    info_path = deck_home / "run" / "server.json"
+    if info_path.exists():  # a failed assertion must not leave a server behind
+        pid = json.loads(info_path.read_text())["pid"]
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def served_version(url: str) -> str:
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+    raw = client.completions.with_raw_response.create(model="tiny", prompt="Hi", max_tokens=3)
+    return raw.headers["x-modeldeck-version"]
+
+
+def test_deploy_wait_starts_the_server_gates_and_stops(detached_home):
+    home = detached_home
+    (home / "deck.toml").write_text(settings(free_port()))
+    first = run_modeldeck("deploy", "tiny@1", "--wait", "--yes", "--json", home=home)
+    assert first.code == 0, first
+    assert first.json["history"]["outcome"] == "ok"
+    info = json.loads((home / "run" / "server.json").read_text())
+    assert isinstance(info["pid"], int) and info["url"].startswith("http://127.0.0.1:")
+    assert stat.S_IMODE((home / "run" / "control.token").stat().st_mode) == 0o600
+    status = run_modeldeck("status", "--json", home=home).json
+    assert status["server"]["state"] == "running" and status["server"]["pid"] == info["pid"]
+    assert served_version(info["url"]) == "tiny@1"
+
+    second = run_modeldeck("deploy", "tiny@2", "--wait", "--yes", home=home)
+    assert second.code == 0, second
+    assert served_version(info["url"]) == "tiny@2"
+
+    stopped = run_modeldeck("serve", "--stop", "--json", home=home)
+    assert stopped.json["stopped"] is True and stopped.json["pid"] == info["pid"]
+    assert not (home / "run" / "server.json").exists()
+    assert run_modeldeck("status", "--json", home=home).json["server"]["state"] == "stopped"
