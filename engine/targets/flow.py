@@ -21,7 +21,7 @@ from engine.registry.records import HistoryEntry, VersionInfo
 from engine.targets.base import GateReport, TargetDriver
 
 
-def driver_for(settings: TargetSettings) -> TargetDriver:
+def driver_for(settings: TargetSettings, paths: DeckPaths | None = None) -> TargetDriver:
     if settings.kind == "command":
         from engine.targets.command import CommandTarget
 
@@ -33,7 +33,7 @@ def driver_for(settings: TargetSettings) -> TargetDriver:
     if settings.kind == "modeldeck":
         from engine.targets.remote_deck import RemoteDeckTarget
 
-        return RemoteDeckTarget(settings)
+        return RemoteDeckTarget(settings, paths)
     raise BadInput(f"target {settings.name!r}: unknown kind {settings.kind!r}")
 
 
@@ -58,7 +58,7 @@ def deliver(deck: Deck, action: str, target: str, chosen: VersionInfo,
     settings = deck.config.target(target)
     if settings is None:
         raise BadInput(f"unknown target {target!r}")
-    driver = driver_for(settings)
+    driver = driver_for(settings, deck.paths)
     driver.validate(chosen)
     with target_lock(deck.paths, target):
         health = driver.check()
