@@ -1,126 +1,213 @@
 """Thin adapters from the engine's telemetry and jobs modules to the console's view models.
 
-Those modules are built in parallel with the console; each adapter reads attributes by name,
-tolerantly, and turns an absent module or function into 'not-available' data with the reason.
-Called from thread workers only.
+An absent module (a build without it) or a failing read becomes 'not-available' or 'error'
+data with the reason; nothing here raises into the UI. Called from thread workers only.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from console.data import (Availability, EndpointRow, EndpointsPanel, GpuPanel, GpuRow, JobRow,
-                          JobsPanel, LossSeries, ProcessRow)
+from console.data import (Availability, EndpointRow, EndpointsPanel, GpuPanel, GpuRow, HostView,
+                          JobRow, JobsPanel, LossSeries, ProcessRow)
 from engine.deck import Deck
 
+HISTORY_POINTS = 120
 
-def pick(obj: Any, *names: str, default: Any = None) -> Any:
-    """The first attribute (or mapping key) of `names` that obj has and that is not None."""
-    for name in names:
-        value = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+# ---- GPUs and host ----------------------------------------------------------------------------
+
+
+class GpuHistory:
+    """Utilization history per GPU when the snapshot carries none (one-shot reads)."""
+
+    def __init__(self) -> None:
+        self.by_index: dict[int, deque[float]] = {}
+
+    def add(self, index: int, value: float | None) -> tuple[float, ...]:
+        history = self.by_index.setdefault(index, deque(maxlen=HISTORY_POINTS))
         if value is not None:
-            return value
-    return default
+            history.append(float(value))
+        return tuple(history)
 
 
-def first_function(module: ModuleType | None, *names: str) -> Any | None:
-    if module is None:
-        return None
-    return next((getattr(module, name) for name in names if callable(getattr(module, name, None))),
-                None)
-
-
-# ---- GPUs -------------------------------------------------------------------------------------
-
-
-def gpu_panel_from_telemetry(telemetry: ModuleType | None, deck: Deck) -> GpuPanel:
-    read = first_function(telemetry, "gpu_snapshot", "read_gpus", "gpus")
-    if read is None:
-        return GpuPanel("no-nvml", "GPU telemetry is not available in this build")
+def gpu_panel_from_telemetry(telemetry: ModuleType | None, history: GpuHistory) -> GpuPanel:
+    if telemetry is None or not hasattr(telemetry, "gpu_snapshot"):
+        return GpuPanel("no-nvml", "GPU telemetry is not part of this build")
     try:
-        snapshot = read()
+        snapshot = telemetry.gpu_snapshot()
     except Exception as error:  # telemetry failing is shown, never raised into the UI
         return GpuPanel("error", f"GPU telemetry failed: {error}")
-    status = str(pick(snapshot, "status", default="ok"))
-    rows = tuple(gpu_row(device) for device in pick(snapshot, "gpus", "devices", default=()))
-    return GpuPanel(status if rows or status != "ok" else "no-gpu",
-                    str(pick(snapshot, "reason", default="")), rows)
+    rows = tuple(gpu_row(device, history) for device in snapshot.devices)
+    status = snapshot.status if rows or snapshot.status != "ok" else "no-gpu"
+    return GpuPanel(status, snapshot.reason or "", rows)
 
 
-def gpu_row(device: Any) -> GpuRow:
-    processes = tuple(ProcessRow(int(pick(p, "pid", default=0)), str(pick(p, "name", default="?")),
-                                 pick(p, "memory_bytes", "used_memory_bytes"))
-                      for p in pick(device, "processes", default=()))
-    return GpuRow(int(pick(device, "index", default=0)), str(pick(device, "name", default="GPU")),
-                  pick(device, "utilization_pct", "utilization", "gpu_util"),
-                  pick(device, "memory_used_bytes", "memory_used"),
-                  pick(device, "memory_total_bytes", "memory_total"),
-                  pick(device, "temperature_c", "temperature"),
-                  pick(device, "power_w", "power_watts", "power"),
-                  tuple(pick(device, "utilization_history", "history", default=())), processes)
+def gpu_row(device: Any, history: GpuHistory) -> GpuRow:
+    processes = tuple(ProcessRow(process.pid, process.name or "?", process.memory_bytes)
+                      for process in device.processes)
+    utilization_history = tuple(device.utilization_history) or history.add(
+        device.index, device.utilization_pct)
+    return GpuRow(device.index, device.name or "GPU", device.utilization_pct,
+                  device.memory_used_bytes, device.memory_total_bytes, device.temperature_c,
+                  device.power_w, utilization_history, processes)
 
 
-# ---- endpoints --------------------------------------------------------------------------------
+def host_view(telemetry: ModuleType | None, cpu_history: deque[float]) -> HostView:
+    """The host's CPU and memory: from telemetry when built in, else psutil directly."""
+    if telemetry is not None and hasattr(telemetry, "host_snapshot"):
+        host = telemetry.host_snapshot()
+        cpu, count = host.cpu_pct or 0.0, host.cpu_count
+        used, total = host.memory_used_bytes or 0, host.memory_total_bytes or 0
+    else:
+        import psutil
+
+        cpu, count = psutil.cpu_percent(interval=None), psutil.cpu_count() or 1
+        memory = psutil.virtual_memory()
+        used, total = memory.total - memory.available, memory.total
+    cpu_history.append(cpu)
+    return HostView(cpu, count, used, total, tuple(cpu_history))
 
 
-def endpoints_from_telemetry(telemetry: ModuleType | None, deck: Deck) -> EndpointsPanel:
-    read = first_function(telemetry, "endpoint_snapshots", "read_endpoints", "endpoints")
-    if read is None:
-        return EndpointsPanel("not-available", "endpoint telemetry is not available in this build")
-    try:
-        snapshots = read(deck)
-    except Exception as error:
-        return EndpointsPanel("not-available", f"endpoint telemetry failed: {error}")
-    return EndpointsPanel("ok", "", tuple(endpoint_row(item) for item in snapshots))
+# ---- endpoints: the local server and the configured remote ones -------------------------------
 
 
-def endpoint_row(item: Any) -> EndpointRow:
-    return EndpointRow(
-        str(pick(item, "name", default="?")), str(pick(item, "kind", default="")),
-        str(pick(item, "status", "state", default="stale")), str(pick(item, "reason", default="")),
-        pick(item, "tokens_per_s", "generation_tokens_per_s"), pick(item, "requests_per_s"),
-        pick(item, "ttft_p95_s", "ttft_p95"), pick(item, "running", "requests_running"),
-        pick(item, "waiting", "requests_waiting"), pick(item, "kv_cache_pct", "kv_cache_usage_pct"),
-        tuple(pick(item, "tokens_history", "history", default=())))
+class EndpointReader:
+    """Keeps one poller (rates need the previous scrape) for the local server plus deck.toml's
+    [[endpoints]]; rebuilt when the local server's address changes."""
+
+    def __init__(self) -> None:
+        self.poller: Any = None
+        self.key: tuple | None = None
+        self.history: dict[str, deque[float]] = {}
+
+    def read(self, deck: Deck) -> EndpointsPanel:
+        try:
+            from engine.remote.poller import EndpointPoller
+        except ImportError:
+            return EndpointsPanel("not-available", "endpoint telemetry is not part of this build")
+        try:
+            endpoints = self.endpoint_settings(deck)
+            if not endpoints:
+                return EndpointsPanel("ok", "", ())
+            key = tuple(endpoint.model_dump_json() for endpoint in endpoints)
+            if key != self.key:
+                if self.poller is not None:
+                    self.poller.close()
+                self.poller, self.key = EndpointPoller(endpoints, HISTORY_POINTS), key
+            snapshots = self.poller.poll_blocking()
+        except Exception as error:
+            return EndpointsPanel("not-available", f"endpoint telemetry failed: {error}")
+        return EndpointsPanel("ok", "", tuple(self.row(snapshot) for snapshot in snapshots))
+
+    @staticmethod
+    def endpoint_settings(deck: Deck) -> list[Any]:
+        from engine import actions
+        from engine.config import EndpointSettings
+
+        endpoints = list(deck.config.endpoints)
+        server = actions.local_server_state(deck)
+        if server.get("state") == "running" and server.get("url"):
+            endpoints.insert(0, EndpointSettings(name="local", kind="modeldeck", url=server["url"],
+                                                 api_key_env=deck.config.serve.api_key_env,
+                                                 api_key_file=deck.config.serve.api_key_file))
+        return endpoints
+
+    def row(self, snapshot: Any) -> EndpointRow:
+        history = tuple(snapshot.tokens_history)
+        if not history:
+            kept = self.history.setdefault(snapshot.name, deque(maxlen=HISTORY_POINTS))
+            kept.append(snapshot.tokens_per_s or 0.0)
+            history = tuple(kept)
+        return EndpointRow(snapshot.name, snapshot.kind, snapshot.status, snapshot.reason or "",
+                           snapshot.tokens_per_s, snapshot.requests_per_s, snapshot.ttft_p95_s,
+                           _int(snapshot.running), _int(snapshot.waiting), snapshot.kv_cache_pct,
+                           history)
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else int(value)
 
 
 # ---- jobs and loss ----------------------------------------------------------------------------
 
 
-def jobs_from_engine(jobs: ModuleType | None, deck: Deck) -> JobsPanel:
-    read = first_function(jobs, "list_jobs", "jobs")
-    if read is None:
-        return JobsPanel("not-available", "jobs are not available in this build")
-    try:
-        listed = read(deck)
-    except Exception as error:
-        return JobsPanel("not-available", f"reading jobs failed: {error}")
-    return JobsPanel("ok", "", tuple(job_row(job) for job in listed))
+@dataclass
+class JobStream:
+    """What has been read of one job's events.jsonl: read on from `offset`, never twice."""
+
+    offset: int = 0
+    train: dict[int, float] = field(default_factory=dict)  # step -> loss; a resume overrides
+    evals: dict[int, float] = field(default_factory=dict)
+    last_progress: dict[str, Any] | None = None
+    series: LossSeries | None = None
 
 
-def job_row(job: Any) -> JobRow:
-    return JobRow(str(pick(job, "job_id", "id", default="?")), str(pick(job, "kind", default="")),
-                  str(pick(job, "model", "reference", "base", default="")),
-                  str(pick(job, "state", "status", default="unknown")),
-                  pick(job, "progress"), pick(job, "eta_s", "eta"),
-                  str(pick(job, "detail", "message", "error", default="")))
+class JobReader:
+    def __init__(self) -> None:
+        self.streams: dict[str, JobStream] = {}
+        self.lock = threading.Lock()  # the jobs and the loss polls run in different threads
+
+    def jobs(self, jobs_module: ModuleType | None, deck: Deck) -> JobsPanel:
+        if jobs_module is None:
+            return JobsPanel("not-available", "jobs are not part of this build")
+        try:
+            listed = jobs_module.list_jobs(deck)
+            rows = tuple(self.job_row(jobs_module, job) for job in reversed(listed))
+        except Exception as error:
+            return JobsPanel("not-available", f"reading jobs failed: {error}")
+        return JobsPanel("ok", "", rows)
+
+    def job_row(self, jobs_module: ModuleType, job: Any) -> JobRow:
+        stream = self.update(jobs_module, job.id, Path(job.directory))
+        progress = stream.last_progress or {}
+        fraction = None
+        if progress.get("max_steps"):
+            fraction = min(1.0, progress.get("step", 0) / progress["max_steps"])
+        if job.state == "finished":
+            fraction = 1.0
+        model = job.spec.get("parent") or job.spec.get("reference") or job.spec.get("model") or ""
+        eta = progress.get("eta_s") if job.state == "running" else None
+        return JobRow(job.id, job.kind, str(model), job.state, fraction, eta, job.reason or "")
+
+    def update(self, jobs_module: ModuleType, job_id: str, directory: Path) -> JobStream:
+        with self.lock:
+            stream = self.streams.setdefault(job_id, JobStream())
+            events, stream.offset = jobs_module.read_events(directory, stream.offset)
+            for event in events:
+                kind = event.get("type")
+                if kind == "progress":
+                    stream.last_progress = event
+                    if event.get("loss") is not None:
+                        stream.train[int(event["step"])] = float(event["loss"])
+                elif kind == "eval" and event.get("eval_loss") is not None:
+                    stream.evals[int(event.get("step") or 0)] = float(event["eval_loss"])
+            if events or stream.series is None:
+                stream.series = series_of(job_id, stream)
+            return stream
+
+    def loss(self, jobs_module: ModuleType | None, deck: Deck, job_id: str | None) -> LossSeries:
+        if job_id is None:
+            return LossSeries(None, status="no-job", reason="no job selected")
+        if jobs_module is None:
+            return LossSeries(job_id, status="not-available", reason="jobs are not part of this build")
+        try:
+            directory = jobs_module.job_directory(deck, job_id)
+            return self.update(jobs_module, job_id, directory).series  # type: ignore[return-value]
+        except Exception as error:
+            return LossSeries(job_id, status="not-available", reason=f"reading loss failed: {error}")
 
 
-def loss_from_engine(jobs: ModuleType | None, deck: Deck, job_id: str | None) -> LossSeries:
-    if job_id is None:
-        return LossSeries(None, status="no-job", reason="no job selected")
-    read = first_function(jobs, "loss_series", "read_loss")
-    if read is None:
-        return LossSeries(job_id, status="not-available", reason="job events are not available")
-    try:
-        series = read(deck, job_id)
-    except Exception as error:
-        return LossSeries(job_id, status="not-available", reason=f"reading loss failed: {error}")
-    return LossSeries(job_id, tuple(pick(series, "train_steps", default=())),
-                      tuple(pick(series, "train_loss", default=())),
-                      tuple(pick(series, "eval_steps", default=())),
-                      tuple(pick(series, "eval_loss", default=())))
+def series_of(job_id: str, stream: JobStream) -> LossSeries:
+    train = sorted(stream.train.items())
+    evals = sorted(stream.evals.items())
+    return LossSeries(job_id, tuple(float(s) for s, _ in train), tuple(v for _, v in train),
+                      tuple(float(s) for s, _ in evals), tuple(v for _, v in evals))
 
 
 # ---- which verbs exist ------------------------------------------------------------------------
@@ -129,11 +216,13 @@ def loss_from_engine(jobs: ModuleType | None, deck: Deck, job_id: str | None) ->
 def engine_availability() -> Availability:
     from engine import actions
 
-    finetune = None if callable(getattr(actions, "finetune", None)) else \
-        "fine-tuning is not available in this build (engine.actions.finetune is missing)"
-    compress = None if callable(getattr(actions, "compress", None)) else \
-        "compression is not available in this build (engine.actions.compress is missing)"
-    cancel = None if callable(getattr(actions, "cancel_job", None)) else \
-        "cancelling jobs is not available in this build (engine.actions.cancel_job is missing)"
-    methods = ("bf16", "fp16", "int8", "prune", "distill")
-    return Availability(finetune, compress, cancel, methods)
+    def missing(verb: str, words: str) -> str | None:
+        return None if callable(getattr(actions, verb, None)) else \
+            f"{words} is not part of this build (engine.actions.{verb} is missing)"
+
+    try:
+        from engine.compression.spec import METHODS as methods
+    except ImportError:
+        methods = ()
+    return Availability(missing("finetune", "fine-tuning"), missing("compress", "compression"),
+                        missing("cancel_job", "cancelling jobs"), tuple(methods))

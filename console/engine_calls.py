@@ -39,14 +39,6 @@ def show_model(deck: Deck, reference: str) -> dict[str, Any]:
         return actions.show_model(opened, reference).to_dict()
 
 
-def request_fields(request_name: str) -> list[dataclasses.Field]:
-    """The fields of an engine request dataclass (the forms are built from them)."""
-    request_type = getattr(actions, request_name, None)
-    if request_type is None or not dataclasses.is_dataclass(request_type):
-        return []
-    return list(dataclasses.fields(request_type))
-
-
 def call_verb(deck: Deck, verb: str, request_name: str, values: dict[str, Any]) -> Any:
     """Build engine.actions.<request_name> from the values it accepts and call the verb."""
     request_type = getattr(actions, request_name)
@@ -57,7 +49,10 @@ def call_verb(deck: Deck, verb: str, request_name: str, values: dict[str, Any]) 
 
 
 def describe_result(result: Any) -> str:
-    """One line for the events pane: the result's own summary when it has one."""
+    """One line for the events pane: the job it started, or the result's own summary."""
+    job = getattr(result, "job", None)
+    if job is not None and hasattr(job, "id"):
+        return f"job {job.id} {job.state}"
     for attribute in ("describe", "summary"):
         method = getattr(result, attribute, None)
         if callable(method):

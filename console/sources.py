@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from console.data import (Availability, DeploymentRow, EndpointsPanel, EventRow, EventsPanel,
-                          GpuPanel, HostView, JobsPanel, LossSeries, ModelRow, ModelsPanel,
+                          GpuPanel, JobsPanel, LossSeries, ModelRow, ModelsPanel,
                           Snapshot)
 from engine.deck import Deck
 
@@ -86,44 +86,33 @@ def fresh_deck(base: Deck) -> Iterator[Deck]:
 
 
 class EngineSource:
+    """The engine as the panes' source. Each poll runs in its own worker thread; the readers
+    keep what makes the next read cheap (pollers for rates, event-file offsets)."""
+
     def __init__(self, deck: Deck) -> None:
+        from console.adapters import EndpointReader, GpuHistory, JobReader
+
         self.deck = deck
         self._cpu_history: deque[float] = deque(maxlen=HISTORY_POINTS)
-
-    # ---- GPUs and host ----------------------------------------------------------------------
+        self._gpu_history = GpuHistory()
+        self._endpoints = EndpointReader()
+        self._jobs = JobReader()
 
     def gpus(self) -> GpuPanel:
-        from console.adapters import gpu_panel_from_telemetry
+        from console.adapters import gpu_panel_from_telemetry, host_view
 
-        host = self._host()
-        panel = gpu_panel_from_telemetry(optional_module("engine.telemetry"), self.deck)
-        return replace(panel, host=host)
-
-    def _host(self) -> HostView:
-        import psutil
-
-        cpu = psutil.cpu_percent(interval=None)  # since the previous call: never blocks
-        self._cpu_history.append(cpu)
-        memory = psutil.virtual_memory()
-        return HostView(cpu, psutil.cpu_count() or 1, memory.total - memory.available,
-                        memory.total, tuple(self._cpu_history))
-
-    # ---- endpoints, jobs, loss --------------------------------------------------------------
+        telemetry = optional_module("engine.telemetry")
+        panel = gpu_panel_from_telemetry(telemetry, self._gpu_history)
+        return replace(panel, host=host_view(telemetry, self._cpu_history))
 
     def endpoints(self) -> EndpointsPanel:
-        from console.adapters import endpoints_from_telemetry
-
-        return endpoints_from_telemetry(optional_module("engine.telemetry"), self.deck)
+        return self._endpoints.read(self.deck)
 
     def jobs(self) -> JobsPanel:
-        from console.adapters import jobs_from_engine
-
-        return jobs_from_engine(optional_module("engine.jobs"), self.deck)
+        return self._jobs.jobs(optional_module("engine.jobs"), self.deck)
 
     def loss(self, job_id: str | None) -> LossSeries:
-        from console.adapters import loss_from_engine
-
-        return loss_from_engine(optional_module("engine.jobs"), self.deck, job_id)
+        return self._jobs.loss(optional_module("engine.jobs"), self.deck, job_id)
 
     # ---- registry ---------------------------------------------------------------------------
 
@@ -176,7 +165,9 @@ def format_metric(value: Any) -> str:
 
 
 def audit_event(entry: Any) -> EventRow:
-    level = "info" if entry.result in ("ok", "success", "changed", "unchanged") else "error"
+    result = str(entry.result).lower()
+    level = ("error" if result in ("failed", "error", "gate-failed") or result.startswith("fail")
+             else "warning" if result in ("rejected", "rolled-back", "cancelled") else "info")
     arguments = " ".join(f"{key}={value}" for key, value in entry.arguments.items()
                          if value not in (None, False, ""))
     detail = f" ({entry.detail})" if entry.detail else ""

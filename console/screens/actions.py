@@ -8,7 +8,7 @@ Deploy and roll back show the plan and ask first. check_action hides every actio
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textual import work
@@ -138,11 +138,17 @@ class DashboardActions:
 
     @work(exclusive=True, group="action")
     async def finetune_flow(self: "DashboardScreen", reference: str) -> None:
-        fields = form_fields("FinetuneRequest", reference, self.app.deck.config.finetune)  # type: ignore[attr-defined]
-        values = await self.app.push_screen_wait(FormScreen(f"Fine-tune {reference}", fields))
-        if values is not None:
-            await self.start_job(f"fine-tune {reference}", "finetune", "FinetuneRequest",
-                                 typed_values("FinetuneRequest", values))
+        settings = self.app.deck.config.finetune  # type: ignore[attr-defined]
+        values = await self.app.push_screen_wait(
+            FormScreen(f"Fine-tune {reference}", finetune_form(settings)))
+        if values is None:
+            return
+        try:
+            request_values = finetune_request_values(reference, values, settings)
+        except ValueError as error:
+            self.report("error", f"fine-tune {reference}: {error}")
+            return
+        await self.start_job(f"fine-tune {reference}", "finetune", "FinetuneRequest", request_values)
 
     def action_compress(self: "DashboardScreen") -> None:
         if self.refusal("compress") is None:
@@ -153,7 +159,7 @@ class DashboardActions:
         methods = [(m, m) for m in self.availability.compress_methods]
         method = await self.app.push_screen_wait(ChoiceScreen(f"Compress {reference} how?", methods))
         if method is not None:
-            values = {"reference": reference, "ref": reference, "method": method}
+            values = {"reference": reference, "method": method}
             await self.start_job(f"compress {reference} ({method})", "compress", "CompressRequest", values)
 
     def action_cancel_job(self: "DashboardScreen") -> None:
@@ -163,8 +169,8 @@ class DashboardActions:
     @work(exclusive=True, group="action")
     async def cancel_flow(self: "DashboardScreen", job_id: str) -> None:
         if await self.app.push_screen_wait(ConfirmScreen("Cancel job?", f"cancel job {job_id}")):
-            await self.start_job(f"cancel {job_id}", "cancel_job", "CancelRequest",
-                                 {"job_id": job_id, "id": job_id})
+            await self.start_job(f"cancel {job_id}", "cancel_job", "JobRequest",
+                                 {"job_id": job_id, "reason": "cancelled from the console"})
 
     async def start_job(self: "DashboardScreen", label: str, verb: str, request_name: str,
                         values: dict[str, Any]) -> None:
@@ -214,41 +220,52 @@ class DashboardActions:
         return "\n".join(lines)
 
 
-def form_fields(request_name: str, reference: str, settings: Any) -> list[tuple[str, str, str]]:
-    """The request's fields, prefilled from deck.toml's section and the selected version."""
-    fields = []
-    for field in engine_calls.request_fields(request_name):
-        if field.name in ("reference", "ref", "base", "model"):
-            value: Any = reference
-        else:
-            value = getattr(settings, field.name, None)
-            if value is None and field.default is not dataclasses.MISSING:
-                value = field.default
-        shown = ",".join(value) if isinstance(value, tuple) else ("" if value is None else str(value))
-        fields.append((field.name, field.name.replace("_", " "), shown))
+# Fields of engine.training.settings.FinetuneSettings offered in the form, with their types
+# (the dataclass annotates several as Optional, so the type is stated here).
+FINETUNE_FIELDS = {"method": str, "steps": int, "epochs": float, "learning_rate": float,
+                   "batch_size": int, "max_length": int, "lora_rank": int, "lora_alpha": int,
+                   "eval_split": float}
+
+
+def finetune_form(settings: Any) -> list[tuple[str, str, str]]:
+    """The fine-tune form, prefilled from deck.toml's [finetune] section."""
+    fields = [("data", "training data (a .jsonl, .txt or .csv file)", "")]
+    defaults = training_defaults()
+    for name in FINETUNE_FIELDS:
+        value = getattr(settings, name, None)  # deck.toml's [finetune] first
+        if value is None:
+            value = defaults.get(name)
+        fields.append((name, name.replace("_", " "), "" if value is None else str(value)))
+    fields.append(("deploy_if_better", "deploy to this target if it beats its parent (empty: no)", ""))
     return fields
 
 
-def typed_values(request_name: str, values: dict[str, str]) -> dict[str, Any]:
-    """Form strings -> the request's field types (empty means the request's default)."""
-    typed: dict[str, Any] = {}
-    for field in engine_calls.request_fields(request_name):
-        text = values.get(field.name, "").strip()
-        if not text:
-            continue
-        kind = str(field.type)
-        if "tuple" in kind:
-            typed[field.name] = tuple(part.strip() for part in text.split(",") if part.strip())
-        elif "bool" in kind:
-            typed[field.name] = text.lower() in ("1", "true", "yes", "on")
-        elif "int" in kind and "float" not in kind:
-            typed[field.name] = int(text)
-        elif "float" in kind:
-            typed[field.name] = float(text)
-        elif "Path" in kind:
-            from pathlib import Path
+def finetune_request_values(reference: str, values: dict[str, str], settings: Any) -> dict[str, Any]:
+    """Form text -> FinetuneRequest fields; each override typed like deck.toml's setting."""
+    data = values.get("data", "").strip()
+    if not data:
+        raise ValueError("the training data file is required")
+    overrides: dict[str, Any] = {}
+    for name, kind in FINETUNE_FIELDS.items():
+        text = values.get(name, "").strip()
+        if text:
+            overrides[name] = typed_as(kind, name, text)
+    return {"reference": reference, "data": Path(data).expanduser(), "overrides": overrides,
+            "deploy_if_better": values.get("deploy_if_better", "").strip() or None,
+            "reason": "console"}
 
-            typed[field.name] = Path(text).expanduser()
-        else:
-            typed[field.name] = text
-    return typed
+
+def typed_as(kind: type, name: str, text: str) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{name.replace('_', ' ')}: {text!r} is not a number") from None
+
+
+def training_defaults() -> dict[str, Any]:
+    """The engine's fine-tuning defaults (a light module: no torch)."""
+    try:
+        from engine.training.settings import FinetuneSettings
+    except ImportError:
+        return {}
+    return {key: value for key, value in vars(FinetuneSettings()).items()}

@@ -117,7 +117,7 @@ class TablePane(Vertical):
             for index, (_, cells) in enumerate(rows):
                 for column, cell in enumerate(cells):
                     if self._shown_cells[index][column] != cell:
-                        table.update_cell_at((index, column), cell)
+                        table.update_cell_at((index, column), cell, update_width=True)
             self._shown_cells = [list(cells) for _, cells in rows]
             return
         selected = self.selected_key()
