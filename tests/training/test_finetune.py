@@ -30,7 +30,8 @@ def start(deck, data: Path, reference: str = "tiny@1", **options) -> jobs.JobInf
     return actions.finetune(deck, request).job
 
 
-BATCH_MODELS = ("m-lora", "m-full", "m-freeze", "m-adapter", "m-nan", "m-cls", "m-deploy", "m-cli")
+BATCH_MODELS = ("m-lora", "m-full", "m-freeze", "m-adapter", "m-nan", "m-cls", "m-deploy", "m-cli",
+                "m-cancel", "m-ddp")
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,8 @@ def batch(tmp_path_factory, tiny_model_dir):
     os.environ["OMP_NUM_THREADS"] = "1"  # eight trainers share two cores
     try:
         started = {
+            "cancel": start(deck, data["text"], "m-cancel@1", overrides={"steps": 5000, "batch_size": 2}),
+            "ddp": start(deck, data["text"], "m-ddp@1", nproc=2, overrides={"steps": 4, "batch_size": 2}),
             "lora": start(deck, data["text"], "m-lora@1", overrides={"method": "lora"}),
             "full": start(deck, data["prompt"], "m-full@1", overrides={"method": "full"}),
             "freeze": start(deck, data["chat"], "m-freeze@1",
@@ -83,6 +86,30 @@ def batch(tmp_path_factory, tiny_model_dir):
     yield deck, started, data, cli
     cli.kill()
     deck.close()
+
+
+@pytest.mark.slow
+def test_cancel_stops_training_and_registers_nothing(batch):
+    deck, started, _, _ = batch
+    job = started["cancel"]
+    wait_for(deck, job.id, lambda events: any(e["type"] == "progress" for e in events))
+    cancelled = actions.cancel_job(deck, actions.JobRequest(job.id, "test")).job
+    assert cancelled.state == "cancelled" and not jobs.process_alive(cancelled.pid)
+    assert events_of(deck, job.id, "state")[-1]["state"] == "cancelled"
+    assert [v.ref for v in deck.registry.versions("m-cancel")] == ["m-cancel@1"]
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_gloo_register_one_version(batch):
+    deck, started, _, _ = batch
+    done = wait_terminal(deck, started["ddp"].id)
+    assert done.state == "finished", log_of(done)
+    reports = [json.loads(p.read_text()) for p in sorted((Path(done.directory) / "ranks").glob("*.json"))]
+    assert [r["rank"] for r in reports] == [0, 1]
+    assert all(r["world_size"] == 2 and r["steps"] == 4 for r in reports)
+    assert reports[0]["pid"] != reports[1]["pid"]
+    assert [v.ref for v in deck.registry.versions("m-ddp")] == ["m-ddp@1", "m-ddp@2"]
+    assert events_of(deck, done.id, "train_begin")[0]["world_size"] == 2
 
 
 @pytest.mark.slow
@@ -218,26 +245,3 @@ def test_sigkill_then_resume_continues_the_loss_curve(tiny_deck, text_data):
             assert math.isclose(event["loss"], first[event["step"]], rel_tol=1e-3), (event, first)
     curve = jobs.loss_curve(events)
     assert [step for step, _ in curve] == list(range(1, len(curve) + 1))
-
-
-@pytest.mark.slow
-def test_cancel_stops_training_and_registers_nothing(tiny_deck, text_data):
-    job = start(tiny_deck, text_data, overrides={"steps": 5000, "batch_size": 2})
-    wait_for(tiny_deck, job.id, lambda events: any(e["type"] == "progress" for e in events))
-    cancelled = actions.cancel_job(tiny_deck, actions.JobRequest(job.id, "test")).job
-    assert cancelled.state == "cancelled" and not jobs.process_alive(cancelled.pid)
-    assert events_of(tiny_deck, job.id, "state")[-1]["state"] == "cancelled"
-    assert [v.ref for v in tiny_deck.registry.versions("tiny")] == ["tiny@1"]
-
-
-@pytest.mark.slow
-def test_torchrun_two_ranks_gloo_register_one_version(tiny_deck, text_data):
-    job = start(tiny_deck, text_data, nproc=2, overrides={"steps": 4, "batch_size": 2})
-    done = wait_terminal(tiny_deck, job.id)
-    assert done.state == "finished", log_of(done)
-    reports = [json.loads(p.read_text()) for p in sorted((Path(done.directory) / "ranks").glob("*.json"))]
-    assert [r["rank"] for r in reports] == [0, 1]
-    assert all(r["world_size"] == 2 and r["steps"] == 4 for r in reports)
-    assert reports[0]["pid"] != reports[1]["pid"]
-    assert [v.ref for v in tiny_deck.registry.versions("tiny")] == ["tiny@1", "tiny@2"]
-    assert events_of(tiny_deck, job.id, "train_begin")[0]["world_size"] == 2
