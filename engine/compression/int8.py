@@ -50,10 +50,14 @@ class Int8Linear(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         leading = hidden.shape[:-1]
         flat = hidden.reshape(-1, self.in_features).to(ACTIVATION_DTYPE)
-        output = torch._weight_int8pack_mm(flat, self.qweight, self.scales)
+        scales = self.scales.to(ACTIVATION_DTYPE)  # a no-op unless someone cast the model
+        try:
+            output = torch._weight_int8pack_mm(flat, self.qweight, scales)
+        except (RuntimeError, NotImplementedError):  # a device without the fused kernel
+            output = nn.functional.linear(flat, self.qweight.to(ACTIVATION_DTYPE) * scales[:, None])
         if self.bias is not None:
-            output = output + self.bias
-        return output.reshape(*leading, self.out_features)
+            output = output + self.bias.to(ACTIVATION_DTYPE)
+        return output.reshape(*leading, self.out_features).to(hidden.dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel"
@@ -75,7 +79,8 @@ class Int8Embedding(nn.Module):
         return module
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
-        return self.qweight[token_ids].to(ACTIVATION_DTYPE) * self.scales[token_ids].unsqueeze(-1)
+        scales = self.scales[token_ids].unsqueeze(-1)
+        return self.qweight[token_ids].to(scales.dtype) * scales
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:

@@ -70,9 +70,10 @@ def _load_state(model, weights_path: Path, marker: dict[str, Any]) -> None:
 
     state = load_file(str(weights_path))
     result = model.load_state_dict(state, strict=False)
-    tied_prefix = f"{marker['tied_head']}." if marker.get("tied_head") else None
-    missing = [key for key in result.missing_keys
-               if not (tied_prefix and key.startswith(tied_prefix))]
+    current = model.state_dict()
+    stored_pointers = {current[key].data_ptr() for key in state if key in current}
+    # a tied tensor is stored once; its other names are filled through the shared storage
+    missing = [key for key in result.missing_keys if current[key].data_ptr() not in stored_pointers]
     if missing or result.unexpected_keys:
         raise BadInput(f"{weights_path}: does not match its int8 marker "
                        f"(missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})")
@@ -108,9 +109,12 @@ def _save_int8(model, directory: Path, marker: dict[str, Any]) -> None:
     import torch
     from safetensors.torch import save_file
 
-    tied_prefix = f"{marker['tied_head']}." if marker.get("tied_head") else None
-    state = {key: tensor.contiguous() for key, tensor in model.state_dict().items()
-             if not (tied_prefix and key.startswith(tied_prefix))}
+    state, seen = {}, set()
+    for key, tensor in model.state_dict().items():
+        if tensor.data_ptr() in seen:  # tied (head = embedding): stored once, re-tied on load
+            continue
+        seen.add(tensor.data_ptr())
+        state[key] = tensor.contiguous()
     save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
     config = model.config
     setattr(config, MARKER_KEY, marker)
