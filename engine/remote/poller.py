@@ -1,6 +1,6 @@
 """Polls every configured serving endpoint at once: a health probe and a /metrics scrape each.
 
-All endpoints are polled concurrently on one httpx.AsyncClient per TLS setting, and each
+All endpoints are polled concurrently (httpx.AsyncClient, one small pool per endpoint), and each
 endpoint's poll is bounded by its own timeout as a whole (connect, read and a server that trickles
 bytes), so a dead, slow or malformed endpoint never stalls the others: one tick takes about the
 largest timeout, not their sum. The API key is sent as a bearer token and kept in this object
@@ -53,11 +53,11 @@ class _EndpointState:
 class EndpointPoller:
     """One instance per sampler (it remembers the previous scrape of each endpoint)."""
 
-    def __init__(self, endpoints: Sequence[EndpointSettings], history_points: int = 600,
-                 max_connections: int | None = None) -> None:
+    def __init__(self, endpoints: Sequence[EndpointSettings], history_points: int = 600) -> None:
         self._states = [_state_for(settings, history_points) for settings in endpoints]
-        self._max_connections = max_connections or max(10, 2 * len(self._states))
-        self._clients: dict[bool, Any] = {}
+        self._clients: dict[str, Any] = {}
+        self._retired: list[Any] = []
+        self._tls_contexts: dict[bool, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.latest: tuple[EndpointSnapshot, ...] = tuple(
             _initial(state.settings) for state in self._states)
@@ -73,6 +73,7 @@ class EndpointPoller:
     async def poll(self) -> tuple[EndpointSnapshot, ...]:
         """One tick: every endpoint concurrently; returns (and keeps) their snapshots."""
         snapshots = await asyncio.gather(*(self._poll_one(state) for state in self._states))
+        await self._close_retired()
         self.latest = tuple(snapshots)
         return self.latest
 
@@ -91,6 +92,7 @@ class EndpointPoller:
         return tuple(_merge(model, members) for model, members in groups.items())
 
     async def aclose(self) -> None:
+        await self._close_retired()
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
@@ -129,13 +131,14 @@ class EndpointPoller:
         import httpx
 
         settings = state.settings
-        client = self._client(settings.verify_tls)
+        client = self._client(settings)
         started = time.monotonic()
         try:
             response = await asyncio.wait_for(
                 client.get(settings.url + path, headers=state.headers, timeout=settings.timeout_s),
                 settings.timeout_s)
         except (asyncio.TimeoutError, httpx.TimeoutException):
+            self._retire_client(settings.name)
             return Fetched(False, reason="timeout")
         except httpx.HTTPError as error:
             return Fetched(False, reason=describe_http_error(error))
@@ -146,15 +149,44 @@ class EndpointPoller:
         return Fetched(False, response.status_code, reason=f"http {response.status_code}",
                        connected=True, latency_s=latency)
 
-    def _client(self, verify_tls: bool) -> Any:
+    def _client(self, settings: EndpointSettings) -> Any:
+        """One small client per endpoint: httpcore's pool scans all its connections on every
+        request event, so one shared pool of 400 connections costs quadratic CPU (measured:
+        most of a tick's CPU at 200 endpoints). The TLS contexts are shared, being costly."""
         import httpx
 
-        if verify_tls not in self._clients:
-            limits = httpx.Limits(max_connections=self._max_connections,
-                                  max_keepalive_connections=self._max_connections)
-            self._clients[verify_tls] = httpx.AsyncClient(verify=verify_tls, limits=limits,
-                                                          follow_redirects=False, trust_env=False)
-        return self._clients[verify_tls]
+        client = self._clients.get(settings.name)
+        if client is None:
+            client = self._clients[settings.name] = httpx.AsyncClient(
+                verify=self._tls_context(settings.verify_tls), follow_redirects=False,
+                trust_env=False, limits=httpx.Limits(max_connections=2, max_keepalive_connections=2))
+        return client
+
+    def _retire_client(self, name: str) -> None:
+        """A request cancelled by a timeout can leave httpcore's pool holding a dead connection
+        (then every later request on it times out too: measured): start the endpoint afresh."""
+        client = self._clients.pop(name, None)
+        if client is not None:
+            self._retired.append(client)
+
+    async def _close_retired(self) -> None:
+        retired, self._retired = self._retired, []
+        for client in retired:
+            try:
+                await asyncio.wait_for(client.aclose(), 1.0)
+            except Exception:  # a broken pool may fail to close; it is dropped either way
+                pass
+
+    def _tls_context(self, verify: bool) -> Any:
+        import ssl
+
+        if verify not in self._tls_contexts:
+            context = ssl.create_default_context()
+            if not verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self._tls_contexts[verify] = context
+        return self._tls_contexts[verify]
 
 
 def describe_http_error(error: Exception) -> str:
