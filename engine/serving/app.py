@@ -28,7 +28,9 @@ from engine.serving.scheduler import QueueFull, SchedulerClosed, Sequence, Token
 
 
 def build_app(host: ModelHost, control_token: str, api_key: str | None,
-              on_stop: Callable[[], None]) -> Starlette:
+              on_stop: Callable[[], None], deck: Any = None) -> Starlette:
+    """deck: when given, the routes other decks push versions through are mounted too
+    (engine.targets.receiver), guarded by the same control token."""
     api = _Api(host, control_token, api_key, on_stop)
     routes = [
         Route("/health", api.health, methods=["GET"]),
@@ -39,6 +41,10 @@ def build_app(host: ModelHost, control_token: str, api_key: str | None,
         Route("/control/deploy", api.control_deploy, methods=["POST"]),
         Route("/control/stop", api.control_stop, methods=["POST"]),
     ]
+    if deck is not None:
+        from engine.targets.receiver import transfer_routes
+
+        routes += transfer_routes(deck, api._check_token)
     return Starlette(routes=routes)
 
 

@@ -65,7 +65,7 @@ class LocalServer:
         self.port = self.socket.getsockname()[1]
         self.url = f"http://{_url_host(self.settings.host)}:{self.port}"
         app = build_app(self.host, new_control_token(self.paths), api_key_for(self.settings, options),
-                        on_stop=self.request_stop)
+                        on_stop=self.request_stop, deck=deck)
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                                     timeout_graceful_shutdown=30))
         self.deck = deck
