@@ -35,7 +35,8 @@ class ModeldeckApp(App[int]):
         self.source = source if source is not None else EngineSource(deck)
         self.readonly = readonly
         self.refresh_s = refresh_s if refresh_s is not None else deck.config.console.refresh_s
-        self.dashboard = DashboardScreen(self.source, self.refresh_s, readonly)
+        self.dashboard = DashboardScreen(self.source, self.refresh_s, readonly,
+                                         startup_warnings=self.loaded_themes.problems)
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         return dict(VARIABLE_DEFAULTS)
@@ -46,8 +47,6 @@ class ModeldeckApp(App[int]):
 
     def on_mount(self) -> None:
         self.push_screen(self.dashboard)
-        for problem in self.loaded_themes.problems:  # reported once, at start
-            self.dashboard.report("warning", problem)
 
     def action_next_theme(self) -> None:
         names = self.deck_theme_names or (self.theme,)

@@ -58,8 +58,10 @@ class DashboardScreen(DashboardActions, Screen):
         Binding("escape", "clear_filter", "Clear filter", show=False, id="clear-filter"),
     ]
 
-    def __init__(self, source: DataSource, refresh_s: float, readonly: bool) -> None:
+    def __init__(self, source: DataSource, refresh_s: float, readonly: bool,
+                 startup_warnings: tuple[str, ...] = ()) -> None:
         super().__init__()
+        self.startup_warnings = startup_warnings
         self.source, self.refresh_s, self.readonly = source, refresh_s, readonly
         self.paused = False
         self.availability = Availability()
@@ -82,6 +84,8 @@ class DashboardScreen(DashboardActions, Screen):
     def on_mount(self) -> None:
         self.sub_title = "read-only" if self.readonly else ""
         self.query_one("#models", ModelsPane).table.focus()
+        for warning in self.startup_warnings:  # e.g. a broken theme file: reported once, here
+            self.report("warning", warning)
         for name in POLLED:
             self.poll(name)
 

@@ -59,18 +59,19 @@ class GpuPane(TablePane):
         return self.host_text(panel)
 
     def host_text(self, panel: GpuPanel) -> Text:
-        text = Text(f"No NVIDIA GPU ({panel.status}): {panel.reason or 'none found'}\n",
-                    style="bold")
+        """No GPU: say why in one line, then the host's CPU and memory (history last, so a
+        short pane loses the sparkline first)."""
+        text = Text(f"No NVIDIA GPU ({panel.status}): {panel.reason or 'none found'}", style="bold")
         host = panel.host
         if host is None:
             return text
         memory = host.memory_used_bytes / host.memory_total_bytes if host.memory_total_bytes else None
-        text.append("Host CPU ")
+        text.append("\nCPU ")
         text.append_text(bar(self, host.cpu_pct / 100, f"{host.cpu_pct:.0f}% of {host.cpu_count} cores"))
-        text.append(f"\n         {sparkline(host.cpu_history, 24, 100.0)}\n")
-        text.append("Memory   ")
+        text.append("\nMem ")
         text.append_text(bar(self, memory, f"{fmt_bytes(host.memory_used_bytes)} / "
                                           f"{fmt_bytes(host.memory_total_bytes)}"))
+        text.append(f"\nCPU history {sparkline(host.cpu_history, 40, 100.0)}")
         return text
 
     def on_data_table_row_highlighted(self) -> None:
