@@ -465,7 +465,7 @@ class WatchRequest:
     interval_s: float | None = None  # None: [telemetry] interval_s
     count: int | None = None  # None: until interrupted
     gpu_replay: Path | None = None  # recorded NVML readings instead of NVML (tests, demos)
-    endpoints: bool = True
+    remote: bool = True  # endpoints and Prometheus; False: this box only
 
 
 def watch(deck: Deck, request: WatchRequest) -> Any:
@@ -483,7 +483,7 @@ def watch(deck: Deck, request: WatchRequest) -> Any:
             replay = ReplaySource.from_file(request.gpu_replay)
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise BadInput(f"cannot replay GPU readings from {request.gpu_replay}: {error}") from None
-    return _watch_ticks(build_sampler(deck, replay, request.interval_s, request.endpoints),
+    return _watch_ticks(build_sampler(deck, replay, request.interval_s, request.remote),
                         request.count)
 
 

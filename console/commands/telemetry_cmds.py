@@ -21,7 +21,8 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     watch.add_argument("--count", type=int, metavar="N", help="stop after N snapshots")
     watch.add_argument("--gpu-replay", type=Path, metavar="FILE",
                        help="replay recorded NVML readings (JSON/JSONL) instead of reading NVML")
-    watch.add_argument("--no-endpoints", action="store_true", help="skip remote endpoints")
+    watch.add_argument("--local", action="store_true",
+                       help="this box only: skip remote endpoints and Prometheus")
     watch.set_defaults(handler=watch_command)
 
     endpoints = verbs.add_parser("endpoints", parents=[common], help="remote serving endpoints")
@@ -41,7 +42,7 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def watch_command(args: argparse.Namespace, deck: Deck) -> int:
-    request = actions.WatchRequest(args.interval, args.count, args.gpu_replay, not args.no_endpoints)
+    request = actions.WatchRequest(args.interval, args.count, args.gpu_replay, not args.local)
     ticks = actions.watch(deck, request)
     try:
         for snapshot in ticks:
@@ -67,7 +68,24 @@ def watch_text(snapshot: Any) -> str:
     lines.append(_gpu_text(snapshot.gpus))
     if snapshot.endpoints:
         lines.append(endpoints_table(snapshot.endpoints))
+    if snapshot.fleet is not None:
+        lines.append(_fleet_text(snapshot.fleet))
     return "\n".join(lines)
+
+
+def _fleet_text(fleet: Any) -> str:
+    if fleet.status != "ok":
+        return f"fleet  {fleet.status}: {fleet.reason or ''}".rstrip()
+    rows = [(d.host, d.index, d.name, _pct(d.utilization_pct),
+             f"{human_bytes(d.memory_used_bytes)} / {human_bytes(d.memory_total_bytes)}",
+             _unit(d.temperature_c, "C"), _unit(d.power_w, "W")) for d in fleet.gpus]
+    serving = [(s.label_dict.get("model_name") or s.label_dict.get("job"), s.label_dict.get("instance"),
+                _num(s.points[-1][1]) if s.points else None) for s in fleet.serving]
+    text = table(("HOST", "GPU", "NAME", "UTIL", "MEMORY", "TEMP", "POWER"), rows) if rows \
+        else "fleet  no DCGM GPUs in Prometheus"
+    if serving:
+        text += "\n" + table(("MODEL", "INSTANCE", "TOK/S"), serving)
+    return text
 
 
 def _gpu_text(gpus: Any) -> str:

@@ -100,14 +100,17 @@ def window(before: Scrape | None, after: Scrape) -> Window:
         found_after, found_before = after.histogram(candidates), before.histogram(candidates)
         if found_after and found_before and found_after[0] == found_before[0]:
             deltas[logical] = histogram_increase(found_before[1], found_after[1])
+        elif found_after and not found_before:  # first observations since the last scrape
+            deltas[logical] = found_after[1]
     return Window(seconds, *rates, *gauges, deltas)
 
 
 def _rate(before: Scrape, after: Scrape, candidates: tuple[str, ...], seconds: float) -> float | None:
     name = after.first(candidates)
-    if name is None or name not in before.values:
+    if name is None:
         return None
-    return counter_increase(before.values[name], after.values[name]) / seconds
+    # absent before: a labelled series appears on its first event (prometheus_client), from 0
+    return counter_increase(before.values.get(name, 0.0), after.values[name]) / seconds
 
 
 def percentiles(histogram: Histogram | None) -> tuple[float | None, ...]:

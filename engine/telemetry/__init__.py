@@ -5,7 +5,8 @@ Importing this package is cheap (dataclasses only); sources import their librari
 
 - `Sampler` (sampler.py): background threads, ring-buffer history, `latest()` snapshot.
 - `build_sampler(deck)`: a sampler wired from deck.toml (NVML, psutil, `[[endpoints]]`).
-- `gpu_snapshot()`, `host_snapshot()`, `endpoint_snapshots(deck)`: one-shot reads for callers
+- `gpu_snapshot()`, `host_snapshot()`, `endpoint_snapshots(deck)`, `fleet_snapshot(deck)`:
+  one-shot reads for callers
   without a sampler (the console's adapters); endpoint rates appear from the second call on.
 """
 
@@ -14,16 +15,17 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from engine.telemetry.snapshots import (EndpointSnapshot, GpuDevice, GpuProcess, GpuSnapshot,
-                                        HostSnapshot, ModelStats, TelemetrySnapshot)
+from engine.telemetry.snapshots import (EndpointSnapshot, FleetSeries, FleetSnapshot, GpuDevice,
+                                        GpuProcess, GpuSnapshot, HostSnapshot, ModelStats,
+                                        TelemetrySnapshot)
 
 if TYPE_CHECKING:
     from engine.deck import Deck
     from engine.telemetry.sampler import Sampler
 
-__all__ = ["EndpointSnapshot", "GpuDevice", "GpuProcess", "GpuSnapshot", "HostSnapshot",
-           "ModelStats", "TelemetrySnapshot", "build_sampler", "endpoint_snapshots",
-           "gpu_snapshot", "host_snapshot"]
+__all__ = ["EndpointSnapshot", "FleetSeries", "FleetSnapshot", "GpuDevice", "GpuProcess",
+           "GpuSnapshot", "HostSnapshot", "ModelStats", "TelemetrySnapshot", "build_sampler",
+           "endpoint_snapshots", "fleet_snapshot", "gpu_snapshot", "host_snapshot"]
 
 _shared_lock = threading.Lock()
 _shared: dict[str, Any] = {}
@@ -37,13 +39,17 @@ def build_sampler(deck: "Deck", gpu_source: Any = None, interval_s: float | None
     from engine.telemetry.sampler import Sampler
 
     settings = deck.config.telemetry
-    poller = None
+    poller, fleet = None, None
     if with_endpoints and deck.config.endpoints:
         from engine.remote.poller import EndpointPoller
 
         poller = EndpointPoller(deck.config.endpoints, settings.history_points)
+    if with_endpoints and deck.config.prometheus.url:
+        from engine.telemetry.prometheus import FleetClient
+
+        fleet = FleetClient(deck.config.prometheus)
     return Sampler(gpu_source or NvmlSource(), HostSource(), poller,
-                   interval_s or settings.interval_s, settings.history_points)
+                   interval_s or settings.interval_s, settings.history_points, fleet=fleet)
 
 
 def gpu_snapshot() -> GpuSnapshot:
@@ -69,6 +75,14 @@ def endpoint_snapshots(deck: "Deck") -> tuple[EndpointSnapshot, ...]:
     poller = _shared_instance(f"poller:{hash(endpoints)}", lambda: EndpointPoller(endpoints))
     with _shared_lock:  # one event loop per poller: never two polls on it at once
         return poller.poll_blocking()
+
+
+def fleet_snapshot(deck: "Deck") -> FleetSnapshot:
+    """The fleet's GPUs and serving rates from [prometheus] (status `off` when not configured)."""
+    from engine.telemetry.prometheus import FleetClient
+
+    settings = deck.config.prometheus
+    return _shared_instance(f"fleet:{hash(settings)}", lambda: FleetClient(settings)).snapshot()
 
 
 def _shared_instance(key: str, build: Any) -> Any:

@@ -9,11 +9,10 @@ labels each GPU with `gpu` (index), `UUID`, `modelName` and `Hostname` (else `in
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from engine.telemetry.snapshots import GpuDevice, _ToDict
+from engine.telemetry.snapshots import FleetSeries, FleetSnapshot, GpuDevice
 
 if TYPE_CHECKING:
     from engine.config import PrometheusSettings
@@ -32,27 +31,6 @@ DCGM_FIELDS = {  # DCGM series -> GpuDevice field (and a scale)
 # prometheus_client escapes it when Prometheus negotiates OpenMetrics (seen with Prometheus 2.42).
 SERVING_TOKENS_QUERY = ('sum by (instance, job, model_name) (rate({__name__=~"vllm[:_]generation_tokens_total'
                         '|modeldeck_generation_tokens_total|llamacpp[:_]tokens_predicted_total"}[1m]))')
-
-
-@dataclass(frozen=True)
-class FleetSeries(_ToDict):
-    """One time series: its labels and (unix time, value) points, oldest first."""
-
-    labels: tuple[tuple[str, str], ...]
-    points: tuple[tuple[float, float], ...]
-
-    @property
-    def label_dict(self) -> dict[str, str]:
-        return dict(self.labels)
-
-
-@dataclass(frozen=True)
-class FleetSnapshot(_ToDict):
-    status: Literal["ok", "down", "off"]
-    reason: str | None = None
-    gpus: tuple[GpuDevice, ...] = ()  # GpuDevice.host names the machine
-    serving: tuple[FleetSeries, ...] = ()  # tokens/s now, one point per series
-    taken_at: float | None = None
 
 
 class FleetClient:

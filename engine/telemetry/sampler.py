@@ -2,11 +2,14 @@
 
 Two daemon threads, so a slow endpoint never delays the GPU readings:
 - `local`: GPUs and host every interval;
-- `endpoints` (only when endpoints are configured): one concurrent poll every interval.
+- `remote` (only when endpoints or Prometheus are configured): one concurrent endpoint poll and
+  one fleet query every interval. The first fleet query also fills the fleet GPUs' history from
+  a Prometheus range query, so charts have a past on their first paint.
 Each tick builds a new immutable TelemetrySnapshot and swaps it in under a lock; `latest()` is
 a lock-protected reference read (plus a staleness check), cheap enough for every repaint.
 History: a ring buffer (deque with maxlen) per series, e.g. `gpu.0.utilization_pct`,
-`host.cpu_pct`, `endpoint.<name>.tokens_per_s`; `history(series)` copies one out.
+`host.cpu_pct`, `endpoint.<name>.tokens_per_s`, `fleet.<host>.<gpu>.utilization_pct`;
+`history(series)` copies one out.
 
 This module imports no torch and no textual (a test checks it).
 """
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
     from engine.remote.poller import EndpointPoller
     from engine.telemetry.gpu import GpuSource
     from engine.telemetry.host import HostSource
+    from engine.telemetry.prometheus import FleetClient
 
 GPU_SERIES = ("utilization_pct", "memory_used_bytes", "temperature_c", "power_w")
 HOST_SERIES = ("cpu_pct", "memory_pct", "net_rx_bytes_per_s", "net_tx_bytes_per_s")
@@ -35,8 +39,11 @@ ENDPOINT_SERIES = ("tokens_per_s", "requests_per_s", "ttft_p95_s", "e2e_p95_s")
 class Sampler:
     def __init__(self, gpu_source: "GpuSource | None" = None, host_source: "HostSource | None" = None,
                  poller: "EndpointPoller | None" = None, interval_s: float = 1.0,
-                 history_points: int = 600, stale_after_s: float | None = None) -> None:
+                 history_points: int = 600, stale_after_s: float | None = None,
+                 fleet: "FleetClient | None" = None) -> None:
         self.gpu_source, self.host_source, self.poller = gpu_source, host_source, poller
+        self.fleet = fleet
+        self._fleet_history_loaded = False
         self.interval_s = interval_s
         self.history_points = history_points
         self.stale_after_s = stale_after_s or 3 * interval_s + _longest_timeout(poller)
@@ -48,7 +55,7 @@ class Sampler:
         self._latest = TelemetrySnapshot(
             time.time(), GpuSnapshot("no-gpu", "not sampled yet") if gpu_source
             else GpuSnapshot("no-nvml", "GPU sampling is off"),
-            None, poller.latest if poller else (), (), interval_s)
+            host=None, endpoints=poller.latest if poller else (), interval_s=interval_s)
 
     # ---- reading ------------------------------------------------------------------------------
 
@@ -78,8 +85,8 @@ class Sampler:
     def tick(self) -> TelemetrySnapshot:
         """One synchronous round of everything (what `modeldeck watch` calls)."""
         self.sample_local()
-        if self.poller is not None:
-            self.sample_endpoints()
+        if self.poller is not None or self.fleet is not None:
+            self.sample_remote()
         return self.latest()
 
     def sample_local(self) -> None:
@@ -92,21 +99,44 @@ class Sampler:
             self._latest = replace(self._latest, taken_at=time.time(), gpus=gpus, host=host,
                                    sequence=self._sequence)
 
-    def sample_endpoints(self) -> None:
-        assert self.poller is not None
-        endpoints = self.poller.poll_blocking()
-        models = self.poller.models()
+    def sample_remote(self) -> None:
+        """Endpoints and fleet (network: called from its own thread, or from tick())."""
+        if self.poller is not None:
+            endpoints = self.poller.poll_blocking()
+            models = self.poller.models()
+            with self._lock:
+                for endpoint in endpoints:
+                    for series in ENDPOINT_SERIES:
+                        self._append(f"endpoint.{endpoint.name}.{series}", getattr(endpoint, series))
+                self._latest = replace(self._latest, taken_at=time.time(), endpoints=endpoints,
+                                       models=models)
+        if self.fleet is not None:
+            self._sample_fleet(self.fleet)
+
+    def _sample_fleet(self, fleet: "FleetClient") -> None:
+        if not self._fleet_history_loaded:
+            past = fleet.gpu_utilization_history()
+            self._fleet_history_loaded = bool(past)
+            with self._lock:
+                for series in past:
+                    labels = series.label_dict
+                    host = labels.get("Hostname") or labels.get("instance") or "?"
+                    for _, value in series.points:
+                        self._append(f"fleet.{host}.{labels.get('gpu', '0')}.utilization_pct", value)
+        snapshot = fleet.snapshot()
         with self._lock:
-            for endpoint in endpoints:
-                for series in ENDPOINT_SERIES:
-                    self._append(f"endpoint.{endpoint.name}.{series}", getattr(endpoint, series))
-            self._latest = replace(self._latest, taken_at=time.time(), endpoints=endpoints,
-                                   models=models)
+            devices = []
+            for device in snapshot.gpus:
+                key = f"fleet.{device.host}.{device.index}.utilization_pct"
+                self._append(key, device.utilization_pct)
+                devices.append(replace(device, utilization_history=tuple(self._history.get(key, ()))))
+            self._latest = replace(self._latest, taken_at=time.time(),
+                                   fleet=replace(snapshot, gpus=tuple(devices)))
 
     def _record_gpus(self, gpus: GpuSnapshot) -> GpuSnapshot:
         devices: list[GpuDevice] = []
         for device in gpus.devices:
-            prefix = f"gpu.{device.host + '.' if device.host else ''}{device.index}"
+            prefix = f"gpu.{device.index}"
             for series in GPU_SERIES:
                 self._append(f"{prefix}.{series}", getattr(device, series))
             devices.append(replace(device, utilization_history=tuple(
@@ -134,10 +164,10 @@ class Sampler:
         self._stop.clear()
         self._threads = [threading.Thread(target=self._every_interval, args=(self.sample_local,),
                                           name="modeldeck-sampler-local", daemon=True)]
-        if self.poller is not None:
+        if self.poller is not None or self.fleet is not None:
             self._threads.append(threading.Thread(
-                target=self._every_interval, args=(self.sample_endpoints,),
-                name="modeldeck-sampler-endpoints", daemon=True))
+                target=self._every_interval, args=(self.sample_remote,),
+                name="modeldeck-sampler-remote", daemon=True))
         for thread in self._threads:
             thread.start()
         return self

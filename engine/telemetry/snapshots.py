@@ -11,6 +11,7 @@ Status vocabularies:
 - EndpointSnapshot.status: `up`, `degraded` (answers but something is wrong: health failing,
   /metrics missing or malformed), `down` (reason: refused, timeout, http <code>, tls, dns, error),
   `stale` (no fresh result: not polled yet, or the last poll is older than the stale limit).
+- FleetSnapshot.status: `ok`, `down` (Prometheus unreachable or failing, with the reason), `off`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Literal
 
 GpuStatus = Literal["ok", "no-nvml", "no-gpu", "error"]
 EndpointStatus = Literal["up", "degraded", "down", "stale"]
+FleetStatus = Literal["ok", "down", "off"]
 
 
 def _plain(value: Any) -> Any:
@@ -162,6 +164,27 @@ class ModelStats(_ToDict):
 
 
 @dataclass(frozen=True)
+class FleetSeries(_ToDict):
+    """One time series: its labels and (unix time, value) points, oldest first."""
+
+    labels: tuple[tuple[str, str], ...]
+    points: tuple[tuple[float, float], ...]
+
+    @property
+    def label_dict(self) -> dict[str, str]:
+        return dict(self.labels)
+
+
+@dataclass(frozen=True)
+class FleetSnapshot(_ToDict):
+    status: FleetStatus
+    reason: str | None = None
+    gpus: tuple[GpuDevice, ...] = ()  # GpuDevice.host names the machine
+    serving: tuple[FleetSeries, ...] = ()  # tokens/s now, one point per series
+    taken_at: float | None = None
+
+
+@dataclass(frozen=True)
 class TelemetrySnapshot(_ToDict):
     """Everything the sampler knows at one instant; what `modeldeck watch --json` prints."""
 
@@ -170,5 +193,6 @@ class TelemetrySnapshot(_ToDict):
     host: HostSnapshot | None = None
     endpoints: tuple[EndpointSnapshot, ...] = ()
     models: tuple[ModelStats, ...] = ()
+    fleet: FleetSnapshot | None = None  # None: no [prometheus] url configured
     interval_s: float | None = None
     sequence: int = 0  # ticks since the sampler started

@@ -51,3 +51,37 @@ def test_unreachable_or_unconfigured_prometheus_is_a_status():
     assert FleetClient(PrometheusSettings(url=f"http://127.0.0.1:{free_port()}")).history("up") == ()
     off = FleetClient(PrometheusSettings()).snapshot()
     assert off.status == "off" and "[prometheus]" in off.reason
+
+
+def test_sampler_paints_fleet_history_first_then_appends(fleet_prometheus):
+    from engine.telemetry.sampler import Sampler
+
+    server, _ = fleet_prometheus
+    client = FleetClient(PrometheusSettings(url=server.url, history_minutes=1))
+    past = {(s.label_dict["Hostname"], s.label_dict["gpu"]): len(s.points)
+            for s in client.gpu_utilization_history()}
+    with Sampler(None, None, fleet=client) as sampler:
+        snapshot = sampler.tick()
+    assert snapshot.fleet.status == "ok" and len(snapshot.fleet.gpus) == 3
+    busy = next(gpu for gpu in snapshot.fleet.gpus if (gpu.host, gpu.index) == ("host-a", 0))
+    # the range query's points, then this tick's reading
+    assert len(busy.utilization_history) >= past[("host-a", "0")] + 1 >= 2
+    assert set(busy.utilization_history) == {91.0}
+    assert sampler.history("fleet.host-b.0.utilization_pct")[-1] == 55.0
+
+
+def test_watch_shows_the_fleet(fleet_prometheus, deck_home):
+    from tests.conftest import run_modeldeck
+
+    server, _ = fleet_prometheus
+    deck_home.mkdir(parents=True, exist_ok=True)
+    (deck_home / "deck.toml").write_text(f'[prometheus]\nurl = "{server.url}"\n')
+    machine = run_modeldeck("watch", "--json", "--count", "1", home=deck_home)
+    assert machine.code == 0, machine
+    fleet = machine.json["fleet"]
+    assert fleet["status"] == "ok"
+    assert sorted((g["host"], g["index"]) for g in fleet["gpus"]) == [("host-a", 0), ("host-a", 1), ("host-b", 0)]
+    human = run_modeldeck("watch", "--count", "1", home=deck_home)
+    assert human.code == 0 and "host-b" in human.stdout and "smollm2" in human.stdout
+    local = run_modeldeck("watch", "--json", "--count", "1", "--local", home=deck_home)
+    assert local.json["fleet"] is None

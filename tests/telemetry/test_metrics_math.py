@@ -176,3 +176,25 @@ def test_malformed_bodies_raise_a_clear_error(body):
 def test_unrelated_text_has_no_known_series():
     assert not parse_scrape("<html><body>hello</body></html>\n", at=0.0).known
     assert parse_scrape(recorded(LLAMA_IDLE), at=0.0).known
+
+
+def test_modeldeck_servers_own_exporter_is_read_like_vllm():
+    from engine.serving.metrics import ServerMetrics
+
+    metrics = ServerMetrics()
+    observer = metrics.observer("smol@3")
+    before = parse_scrape(metrics.exposition().decode(), at=0.0)
+    for _ in range(4):
+        observer.prompt_tokens(10)
+        observer.token(True, 0.12)
+        for _ in range(9):
+            observer.token(False, 0.03)
+        observer.finished("stop", 0.4, 10)
+    observer.step(batch_size=2, running=2, waiting=1)
+    measured = window(before, parse_scrape(metrics.exposition().decode(), at=2.0))
+    assert measured.tokens_per_s == pytest.approx(40 / 2) and measured.prompt_tokens_per_s == 20
+    assert measured.requests_per_s == pytest.approx(4 / 2)
+    assert (measured.running, measured.waiting) == (2, 1)
+    assert 0.1 < quantile(0.5, measured.latency_deltas["ttft"]) <= 0.15
+    assert 0.025 < quantile(0.5, measured.latency_deltas["itl"]) <= 0.05
+    assert measured.latency_deltas["e2e"].total == 4
