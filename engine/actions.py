@@ -193,13 +193,20 @@ def rollback(deck: Deck, request: RollbackRequest) -> DeployResult:
     return DeployResult(plan, _move(deck, plan, request.reason, arguments))
 
 
+def _last_good(deck: Deck, target: str) -> VersionInfo | None:
+    """What the target last served successfully: the version a failed deploy returns to."""
+    entries = deck.registry.history(target, limit=1000)
+    good = next((entry for entry in entries if entry.outcome == "ok"), None)
+    return deck.registry.resolve(ModelRef(good.model, str(good.version))) if good else None
+
+
 def _move(deck: Deck, plan: DeployPlan, reason: str | None, arguments: dict[str, Any],
           start_server: bool = False) -> HistoryEntry:
     """Point the target at plan.chosen: the one place deploy and rollback diverge by target kind."""
     if plan.target != "local":
         from engine.targets.flow import deliver
 
-        current = deck.registry.resolve(plan.current.ref) if plan.current else None
+        current = _last_good(deck, plan.target)
         return deliver(deck, plan.action, plan.target, plan.chosen, current, reason, arguments)
     from engine.serving.deploy import deliver_local  # gated hot swap when the server runs
 

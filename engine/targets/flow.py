@@ -66,6 +66,7 @@ def deliver(deck: Deck, action: str, target: str, chosen: VersionInfo,
             _audit_failure(deck, action, arguments, f"target unreachable: {health.detail}", reason)
             raise ActionFailed(f"target {target!r} cannot be reached: {health.detail}; nothing changed")
         files = deck.registry.materialize(chosen)
+        _settle_interrupted(deck, target)
         entry = deck.registry.move_pointer(target, chosen, action=action, reason=reason,
                                            arguments=arguments, state="pending")
         report = _apply_and_gate(driver, chosen, files, rollback=action == "rollback")
@@ -75,6 +76,13 @@ def deliver(deck: Deck, action: str, target: str, chosen: VersionInfo,
             return deck.registry.history_entry(entry.id)  # type: ignore[return-value]
         _fail_and_revert(deck, driver, entry, chosen, current, report, arguments)
     raise AssertionError("unreachable")
+
+
+def _settle_interrupted(deck: Deck, target: str) -> None:
+    """A deploy still pending while we hold the lock was interrupted (its process died)."""
+    deployment = deck.registry.deployment(target)
+    if deployment is not None and deployment.state == "pending":
+        deck.registry.set_outcome(target, deployment.history_id, "interrupted", "failed")
 
 
 def _apply_and_gate(driver: TargetDriver, chosen: VersionInfo, files: Path, rollback: bool) -> GateReport:
