@@ -313,7 +313,8 @@ def cancel_job(where: Where, job_id: str, reason: str = "cancelled by user",
     (directory / "cancel").write_text(reason)
     if job.pid is not None:
         _stop_group(job.pid, grace_s)
-    if not get_job(where, job_id).terminal:  # the worker did not get to record it
+    recorded = (_read_json(directory / "state.json") or {}).get("state")
+    if recorded not in TERMINAL_STATES:  # the worker did not get to record it
         record_state(directory, "cancelled", reason)
     return get_job(where, job_id)
 
@@ -355,6 +356,10 @@ def resume_job(where: Where, job_id: str) -> JobInfo:
 def _supervise(directory: Path) -> int:
     """Run the worker (or torchrun), then make sure the job ends in a terminal state."""
     document = _read_json(directory / "spec.json") or {}
+    if (directory / "cancel").exists():  # cancelled before it got going
+        if (_read_json(directory / "state.json") or {}).get("state") not in TERMINAL_STATES:
+            record_state(directory, "cancelled", (directory / "cancel").read_text() or None)
+        return 0
     launch = JobLaunch(**document.get("launch", {}))
     command = _worker_command(directory, launch)
     child = subprocess.Popen(command, stdin=subprocess.DEVNULL, cwd=directory)

@@ -105,7 +105,7 @@ def load_model(model_dir: Path, weight_format: str, task: str, labels: list[str]
     else:
         model = AutoModelForCausalLM.from_pretrained(model_dir, **options)
     if gguf:
-        _detach_gguf_quantizer(model)
+        detach_gguf_quantizer(model)
     return model
 
 
@@ -115,7 +115,7 @@ def _gguf_file(model_dir: Path, weight_format: str) -> str | None:
     return next(p.name for p in sorted(model_dir.iterdir()) if p.suffix == ".gguf")
 
 
-def _detach_gguf_quantizer(model: Any) -> None:
+def detach_gguf_quantizer(model: Any) -> None:
     """The GGUF weights are dense fp32 once loaded; without this save_pretrained refuses them."""
     for attribute in ("hf_quantizer", "quantization_method"):
         if hasattr(model, attribute):

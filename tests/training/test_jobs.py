@@ -101,3 +101,12 @@ def test_read_events_leaves_a_partial_line(tmp_path: Path):
         handle.write("}\n")
     events, _ = jobs.read_events(tmp_path, offset)
     assert [e["type"] for e in events] == ["b"]
+
+
+def test_cancel_right_after_start_never_runs_the_worker(deck):
+    job = jobs.start_job(deck, "selftest", {"steps": 1000, "sleep_s": 0.05})
+    cancelled = jobs.cancel_job(deck, job.id)
+    assert cancelled.state == "cancelled"
+    assert states(deck, job.id)[-1] == "cancelled"
+    assert not any(e["type"] == "progress" and e["step"] > 50
+                   for e in jobs.read_events(jobs.job_directory(deck, job.id))[0])
