@@ -226,4 +226,4 @@ def _too_old(endpoint: EndpointSnapshot, now: float, limit: float) -> bool:
 
 
 def _longest_timeout(poller: "EndpointPoller | None") -> float:
-    return poller.longest_timeout_s if poller is not None else 0.0
+    return 2 * poller.longest_timeout_s if poller is not None else 0.0  # a poll: two requests
