@@ -16,7 +16,7 @@ class TrainingDiverged(Exception):
 
 
 class JobEventsCallback(TrainerCallback):
-    def __init__(self, context: JobContext, tokens_per_step_hint: float | None = None) -> None:
+    def __init__(self, context: JobContext) -> None:
         self.context = context
         self.started_at = time.monotonic()
         self.start_step = 0
