@@ -60,9 +60,9 @@ def watch_text(snapshot: Any) -> str:
     lines = [f"== {stamp}  #{snapshot.sequence}"]
     host = snapshot.host
     if host is not None:
-        lines.append(f"host  cpu {_pct(host.cpu_pct)} of {host.cpu_count} cores  "
+        lines.append(f"host  cpu {_pct(host.cpu_pct) or '-'} of {host.cpu_count} cores  "
                      f"mem {human_bytes(host.memory_used_bytes)} / {human_bytes(host.memory_total_bytes)}"
-                     f"  load {_num(host.load_1m)}  net rx {_rate(host.net_rx_bytes_per_s)} "
+                     f"  load {_num(host.load_1m) or '-'}  net rx {_rate(host.net_rx_bytes_per_s)} "
                      f"tx {_rate(host.net_tx_bytes_per_s)}  disk r {_rate(host.disk_read_bytes_per_s)} "
                      f"w {_rate(host.disk_write_bytes_per_s)}")
     lines.append(_gpu_text(snapshot.gpus))

@@ -6,8 +6,7 @@ suffix): `vllm:generation_tokens_total` and `vllm_generation_tokens` are the sam
 
 A vLLM /metrics body is ~50 KB and ~600 lines, of which the console needs ~80. Parsing it whole
 with prometheus-client's parser costs ~20 ms; 200 endpoints a second cannot afford that, so the
-lines of interest are picked by name prefix first (a C-speed `str.startswith`) and only those are
-handed to the parser. Label sets are summed per sample name (replicas, engines, finish reasons);
+lines of interest are picked by exact sample name first and only those are handed to the parser. Label sets are summed per sample name (replicas, engines, finish reasons);
 histogram buckets are summed per `le`. Each distinct series (`name{labels}`) goes through the
 parser once; later scrapes of it only convert the value (see `_SERIES_CACHE`).
 """
@@ -69,6 +68,9 @@ def _raw_prefixes() -> tuple[str, ...]:
 
 
 LINE_PREFIXES = _raw_prefixes()
+# Every sample name a candidate can appear as: counters (`_total`), histograms' series.
+SAMPLE_NAMES = frozenset(prefix + suffix for prefix in LINE_PREFIXES
+                         for suffix in ("", "_total", "_bucket", "_sum", "_count"))
 
 
 class MalformedMetrics(ValueError):
@@ -118,7 +120,17 @@ class Scrape:
 
 
 def interesting_lines(body: str) -> list[str]:
-    return [line for line in body.splitlines() if line.startswith(LINE_PREFIXES)]
+    """The sample lines whose name is one we read (comments and other series dropped)."""
+    kept = []
+    for line in body.splitlines():
+        if not line or line[0] == "#":
+            continue
+        end = line.find("{")
+        if end < 0:
+            end = line.find(" ")
+        if line[:end] in SAMPLE_NAMES:
+            kept.append(line)
+    return kept
 
 
 # "name{labels}" -> (normalised name, le bound or None), or None for series we skip. The label
