@@ -543,7 +543,7 @@ def finetune(deck: Deck, request: FinetuneRequest) -> JobResult:
     parent = deck.registry.resolve(request.reference)
     if parent.kind != "model":
         raise BadInput(f"{parent.ref} is an {parent.kind}, not a model; fine-tune its base instead")
-    settings = build_settings(request.config_file, request.overrides)
+    settings = build_settings(request.config_file, request.overrides, _deck_finetune_defaults(deck))
     dataset = load_dataset(request.data, request.on_bad_row)
     eval_set = load_dataset(Path(settings.eval_file), request.on_bad_row) if settings.eval_file else None
     if request.keep_adapter and settings.method != "lora":
@@ -566,6 +566,15 @@ def finetune(deck: Deck, request: FinetuneRequest) -> JobResult:
                                             "data": str(dataset.path), "method": settings.method},
                                "started", reason=request.reason)
     return JobResult(job, dataset.summary())
+
+
+def _deck_finetune_defaults(deck: Deck) -> dict[str, Any]:
+    """What deck.toml's [finetune] section sets explicitly (its unset defaults do not count)."""
+    section = deck.config.finetune
+    values = {name: getattr(section, name) for name in section.model_fields_set}
+    if values.get("eval_file") is not None:
+        values["eval_file"] = str(values["eval_file"])
+    return values
 
 
 @dataclass(frozen=True)

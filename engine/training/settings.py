@@ -59,16 +59,28 @@ class FinetuneSettings:
 SETTING_NAMES = tuple(f.name for f in fields(FinetuneSettings))
 
 
-def build_settings(config_file: str | Path | None, overrides: dict[str, Any]) -> FinetuneSettings:
-    """Defaults < TOML file < overrides (None means 'not given'); validated."""
+# deck.toml's [finetune] section spells two settings differently
+DECK_TOML_NAMES = {"seq_len": "max_length", "lora_r": "lora_rank"}
+
+
+def build_settings(config_file: str | Path | None, overrides: dict[str, Any],
+                   deck_defaults: dict[str, Any] | None = None) -> FinetuneSettings:
+    """Defaults < deck.toml [finetune] < the TOML file < overrides (None: not given); validated.
+
+    Each layer's steps or epochs replaces the layers below it; within one layer steps wins.
+    """
     values: dict[str, Any] = {}
+    layers = [{DECK_TOML_NAMES.get(k, k): v for k, v in (deck_defaults or {}).items()}]
     if config_file is not None:
-        values.update(_read_toml(Path(config_file).expanduser()))
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    if overrides.get("steps") is not None:
-        values.pop("epochs", None)  # the command line's --steps beats the file's epochs
-    elif overrides.get("epochs") is not None:
-        values.pop("steps", None)
+        layers.append(_read_toml(Path(config_file).expanduser()))
+    layers.append({k: v for k, v in overrides.items() if v is not None})
+    for layer in layers:
+        if layer.get("steps") is not None:
+            values.pop("epochs", None)
+            layer = {k: v for k, v in layer.items() if k != "epochs"}
+        elif layer.get("epochs") is not None:
+            values.pop("steps", None)
+        values.update({k: v for k, v in layer.items() if k in SETTING_NAMES})
     if isinstance(values.get("lora_targets"), (list, tuple)):
         values["lora_targets"] = tuple(values["lora_targets"])
     elif isinstance(values.get("lora_targets"), str):
@@ -87,6 +99,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise BadInput(f"config file {path}: not valid TOML ({error})") from None
     section = document.get("finetune", document)  # a [finetune] table, or top-level keys
     values = {key.replace("-", "_"): value for key, value in section.items()}
+    values = {DECK_TOML_NAMES.get(key, key): value for key, value in values.items()}
     unknown = sorted(set(values) - set(SETTING_NAMES))
     if unknown:
         raise BadInput(f"config file {path}: unknown setting {unknown[0]!r} "
@@ -96,7 +109,6 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def check_settings(s: FinetuneSettings) -> None:
     _require(s.method in METHODS, f"method must be one of {', '.join(METHODS)}, not {s.method!r}")
-    _require(s.steps is None or s.epochs is None, "give either steps or epochs, not both")
     _require(s.steps is None or s.steps >= 1, "steps must be at least 1")
     _require(s.epochs is None or s.epochs > 0, "epochs must be positive")
     _require(s.effective_lr > 0, "learning rate must be positive")

@@ -79,6 +79,16 @@ def test_settings_layering_and_validation(tmp_path):
         build_settings(None, {"batch_size": 0})
 
 
+def test_deck_toml_defaults_are_the_lowest_layer(tmp_path):
+    deck_defaults = {"seq_len": 128, "lora_r": 4, "epochs": 3.0, "learning_rate": 1e-3}
+    config = write(tmp_path / "ft.toml", "steps = 9\n")
+    settings = build_settings(config, {"learning_rate": 5e-4}, deck_defaults)
+    assert (settings.max_length, settings.lora_rank, settings.steps, settings.epochs) == (128, 4, 9, None)
+    assert settings.learning_rate == 5e-4
+    both = build_settings(None, {"steps": 5, "epochs": 2.0})  # within one layer, steps wins
+    assert (both.steps, both.epochs) == (5, None)
+
+
 def test_sample_configs_are_valid():
     for path in sorted((Path(__file__).resolve().parents[2] / "sample_configs").glob("finetune-*.toml")):
         settings = build_settings(path, {})
