@@ -206,10 +206,12 @@ def describe_http_error(error: Exception) -> str:
         chain.append(current)
         current = current.__cause__ or current.__context__
     text = " ".join(str(item).lower() for item in chain)
-    if any(isinstance(item, ssl.SSLError) for item in chain) or "ssl" in text or "tls" in text:
+    if any(isinstance(item, ssl.SSLError) for item in chain):
         return "tls"
     if any(isinstance(item, ConnectionRefusedError) for item in chain) or "refused" in text:
         return "refused"
+    if "ssl" in text or "certificate" in text:
+        return "tls"
     if "name or service" in text or "nodename" in text or "getaddrinfo" in text:
         return "dns"
     if "reset" in text or "disconnect" in text or "closed" in text:

@@ -88,3 +88,23 @@ def fleet_prometheus(tmp_path_factory):
         server.wait_for(f"({SERVING_TOKENS_QUERY}) > 0")
         yield server, exporter
     exporter.stop()
+
+
+@pytest.fixture
+def tls_replay_server(tmp_path: Path):
+    """The replay server over https with a self-signed certificate (made by the openssl CLI)."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed (needed to make a test certificate)")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = ReplayServer(tls=context).start()
+    yield server
+    server.stop()

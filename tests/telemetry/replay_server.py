@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import Any
 
 
 @dataclass
@@ -104,9 +105,9 @@ class _Connection(asyncio.Protocol):
 
 
 class ReplayServer:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, tls: Any = None) -> None:
         self.scripts: dict[str, Script] = {}
-        self.host, self._port = host, port
+        self.host, self._port, self.tls = host, port, tls  # tls: an ssl.SSLContext to serve https
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
         self._thread: threading.Thread | None = None
@@ -117,7 +118,7 @@ class ReplayServer:
         return self._server.sockets[0].getsockname()[1]
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/{name}"
 
     def add(self, name: str, script: Script) -> str:
         self.scripts[name] = script
@@ -125,7 +126,7 @@ class ReplayServer:
 
     def _listen(self) -> None:
         self._server = self._loop.run_until_complete(self._loop.create_server(
-            lambda: _Connection(self.scripts), self.host, self._port, backlog=1024))
+            lambda: _Connection(self.scripts), self.host, self._port, backlog=1024, ssl=self.tls))
 
     def start(self) -> "ReplayServer":
         """Serve from a daemon thread (tests)."""

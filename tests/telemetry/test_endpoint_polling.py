@@ -158,3 +158,15 @@ def test_console_entry_points_keep_state_between_calls(replay_server, deck_home)
         assert fleet_snapshot(deck).status == "off"
     finally:
         deck.close()
+
+
+def test_tls_is_verified_by_default(tls_replay_server):
+    url = tls_replay_server.add("secure", Script(bodies=[AFTER]))
+    assert url.startswith("https://")
+    poller = EndpointPoller([endpoint("verified", url), endpoint("trusting", url, verify_tls=False)])
+    try:
+        result = by_name(poller.poll_blocking())
+    finally:
+        poller.close()
+    assert (result["verified"].status, result["verified"].reason) == ("down", "tls")  # self-signed
+    assert (result["trusting"].status, result["trusting"].reason) == ("up", None)
