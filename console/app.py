@@ -18,7 +18,7 @@ from engine.errors import BadInput
 
 
 class ModeldeckApp(App[int]):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).resolve().parent / "app.tcss"  # absolute: subclasses live elsewhere
     TITLE = "modeldeck"
     COMMANDS = App.COMMANDS | {DeckCommands}
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]

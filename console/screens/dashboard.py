@@ -125,13 +125,21 @@ class DashboardScreen(DashboardActions, Screen):
 
     def apply(self, name: str, value: Any) -> None:
         if name == "availability":
+            changed = value != self.availability
             self.availability = value
         elif name == "models":
+            models = self.query_one("#models", ModelsPane)
+            changed = value != models.panel
             self.targets = value.targets
-            self.query_one("#models", ModelsPane).show(value)
+            models.show(value)
         else:
-            self.query_one(f"#{name}").show(value)  # type: ignore[attr-defined]
-        self.refresh_bindings()
+            pane = self.query_one(f"#{name}")
+            changed = name == "jobs" and value != pane.panel  # type: ignore[attr-defined]
+            pane.show(value)  # type: ignore[attr-defined]
+        if changed:
+            # Only these change which keys make sense; refreshing the footer restyles it,
+            # which is too dear to do on every telemetry tick.
+            self.refresh_bindings()
 
     @property
     def data_ready(self) -> bool:
@@ -202,8 +210,10 @@ class DashboardScreen(DashboardActions, Screen):
         self.app.exit()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        self.refresh_bindings()
-        if event.data_table.parent is self.query_one("#jobs"):
+        pane = event.data_table.parent
+        if pane is self.query_one("#models") or pane is self.query_one("#jobs"):
+            self.refresh_bindings()  # the selection decides which keys make sense
+        if pane is self.query_one("#jobs"):
             self.poll("loss")  # follow the newly selected job now, not at the next tick
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

@@ -71,6 +71,10 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{seconds}s"
 
 
+def cell_width(cell: Any) -> int:
+    return cell.cell_len if isinstance(cell, Text) else len(str(cell))
+
+
 def matches(filter_text: str, cells: Iterable[Any]) -> bool:
     if not filter_text:
         return True
@@ -90,6 +94,7 @@ class TablePane(Vertical):
         self.filter_text = ""
         self._shown_keys: list[str] = []
         self._shown_cells: list[list[Any]] = []
+        self._shown_message: str | Text | None = None
         self.border_title = self.PANE_TITLE
 
     def compose(self) -> ComposeResult:
@@ -102,7 +107,10 @@ class TablePane(Vertical):
     def table(self) -> DataTable:
         return self.query_one(DataTable)
 
-    def show_message(self, message: str) -> None:
+    def show_message(self, message: str | Text) -> None:
+        if message == self._shown_message:
+            return  # setting display or content again would re-layout the screen each tick
+        self._shown_message = message
         label = self.query_one(".pane-message", Static)
         label.update(message)
         label.display = bool(message)
@@ -117,7 +125,9 @@ class TablePane(Vertical):
             for index, (_, cells) in enumerate(rows):
                 for column, cell in enumerate(cells):
                     if self._shown_cells[index][column] != cell:
-                        table.update_cell_at((index, column), cell, update_width=True)
+                        # Re-measuring a column scans all its cells: only when this one is wider.
+                        wider = cell_width(cell) > table.ordered_columns[column].content_width
+                        table.update_cell_at((index, column), cell, update_width=wider)
             self._shown_cells = [list(cells) for _, cells in rows]
             return
         selected = self.selected_key()

@@ -5,6 +5,7 @@ as the envelope), never truncated: the first and the last step are always on scr
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,9 @@ from textual_plotext import PlotextPlot
 from console.data import LossSeries
 
 MAX_DRAWN_POINTS = 400
+# A growing series is replotted at most this often (a new job, a toggle or new eval points
+# replot at once): plotting is the dearest part of a refresh.
+GROWTH_REPLOT_S = 3.0
 
 
 def downsample(steps: Sequence[float], values: Sequence[float],
@@ -45,6 +49,8 @@ class LossPane(Vertical):
         self.series = LossSeries(None, status="no-job", reason="no job selected")
         self.log_scale = False
         self._drawn_signature: tuple | None = None
+        self._drawn_at = 0.0
+        self._redraw_pending = False
         self.border_title = "Loss"
 
     def compose(self) -> ComposeResult:
@@ -62,14 +68,20 @@ class LossPane(Vertical):
 
     def signature(self) -> tuple:
         series = self.series
-        return (series.job_id, series.status, len(series.train_loss), len(series.eval_loss),
-                series.train_loss[-1:] , series.eval_loss[-1:], self.log_scale)
+        return (series.job_id, series.status, len(series.eval_loss), self.log_scale,
+                bool(series.train_loss))
 
     def redraw(self) -> None:
-        signature = self.signature()
+        signature = (self.signature(), len(self.series.train_loss))
         if signature == self._drawn_signature:
-            return  # nothing new: replotting 100k points each tick would waste the CPU
-        self._drawn_signature = signature
+            return  # nothing new
+        if (self._drawn_signature is not None and signature[0] == self._drawn_signature[0]
+                and time.monotonic() - self._drawn_at < GROWTH_REPLOT_S):
+            if not self._redraw_pending:  # only grown: draw it a bit later, with one timer
+                self._redraw_pending = True
+                self.set_timer(GROWTH_REPLOT_S, self._delayed_redraw)
+            return
+        self._drawn_signature, self._drawn_at = signature, time.monotonic()
         series = self.series
         plot_widget = self.query_one(PlotextPlot)
         message = self.query_one(".pane-message", Static)
@@ -82,6 +94,10 @@ class LossPane(Vertical):
             message.update(self.empty_text(series))
             return
         self.plot(plot_widget, series)
+
+    def _delayed_redraw(self) -> None:
+        self._redraw_pending = False
+        self.redraw()
 
     def plot(self, plot_widget: PlotextPlot, series: LossSeries) -> None:
         plt = plot_widget.plt

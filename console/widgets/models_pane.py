@@ -30,7 +30,8 @@ class ModelsPane(TablePane):
                 if matches(self.filter_text, (row.ref, *row.aliases, *row.serving_on, row.status))]
         self.fill(rows)
         serving = "  ".join(f"{d.target}→{d.ref} ({d.state})" for d in panel.deployments)
-        self.border_subtitle = serving or "nothing deployed"
+        if self.border_subtitle != (serving or "nothing deployed"):
+            self.border_subtitle = serving or "nothing deployed"
         if panel.error:
             self.show_message(f"registry error: {panel.error}")
         elif not panel.rows:
