@@ -59,11 +59,12 @@ class Sampler:
 
     # ---- reading ------------------------------------------------------------------------------
 
-    def latest(self) -> TelemetrySnapshot:
-        """The newest snapshot; endpoints whose last poll is too old come back `stale`."""
+    def latest(self, now: float | None = None) -> TelemetrySnapshot:
+        """The newest snapshot; endpoints whose last poll is older than `stale_after_s` (at
+        `now`, default the current time) come back `stale`."""
         with self._lock:
             snapshot = self._latest
-        now = time.time()
+        now = time.time() if now is None else now
         if not any(_too_old(endpoint, now, self.stale_after_s) for endpoint in snapshot.endpoints):
             return snapshot
         endpoints = tuple(endpoint.as_stale(f"last poll {now - (endpoint.checked_at or now):.0f} s ago")
