@@ -68,6 +68,8 @@ def watch_text(snapshot: Any) -> str:
     lines.append(_gpu_text(snapshot.gpus))
     if snapshot.endpoints:
         lines.append(endpoints_table(snapshot.endpoints))
+    if any(model.replicas > 1 for model in snapshot.models):
+        lines.append(models_table(snapshot.models))
     if snapshot.fleet is not None:
         lines.append(_fleet_text(snapshot.fleet))
     return "\n".join(lines)
@@ -105,6 +107,13 @@ def endpoints_table(endpoints: Any) -> str:
             for e in endpoints]
     return table(("ENDPOINT", "KIND", "STATUS", "TOK/S", "REQ/S", "RUN", "WAIT", "KV",
                   "TTFT95", "ITL95", "E2E95", "REASON"), rows)
+
+
+def models_table(models: Any) -> str:
+    """Replicas of one model merged (percentiles from summed buckets)."""
+    rows = [(m.model, f"{m.replicas_up}/{m.replicas}", _num(m.tokens_per_s), _num(m.requests_per_s),
+             _ms(m.ttft_p95_s), _ms(m.itl_p95_s), _ms(m.e2e_p95_s)) for m in models]
+    return table(("MODEL", "UP", "TOK/S", "REQ/S", "TTFT95", "ITL95", "E2E95"), rows)
 
 
 def _pct(value: float | None) -> str | None:
@@ -158,7 +167,10 @@ def check_command(args: argparse.Namespace, deck: Deck) -> int:
     def human() -> str:
         if not result.endpoints:
             return "no endpoints: add [[endpoints]] entries to deck.toml (see sample_configs/)"
-        return endpoints_table(result.endpoints)
+        text = endpoints_table(result.endpoints)
+        if any(model.replicas > 1 for model in result.models):
+            text += "\n" + models_table(result.models)
+        return text
 
     emit(args.json, "endpoints.check", result.to_dict(), human)
     return 0 if result.all_reachable else 1

@@ -114,3 +114,13 @@ def test_watch_includes_endpoints(deck_home: Path, replay_server, gpu_readings: 
     (endpoint,) = last["endpoints"]
     assert endpoint["status"] == "up" and endpoint["tokens_per_s"] > 0
     assert last["models"][0]["model"] == "v" and last["models"][0]["replicas_up"] == 1
+
+
+def test_check_merges_replicas_of_one_model(cli, deck_home: Path, replay_server):
+    bodies = [recorded("vllm-0.32-cpu-idle.txt"), recorded("vllm-0.32-cpu-after-16req.txt")]
+    write_deck(deck_home, [{"name": f"r{n}", "kind": "vllm", "model": "smol",
+                            "url": replay_server.add(f"r{n}", Script(bodies=list(bodies)))}
+                           for n in range(2)])
+    human = cli("endpoints", "check", "--window", "0.1")
+    assert human.code == 0, human
+    assert "MODEL" in human.stdout and "smol" in human.stdout and "2/2" in human.stdout
