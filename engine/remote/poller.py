@@ -1,12 +1,12 @@
 """Polls every configured serving endpoint at once: a health probe and a /metrics scrape each.
 
-All endpoints are polled concurrently (httpx.AsyncClient, one small pool per endpoint), and each
-endpoint's requests (health probe, then /metrics on the same connection) are each bounded by
+All endpoints are polled concurrently (httpx.AsyncClient, one small pool per endpoint). An
+endpoint's two requests (health probe, then /metrics on the same connection) are each bounded by
 its timeout as a whole (connect, read, and a server that trickles bytes); an endpoint that does
 not answer the probe is not scraped. A dead, slow or malformed endpoint never stalls the others:
 a tick takes at most twice the largest timeout (once for an endpoint that is plainly down), not
-their sum. The API key is sent as a bearer token and kept in this object
-only; it never enters a snapshot, a log line or an error message.
+their sum. The API key is sent as a bearer token and kept in this object only; it never enters
+a snapshot, a log line or an error message.
 """
 
 from __future__ import annotations
@@ -123,12 +123,14 @@ class EndpointPoller:
             metrics = Fetched(False, reason=health.reason)
         status, reason, scrape = _judge(settings, health, metrics)
         if status == "down":
+            state.last_window = None
             return _snapshot(settings, "down", reason, health.http_status, checked_at=checked_at,
                              last_up_at=state.last_up_at, history=state.tokens_history)
         state.last_up_at = checked_at
         measured = window(state.last_scrape, scrape) if scrape else None
+        state.last_window = measured  # what models() merges: only this tick's numbers
         if scrape is not None:
-            state.last_scrape, state.last_window = scrape, measured
+            state.last_scrape = scrape
         if measured is not None and measured.tokens_per_s is not None:
             state.tokens_history.append(round(measured.tokens_per_s, 3))
         return _snapshot(settings, status, reason, health.http_status, health.latency_s,
