@@ -70,7 +70,9 @@ def _register_finetune(verbs: argparse._SubParsersAction, common: argparse.Argum
     finetune.add_argument("--config", dest="finetune_config", type=Path, metavar="FILE",
                           help="fine-tune settings (TOML, see sample_configs/finetune-*.toml)")
     for flag, name, kind, text in SETTING_FLAGS:
-        finetune.add_argument(flag, dest=f"set_{name}", type=kind, default=None, help=text)
+        metavar = {int: "N", float: "X"}.get(kind, flag.lstrip("-").split("-")[-1].upper())
+        finetune.add_argument(flag, dest=f"set_{name}", type=kind, default=None, metavar=metavar,
+                              help=text)
     finetune.add_argument("--on-bad-row", choices=("error", "skip"), default="error")
     finetune.add_argument("--keep-adapter", action="store_true",
                           help="register the LoRA adapter (with its base) instead of merged weights")
