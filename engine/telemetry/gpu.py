@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,7 +57,7 @@ class NvmlSource:
             if self._devices is None and self._failure is None:
                 self._start()
             if self._failure is not None:
-                return self._failure
+                return _with_time(self._failure)
             assert self._devices is not None
             if not self._devices:
                 return GpuSnapshot("no-gpu", "NVML found no GPU", (), self._driver_version,
@@ -211,8 +211,6 @@ class ReplaySource:
 
 
 def _with_time(snapshot: GpuSnapshot) -> GpuSnapshot:
-    from dataclasses import replace
-
     return replace(snapshot, taken_at=time.time())
 
 

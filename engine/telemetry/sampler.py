@@ -53,7 +53,7 @@ class Sampler:
         self._threads: list[threading.Thread] = []
         self._sequence = 0
         self._latest = TelemetrySnapshot(
-            time.time(), GpuSnapshot("no-gpu", "not sampled yet") if gpu_source
+            time.time(), GpuSnapshot("pending", "not sampled yet") if gpu_source
             else GpuSnapshot("no-nvml", "GPU sampling is off"),
             host=None, endpoints=poller.latest if poller else (), interval_s=interval_s)
 

@@ -7,7 +7,8 @@ a source cannot report is None (JSON null), never an error. Units are in the fie
 
 Status vocabularies:
 - GpuSnapshot.status: `ok`, `no-nvml` (library or driver missing), `no-gpu` (NVML works, zero
-  devices), `error` (NVML failed at runtime); `reason` says why in words.
+  devices), `error` (NVML failed at runtime), `pending` (a sampler before its first tick);
+  `reason` says why in words.
 - EndpointSnapshot.status: `up`, `degraded` (answers but something is wrong: health failing,
   /metrics missing or malformed), `down` (reason: refused, timeout, http <code>, tls, dns, error),
   `stale` (no fresh result: not polled yet, or the last poll is older than the stale limit).
@@ -19,7 +20,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
-GpuStatus = Literal["ok", "no-nvml", "no-gpu", "error"]
+GpuStatus = Literal["ok", "no-nvml", "no-gpu", "error", "pending"]
 EndpointStatus = Literal["up", "degraded", "down", "stale"]
 FleetStatus = Literal["ok", "down", "off"]
 

@@ -34,6 +34,7 @@ def wait_until(condition, timeout_s: float = 20.0) -> None:
 def test_ticks_publish_gpus_host_and_bounded_history(gpu_readings: Path):
     readings = [json.loads(line) for line in gpu_readings.read_text().splitlines()]
     with Sampler(ReplaySource.from_file(gpu_readings), HostSource(), history_points=5) as sampler:
+        assert sampler.latest().gpus.status == "pending" and sampler.latest().sequence == 0
         snapshots = [sampler.tick() for _ in range(7)]
     last = snapshots[-1]
     assert last.sequence == 7 and last.gpus.status == "ok" and len(last.gpus.devices) == 8
