@@ -51,8 +51,9 @@ def variants(args: argparse.Namespace) -> dict[str, dict]:
         "prune-30%": {"method": "prune", "sparsity": 0.3},
         f"prune-30%+recover{args.recover_steps}": {"method": "prune", "sparsity": 0.3,
                                                     "recover_steps": args.recover_steps},
-        f"prune-mlp-20%+recover{args.recover_steps}": {
-            "method": "prune", "sparsity": 0.2, "structured": "mlp",
+        "prune-mlp-10%": {"method": "prune", "sparsity": 0.1, "structured": "mlp"},
+        f"prune-mlp-10%+recover{args.recover_steps}": {
+            "method": "prune", "sparsity": 0.1, "structured": "mlp",
             "recover_steps": args.recover_steps},
         f"distill-15L-{args.distill_steps}steps": {"method": "distill", "steps": args.distill_steps,
                                                     "student_layers": 15, "learning_rate": 1e-4},

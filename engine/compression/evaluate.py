@@ -128,6 +128,8 @@ def param_count(model) -> int:
     """Elements of the stored weights (an int8 element counts once), tied tensors once."""
     seen, total = set(), 0
     for tensor in model.state_dict().values():
+        if not hasattr(tensor, "data_ptr"):  # packed quantized params carry dtypes and tuples
+            continue
         if tensor.data_ptr() not in seen:
             seen.add(tensor.data_ptr())
             total += tensor.numel()

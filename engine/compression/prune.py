@@ -66,30 +66,62 @@ def _narrow(linear, keep, dim: int):
     return narrowed
 
 
-def prune_mlp_channels(model, fraction: float) -> dict[str, Any]:
+def input_magnitudes(model, calibration_ids, suffix: str) -> dict[str, Any]:
+    """Mean |input| per feature of every module whose name ends with `suffix`, over the
+    calibration tokens. Weight norms alone miss the few channels that carry this model's
+    massive activations (removing 5% of MLP channels by weight norm took SmolLM2 from
+    perplexity 27 to 4300)."""
+    import torch
+
+    sums: dict[str, Any] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if name.endswith(suffix):
+            def record(_module, inputs, _output, name=name):
+                flat = inputs[0].detach().float().abs().reshape(-1, inputs[0].shape[-1])
+                sums[name] = sums.get(name, 0) + flat.mean(dim=0)
+            hooks.append(module.register_forward_hook(record))
+    try:
+        with torch.inference_mode():
+            model(input_ids=calibration_ids)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sums
+
+
+def prune_mlp_channels(model, fraction: float, calibration_ids) -> dict[str, Any]:
     """Drop the same number of intermediate channels in every layer, least important first
-    (importance = |gate row| * |up row| * |down column|), so the config stays uniform."""
+    (importance = mean |activation| on calibration text x |down_proj column|), so the config
+    stays uniform."""
     import torch
 
     layers = _layers(model)
     width = layers[0].mlp.gate_proj.out_features
     keep_count = max(1, width - int(round(fraction * width)))
+    activations = input_magnitudes(model, calibration_ids, "mlp.down_proj")
     for layer in layers:
         mlp = layer.mlp
-        importance = (mlp.gate_proj.weight.norm(dim=1) * mlp.up_proj.weight.norm(dim=1)
-                      * mlp.down_proj.weight.norm(dim=0))
+        name = _module_name(model, mlp.down_proj)
+        importance = activations[name] * mlp.down_proj.weight.detach().float().norm(dim=0)
         keep = torch.sort(torch.topk(importance, keep_count).indices).values
         mlp.gate_proj = _narrow(mlp.gate_proj, keep, 0)
         mlp.up_proj = _narrow(mlp.up_proj, keep, 0)
         mlp.down_proj = _narrow(mlp.down_proj, keep, 1)
         mlp.intermediate_size = keep_count
     model.config.intermediate_size = keep_count
-    return {"removed": "mlp-channels", "channels_before": width, "channels_after": keep_count}
+    return {"removed": "mlp-channels", "channels_before": width, "channels_after": keep_count,
+            "importance": "calibration activations x down_proj column norm"}
 
 
-def prune_head_groups(model, fraction: float) -> dict[str, Any]:
+def _module_name(model, target) -> str:
+    return next(name for name, module in model.named_modules() if module is target)
+
+
+def prune_head_groups(model, fraction: float, calibration_ids) -> dict[str, Any]:
     """Drop whole key/value head groups (each with its query heads) in every layer, least
-    important first (importance = norm of the o_proj columns the group writes through)."""
+    important first (importance = calibration activations entering o_proj x its column norms,
+    summed over the group)."""
     import torch
 
     config = model.config
@@ -99,11 +131,13 @@ def prune_head_groups(model, fraction: float) -> dict[str, Any]:
     keep_groups = min(kv_heads - 1, max(1, kv_heads - int(round(fraction * kv_heads))))
     if kv_heads < 2:
         raise ValueError("the model has a single key/value head group: no head can be removed")
+    activations = input_magnitudes(model, calibration_ids, "self_attn.o_proj")
     for layer in _layers(model):
         attention = layer.self_attn
         group_width = per_group * head_dim
         columns = attention.o_proj.weight.detach().float().norm(dim=0)
-        importance = columns.reshape(kv_heads, group_width).norm(dim=1)
+        columns = columns * activations[_module_name(model, attention.o_proj)]
+        importance = columns.reshape(kv_heads, group_width).sum(dim=1)
         groups = torch.sort(torch.topk(importance, keep_groups).indices).values
         kv_rows = torch.cat([torch.arange(g * head_dim, (g + 1) * head_dim) for g in groups.tolist()])
         q_rows = torch.cat([torch.arange(g * group_width, (g + 1) * group_width)
@@ -116,4 +150,5 @@ def prune_head_groups(model, fraction: float) -> dict[str, Any]:
     config.num_attention_heads = keep_groups * per_group
     config.num_key_value_heads = keep_groups
     return {"removed": "attention-heads", "heads_before": heads,
+            "importance": "calibration activations x o_proj column norm",
             "heads_after": keep_groups * per_group, "kv_heads_after": keep_groups}

@@ -58,10 +58,10 @@ def _prune(model, tokenizer, spec, emit, cancelled):
     from engine.compression.training import causal_lm_loss, text_batches, train_steps
 
     masks: dict = {}
-    if spec.structured == "mlp":
-        notes = prune.prune_mlp_channels(model, spec.sparsity)
-    elif spec.structured == "heads":
-        notes = prune.prune_head_groups(model, spec.sparsity)
+    if spec.structured:
+        calibration = _calibration_ids(tokenizer, spec)
+        prune_structured = {"mlp": prune.prune_mlp_channels, "heads": prune.prune_head_groups}
+        notes = prune_structured[spec.structured](model, spec.sparsity, calibration)
     else:
         masks = prune.prune_unstructured(model, spec.sparsity)
         notes = {"removed": "single weights (unstructured): stored dense, so no size or speed win"}
@@ -74,6 +74,12 @@ def _prune(model, tokenizer, spec, emit, cancelled):
                              after_step=prune.reapply_masks(model, masks) if masks else None)
         notes = {**notes, "recover_loss_first": losses[0], "recover_loss_last": losses[-1]}
     return model, None, notes
+
+
+def _calibration_ids(tokenizer, spec: CompressSpec, max_tokens: int = 1024):
+    """Tokens from the training text (never the eval text) for activation statistics."""
+    token_ids = tokenizer(spec.train_text_path.read_text(), return_tensors="pt").input_ids
+    return token_ids[:, :max_tokens]
 
 
 def _distill(teacher, tokenizer, spec, emit, cancelled):
