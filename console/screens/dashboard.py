@@ -136,6 +136,8 @@ class DashboardScreen(DashboardActions, Screen):
             pane = self.query_one(f"#{name}")
             changed = name == "jobs" and value != pane.panel  # type: ignore[attr-defined]
             pane.show(value)  # type: ignore[attr-defined]
+            if name == "jobs" and self.loaded_loss_job() != self.loss_job_id():
+                self.poll("loss")  # the first jobs (or a new one): show its loss now
         if changed:
             # Only these change which keys make sense; refreshing the footer restyles it,
             # which is too dear to do on every telemetry tick.
@@ -144,6 +146,9 @@ class DashboardScreen(DashboardActions, Screen):
     @property
     def data_ready(self) -> bool:
         return self.loaded >= set(POLLED)
+
+    def loaded_loss_job(self) -> str | None:
+        return self.query_one("#loss", LossPane).series.job_id
 
     def loss_job_id(self) -> str | None:
         jobs = self.query_one("#jobs", JobsPane)

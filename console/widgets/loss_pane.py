@@ -17,6 +17,7 @@ from textual_plotext import PlotextPlot
 from console.data import LossSeries
 
 MAX_DRAWN_POINTS = 400
+MARKERS_PER_CELL = 2  # plotext's default marker draws two points per character cell
 # A growing series is replotted at most this often (a new job, a toggle or new eval points
 # replot at once): plotting is the dearest part of a refresh.
 GROWTH_REPLOT_S = 3.0
@@ -105,10 +106,14 @@ class LossPane(Vertical):
         plt.clear_figure()
         plt.yscale("log" if self.log_scale else "linear")
         tall = self.size.height >= 12  # a short pane keeps its rows for the curves
+        # More points than the plot can show only cost time: one per drawable column.
+        points = max(50, min(MAX_DRAWN_POINTS, self.size.width * MARKERS_PER_CELL))
         if series.train_loss:
-            plt.plot(*downsample(series.train_steps, series.train_loss), label="train" if tall else None)
+            plt.plot(*downsample(series.train_steps, series.train_loss, points),
+                     label="train" if tall else None)
         if series.eval_loss:
-            plt.plot(*downsample(series.eval_steps, series.eval_loss), label="eval" if tall else None)
+            plt.plot(*downsample(series.eval_steps, series.eval_loss, points),
+                     label="eval" if tall else None)
         if tall:
             plt.xlabel("step")
         plot_widget.refresh()
