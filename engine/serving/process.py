@@ -18,7 +18,7 @@ from pathlib import Path
 
 from engine.config import ServeSettings
 from engine.deck import Deck
-from engine.errors import ActionFailed, BadInput
+from engine.errors import ActionFailed, BadInput, DeckError
 from engine.paths import DeckPaths
 from engine.serving.runstate import (ServerInfo, clear_server_info, new_control_token,
                                      running_server, write_server_info)
@@ -182,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
                            args.max_queue)
     deck = Deck(config_file=args.config)
     server = LocalServer(deck, options)
-    server.load_deployed()
+    try:
+        server.load_deployed()
+    except DeckError as error:  # serve nothing rather than die: a deploy can still swap in
+        sys.stderr.write(f"modeldeck serve: not serving the deployed version: {error}\n")
     server.serve()
     return 0
 

@@ -41,7 +41,10 @@ def sampling_params(body: dict[str, Any], settings: ServeSettings,
     n = body.get("n", 1)
     if n != 1:
         raise _invalid("only n=1 is supported")
-    return SamplingParams(max_tokens, temperature, top_p, _stops(body.get("stop")), seed)
+    ignore_eos = body.get("ignore_eos", False)
+    if not isinstance(ignore_eos, bool):
+        raise _invalid("ignore_eos must be true or false")
+    return SamplingParams(max_tokens, temperature, top_p, _stops(body.get("stop")), seed, ignore_eos)
 
 
 def parse_completion(body: dict[str, Any], tokenizer: Any,

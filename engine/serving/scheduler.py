@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from engine.errors import BadInput
@@ -40,6 +40,7 @@ class SamplingParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    ignore_eos: bool = False  # benchmarks: always generate max_tokens (vLLM's extension)
 
 
 @dataclass(frozen=True)
@@ -121,8 +122,7 @@ class BatchScheduler:
             raise BadInput(f"the prompt has {len(prompt_ids)} tokens; this model's context is "
                            f"{self.context_length} tokens")
         budget = self.context_length - len(prompt_ids)
-        params = SamplingParams(min(params.max_tokens, budget), params.temperature, params.top_p,
-                                params.stop, params.seed)
+        params = replace(params, max_tokens=min(params.max_tokens, budget))
         sequence = Sequence(list(prompt_ids), params, deliver)
         with self._lock:
             if not self._accepting:
@@ -251,12 +251,13 @@ class BatchScheduler:
     def _deliver_text(self, sequence: Sequence, token: int) -> str | None:
         """Send the new text; return the finish reason when the sequence is done."""
         params = sequence.params
-        ids = sequence.generated_ids[:-1] if token in self.eos_ids else sequence.generated_ids
+        at_eos = token in self.eos_ids and not params.ignore_eos
+        ids = sequence.generated_ids[:-1] if at_eos else sequence.generated_ids
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         stop_at = min((i for i in (text.find(s) for s in params.stop if s) if i >= 0), default=-1)
         if stop_at >= 0:
             reason, text = "stop", text[:stop_at]
-        elif token in self.eos_ids:
+        elif at_eos:
             reason = "stop"
         elif len(sequence.generated_ids) >= params.max_tokens:
             reason = "length"
