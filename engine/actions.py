@@ -357,7 +357,7 @@ def demo(deck: Deck) -> DemoResult:
 @dataclass(frozen=True)
 class CompressRequest:
     reference: str
-    method: str
+    method: str | None = None  # None: deck.toml [compress] method
     options: dict[str, Any] = field(default_factory=dict)  # CompressSpec field names
     wait: bool = False
 
@@ -381,11 +381,15 @@ def compress(deck: Deck, request: CompressRequest, on_event: Any = None) -> Comp
     from engine.errors import ActionFailed
 
     parent = deck.registry.resolve(request.reference)
+    defaults = deck.config.compress  # deck.toml [compress]; the request's own options win
+    options = {"max_ppl_increase": defaults.max_ppl_increase,
+               **({"eval_file": str(defaults.eval_file)} if defaults.eval_file else {}),
+               **request.options}
     config = next((deck.registry.blobs.path_of(f.sha256) for f in parent.files
                    if f.name == "config.json"), None)
     layers = parent_layer_count(config)
-    spec = spec_for(parent.ref, parent.kind, parent.architecture, request.method, request.options,
-                    layers)
+    spec = spec_for(parent.ref, parent.kind, parent.architecture,
+                    request.method or defaults.method, options, layers)
     job = jobs.start_job(deck, "compress", spec.to_dict())
     if not request.wait:
         return CompressResult(job, None, None)

@@ -23,7 +23,8 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     parser = verbs.add_parser("compress", parents=[common],
                               help="quantize, prune or distill NAME@VERSION into the next version")
     parser.add_argument("reference", help="NAME@VERSION or NAME@ALIAS")
-    parser.add_argument("--method", required=True, help="bf16 | fp16 | int8 | prune | distill")
+    parser.add_argument("--method", default=None,
+                        help="bf16 | fp16 | int8 | prune | distill (default: deck.toml [compress])")
     for name, kind in OPTION_FLAGS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None)
     parser.add_argument("--structured", nargs="?", const="mlp", default=None, metavar="mlp|heads",

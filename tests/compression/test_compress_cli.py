@@ -63,3 +63,19 @@ def test_compress_wait_runs_a_job_and_registers_the_version(imported, deck_home)
     assert shown["metrics"]["compression"]["result"] == document["report"]["result"]
     events = (Path(document["job"]["directory"]) / "events.jsonl").read_text()
     assert '"phase": "evaluate-parent"' in events and '"type": "registered"' in events
+
+
+def test_deck_toml_compress_defaults_apply_and_options_override(imported, deck_home):
+    """[compress] in deck.toml picks the method and threshold; nothing writes when it is bad."""
+    (deck_home / "deck.toml").write_text('[compress]\nmethod = "prune"\nmax_ppl_increase = 0.5\n')
+    result = imported("compress", "tiny@1", "--structured", "rows", "--json")
+    assert result.code == 2 and "--structured must be" in result.json["error"]["message"]
+    result = imported("compress", "tiny@1", "--sparsity", "0.8", "--decode-tokens", "4",
+                      "--wait", "--json")
+    assert result.code == 0, result
+    report = result.json["report"]
+    assert result.json["version"]["lineage"]["method"] == "prune"
+    assert report["max_ppl_increase_pct"] == 0.5
+    assert (report["verdict"], result.json["version"]["status"]) == ("rejected", "rejected")
+    deploy = imported("deploy", "tiny@2", "--yes", "--json")
+    assert deploy.code == 2 and "rejected" in deploy.json["error"]["message"]
