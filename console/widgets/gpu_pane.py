@@ -61,7 +61,9 @@ class GpuPane(TablePane):
     def host_text(self, panel: GpuPanel) -> Text:
         """No GPU: say why in one line, then the host's CPU and memory (history last, so a
         short pane loses the sparkline first)."""
-        text = Text(f"No NVIDIA GPU ({panel.status}): {panel.reason or 'none found'}", style="bold")
+        headline = ("GPUs: waiting for the first reading" if panel.status == "pending"
+                    else f"No NVIDIA GPU ({panel.status}): {panel.reason or 'none found'}")
+        text = Text(headline, style="bold")
         host = panel.host
         if host is None:
             return text

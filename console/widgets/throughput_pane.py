@@ -11,7 +11,7 @@ from console.data import EndpointRow, EndpointsPanel, sparkline
 from console.widgets.common import TablePane, fmt_number, matches, theme_colour
 
 STATUS_COLOURS = {"up": ("deck-good", "green"), "down": ("deck-bad", "red"),
-                  "stale": ("deck-warn", "yellow")}
+                  "stale": ("deck-warn", "yellow"), "degraded": ("deck-warn", "yellow")}
 
 
 class ThroughputPane(TablePane):
