@@ -19,12 +19,14 @@ class JobEventsCallback(TrainerCallback):
     def __init__(self, context: JobContext) -> None:
         self.context = context
         self.started_at = time.monotonic()
+        self.cpu_started = time.process_time()
         self.start_step = 0
         self.start_tokens = 0
         self.steps_this_rank = 0
 
     def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001 - Trainer's API
         self.started_at = time.monotonic()
+        self.cpu_started = time.process_time()
         self.start_step = state.global_step
         self.start_tokens = state.num_input_tokens_seen or 0
         self.context.emit("train_begin", step=state.global_step, max_steps=state.max_steps,
@@ -69,6 +71,8 @@ class JobEventsCallback(TrainerCallback):
                 "tokens_per_s": tokens / elapsed if elapsed > 0 and tokens else None,
                 "samples_per_s": samples / elapsed if elapsed > 0 else None,
                 "tokens_seen": state.num_input_tokens_seen, "elapsed_s": elapsed,
+                # CPU seconds of this process: throughput per CPU-second survives a busy machine
+                "cpu_s": time.process_time() - self.cpu_started,
                 "eta_s": remaining * seconds_per_step if seconds_per_step else None}
 
 

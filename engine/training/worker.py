@@ -22,9 +22,16 @@ def run_finetune(context: JobContext) -> dict[str, Any]:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    deck = context.deck()
+    try:
+        return _train_and_publish(context, deck)
+    finally:
+        deck.close()
+
+
+def _train_and_publish(context: JobContext, deck: Any) -> dict[str, Any]:
     spec = context.spec
     settings = settings_from_dict(spec["settings"])
-    deck = context.deck()
     parent = deck.registry.resolve(spec["parent"])
     model_dir = deck.registry.materialize(parent)
     tokenizer = load_tokenizer(model_dir, parent.weight_format)

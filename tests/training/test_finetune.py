@@ -128,7 +128,8 @@ def test_each_method_registers_a_version_with_lineage(batch, method, data_kind):
     assert math.isclose(version.metrics["perplexity"], math.exp(version.metrics["eval_loss"]))
     progress = events_of(deck, job.id, "progress")
     assert [e["step"] for e in progress] == [1, 2, 3, 4, 5, 6]
-    assert all(e["tokens_per_s"] > 0 and e["learning_rate"] > 0 for e in progress)
+    assert all(e["tokens_per_s"] > 0 and e["learning_rate"] > 0 and e["cpu_s"] > 0 for e in progress)
+    assert all(e["eta_s"] is not None and e["samples_per_s"] > 0 for e in progress)
     assert events_of(deck, job.id, "eval")
     model = events_of(deck, job.id, "model")[0]
     assert model["trainable_parameters"] < model["parameters"] or method == "full"
