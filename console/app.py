@@ -7,12 +7,11 @@ from pathlib import Path
 
 from textual.app import App
 
-from console.data import EventRow
 from console.palette import DeckCommands
 from console.screens.dashboard import DashboardScreen
-from console.sources import DataSource, EngineSource, now
-from console.themes import (BUILTIN_THEME_DIR, DEFAULT_THEME, VARIABLE_DEFAULTS, LoadedThemes,
-                            load_themes, save_theme_choice)
+from console.sources import DataSource, EngineSource
+from console.themes import (BUILTIN_THEME_DIR, VARIABLE_DEFAULTS, LoadedThemes, load_themes,
+                            save_theme_choice)
 from engine.deck import Deck
 from engine.errors import BadInput
 
@@ -91,7 +90,3 @@ def run_app(deck: Deck, readonly: bool, theme: str | None) -> int:
     app = ModeldeckApp(deck, readonly=readonly, theme_name=theme)
     app.run()
     return app.return_code or 0
-
-
-def event_at_now(level: str, text: str) -> EventRow:
-    return EventRow(now(), level, text)

@@ -20,7 +20,6 @@ BUILTIN_THEME_DIR = Path(__file__).resolve().parent.parent / "themes"
 COLOUR_KEYS = ("primary", "secondary", "accent", "foreground", "background", "surface", "panel",
                "boost", "warning", "error", "success")
 ALLOWED_KEYS = {"name", "dark", "variables", *COLOUR_KEYS}
-DEFAULT_THEME = "modeldeck-dark"
 # The console's own theme variables; a theme file may override them.
 VARIABLE_DEFAULTS = {"deck-good": "#4caf50", "deck-warn": "#e0a800", "deck-bad": "#e5484d",
                      "deck-muted": "#6c7086"}

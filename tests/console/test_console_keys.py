@@ -232,3 +232,28 @@ async def test_job_details_and_gpu_processes(deck):
         await pilot.press("enter")
         assert isinstance(app.screen, TextScreen)
         assert "ft-0003" in str(app.screen.body)
+
+
+async def test_tab_moves_between_panes_and_the_palette_runs_commands(deck):
+    app = fixed_app(deck)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until_loaded(pilot, app)
+        visited = set()
+        for _ in range(6):
+            visited.add(app.focused.parent.id)
+            await pilot.press("tab")
+        assert {"gpus", "endpoints", "models", "jobs", "events"} <= visited
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.1)
+        await pilot.press(*"Theme: modeldeck-light")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert app.theme == "modeldeck-light"
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.1)
+        await pilot.press(*"Pause or resume")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert app.dashboard.paused
