@@ -68,7 +68,7 @@ class ReplaySource:
 
         from console.data import LossSeries
 
-        if not self.loaded or job_id is None:
+        if not self.loaded:
             return LossSeries(None, status="no-job", reason="no job selected")
         shown = 99_000 + min(self.tick, 1000)  # the run goes on: new points every tick
         full = self.full_loss

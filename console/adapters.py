@@ -192,11 +192,16 @@ class JobReader:
             return stream
 
     def loss(self, jobs_module: ModuleType | None, deck: Deck, job_id: str | None) -> LossSeries:
-        if job_id is None:
-            return LossSeries(None, status="no-job", reason="no job selected")
+        """job_id None: the newest job, the one the Jobs pane selects first (so the first
+        loss read need not wait for the jobs read)."""
         if jobs_module is None:
             return LossSeries(job_id, status="not-available", reason="jobs are not part of this build")
         try:
+            if job_id is None:
+                listed = jobs_module.list_jobs(deck)
+                if not listed:
+                    return LossSeries(None, status="no-job", reason="no job yet")
+                job_id = listed[-1].id
             directory = jobs_module.job_directory(deck, job_id)
             return self.update(jobs_module, job_id, directory).series  # type: ignore[return-value]
         except Exception as error:

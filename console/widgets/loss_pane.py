@@ -47,7 +47,7 @@ class LossPane(Vertical):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.series = LossSeries(None, status="no-job", reason="no job selected")
+        self.series = LossSeries(None, status="no-job", reason="no job yet")
         self.log_scale = False
         self._drawn_signature: tuple | None = None
         self._drawn_at = 0.0
@@ -121,7 +121,7 @@ class LossPane(Vertical):
     @staticmethod
     def empty_text(series: LossSeries) -> str:
         if series.status == "no-job":
-            return "no job selected: select a fine-tune job in the Jobs pane"
+            return "no jobs yet: f fine-tunes the selected version, and its loss shows here"
         if series.status == "not-available":
             return f"not available: {series.reason}"
         return f"job {series.job_id}: no loss reported yet"
