@@ -103,3 +103,37 @@ def test_watch_and_sampler_import_no_torch_or_textual(tmp_path: Path, gpu_readin
     assert completed.returncode == 0, completed.stderr
     loaded = {name.split(".")[0] for name in json.loads(completed.stdout.splitlines()[-1])}
     assert not loaded & {"torch", "transformers", "textual", "rich"}
+
+
+class BrokenGpuSource:
+    """A source that fails every read (a driver that crashes mid-run cannot be produced here)."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def read(self):
+        self.reads += 1
+        raise RuntimeError("driver went away")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_failing_source_becomes_an_error_status_and_the_thread_lives_on():
+    source = BrokenGpuSource()
+    sampler = Sampler(source, HostSource(), interval_s=0.01).start()
+    try:
+        wait_until(lambda: source.reads >= 3)  # kept sampling after the first failure
+        gpus = sampler.latest().gpus
+    finally:
+        sampler.close()
+    assert gpus.status == "error" and "driver went away" in gpus.reason
+
+
+def test_host_rates_appear_from_the_second_reading():
+    host = HostSource()
+    first, second = host.read(), host.read()
+    assert first.net_rx_bytes_per_s is None and first.cpu_pct is None
+    assert second.net_rx_bytes_per_s is not None and second.net_rx_bytes_per_s >= 0
+    assert len(second.cpu_per_core_pct) == second.cpu_count
+    assert 0 < second.memory_used_bytes <= second.memory_total_bytes
