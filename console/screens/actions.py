@@ -190,7 +190,8 @@ class DashboardActions:
         if pane is self.query_one("#models") and pane.selected_row() is not None:
             self.model_details(pane.selected_row().ref)
             return
-        for pane_id, getter in (("#jobs", "selected_job"), ("#gpus", "selected_gpu")):
+        for pane_id, getter in (("#jobs", "selected_job"), ("#gpus", "selected_gpu"),
+                                ("#endpoints", "selected_endpoint")):
             if pane is self.query_one(pane_id) and getattr(pane, getter)() is not None:
                 item = getattr(pane, getter)()
                 self.app.push_screen(TextScreen(f"{pane.border_title} details",

@@ -68,6 +68,7 @@ class DashboardScreen(DashboardActions, Screen):
         self.targets: tuple[str, ...] = ("local",)
         self.loaded: set[str] = set()
         self.in_flight: set[str] = set()
+        self.last_errors: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -115,8 +116,11 @@ class DashboardScreen(DashboardActions, Screen):
         name = message.source_name
         self.in_flight.discard(name)
         if message.error is not None:
-            self.report("error", message.error, toast=False)
+            if self.last_errors.get(name) != message.error:  # once per distinct failure
+                self.report("error", message.error, toast=False)
+            self.last_errors[name] = message.error
         else:
+            self.last_errors.pop(name, None)
             self.apply(name, message.value)
         self.loaded.add(name)
         interval = self.refresh_s * (SLOW_POLL_FACTOR if name in SLOW else 1)

@@ -49,3 +49,9 @@ class ThroughputPane(TablePane):
         return (endpoint.name, state, fmt_number(endpoint.tokens_per_s), fmt_number(endpoint.requests_per_s, 2),
                 ttft, queue, fmt_number(endpoint.kv_cache_pct, 0, "%"),
                 sparkline(endpoint.tokens_history, 16))
+
+    def selected_endpoint(self) -> EndpointRow | None:
+        key = self.selected_key()
+        if self.panel is None or key is None:
+            return None
+        return next((row for row in self.panel.endpoints if row.name == key), None)

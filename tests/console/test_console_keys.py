@@ -224,7 +224,7 @@ async def test_filter_pause_theme_help_details_logscale_and_quit(deck):
     assert app.return_code == 0
 
 
-async def test_job_details_and_gpu_processes(deck):
+async def test_job_and_endpoint_details(deck):
     app = fixed_app(deck)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until_loaded(pilot, app)
@@ -232,6 +232,11 @@ async def test_job_details_and_gpu_processes(deck):
         await pilot.press("enter")
         assert isinstance(app.screen, TextScreen)
         assert "ft-0003" in str(app.screen.body)
+        await pilot.press("escape")
+        app.dashboard.query_one("#endpoints").table.focus()
+        await pilot.press("down", "enter")
+        assert isinstance(app.screen, TextScreen)
+        assert "vllm-01" in str(app.screen.body)
 
 
 async def test_tab_moves_between_panes_and_the_palette_runs_commands(deck):
@@ -257,3 +262,29 @@ async def test_tab_moves_between_panes_and_the_palette_runs_commands(deck):
         await pilot.press("enter")
         await pilot.pause(0.2)
         assert app.dashboard.paused
+
+
+class FailingSource:
+    """A source whose GPU read always fails the same way (a fault that cannot be produced
+    for real here: every real GPU failure is already data)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def gpus(self):
+        raise RuntimeError("driver went away")
+
+
+async def test_a_failing_source_is_reported_once_and_the_rest_keeps_going(deck):
+    from console.sources import FixedSource
+
+    app = ModeldeckApp(deck, FailingSource(FixedSource(replay.snapshot())), refresh_s=0.1)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until_loaded(pilot, app)
+        await pilot.pause(0.6)  # several failed polls later
+        texts = [event.text for event in app.dashboard.query_one("#events").session_events]
+        assert texts.count("gpus: driver went away") == 1
+        assert app.dashboard.query_one("#models").table.row_count == 3
