@@ -62,7 +62,7 @@ def _print_event(event: dict[str, Any]) -> None:
 def _summary(result: actions.CompressResult) -> str:
     if result.version is None:
         return (f"compress job {result.job.id} started; follow it with "
-                f"`modeldeck jobs show {result.job.id}` (or pass --wait)")
+                f"`modeldeck jobs logs {result.job.id} --follow` (or pass --wait)")
     return f"{result.version.ref} ({result.version.status})\n" + report_table(result.report or {})
 
 

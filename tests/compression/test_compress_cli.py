@@ -79,3 +79,18 @@ def test_deck_toml_compress_defaults_apply_and_options_override(imported, deck_h
     assert (report["verdict"], result.json["version"]["status"]) == ("rejected", "rejected")
     deploy = imported("deploy", "tiny@2", "--yes", "--json")
     assert deploy.code == 2 and "rejected" in deploy.json["error"]["message"]
+
+
+@pytest.mark.slow  # a detached job importing torch
+def test_a_running_compress_job_can_be_cancelled(imported, deck):
+    from engine import actions, jobs
+
+    started = actions.compress(deck, actions.CompressRequest(
+        "tiny@1", "distill", {"steps": 100000, "decode_tokens": 4}))
+    assert started.version is None and started.job.kind == "compress"
+    for event in jobs.follow_events(deck, started.job.id, poll_s=0.1):
+        if event.get("type") == "progress":  # training is under way: cancel mid-run
+            break
+    cancelled = jobs.cancel_job(deck, started.job.id, grace_s=20)
+    assert cancelled.state == "cancelled"
+    assert [v.ref for v in deck.registry.versions("tiny")] == ["tiny@1"]
