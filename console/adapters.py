@@ -58,20 +58,31 @@ def gpu_row(device: Any, history: GpuHistory) -> GpuRow:
                   device.power_w, utilization_history, processes)
 
 
-def host_view(telemetry: ModuleType | None, cpu_history: deque[float]) -> HostView:
-    """The host's CPU and memory: from telemetry when built in, else psutil directly."""
-    if telemetry is not None and hasattr(telemetry, "host_snapshot"):
-        host = telemetry.host_snapshot()
-        cpu, count = host.cpu_pct or 0.0, host.cpu_count
-        used, total = host.memory_used_bytes or 0, host.memory_total_bytes or 0
-    else:
+class HostReader:
+    """The host's CPU and memory through psutil. CPU use comes from cpu_times() deltas kept
+    here: psutil 7 keeps cpu_percent()'s previous sample per thread, and every poll runs in a
+    new worker thread, where cpu_percent() would always read 0."""
+
+    def __init__(self) -> None:
+        self.previous: Any = None
+        self.history: deque[float] = deque(maxlen=HISTORY_POINTS)
+
+    def read(self) -> HostView:
         import psutil
 
-        cpu, count = psutil.cpu_percent(interval=None), psutil.cpu_count() or 1
+        times = psutil.cpu_times()
+        cpu = busy_pct(self.previous, times) if self.previous is not None else 0.0
+        self.previous = times
+        self.history.append(cpu)
         memory = psutil.virtual_memory()
-        used, total = memory.total - memory.available, memory.total
-    cpu_history.append(cpu)
-    return HostView(cpu, count, used, total, tuple(cpu_history))
+        return HostView(cpu, psutil.cpu_count() or 1, memory.total - memory.available,
+                        memory.total, tuple(self.history))
+
+
+def busy_pct(before: Any, after: Any) -> float:
+    total = sum(after) - sum(before)
+    idle = (after.idle + getattr(after, "iowait", 0.0)) - (before.idle + getattr(before, "iowait", 0.0))
+    return max(0.0, min(100.0, 100.0 * (1 - idle / total))) if total > 0 else 0.0
 
 
 # ---- endpoints: the local server and the configured remote ones -------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import time
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -20,8 +19,6 @@ from console.data import (Availability, DeploymentRow, EndpointsPanel, EventRow,
                           GpuPanel, JobsPanel, LossSeries, ModelRow, ModelsPanel,
                           Snapshot)
 from engine.deck import Deck
-
-HISTORY_POINTS = 120
 
 
 class DataSource(Protocol):
@@ -90,20 +87,19 @@ class EngineSource:
     keep what makes the next read cheap (pollers for rates, event-file offsets)."""
 
     def __init__(self, deck: Deck) -> None:
-        from console.adapters import EndpointReader, GpuHistory, JobReader
+        from console.adapters import EndpointReader, GpuHistory, HostReader, JobReader
 
         self.deck = deck
-        self._cpu_history: deque[float] = deque(maxlen=HISTORY_POINTS)
+        self._host = HostReader()
         self._gpu_history = GpuHistory()
         self._endpoints = EndpointReader()
         self._jobs = JobReader()
 
     def gpus(self) -> GpuPanel:
-        from console.adapters import gpu_panel_from_telemetry, host_view
+        from console.adapters import gpu_panel_from_telemetry
 
-        telemetry = optional_module("engine.telemetry")
-        panel = gpu_panel_from_telemetry(telemetry, self._gpu_history)
-        return replace(panel, host=host_view(telemetry, self._cpu_history))
+        panel = gpu_panel_from_telemetry(optional_module("engine.telemetry"), self._gpu_history)
+        return replace(panel, host=self._host.read())
 
     def endpoints(self) -> EndpointsPanel:
         return self._endpoints.read(self.deck)
