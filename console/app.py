@@ -81,6 +81,8 @@ def pick_theme(themes: LoadedThemes, wanted: str) -> str:
         return wanted
     if wanted in ("textual-dark", "textual-light"):
         return wanted
+    if not themes.names:  # no theme folder at all (an install without themes/): still usable
+        return "textual-dark"
     known = ", ".join(themes.names) or "none"
     raise BadInput(f"unknown theme {wanted!r} (known: {known})")
 
