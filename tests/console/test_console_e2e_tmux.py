@@ -75,3 +75,22 @@ def test_deploy_through_a_real_terminal(deck, tiny_model_dir, tiny_model_dir_b):
         assert not tmux.alive(), "modeldeck did not quit on q"
     finally:
         tmux.kill()
+
+
+def test_readonly_in_a_real_terminal_offers_no_actions(deck, tiny_model_dir):
+    actions.import_model(deck, actions.ImportRequest(tiny_model_dir, "tiny"))
+    command = (f"cd {shlex.quote(str(REPO))} && MODELDECK_HOME={shlex.quote(str(deck.paths.home))} "
+               f"TERM=xterm-256color {shlex.quote(sys.executable)} -m console.cli tui --readonly")
+    tmux = Tmux()
+    try:
+        tmux.run("new-session", "-d", "-s", "deck", "-x", "120", "-y", "40", command)
+        screen = tmux.wait_for("tiny@1", "Quit")  # 80x24 or larger: the footer is the last line
+        footer = screen.rstrip().splitlines()[-1]
+        assert "Deploy" not in footer and "Rollback" not in footer, footer
+        tmux.keys("d")
+        tmux.keys("?")  # a key that does act: once its help shows, d has been handled
+        screen = tmux.wait_for("modeldeck keys")
+        assert "which target" not in screen
+        assert deck.registry.deployment("local") is None
+    finally:
+        tmux.kill()
