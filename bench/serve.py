@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -142,28 +143,53 @@ def prepare(home: Path):
 def main() -> None:
     from engine.serving.runstate import stop_server
 
+    if sys.argv[1:2] == ["--baseline"]:
+        return baseline_worker(sys.argv[2])
     with tempfile.TemporaryDirectory(prefix="modeldeck-bench-") as home:
         deck, info, loaded, ref = prepare(Path(home))
         try:
-            rows = run_rounds(info.url, ref, loaded)
+            rows = run_rounds(info.url, ref, Path(home))
         finally:
             stop_server(deck.paths)
     print_table(rows, loaded)
 
 
-def run_rounds(url: str, ref: str, loaded) -> dict[str, list[dict]]:
+def baseline_in_subprocess(home: Path, ref: str) -> dict:
+    """One baseline round in a fresh process in its own session, as the detached server runs.
+
+    Why a session of its own: Linux's autogroup scheduling shares the CPU between sessions, not
+    processes. The server (started with setsid) has a session to itself; a baseline run inside
+    this script's session would share one slice with every other process of that session, and on
+    a busy machine the table would measure the scheduler, not the server (measured here: 1 tok/s
+    instead of 7-17).
+    """
+    output = subprocess.run([sys.executable, __file__, "--baseline", ref], check=True,
+                            env={**os.environ, "MODELDECK_HOME": str(home)},
+                            capture_output=True, text=True, start_new_session=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def baseline_worker(ref: str) -> None:
+    from engine.deck import Deck
+    from engine.serving.loader import load_for_serving
+
+    deck = Deck()
+    version = deck.registry.resolve(ref)
+    loaded = load_for_serving(deck.paths, ref, deck.registry.materialize(version))
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        worker.submit(baseline_round, loaded, 1).result()  # warm-up
+        print(json.dumps(worker.submit(baseline_round, loaded, 4).result()))
+
+
+def run_rounds(url: str, ref: str, home: Path) -> dict[str, list[dict]]:
     variants = ["baseline"] + [f"server x{c}" for c in CLIENT_COUNTS]
     rows: dict[str, list[dict]] = {name: [] for name in variants}
-    # The baseline runs in a worker thread, as the server's model does: measured here, torch
-    # ops called from the main thread ran up to 10x slower when other processes load the CPU.
-    worker = ThreadPoolExecutor(max_workers=1)
     server_round(url, ref, 2)  # warm-up: first requests pay one-off costs
-    worker.submit(baseline_round, loaded, 1).result()
     for round_index in range(ROUNDS):
         order = variants[round_index % len(variants):] + variants[:round_index % len(variants)]
         for name in order:
             if name == "baseline":
-                rows[name].append(worker.submit(baseline_round, loaded, 4).result())
+                rows[name].append(baseline_in_subprocess(home, ref))
             else:
                 rows[name].append(server_round(url, ref, int(name.split("x")[1])))
             last = rows[name][-1]
