@@ -202,16 +202,15 @@ def _last_good(deck: Deck, target: str) -> VersionInfo | None:
 
 def _move(deck: Deck, plan: DeployPlan, reason: str | None, arguments: dict[str, Any],
           start_server: bool = False) -> HistoryEntry:
-    """Point the target at plan.chosen: the one place deploy and rollback diverge by target kind."""
-    if plan.target != "local":
-        from engine.targets.flow import deliver
+    """Point the target at plan.chosen through the shared, gated flow (engine.targets.flow)."""
+    current = _last_good(deck, plan.target)
+    if plan.target == "local":
+        from engine.serving.deploy import deliver_local  # gated hot swap when the server runs
 
-        current = _last_good(deck, plan.target)
-        return deliver(deck, plan.action, plan.target, plan.chosen, current, reason, arguments)
-    from engine.serving.deploy import deliver_local  # gated hot swap when the server runs
+        return deliver_local(deck, plan, reason, arguments, current, start_server)
+    from engine.targets.flow import deliver
 
-    return deliver_local(deck, plan, reason, arguments, start_server)
-
+    return deliver(deck, plan.action, plan.target, plan.chosen, current, reason, arguments)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from engine.paths import DeckPaths
 from engine.serving.loader import LoadedModel, load_for_serving
 from engine.serving.metrics import ServerMetrics
 from engine.serving.scheduler import BatchScheduler, SamplingParams, generate_blocking
+from engine.targets.gate import judge_text
 
 
 @dataclass
@@ -121,7 +122,7 @@ def run_gate(candidate: ServedVersion, gate: GateSettings) -> GateOutcome:
             checks.append({"probe": prompt, "ok": False, "detail": str(error)})
             break
         latency = time.monotonic() - started
-        detail = _judge(text, latency, gate.max_latency_s)
+        detail = judge_text(text, latency, gate.max_latency_s)
         checks.append({"probe": prompt, "ok": not detail, "latency_s": round(latency, 4),
                        "detail": detail})
         if detail:
@@ -130,14 +131,6 @@ def run_gate(candidate: ServedVersion, gate: GateSettings) -> GateOutcome:
     if failed is None:
         return GateOutcome(True, "gate passed", tuple(checks))
     return GateOutcome(False, f"gate failed on {failed['probe']!r}: {failed['detail']}", tuple(checks))
-
-
-def _judge(text: str, latency_s: float, bound_s: float | None) -> str:
-    if not text.strip():
-        return "empty completion"
-    if bound_s is not None and latency_s > bound_s:
-        return f"took {latency_s:.3f}s, slower than the {bound_s}s bound"
-    return ""
 
 
 def _empty_cuda_cache() -> None:

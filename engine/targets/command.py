@@ -28,6 +28,8 @@ def render(template: tuple[str, ...], values: dict[str, str]) -> list[str]:
 
 
 class CommandTarget:
+    needs_files = True
+
     def __init__(self, settings: TargetSettings) -> None:
         self.settings = settings
 

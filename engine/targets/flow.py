@@ -54,18 +54,22 @@ def target_lock(paths: DeckPaths, target: str) -> Iterator[None]:
 
 
 def deliver(deck: Deck, action: str, target: str, chosen: VersionInfo,
-            current: VersionInfo | None, reason: str | None, arguments: dict) -> HistoryEntry:
-    settings = deck.config.target(target)
-    if settings is None:
-        raise BadInput(f"unknown target {target!r}")
-    driver = driver_for(settings, deck.paths)
+            current: VersionInfo | None, reason: str | None, arguments: dict,
+            driver: TargetDriver | None = None) -> HistoryEntry:
+    """Deploy or roll back `target` to `chosen`; `current` is what it last served successfully.
+    The driver defaults to the configured kind's (the local server passes its own)."""
+    if driver is None:
+        settings = deck.config.target(target)
+        if settings is None:
+            raise BadInput(f"unknown target {target!r}")
+        driver = driver_for(settings, deck.paths)
     driver.validate(chosen)
     with target_lock(deck.paths, target):
         health = driver.check()
         if not health.reachable:
             _audit_failure(deck, action, arguments, f"target unreachable: {health.detail}", reason)
             raise ActionFailed(f"target {target!r} cannot be reached: {health.detail}; nothing changed")
-        files = deck.registry.materialize(chosen)
+        files = deck.registry.materialize(chosen) if driver.needs_files else None
         _settle_interrupted(deck, target)
         entry = deck.registry.move_pointer(target, chosen, action=action, reason=reason,
                                            arguments=arguments, state="pending")
@@ -85,7 +89,8 @@ def _settle_interrupted(deck: Deck, target: str) -> None:
         deck.registry.set_outcome(target, deployment.history_id, "interrupted", "failed")
 
 
-def _apply_and_gate(driver: TargetDriver, chosen: VersionInfo, files: Path, rollback: bool) -> GateReport:
+def _apply_and_gate(driver: TargetDriver, chosen: VersionInfo, files: Path | None,
+                    rollback: bool) -> GateReport:
     from engine.targets.base import GateCheck
 
     try:
@@ -103,7 +108,7 @@ def _fail_and_revert(deck: Deck, driver: TargetDriver, entry: HistoryEntry, chos
     if current is None:
         _audit_failure(deck, entry.action, arguments, detail, report.reason)
         raise ActionFailed(f"{chosen.ref} on {target!r}: {report.reason}; nothing served before")
-    driver.revert(chosen, current, deck.registry.materialize(current))
+    driver.revert(chosen, current, deck.registry.materialize(current) if driver.needs_files else None)
     deck.registry.move_pointer(target, current, action="auto-rollback", reason=report.reason,
                                arguments={"target": target, "from": chosen.ref, "to": current.ref})
     _audit_failure(deck, entry.action, arguments, detail, report.reason)

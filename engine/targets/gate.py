@@ -58,11 +58,17 @@ def _judge(prompt: str, response: Any, latency_s: float, bound_s: float | None) 
         text = response.json()["choices"][0]["text"]
     except (ValueError, KeyError, IndexError, TypeError):
         return GateCheck(prompt, False, 200, latency_s, "malformed completion")
+    detail = judge_text(text, latency_s, bound_s)
+    return GateCheck(prompt, not detail, 200, latency_s, detail)
+
+
+def judge_text(text: str, latency_s: float, bound_s: float | None) -> str:
+    """Why a gate prompt's answer fails ("" when it passes): empty, or slower than the bound."""
     if not text.strip():
-        return GateCheck(prompt, False, 200, latency_s, "empty completion")
+        return "empty completion"
     if bound_s is not None and latency_s > bound_s:
-        return GateCheck(prompt, False, 200, latency_s, f"slower than {bound_s}s")
-    return GateCheck(prompt, True, 200, latency_s)
+        return f"took {latency_s:.3f}s, slower than the {bound_s}s bound"
+    return ""
 
 
 def combine(*groups: tuple[GateCheck, ...] | GateCheck | None) -> GateReport:

@@ -33,6 +33,8 @@ def deck_identity(paths: DeckPaths) -> str:
 
 
 class RemoteDeckTarget:
+    needs_files = True
+
     def __init__(self, settings: TargetSettings, paths: DeckPaths | None = None) -> None:
         if not settings.url:
             raise BadInput(f"target {settings.name!r} (modeldeck) needs a url")

@@ -28,6 +28,8 @@ def adapter_name(version: VersionInfo) -> str:
 
 
 class VllmLoraTarget:
+    needs_files = True
+
     def __init__(self, settings: TargetSettings) -> None:
         if not settings.url or not settings.lora_dir:
             raise BadInput(f"target {settings.name!r} (vllm-lora) needs url and lora_dir")
