@@ -110,3 +110,15 @@ def test_cancel_right_after_start_never_runs_the_worker(deck):
     assert states(deck, job.id)[-1] == "cancelled"
     assert not any(e["type"] == "progress" and e["step"] > 50
                    for e in jobs.read_events(jobs.job_directory(deck, job.id))[0])
+
+
+def test_torchrun_command_for_several_machines(tmp_path: Path):
+    single = jobs._worker_command(tmp_path, jobs.JobLaunch())
+    assert single[1:4] == ["-m", "engine.jobs", "run"]
+    launch = jobs.JobLaunch(nproc=4, nnodes=2, rdzv_endpoint="10.0.0.1:29400", node_rank=1)
+    command = jobs._worker_command(tmp_path, launch)
+    assert command[1:3] == ["-m", "torch.distributed.run"]
+    assert {"--nproc-per-node=4", "--nnodes=2", "--rdzv-backend=c10d",
+            "--rdzv-endpoint=10.0.0.1:29400", "--node-rank=1"} <= set(command)
+    assert "--standalone" in jobs._worker_command(tmp_path, jobs.JobLaunch(nproc=2))
+    assert command[-4:] == ["--module", "engine.jobs", "run", str(tmp_path)]
