@@ -52,15 +52,16 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def human_bytes(size: int | None) -> str:
+def human_bytes(size: int | None, separator: str = " ") -> str:
     if size is None:
         return "-"
     value = float(size)
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+            digits = 0 if unit == "B" else 1
+            return f"{value:.{digits}f}{separator}{unit}"
         value /= 1000
-    return f"{value:.1f} TB"
+    return f"{value:.1f}{separator}TB"
 
 
 def human_count(count: int | None) -> str:

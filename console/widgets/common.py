@@ -10,6 +10,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
+from console.output import human_bytes
+
 BAR_WIDTH = 10
 
 
@@ -46,14 +48,8 @@ def bar(widget: Any, fraction: float | None, label: str = "", width: int = BAR_W
 
 
 def fmt_bytes(size: int | None) -> str:
-    if size is None:
-        return "-"
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1000
-    return f"{value:.1f}TB"
+    """Compact sizes for narrow columns: `98.4MB`."""
+    return human_bytes(size, separator="")
 
 
 def fmt_number(value: float | None, digits: int = 1, suffix: str = "") -> str:
@@ -91,6 +87,7 @@ class TablePane(Vertical):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.panel: Any = None  # the last view model shown; subclasses render it in redraw()
         self.filter_text = ""
         self._shown_keys: list[str] = []
         self._shown_cells: list[list[Any]] = []
@@ -147,6 +144,17 @@ class TablePane(Vertical):
         except Exception:  # cursor outside the rows while the table refills
             return None
         return row_key.value
+
+    def show(self, panel: Any) -> None:
+        self.panel = panel
+        self.redraw()
+
+    def selected_item(self, items: Sequence[Any], key_of: Any) -> Any:
+        """The item of `items` under the cursor, matched by the row key `key_of(item)`."""
+        key = self.selected_key()
+        if key is None:
+            return None
+        return next((item for item in items if key_of(item) == key), None)
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text

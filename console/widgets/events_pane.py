@@ -24,10 +24,6 @@ class EventsPane(TablePane):
         self.panel = EventsPanel()
         self.session_events: list[EventRow] = []
 
-    def show(self, panel: EventsPanel) -> None:
-        self.panel = panel
-        self.redraw()
-
     def add(self, event: EventRow) -> None:
         """An outcome from this console (also in the audit log when the engine wrote one)."""
         self.session_events = [event, *self.session_events][:SESSION_EVENTS_KEPT]

@@ -3,8 +3,6 @@ the processes of the selected GPU. Without a GPU it says why and shows the host 
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.text import Text
 
 from console.data import GpuPanel, GpuRow, sparkline
@@ -17,13 +15,7 @@ class GpuPane(TablePane):
     COLUMNS = ("GPU", "Util", "Memory", "History", "Temp", "Power")
     PANE_TITLE = "GPUs"
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.panel: GpuPanel | None = None
-
-    def show(self, panel: GpuPanel) -> None:
-        self.panel = panel
-        self.redraw()
+    panel: GpuPanel | None
 
     def redraw(self) -> None:
         panel = self.panel
@@ -42,10 +34,7 @@ class GpuPane(TablePane):
                 fmt_number(gpu.temperature_c, 0, "°C"), fmt_number(gpu.power_w, 0, "W"))
 
     def selected_gpu(self) -> GpuRow | None:
-        key = self.selected_key()
-        if self.panel is None or key is None:
-            return None
-        return next((gpu for gpu in self.panel.gpus if str(gpu.index) == key), None)
+        return self.selected_item(self.panel.gpus, lambda gpu: str(gpu.index)) if self.panel else None
 
     def below_table(self, panel: GpuPanel) -> Text:
         if panel.gpus:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from console.data import JobRow, JobsPanel
 from console.widgets.common import TablePane, bar, fmt_duration, matches, theme_colour
 
@@ -12,13 +10,7 @@ class JobsPane(TablePane):
     COLUMNS = ("Job", "Kind", "Model", "State", "Progress", "ETA")
     PANE_TITLE = "Jobs"
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.panel: JobsPanel | None = None
-
-    def show(self, panel: JobsPanel) -> None:
-        self.panel = panel
-        self.redraw()
+    panel: JobsPanel | None
 
     def redraw(self) -> None:
         panel = self.panel
@@ -41,7 +33,4 @@ class JobsPane(TablePane):
                 fmt_duration(job.eta_s))
 
     def selected_job(self) -> JobRow | None:
-        key = self.selected_key()
-        if self.panel is None or key is None:
-            return None
-        return next((job for job in self.panel.jobs if job.job_id == key), None)
+        return self.selected_item(self.panel.jobs, lambda job: job.job_id) if self.panel else None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from console.data import ModelRow, ModelsPanel
 from console.widgets.common import TablePane, fmt_bytes, matches
 
@@ -14,13 +12,7 @@ class ModelsPane(TablePane):
     COLUMNS = ("Version", "Size", "Parent", "Metrics", "Aliases", "Serving on")
     PANE_TITLE = "Models"
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.panel: ModelsPanel | None = None
-
-    def show(self, panel: ModelsPanel) -> None:
-        self.panel = panel
-        self.redraw()
+    panel: ModelsPanel | None
 
     def redraw(self) -> None:
         panel = self.panel
@@ -46,7 +38,4 @@ class ModelsPane(TablePane):
                 ",".join(row.aliases) or "-", ",".join(row.serving_on) or "-")
 
     def selected_row(self) -> ModelRow | None:
-        key = self.selected_key()
-        if self.panel is None or key is None:
-            return None
-        return next((row for row in self.panel.rows if row.ref == key), None)
+        return self.selected_item(self.panel.rows, lambda row: row.ref) if self.panel else None

@@ -3,8 +3,6 @@ running/waiting, KV-cache use, a sparkline and up/down/stale status."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.text import Text
 
 from console.data import EndpointRow, EndpointsPanel, sparkline
@@ -18,13 +16,7 @@ class ThroughputPane(TablePane):
     COLUMNS = ("Endpoint", "State", "tok/s", "req/s", "TTFT p95", "run/wait", "KV", "tok/s history")
     PANE_TITLE = "Throughput"
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.panel: EndpointsPanel | None = None
-
-    def show(self, panel: EndpointsPanel) -> None:
-        self.panel = panel
-        self.redraw()
+    panel: EndpointsPanel | None
 
     def redraw(self) -> None:
         panel = self.panel
@@ -51,7 +43,4 @@ class ThroughputPane(TablePane):
                 sparkline(endpoint.tokens_history, 16))
 
     def selected_endpoint(self) -> EndpointRow | None:
-        key = self.selected_key()
-        if self.panel is None or key is None:
-            return None
-        return next((row for row in self.panel.endpoints if row.name == key), None)
+        return self.selected_item(self.panel.endpoints, lambda row: row.name) if self.panel else None
