@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from engine.fsutil import building_directory
 from engine.paths import DeckPaths
 
 CORPUS = Path(__file__).parent / "data" / "corpus.txt"
@@ -53,9 +52,8 @@ def build_tiny_model(destination: Path, seed: int = 0, vocab_size: int = 512,
 
     hf_logging.disable_progress_bar()  # a CLI's stderr is for diagnostics, not progress bars
     torch.manual_seed(seed)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=destination.parent
-                                    if destination.parent.exists() else None))
-    try:
+    with building_directory(destination, lambda built: (built / "model.safetensors").exists(),
+                            prefix=".tiny-") as staging:
         tokenizer = _train_tokenizer(vocab_size)
         config = LlamaConfig(
             vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
@@ -65,12 +63,6 @@ def build_tiny_model(destination: Path, seed: int = 0, vocab_size: int = 512,
             tie_word_embeddings=True)
         LlamaForCausalLM(config).save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        if destination.exists():
-            shutil.rmtree(destination)
-        os.replace(staging, destination)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return destination
 
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import shutil
 import sqlite3
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from engine.errors import BadInput
+from engine.fsutil import building_directory
 from engine.paths import DeckPaths, deck_paths
 from engine.registry.blobs import BlobStore
 from engine.registry.db import connect, transaction
@@ -234,16 +233,10 @@ class Registry:
                                f"(sha256 {entry.sha256[:12]}...)")
         if destination.exists() and self._matches(destination, version):
             return destination
-        staging = Path(tempfile.mkdtemp(dir=self.paths.materialized.parent, prefix=".materialize-"))
-        try:
+        with building_directory(destination, lambda built: self._matches(built, version),
+                                prefix=".materialize-") as staging:
             for entry in version.files:
                 self.blobs.link_into(entry.sha256, staging / entry.name)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            if destination.exists():
-                shutil.rmtree(destination)
-            os.replace(staging, destination)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return destination
 
     @staticmethod

@@ -8,14 +8,12 @@ GGUF's hash and the dtype) and later loads read that.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.errors import ActionFailed, BadInput
+from engine.fsutil import building_directory
 from engine.paths import DeckPaths
 
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
@@ -107,17 +105,11 @@ def converted_gguf(paths: DeckPaths, gguf: Path, dtype_name: str) -> Path:
     """A safetensors copy of `gguf` in `dtype_name`, converted once and cached."""
     digest = _file_digest(gguf)
     destination = paths.home / "cache" / "gguf" / f"{digest[:24]}-{dtype_name}"
-    if (destination / "model.safetensors").exists():
+    converted = lambda directory: (directory / "model.safetensors").exists()  # noqa: E731
+    if converted(destination):
         return destination
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=destination.parent, prefix=".convert-"))
-    try:
+    with building_directory(destination, converted, prefix=".convert-") as staging:
         _convert(gguf, staging, dtype_name)
-        if destination.exists():
-            shutil.rmtree(destination)
-        os.replace(staging, destination)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return destination
 
 

@@ -10,14 +10,13 @@ lora_dir, a directory both sides see. The adapter is then served as model NAME.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from engine.config import TargetSettings
 from engine.errors import ActionFailed, BadInput
+from engine.fsutil import building_directory
 from engine.registry.records import VersionInfo
 from engine.targets import gate as gates
 from engine.targets.base import GateReport, TargetHealth
@@ -72,15 +71,12 @@ class VllmLoraTarget:
         root = Path(self.settings.lora_dir).expanduser()  # type: ignore[arg-type]
         root.mkdir(parents=True, exist_ok=True)
         destination = root / adapter_name(version)
-        if destination.exists():
+        complete = lambda directory: (directory / "adapter_config.json").exists()  # noqa: E731
+        if complete(destination):
             return destination
-        staging = Path(tempfile.mkdtemp(dir=root, prefix=".incoming-"))
-        try:
+        with building_directory(destination, complete, prefix=".incoming-") as staging:
             for source in files.iterdir():
                 shutil.copyfile(source, staging / source.name)
-            os.replace(staging, destination)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return destination
 
     def _post(self, path: str, body: dict[str, Any]) -> None:
