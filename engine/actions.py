@@ -7,7 +7,6 @@ an audit row for what it changed.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -302,26 +301,14 @@ def _job_counts(deck: Deck) -> dict[str, int]:
 
 def local_server_state(deck: Deck) -> dict[str, Any]:
     """The embedded server's state from run/server.json: a missing or dead server is data."""
-    import json
+    from engine.procs import process_alive
+    from engine.serving.runstate import read_server_info  # light: no torch
 
-    info_path = deck.paths.run / "server.json"
-    try:
-        info = json.loads(info_path.read_text())
-    except (OSError, ValueError):
+    info = read_server_info(deck.paths)
+    if info is None:
         return {"state": "stopped", "pid": None, "url": None}
-    pid = info.get("pid")
-    alive = isinstance(pid, int) and _process_alive(pid)
-    return {"state": "running" if alive else "stale", "pid": pid, "url": info.get("url")}
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    alive = process_alive(info.pid)
+    return {"state": "running" if alive else "stale", "pid": info.pid, "url": info.url}
 
 
 # ---- demo ------------------------------------------------------------------------------------

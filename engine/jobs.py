@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Union
 
 from engine.errors import ActionFailed, BadInput, DeckError
 from engine.paths import DeckPaths
+from engine.procs import process_alive
 
 if TYPE_CHECKING:
     from engine.deck import Deck
@@ -247,23 +248,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
 
 
 # ---- starting, cancelling, resuming ----------------------------------------------------------

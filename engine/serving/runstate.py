@@ -11,11 +11,11 @@ import secrets
 import signal
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from engine.errors import ActionFailed
 from engine.paths import DeckPaths
+from engine.procs import process_alive
 
 SERVER_FILE = "server.json"
 TOKEN_FILE = "control.token"
@@ -81,7 +81,7 @@ def read_server_info(paths: DeckPaths) -> ServerInfo | None:
 def running_server(paths: DeckPaths) -> ServerInfo | None:
     """The server described by server.json if its process is alive."""
     info = read_server_info(paths)
-    return info if info is not None and _alive(info.pid) else None
+    return info if info is not None and process_alive(info.pid) else None
 
 
 def control(paths: DeckPaths, route: str, payload: dict[str, Any] | None = None,
@@ -120,22 +120,7 @@ def stop_server(paths: DeckPaths, timeout: float = 30.0) -> ServerInfo | None:
         os.kill(info.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if running_server(paths) is None or not _alive(info.pid):
+        if running_server(paths) is None or not process_alive(info.pid):
             return info
         time.sleep(0.1)
     raise ActionFailed(f"the local server (pid {info.pid}) did not stop within {timeout:.0f}s")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A child we started and that exited stays a zombie until reaped; treat it as gone.
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
-    except (OSError, IndexError):
-        return True
-    return status != "Z"
