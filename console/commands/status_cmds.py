@@ -25,7 +25,9 @@ def _status_text(report: actions.StatusReport) -> str:
     lines = [f"deck      {report.home}",
              f"models    {report.model_count} ({report.version_count} versions)",
              f"server    {server['state']}" + (f" at {server['url']} (pid {server['pid']})"
-                                               if server.get("url") else "")]
+                                               if server.get("url") else ""),
+             "jobs      " + (", ".join(f"{count} {state}" for state, count in sorted(report.jobs.items()))
+                             or "none")]
     if report.deployments:
         rows = [(d.target, d.ref, d.state, human_time(d.updated_at)) for d in report.deployments]
         lines += ["", table(("TARGET", "SERVING", "STATE", "SINCE"), rows)]
