@@ -26,7 +26,7 @@ def _status_text(report: actions.StatusReport) -> str:
              f"models    {report.model_count} ({report.version_count} versions)",
              f"server    {server['state']}" + (f" at {server['url']} (pid {server['pid']})"
                                                if server.get("url") else ""),
-             "jobs      " + (", ".join(f"{count} {state}" for state, count in sorted(report.jobs.items()))
+             "jobs      " + (", ".join(f"{count} {state}" for state, count in sorted(report.jobs.items()) if count)
                              or "none")]
     if report.deployments:
         rows = [(d.target, d.ref, d.state, human_time(d.updated_at)) for d in report.deployments]
