@@ -155,7 +155,8 @@ def main() -> int:
     for name, model in models.items():  # warm-up, untimed
         decode_rate(model, tokenizer, 1)
     for round_index in range(args.rounds):
-        for name, model in models.items():
+        order = list(models.items())
+        for name, model in order if round_index % 2 == 0 else reversed(order):  # no position bias
             rows[name]["b1"].append(decode_rate(model, tokenizer, 1))
             rows[name]["b8"].append(decode_rate(model, tokenizer, 8))
         print(f"round {round_index + 1}/{args.rounds} done", flush=True)
