@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
-
 from console.output import emit
+from engine import actions
 from engine.deck import Deck
 
 
@@ -26,32 +25,23 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def serve_command(args: argparse.Namespace, deck: Deck) -> int:
-    from engine.serving import process
-
     if args.stop:
-        return _stop(args, deck)
-    options = process.ServeOptions(args.host, args.port, args.device, args.dtype,
+        result = actions.stop_server(deck)
+        emit(args.json, "serve.stop", result,
+             lambda: f"stopped the server (pid {result['pid']})" if result["stopped"]
+             else "no server was running")
+        return 0
+    request = actions.ServeRequest(args.host, args.port, args.device, args.dtype,
                                    args.max_batch_size, args.max_queue, args.api_key)
     if args.detach:
-        info = process.start_detached(deck, options)
-        emit(args.json, "serve", {"state": "running", **info.to_dict()},
-             lambda: f"serving at {info.url} (pid {info.pid}); stop with `modeldeck serve --stop`")
+        info = actions.start_server(deck, request)
+        emit(args.json, "serve", {"state": "running", **info},
+             lambda: f"serving at {info['url']} (pid {info['pid']}); stop with `modeldeck serve --stop`")
         return 0
-    server = process.LocalServer(deck, options)
-    serving = server.load_deployed()
-    emit(args.json, "serve", {"state": "running", "url": server.url, "port": server.port,
-                              "version": serving},
-         lambda: f"serving {serving or 'nothing yet (deploy a version)'} at {server.url}; "
-                 f"Ctrl-C stops")
-    server.serve()
-    return 0
 
+    def ready(url: str, version: str | None) -> None:
+        emit(args.json, "serve", {"state": "running", "url": url, "version": version},
+             lambda: f"serving {version or 'nothing yet (deploy a version)'} at {url}; Ctrl-C stops")
 
-def _stop(args: argparse.Namespace, deck: Deck) -> int:
-    from engine.serving.runstate import stop_server
-
-    stopped = stop_server(deck.paths)
-    emit(args.json, "serve.stop", {"stopped": stopped is not None,
-                                   "pid": stopped.pid if stopped else None},
-         lambda: f"stopped the server (pid {stopped.pid})" if stopped else "no server was running")
+    actions.serve(deck, request, on_ready=ready)
     return 0
