@@ -73,15 +73,32 @@ def load_for_serving(paths: DeckPaths, ref: str, files: Path, device: str = "aut
     source = _safetensors_source(paths, files, dtype_name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-        model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=getattr(torch, dtype_name), trust_remote_code=False,
-            use_safetensors=True)
+        if _compressed(source):  # int8 weights + scales: only our own loader knows the layout
+            from engine.compression import load_model
+
+            model, dtype_name = load_model(source), "bfloat16"  # int8 layers compute in bf16
+        else:
+            model = AutoModelForCausalLM.from_pretrained(
+                source, dtype=getattr(torch, dtype_name), trust_remote_code=False,
+                use_safetensors=True)
     except (OSError, ValueError) as error:
         raise ActionFailed(f"{ref}: cannot load: {error}") from None
     model.to(device_name).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(ref, model, tokenizer, device_name, dtype_name, _context_length(model, tokenizer))
+
+
+def _compressed(source: Path) -> bool:
+    """Whether config.json carries engine.compression's marker (a quantized layout)."""
+    import json
+
+    from engine.compression.storage import MARKER_KEY
+
+    try:
+        return bool(json.loads((source / "config.json").read_text()).get(MARKER_KEY))
+    except (OSError, ValueError):
+        return False
 
 
 def _context_length(model: Any, tokenizer: Any) -> int:
