@@ -147,11 +147,26 @@ class EngineSource:
 
 
 def model_row(version: Any, serving_on: tuple[str, ...]) -> ModelRow:
-    metrics = tuple((key, format_metric(value)) for key, value in sorted(version.metrics.items())
-                    if isinstance(value, (int, float, str)))
+    metrics = compression_summary(version.metrics) + tuple(
+        (key, format_metric(value)) for key, value in sorted(version.metrics.items())
+        if isinstance(value, (int, float, str)))
     parent = f"{version.model}@{version.parent_version}" if version.parent_version else None
     return ModelRow(version.ref, version.model, version.version, version.size_bytes, parent,
                     version.status, metrics, tuple(version.aliases), serving_on)
+
+
+def compression_summary(metrics: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A compressed version's report against its parent, in three numbers that decide a deploy:
+    perplexity change, decode speed-up and size ratio (the full report: `models show`)."""
+    report = metrics.get("compression")
+    change = report.get("change") if isinstance(report, dict) else None
+    if not isinstance(change, dict):
+        return ()
+    pairs = (("ppl", change.get("perplexity_pct"), "{:+.1f}%"),
+             ("speed", change.get("decode_speedup"), "x{:.2f}"),
+             ("size", change.get("size_ratio"), "x{:.2f}"))
+    return tuple((name, template.format(value)) for name, value, template in pairs
+                 if isinstance(value, (int, float)))
 
 
 def format_metric(value: Any) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from console.data import ModelRow, ModelsPanel
 from console.widgets.common import TablePane, fmt_bytes, matches
 
-METRICS_SHOWN = 2
+METRICS_SHOWN = 3
 
 
 class ModelsPane(TablePane):

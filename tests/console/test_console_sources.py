@@ -74,3 +74,20 @@ def test_downsampling_keeps_the_whole_run_within_the_budget():
     assert drawn_steps == sorted(drawn_steps)
     assert abs(sum(drawn_values[1:-1]) / 198 - 49.5) < 1.0  # bucket means
     assert downsample(steps[:50], values[:50], 200) == (steps[:50], values[:50])
+
+
+def test_models_pane_summarises_a_compression_report():
+    from types import SimpleNamespace
+
+    from console.sources import model_row
+
+    report = {"verdict": "accepted", "change": {"perplexity_pct": 0.75, "decode_speedup": 2.04,
+                                                "size_ratio": 0.256}}
+    version = SimpleNamespace(ref="smol@3", model="smol", version=3, size_bytes=1, parent_version=2,
+                              status="ready", metrics={"compression": report, "eval_loss": 3.31},
+                              aliases=())
+    row = model_row(version, ())
+    assert row.metrics[:3] == (("ppl", "+0.8%"), ("speed", "x2.04"), ("size", "x0.26"))
+    assert ("eval_loss", "3.31") in row.metrics
+    plain = model_row(SimpleNamespace(**{**vars(version), "metrics": {"eval_loss": 3.31}}), ())
+    assert plain.metrics == (("eval_loss", "3.31"),)
