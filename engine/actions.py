@@ -314,43 +314,24 @@ def local_server_state(deck: Deck) -> dict[str, Any]:
 # ---- the local server -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ServeRequest:
-    """Overrides of deck.toml's [serve] section (None keeps the setting). The API key is a
-    secret: it is passed on, never printed."""
-
-    host: str | None = None
-    port: int | None = None
-    device: str | None = None
-    dtype: str | None = None
-    max_batch_size: int | None = None
-    max_queue: int | None = None
-    api_key: str | None = field(default=None, repr=False)
-
-    def options(self) -> Any:
-        from engine.serving.process import ServeOptions
-
-        return ServeOptions(self.host, self.port, self.device, self.dtype, self.max_batch_size,
-                            self.max_queue, self.api_key)
-
-
-def serve(deck: Deck, request: ServeRequest, on_ready: Any = None) -> None:
+def serve(deck: Deck, options: Any, on_ready: Any = None) -> None:
     """Serve the version deployed to `local` in this process until stopped (Ctrl-C, --stop).
-    on_ready(url, version) is called once the port is bound and the version loaded."""
+    options: engine.serving.process.ServeOptions, the overrides of deck.toml's [serve]; on_ready(url,
+    version) is called once the port is bound and the version loaded."""
     from engine.serving.process import LocalServer
 
-    server = LocalServer(deck, request.options())
+    server = LocalServer(deck, options)
     serving = server.load_deployed()
     if on_ready is not None:
         on_ready(server.url, serving)
     server.serve()
 
 
-def start_server(deck: Deck, request: ServeRequest) -> dict[str, Any]:
+def start_server(deck: Deck, options: Any) -> dict[str, Any]:
     """Start the server detached (it outlives the terminal) and return its pid and url."""
     from engine.serving.process import start_detached
 
-    return start_detached(deck, request.options()).to_dict()
+    return start_detached(deck, options).to_dict()
 
 
 def stop_server(deck: Deck) -> dict[str, Any]:

@@ -31,8 +31,10 @@ def serve_command(args: argparse.Namespace, deck: Deck) -> int:
              lambda: f"stopped the server (pid {result['pid']})" if result["stopped"]
              else "no server was running")
         return 0
-    request = actions.ServeRequest(args.host, args.port, args.device, args.dtype,
-                                   args.max_batch_size, args.max_queue, args.api_key)
+    from engine.serving.process import ServeOptions
+
+    request = ServeOptions(args.host, args.port, args.device, args.dtype, args.max_batch_size,
+                           args.max_queue, args.api_key)
     if args.detach:
         info = actions.start_server(deck, request)
         emit(args.json, "serve", {"state": "running", **info},

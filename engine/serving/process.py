@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.config import ServeSettings
@@ -37,7 +37,7 @@ class ServeOptions:
     dtype: str | None = None
     max_batch_size: int | None = None
     max_queue: int | None = None
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # a secret: never in a repr or log
 
     def apply(self, settings: ServeSettings) -> ServeSettings:
         overrides = {name: value for name, value in vars(self).items()
