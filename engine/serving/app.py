@@ -27,6 +27,9 @@ from engine.serving.runstate import TOKEN_HEADER, VERSION_HEADER
 from engine.serving.scheduler import QueueFull, SchedulerClosed, Sequence, TokenEvent
 
 
+DISCONNECT_CHECK_S = 0.25  # how often a waiting non-streamed request looks for its client
+
+
 def build_app(host: ModelHost, control_token: str, api_key: str | None,
               on_stop: Callable[[], None], deck: Any = None) -> Starlette:
     """deck: when given, the routes other decks push versions through are mounted too
@@ -106,7 +109,7 @@ class _Api:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return StreamingResponse(self._stream(job, sequence, events, include_usage),
                                      media_type="text/event-stream", headers=headers)
-        return await self._complete(job, sequence, events, headers)
+        return await self._complete(request, job, sequence, events, headers)
 
     async def _submit(self, body: dict[str, Any], parse: Callable) -> tuple[ServedVersion, Sequence,
                                                                             asyncio.Queue]:
@@ -129,13 +132,17 @@ class _Api:
                 raise ApiError(400, str(error), "invalid_request_error", "context_length_exceeded") from None
         raise ApiError(503, "the server is switching versions; retry", "service_unavailable")
 
-    async def _complete(self, job: CompletionJob, sequence: Sequence, events: asyncio.Queue,
-                        headers: dict[str, str]) -> Response:
+    async def _complete(self, request: Request, job: CompletionJob, sequence: Sequence,
+                        events: asyncio.Queue, headers: dict[str, str]) -> Response:
         pieces: list[str] = []
+        watcher = asyncio.create_task(_cancel_when_disconnected(request, sequence))
         try:
             while (event := await events.get()).finish_reason is None:
                 pieces.append(event.text)
+            if event.finish_reason == "cancelled":  # the client went away: nobody reads this
+                return Response(status_code=499, headers=headers)
         finally:
+            watcher.cancel()
             sequence.cancel()  # no-op when finished; frees the slot if this task was cancelled
         if event.finish_reason == "error":
             return error_response(500, f"generation failed: {event.text}", "server_error",
@@ -217,6 +224,16 @@ class _Api:
         if not isinstance(body, dict):
             raise ApiError(400, "the request body must be a JSON object", "invalid_request_error")
         return body
+
+
+async def _cancel_when_disconnected(request: Request, sequence: Sequence) -> None:
+    """A non-streamed request learns of a dropped client only by asking: ask every so often,
+    and free the slot when the client is gone."""
+    while True:
+        await asyncio.sleep(DISCONNECT_CHECK_S)
+        if await request.is_disconnected():
+            sequence.cancel()
+            return
 
 
 def _sse(payload: dict[str, Any]) -> str:

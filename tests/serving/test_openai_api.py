@@ -107,3 +107,17 @@ def test_api_key_guards_v1_only(start_server):
     control = httpx.post(f"{server.url}/control/stop", json={},
                          headers={"Authorization": "Bearer s3cret-key"})
     assert control.status_code == 403  # the API key is not the control token
+
+
+def test_a_dropped_non_streamed_request_frees_its_slot(start_server):
+    server = start_server(max_batch_size=1, max_queue=0)
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up long before 500 tokens
+        httpx.post(f"{server.url}/v1/completions", timeout=0.2, json={
+            "model": "tiny", "prompt": "The cat", "max_tokens": 500, "temperature": 0,
+            "ignore_eos": True})
+    deadline = time.monotonic() + 20
+    while httpx.get(f"{server.url}/health").json()["running"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert httpx.get(f"{server.url}/health").json()["running"] == 0
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'modeldeck_requests_total{outcome="cancelled",version="tiny@1"} 1.0' in metrics
