@@ -218,9 +218,17 @@ def training_arguments(context: JobContext, settings: FinetuneSettings, has_eval
 
 
 def last_checkpoint(directory: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(directory)) if directory.is_dir() else None
+    """The newest checkpoint the Trainer finished writing. A kill during a save leaves a
+    checkpoint-N without trainer_state.json (saved after the weights and optimizer), which
+    resume must skip, as transformers' get_last_checkpoint would not."""
+    if not directory.is_dir():
+        return None
+    complete = [path for path in directory.glob("checkpoint-*")
+                if path.name.removeprefix("checkpoint-").isdigit()
+                and (path / "trainer_state.json").exists()]
+    if not complete:
+        return None
+    return str(max(complete, key=lambda path: int(path.name.removeprefix("checkpoint-"))))
 
 
 def _parent_eval_loss(context: JobContext, trainer: Any, spec: dict[str, Any],

@@ -227,7 +227,9 @@ def test_sigkill_then_resume_continues_the_loss_curve(tiny_deck, text_data):
     dead = jobs.get_job(tiny_deck, job.id)
     assert dead.state == "failed" and "gone" in dead.reason
     first = {e["step"]: e["loss"] for e in events_of(tiny_deck, job.id, "progress")}
-    last_checkpoint = max(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*"))
+    # a kill can land mid-save: resume goes back to the newest checkpoint the Trainer finished
+    last_checkpoint = max(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*")
+                          if (p / "trainer_state.json").exists())
     resumed = actions.resume_job(tiny_deck, actions.JobRequest(job.id)).job
     assert resumed.attempt == 2
     # only wait for the curve to continue past the kill point, then stop the long job
@@ -246,3 +248,16 @@ def test_sigkill_then_resume_continues_the_loss_curve(tiny_deck, text_data):
             assert math.isclose(event["loss"], first[event["step"]], rel_tol=1e-3), (event, first)
     curve = jobs.loss_curve(events)
     assert [step for step, _ in curve] == list(range(1, len(curve) + 1))
+
+
+def test_resume_skips_a_checkpoint_cut_short_by_a_kill(tmp_path):
+    from engine.training.worker import last_checkpoint
+
+    assert last_checkpoint(tmp_path / "none") is None
+    for step, complete in ((4, True), (8, True), (12, False)):
+        directory = tmp_path / f"checkpoint-{step}"
+        directory.mkdir()
+        (directory / "adapter_model.safetensors").write_bytes(b"")
+        if complete:
+            (directory / "trainer_state.json").write_text("{}")
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-8")
