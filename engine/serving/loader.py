@@ -7,7 +7,6 @@ GGUF's hash and the dtype) and later loads read that.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from engine.errors import ActionFailed, BadInput
 from engine.fsutil import building_directory
 from engine.paths import DeckPaths
+from engine.registry.blobs import file_sha256
 
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
@@ -120,7 +120,7 @@ def _safetensors_source(paths: DeckPaths, files: Path, dtype_name: str) -> Path:
 
 def converted_gguf(paths: DeckPaths, gguf: Path, dtype_name: str) -> Path:
     """A safetensors copy of `gguf` in `dtype_name`, converted once and cached."""
-    digest = _file_digest(gguf)
+    digest = file_sha256(gguf)
     destination = paths.home / "cache" / "gguf" / f"{digest[:24]}-{dtype_name}"
     converted = lambda directory: (directory / "model.safetensors").exists()  # noqa: E731
     if converted(destination):
@@ -146,13 +146,3 @@ def _convert(gguf: Path, staging: Path, dtype_name: str) -> None:
     model.is_quantized = False
     model.to(getattr(torch, dtype_name)).save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
-
-
-def _file_digest(path: Path) -> str:
-    # The registry names blobs by sha256; a materialized file is a hard link to one, so its
-    # inode identifies the content cheaply. Hash anyway: files may come from elsewhere.
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

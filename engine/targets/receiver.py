@@ -15,7 +15,6 @@ All routes need the server's control token (the caller passes a check function).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Awaitable, Callable
@@ -24,6 +23,7 @@ from typing import Any
 
 from engine.deck import Deck
 from engine.errors import DeckError
+from engine.registry.blobs import file_sha256
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 TokenCheck = Callable[[Any], Any]  # request -> None when allowed, else an error response
@@ -43,11 +43,7 @@ def missing_blobs(deck: Deck, wanted: list[str]) -> dict[str, Any]:
 def finish_upload(deck: Deck, sha256: str) -> bool:
     """Verify a complete upload and move it into the store; a mismatch discards it."""
     partial = partial_path(deck, sha256)
-    digest = hashlib.sha256()
-    with partial.open("rb") as handle:
-        while chunk := handle.read(4 << 20):
-            digest.update(chunk)
-    if digest.hexdigest() != sha256:
+    if file_sha256(partial) != sha256:
         partial.unlink()
         return False
     final = deck.registry.blobs.path_of(sha256)

@@ -11,13 +11,13 @@ Formats, one per file (the first usable row decides):
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.errors import BadInput
+from engine.registry.blobs import file_sha256
 
 FORMATS = ("text", "prompt-completion", "chat", "classification")
 BAD_ROW_POLICIES = ("error", "skip")
@@ -42,14 +42,6 @@ class Dataset:
         return {"path": str(self.path), "format": self.format, "rows": len(self.examples),
                 "skipped": len(self.skipped), "sha256": self.sha256,
                 "first_skipped": [f"{self.path}:{line}: {why}" for line, why in self.skipped[:5]]}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_dataset(path: Path, on_bad_row: str = "error") -> Dataset:

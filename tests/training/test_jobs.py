@@ -12,16 +12,7 @@ import pytest
 
 from engine import jobs
 from engine.errors import BadInput
-
-
-def wait_terminal(deck, job_id: str, timeout: float = 60) -> jobs.JobInfo:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = jobs.get_job(deck, job_id)
-        if job.terminal:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish: {jobs.get_job(deck, job_id)}")
+from tests.training.training_helpers import wait_terminal
 
 
 def wait_for_step(deck, job_id: str, step: int, timeout: float = 60) -> None:
