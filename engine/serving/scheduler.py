@@ -226,8 +226,6 @@ class BatchScheduler:
         self._emit(list(batch.rows), next_tokens)
 
     def _sample(self, rows: list[Sequence], logits: Any) -> Any:
-        import torch
-
         chosen = logits.argmax(dim=-1)
         for row, sequence in enumerate(rows):
             if sequence.params.temperature > 0:
