@@ -39,3 +39,11 @@ def _publish(staging: Path, destination: Path, is_complete: Callable[[Path], boo
     except OSError:
         if not (destination.exists() and is_complete(destination)):
             raise  # not a lost race to an identical build: a real failure
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one rename: a reader, or a kill at any instant, sees the
+    old content or the new, never a truncated file."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)

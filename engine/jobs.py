@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Union
 
 from engine.errors import ActionFailed, BadInput, DeckError
 from engine.paths import DeckPaths
+from engine.fsutil import write_atomically
 from engine.procs import process_alive
 
 if TYPE_CHECKING:
@@ -117,9 +118,7 @@ def record_state(job_dir: Path, state: str, reason: str | None = None, **fields:
     event = append_event(job_dir, "state", state=state, reason=reason, **fields)
     previous = _read_json(job_dir / "state.json") or {}
     snapshot = {**previous, "state": state, "reason": reason, "updated_at": event["t"], **fields}
-    temporary = job_dir / f".state.{os.getpid()}.tmp"
-    temporary.write_text(json.dumps(snapshot, default=str))
-    os.replace(temporary, job_dir / "state.json")
+    write_atomically(job_dir / "state.json", json.dumps(snapshot, default=str))
 
 
 def read_events(job_dir: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
@@ -470,7 +469,7 @@ def _selftest_worker(context: JobContext) -> dict[str, Any]:
     for step in range(start + 1, steps + 1):
         time.sleep(float(context.spec.get("sleep_s", 0.0)))
         context.emit("progress", step=step, max_steps=steps, loss=1.0 / step)
-        marker.write_text(str(step))
+        write_atomically(marker, str(step))  # a kill mid-write must not leave an empty marker
         if context.spec.get("fail_at") == step:
             raise ActionFailed(f"asked to fail at step {step}")
     return {"steps": steps, "started_at_step": start}

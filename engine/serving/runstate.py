@@ -15,6 +15,7 @@ from typing import Any
 
 from engine.errors import ActionFailed
 from engine.paths import DeckPaths
+from engine.fsutil import write_atomically
 from engine.procs import process_alive
 
 SERVER_FILE = "server.json"
@@ -56,10 +57,7 @@ def read_control_token(paths: DeckPaths) -> str | None:
 
 
 def write_server_info(paths: DeckPaths, info: ServerInfo) -> None:
-    path = paths.run / SERVER_FILE
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(info.to_dict()))
-    os.replace(temporary, path)
+    write_atomically(paths.run / SERVER_FILE, json.dumps(info.to_dict()))
 
 
 def clear_server_info(paths: DeckPaths, pid: int) -> None:
