@@ -16,12 +16,13 @@ from textual.binding import Binding
 from textual.containers import Grid
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input
+from textual.widgets import Footer, Header, Input
 
 from console.data import Availability, EventRow
 from console.screens.actions import DashboardActions
 from console.sources import DataSource, now
 from console.widgets.common import TablePane
+from console.widgets.table import DeckTable
 from console.widgets.events_pane import EventsPane
 from console.widgets.gpu_pane import GpuPane
 from console.widgets.jobs_pane import JobsPane
@@ -218,12 +219,12 @@ class DashboardScreen(DashboardActions, Screen):
     async def action_quit(self) -> None:
         self.app.exit()
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        pane = event.data_table.parent
+    def on_deck_table_row_highlighted(self, event: DeckTable.RowHighlighted) -> None:
+        pane = event.table.parent
         if pane is self.query_one("#models") or pane is self.query_one("#jobs"):
             self.refresh_bindings()  # the selection decides which keys make sense
         if pane is self.query_one("#jobs"):
             self.poll("loss")  # follow the newly selected job now, not at the next tick
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        self.show_details(event.data_table.parent)
+    def on_deck_table_row_selected(self, event: DeckTable.RowSelected) -> None:
+        self.show_details(event.table.parent)

@@ -8,7 +8,9 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
+
+from console.widgets.table import DeckTable
 
 from console.output import human_bytes
 
@@ -67,10 +69,6 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{seconds}s"
 
 
-def cell_width(cell: Any) -> int:
-    return cell.cell_len if isinstance(cell, Text) else len(str(cell))
-
-
 def matches(filter_text: str, cells: Iterable[Any]) -> bool:
     if not filter_text:
         return True
@@ -89,20 +87,16 @@ class TablePane(Vertical):
         super().__init__(**kwargs)
         self.panel: Any = None  # the last view model shown; subclasses render it in redraw()
         self.filter_text = ""
-        self._shown_keys: list[str] = []
-        self._shown_cells: list[list[Any]] = []
         self._shown_message: str | Text | None = None
         self.border_title = self.PANE_TITLE
 
     def compose(self) -> ComposeResult:
-        table: DataTable = DataTable(cursor_type="row", zebra_stripes=False)
-        table.add_columns(*self.COLUMNS)
-        yield table
+        yield DeckTable(self.COLUMNS)
         yield Static("", classes="pane-message")
 
     @property
-    def table(self) -> DataTable:
-        return self.query_one(DataTable)
+    def table(self) -> DeckTable:
+        return self.query_one(DeckTable)
 
     def show_message(self, message: str | Text) -> None:
         if message == self._shown_message:
@@ -115,35 +109,11 @@ class TablePane(Vertical):
         self.table.display = not (message and self.table.row_count == 0)
 
     def fill(self, rows: Sequence[tuple[str, Sequence[Any]]]) -> None:
-        """Show these rows; unchanged cells are left alone, so a steady refresh costs little."""
-        table = self.table
-        keys = [key for key, _ in rows]
-        if keys == self._shown_keys:
-            for index, (_, cells) in enumerate(rows):
-                for column, cell in enumerate(cells):
-                    if self._shown_cells[index][column] != cell:
-                        # Re-measuring a column scans all its cells: only when this one is wider.
-                        wider = cell_width(cell) > table.ordered_columns[column].content_width
-                        table.update_cell_at((index, column), cell, update_width=wider)
-            self._shown_cells = [list(cells) for _, cells in rows]
-            return
-        selected = self.selected_key()
-        table.clear()
-        for key, cells in rows:
-            table.add_row(*cells, key=key)
-        self._shown_keys, self._shown_cells = keys, [list(cells) for _, cells in rows]
-        if selected in keys:
-            table.move_cursor(row=keys.index(selected), animate=False)
+        """Show these rows; rows with unchanged cells are not redrawn, so a steady refresh costs little."""
+        self.table.set_rows(rows)
 
     def selected_key(self) -> str | None:
-        table = self.table
-        if table.row_count == 0:
-            return None
-        try:
-            row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
-        except Exception:  # cursor outside the rows while the table refills
-            return None
-        return row_key.value
+        return self.table.cursor_key
 
     def show(self, panel: Any) -> None:
         self.panel = panel

@@ -65,6 +65,6 @@ class GpuPane(TablePane):
         text.append(f"\nCPU history {sparkline(host.cpu_history, 40, 100.0)}")
         return text
 
-    def on_data_table_row_highlighted(self) -> None:
+    def on_deck_table_row_highlighted(self) -> None:
         if self.panel is not None and self.panel.gpus:
             self.show_message(self.below_table(self.panel))

@@ -1,0 +1,245 @@
+"""DeckTable: the panes' row table, drawn with Textual's Line API.
+
+Why not Textual's DataTable: any cell update there invalidates the render cache of every cell
+(one update counter for the whole table), so a pane whose numbers move every second re-renders
+all its visible cells, header included, through rich's Padding. That was most of the console's
+idle CPU. Here each row is one cached strip: a tick re-renders only the rows whose cells changed,
+and only the lines on screen are drawn at all.
+
+What it keeps of DataTable: a header line that stays put while rows scroll, a row cursor
+(keys, mouse click, wheel), RowHighlighted / RowSelected messages, horizontal scrolling for
+narrow terminals, and theme-driven styles through component classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.geometry import Region, Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+CELL_PADDING = 1  # blank cells either side of every cell, as DataTable draws them
+
+
+def as_text(cell: Any) -> Text:
+    """Cells are rich Text or plain values; plain values are never parsed as markup (an
+    endpoint called `[prod]` must show as written)."""
+    return cell if isinstance(cell, Text) else Text(str(cell))
+
+
+class DeckTable(ScrollView, can_focus=True):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up", "cursor_up", "Up", show=False),
+        Binding("down", "cursor_down", "Down", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
+        Binding("home", "first_row", "First", show=False),
+        Binding("end", "last_row", "Last", show=False),
+        Binding("enter", "select_row", "Select", show=False),
+    ]
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"deck-table--header", "deck-table--cursor"}
+    DEFAULT_CSS = """
+    DeckTable {
+        background: $surface;
+        color: $foreground;
+        & > .deck-table--header { text-style: bold; background: $panel; color: $foreground; }
+        & > .deck-table--cursor {
+            background: $block-cursor-blurred-background;
+            color: $block-cursor-blurred-foreground;
+            text-style: $block-cursor-blurred-text-style;
+        }
+        &:focus > .deck-table--cursor {
+            background: $block-cursor-background;
+            color: $block-cursor-foreground;
+            text-style: $block-cursor-text-style;
+        }
+    }
+    """
+
+    class RowMessage(Message):
+        def __init__(self, table: DeckTable, cursor_row: int, row_key: str | None) -> None:
+            super().__init__()
+            self.table, self.cursor_row, self.row_key = table, cursor_row, row_key
+
+        @property
+        def control(self) -> DeckTable:
+            return self.table
+
+    class RowHighlighted(RowMessage):
+        """The cursor moved to another row (or the rows under it changed)."""
+
+    class RowSelected(RowMessage):
+        """Enter (or a click on the highlighted row): the pane shows details."""
+
+    def __init__(self, columns: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.columns = tuple(columns)
+        self.row_keys: list[str] = []
+        self.rows: list[tuple[Text, ...]] = []
+        self.column_widths = [len(name) for name in self.columns]
+        self._strips: dict[int, Strip] = {}  # row index -> rendered row at the virtual width
+        self._header: Strip | None = None
+        self.cursor_row = 0
+        self._styles: tuple[Style, Style, Style] = (Style(), Style(), Style())
+
+    # ---- data ------------------------------------------------------------------------------------
+
+    @property
+    def row_count(self) -> int:
+        return len(self.rows)
+
+    @property
+    def cursor_key(self) -> str | None:
+        return self.row_keys[self.cursor_row] if 0 <= self.cursor_row < len(self.row_keys) else None
+
+    def set_rows(self, rows: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Show these rows. Rows whose cells are unchanged keep their cached strips; the
+        cursor stays on the same key when that row is still there."""
+        keys = [key for key, _ in rows]
+        texts = [tuple(as_text(cell) for cell in cells) for _, cells in rows]
+        widths = self.measure(texts)
+        if widths != self.column_widths or keys != self.row_keys:
+            previous_key = self.cursor_key
+            self.row_keys, self.rows, self.column_widths = keys, texts, widths
+            self._strips.clear()
+            self._header = None
+            self.virtual_size = Size(self.total_width, len(texts) + 1)
+            self.refresh()
+            self.keep_cursor(previous_key)
+            return
+        for index, cells in enumerate(texts):
+            if cells != self.rows[index]:
+                self.rows[index] = cells
+                self._strips.pop(index, None)
+                self.refresh_lines(index + 1)  # virtual line: the header is line 0
+
+    def measure(self, rows: list[tuple[Text, ...]]) -> list[int]:
+        widths = [len(name) for name in self.columns]
+        for cells in rows:
+            for column, cell in enumerate(cells[:len(widths)]):
+                widths[column] = max(widths[column], cell.cell_len)
+        return widths
+
+    @property
+    def total_width(self) -> int:
+        return sum(width + 2 * CELL_PADDING for width in self.column_widths)
+
+    def keep_cursor(self, previous_key: str | None) -> None:
+        target = (self.row_keys.index(previous_key) if previous_key in self.row_keys
+                  else min(self.cursor_row, max(0, len(self.rows) - 1)))
+        moved = target != self.cursor_row or previous_key != self.cursor_key
+        self.cursor_row = target
+        if moved:
+            self.post_message(self.RowHighlighted(self, self.cursor_row, self.cursor_key))
+
+    # ---- cursor ----------------------------------------------------------------------------------
+
+    def move_cursor(self, row: int) -> None:
+        if not self.rows:
+            return
+        target = max(0, min(row, len(self.rows) - 1))
+        if target == self.cursor_row:
+            return
+        self.refresh_lines(self.cursor_row + 1)
+        self.cursor_row = target
+        self.refresh_lines(target + 1)
+        self.scroll_to_cursor()
+        self.post_message(self.RowHighlighted(self, target, self.cursor_key))
+
+    @property
+    def rows_on_screen(self) -> int:
+        return max(1, self.scrollable_content_region.height - 1)
+
+    def scroll_to_cursor(self) -> None:
+        top = round(self.scroll_y)
+        if self.cursor_row < top:
+            self.scroll_to(y=self.cursor_row, animate=False, immediate=True)
+        elif self.cursor_row >= top + self.rows_on_screen:
+            self.scroll_to(y=self.cursor_row - self.rows_on_screen + 1, animate=False, immediate=True)
+
+    def action_cursor_up(self) -> None:
+        self.move_cursor(self.cursor_row - 1)
+
+    def action_cursor_down(self) -> None:
+        self.move_cursor(self.cursor_row + 1)
+
+    def action_page_up(self) -> None:
+        self.move_cursor(self.cursor_row - self.rows_on_screen)
+
+    def action_page_down(self) -> None:
+        self.move_cursor(self.cursor_row + self.rows_on_screen)
+
+    def action_first_row(self) -> None:
+        self.move_cursor(0)
+
+    def action_last_row(self) -> None:
+        self.move_cursor(len(self.rows) - 1)
+
+    def action_select_row(self) -> None:
+        if self.rows:
+            self.post_message(self.RowSelected(self, self.cursor_row, self.cursor_key))
+
+    def on_click(self, event: events.Click) -> None:
+        if event.y < 1:  # the header
+            return
+        row = round(self.scroll_y) + event.y - 1
+        if not 0 <= row < len(self.rows):
+            return
+        if row == self.cursor_row:
+            self.action_select_row()
+        else:
+            self.move_cursor(row)
+
+    # ---- drawing ---------------------------------------------------------------------------------
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """Look the styles up once per drawing pass; cached strips drawn in other styles (a
+        theme switch, focus, or a first pass before the stylesheet applied) are dropped."""
+        styles = (self.rich_style, self.get_component_rich_style("deck-table--header"),
+                  self.get_component_rich_style("deck-table--cursor"))
+        if styles != self._styles:
+            self._styles = styles
+            self._strips.clear()
+            self._header = None
+        return super().render_lines(crop)
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        width = self.scrollable_content_region.width
+        base, header_style, cursor_style = self._styles
+        if y == 0:
+            header_style = base + header_style
+            if self._header is None:
+                self._header = self.render_cells([Text(name) for name in self.columns], header_style)
+            return self._header.crop_extend(scroll_x, scroll_x + width, header_style)
+        index = scroll_y + y - 1
+        if index >= len(self.rows):
+            return Strip.blank(width, base)
+        strip = self._strips.get(index)
+        if strip is None:
+            strip = self._strips[index] = self.render_cells(self.rows[index], base)
+        if index == self.cursor_row:
+            # On top of the cells' own colours, so the cursor reads the same on every row.
+            strip = Strip(Segment.apply_style(strip, post_style=cursor_style), strip.cell_length)
+        return strip.crop_extend(scroll_x, scroll_x + width, base)
+
+    def render_cells(self, cells: Sequence[Text], style: Style) -> Strip:
+        """One row at the table's full width: each cell cut to its column with an ellipsis."""
+        pad = " " * CELL_PADDING
+        line = Text(no_wrap=True, end="")
+        for cell, width in zip(cells, self.column_widths):
+            line.append(pad)
+            shown = cell.copy()
+            shown.truncate(width, overflow="ellipsis", pad=True)
+            line.append_text(shown)
+            line.append(pad)
+        # Text.render leaves the base style to its caller: put it under every segment.
+        return Strip(Segment.apply_style(line.render(self.app.console), style), self.total_width)
