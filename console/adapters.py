@@ -13,8 +13,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from console.data import (Availability, EndpointRow, EndpointsPanel, GpuPanel, GpuRow, HostView,
-                          JobRow, JobsPanel, LossSeries, ProcessRow)
+from console.data import (LOCAL_ENDPOINT, Availability, EndpointRow, EndpointsPanel, GpuPanel,
+                          GpuRow, HostView, JobRow, JobsPanel, LossSeries, ProcessRow)
 from engine.deck import Deck
 
 HISTORY_POINTS = 120
@@ -103,28 +103,34 @@ class EndpointReader:
         except ImportError:
             return EndpointsPanel("not-available", "endpoint telemetry is not part of this build")
         try:
-            endpoints = self.endpoint_settings(deck)
-            if not endpoints:
-                return EndpointsPanel("ok", "", ())
-            key = tuple(endpoint.model_dump_json() for endpoint in endpoints)
-            if key != self.key:
-                if self.poller is not None:
-                    self.poller.close()
-                self.poller, self.key = EndpointPoller(endpoints, HISTORY_POINTS), key
-            snapshots = self.poller.poll_blocking()
+            from engine import actions
+
+            server = actions.local_server_state(deck)
+            endpoints = self.endpoint_settings(deck, server)
+            rows = tuple(self.row(snapshot) for snapshot in self.poll(endpoints, EndpointPoller))
         except Exception as error:
             return EndpointsPanel("not-available", f"endpoint telemetry failed: {error}")
-        return EndpointsPanel("ok", "", tuple(self.row(snapshot) for snapshot in snapshots))
+        if server.get("state") != "running":  # the local server is a row even when it is down
+            rows = (stopped_local_row(server), *rows)
+        return EndpointsPanel("ok", "", rows)
+
+    def poll(self, endpoints: list[Any], poller_type: Any) -> list[Any]:
+        if not endpoints:
+            return []
+        key = tuple(endpoint.model_dump_json() for endpoint in endpoints)
+        if key != self.key:
+            if self.poller is not None:
+                self.poller.close()
+            self.poller, self.key = poller_type(endpoints, HISTORY_POINTS), key
+        return self.poller.poll_blocking()
 
     @staticmethod
-    def endpoint_settings(deck: Deck) -> list[Any]:
-        from engine import actions
+    def endpoint_settings(deck: Deck, server: dict[str, Any]) -> list[Any]:
         from engine.config import EndpointSettings
 
         endpoints = list(deck.config.endpoints)
-        server = actions.local_server_state(deck)
         if server.get("state") == "running" and server.get("url"):
-            endpoints.insert(0, EndpointSettings(name="local", kind="modeldeck", url=server["url"],
+            endpoints.insert(0, EndpointSettings(name=LOCAL_ENDPOINT, kind="modeldeck", url=server["url"],
                                                  api_key_env=deck.config.serve.api_key_env,
                                                  api_key_file=deck.config.serve.api_key_file))
         return endpoints
@@ -139,6 +145,12 @@ class EndpointReader:
                            snapshot.tokens_per_s, snapshot.requests_per_s, snapshot.ttft_p95_s,
                            _int(snapshot.running), _int(snapshot.waiting), snapshot.kv_cache_pct,
                            history)
+
+
+def stopped_local_row(server: dict[str, Any]) -> EndpointRow:
+    reason = ("its pid is gone (stale run file)" if server.get("state") == "stale"
+              else "not running: `s` or `modeldeck serve --detach` starts it")
+    return EndpointRow(LOCAL_ENDPOINT, "modeldeck", "stopped", reason)
 
 
 def _int(value: float | None) -> int | None:

@@ -50,11 +50,14 @@ class GpuPanel:
     host: HostView | None = None
 
 
+LOCAL_ENDPOINT = "local"  # the embedded server's row in the Throughput pane
+
+
 @dataclass(frozen=True)
 class EndpointRow:
     name: str
     kind: str
-    status: str  # up | down | stale
+    status: str  # up | degraded | down | stale; stopped: the local server is not running
     reason: str = ""
     tokens_per_s: float | None = None
     requests_per_s: float | None = None

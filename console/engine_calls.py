@@ -34,6 +34,20 @@ def rollback(deck: Deck, target: str) -> actions.DeployResult:
         return actions.rollback(opened, actions.RollbackRequest(target, reason="console"))
 
 
+def server_state(deck: Deck) -> dict[str, Any]:
+    return actions.local_server_state(deck)
+
+
+def start_server(deck: Deck) -> dict[str, Any]:
+    """Detached, with deck.toml's [serve] settings; returns once it answers (seconds: it loads
+    the deployed version)."""
+    return actions.start_server(deck)
+
+
+def stop_server(deck: Deck) -> dict[str, Any]:
+    return actions.stop_server(deck)
+
+
 def show_model(deck: Deck, reference: str) -> dict[str, Any]:
     with fresh_deck(deck) as opened:
         return actions.show_model(opened, reference).to_dict()

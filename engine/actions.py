@@ -87,7 +87,8 @@ class DeployRequest:
     target: str = "local"
     reason: str | None = None
     force: bool = False
-    start_server: bool = False  # local target: start the embedded server if it is not running
+    # local target: start the embedded server when none runs (None: deck.toml's [serve] autostart)
+    start_server: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ class DeployPlan:
 class DeployResult:
     plan: DeployPlan
     history: HistoryEntry | None  # None when nothing changed
+    server: dict[str, Any] | None = None  # the local server afterwards (local target only)
 
     @property
     def changed(self) -> bool:
@@ -133,7 +135,7 @@ class DeployResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.plan.to_dict(), "changed": self.changed,
-                "history": self.history.to_dict() if self.history else None}
+                "history": self.history.to_dict() if self.history else None, "server": self.server}
 
 
 def _check_target(deck: Deck, target: str) -> None:
@@ -157,10 +159,16 @@ def plan_deploy(deck: Deck, request: DeployRequest) -> DeployPlan:
 
 def deploy(deck: Deck, request: DeployRequest) -> DeployResult:
     plan = plan_deploy(deck, request)
+    local = request.target == "local"
+    start = local and (deck.config.serve.autostart if request.start_server is None
+                       else request.start_server)
     if not plan.changes_anything:
-        return DeployResult(plan, None)
+        if start and local_server_state(deck)["state"] != "running":
+            start_server(deck)  # already deployed but not served: deploying means serving it
+        return DeployResult(plan, None, local_server_state(deck) if local else None)
     arguments = {"ref": plan.chosen.ref, "target": request.target, "force": request.force}
-    return DeployResult(plan, _move(deck, plan, request.reason, arguments, request.start_server))
+    history = _move(deck, plan, request.reason, arguments, start)
+    return DeployResult(plan, history, local_server_state(deck) if local else None)
 
 
 def plan_rollback(deck: Deck, request: RollbackRequest) -> DeployPlan:
@@ -327,11 +335,12 @@ def serve(deck: Deck, options: Any, on_ready: Any = None) -> None:
     server.serve()
 
 
-def start_server(deck: Deck, options: Any) -> dict[str, Any]:
-    """Start the server detached (it outlives the terminal) and return its pid and url."""
-    from engine.serving.process import start_detached
+def start_server(deck: Deck, options: Any = None) -> dict[str, Any]:
+    """Start the server detached (it outlives the terminal) and return its pid and url.
+    options: engine.serving.process.ServeOptions (None: deck.toml's [serve] as it is)."""
+    from engine.serving.process import ServeOptions, start_detached
 
-    return start_detached(deck, options).to_dict()
+    return start_detached(deck, options if options is not None else ServeOptions()).to_dict()
 
 
 def stop_server(deck: Deck) -> dict[str, Any]:
@@ -363,7 +372,9 @@ def demo(deck: Deck) -> DemoResult:
         return DemoResult(False, "existing deck", None)
     source_path, name, origin = demo_models.offline_demo_source(deck.paths)
     version = import_model(deck, ImportRequest(source_path, name, reason="demo"))
-    deploy(deck, DeployRequest(version.ref, "local", reason="demo"))
+    # The pointer only: a demo must not leave a server running behind the user's back
+    # (the console's `s` key or `modeldeck serve` starts it).
+    deploy(deck, DeployRequest(version.ref, "local", reason="demo", start_server=False))
     return DemoResult(True, origin, deck.registry.resolve(version.ref))
 
 

@@ -57,6 +57,8 @@ class GateSettings(Section):
     prompts: tuple[str, ...] = ("Hello", "The capital of France is", "1, 2, 3,")
     max_tokens: int = Field(default=8, ge=1, le=256)
     max_latency_s: float | None = Field(default=None, gt=0)
+    # Extra time a restarted service (a command target's health_url) may take to answer after
+    # the apply step; the local server needs none: it gates right after its own load returns.
     settle_s: float = Field(default=0.0, ge=0)
 
 
@@ -69,6 +71,9 @@ class ServeSettings(SecretSource):
     max_queue: int = Field(default=64, ge=0)
     max_tokens_limit: int = Field(default=2048, ge=1)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    # `deploy --target local` (CLI or console) starts the server detached when none runs;
+    # false: deploy only moves the pointer and a later `modeldeck serve` picks the version up.
+    autostart: bool = True
     gate: GateSettings = GateSettings()
 
 

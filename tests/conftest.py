@@ -15,6 +15,9 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Deploying to `local` starts a server by default; most tests deploy to check the registry, so
+# they move the pointer only. Tests of autostart itself unset this (run_modeldeck env=None).
+os.environ["MODELDECK_SERVE_AUTOSTART"] = "false"
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -82,8 +85,10 @@ def cli(deck_home: Path, capsys: pytest.CaptureFixture):
 
 def run_modeldeck(*args: str, home: Path, env: dict | None = None, input: str | None = None,
                   timeout: float = 120) -> CliResult:
-    """Run `modeldeck ARGS` as a real subprocess (what a script would do)."""
+    """Run `modeldeck ARGS` as a real subprocess (what a script would do). An env value of
+    None removes that variable."""
     full_env = {**os.environ, "MODELDECK_HOME": str(home), **(env or {})}
+    full_env = {key: value for key, value in full_env.items() if value is not None}
     completed = subprocess.run([sys.executable, "-m", "console.cli", *args], cwd=REPO,
                                env=full_env, input=input, capture_output=True, text=True,
                                timeout=timeout)

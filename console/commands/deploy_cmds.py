@@ -17,9 +17,12 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     deploy.add_argument("--target", default="local")
     deploy.add_argument("--reason", help="why (kept in history and audit)")
     deploy.add_argument("--force", action="store_true", help="deploy a version its evaluation rejected")
-    deploy.add_argument("--wait", action="store_true",
-                        help="local: start the server if it is not running and wait for the "
-                             "health gate (exit 1 when it fails)")
+    starting = deploy.add_mutually_exclusive_group()
+    starting.add_argument("--wait", action="store_true",
+                          help="local: start the server if it is not running (even with [serve] "
+                               "autostart = false) and wait for the health gate (exit 1 when it fails)")
+    starting.add_argument("--no-start", action="store_true",
+                          help="local: only move the pointer when no server runs")
     add_yes_flag(deploy)
     deploy.set_defaults(handler=deploy_command)
     rollback = verbs.add_parser("rollback", parents=[common],
@@ -40,8 +43,9 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def deploy_command(args: argparse.Namespace, deck: Deck) -> int:
+    start = True if args.wait else False if args.no_start else None  # None: [serve] autostart
     request = actions.DeployRequest(args.reference, args.target, args.reason, args.force,
-                                    start_server=args.wait and args.target == "local")
+                                    start_server=start)
     plan = actions.plan_deploy(deck, request)
     return _apply(args, plan, lambda: actions.deploy(deck, request))
 
@@ -59,9 +63,18 @@ def _apply(args: argparse.Namespace, plan: actions.DeployPlan, run) -> int:
              lambda: "cancelled; nothing changed")
         return 1
     result = run()
-    emit(args.json, kind, result.to_dict(),
-         lambda: plan.describe() if result.changed else f"{plan.target} already serves {plan.chosen.ref}")
+    emit(args.json, kind, result.to_dict(), lambda: _summary(plan, result))
     return 0
+
+
+def _summary(plan: actions.DeployPlan, result: actions.DeployResult) -> str:
+    text = plan.describe() if result.changed else f"{plan.target} already serves {plan.chosen.ref}"
+    server = result.server or {}
+    if server.get("state") == "running":
+        text += f"\nlocal server: {server['url']} (pid {server['pid']})"
+    elif server:
+        text += "\nlocal server: not running (`modeldeck serve --detach` starts it)"
+    return text
 
 
 def history_command(args: argparse.Namespace, deck: Deck) -> int:

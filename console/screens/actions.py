@@ -14,13 +14,15 @@ from typing import TYPE_CHECKING, Any
 from textual import work
 
 from console import engine_calls
+from console.data import LOCAL_ENDPOINT
 from console.screens.modals import ChoiceScreen, ConfirmScreen, FormScreen, TextScreen, details_text
 
 if TYPE_CHECKING:
     from console.screens.dashboard import DashboardScreen
 
-MUTATING = ("deploy", "rollback", "finetune", "compress", "cancel_job")
+MUTATING = ("deploy", "rollback", "finetune", "compress", "cancel_job", "toggle_server")
 ACTION_TITLES = {"deploy": "Deploy the selected version", "rollback": "Roll back a target",
+                 "toggle_server": "Start or stop the local server",
                  "finetune": "Fine-tune the selected version", "compress": "Compress the selected version",
                  "cancel_job": "Cancel the selected job", "log_scale": "Toggle log scale of the loss plot",
                  "filter": "Filter rows", "pause": "Pause or resume refreshing",
@@ -41,6 +43,9 @@ class DashboardActions:
             return "select a model version first"
         if action == "rollback" and not (models.panel and models.panel.deployments):  # type: ignore[attr-defined]
             return "nothing is deployed, so there is nothing to roll back"
+        if action == "toggle_server" and not self.local_server_running() and not any(
+                d.target == "local" for d in (models.panel.deployments if models.panel else ())):  # type: ignore[attr-defined]
+            return "nothing is deployed to local: deploy a version first"
         if action == "finetune" and self.availability.finetune:
             return self.availability.finetune
         if action == "compress" and self.availability.compress:
@@ -91,7 +96,10 @@ class DashboardActions:
         if not plan.changes_anything:
             self.report("info", f"{target} already serves {reference}: nothing to change")
             return
-        if await self.app.push_screen_wait(ConfirmScreen("Deploy?", plan.describe())):
+        changes = plan.describe()
+        if target == "local" and deck.config.serve.autostart and not self.local_server_running():
+            changes += "\nand start the local server (it is not running)"
+        if await self.app.push_screen_wait(ConfirmScreen("Deploy?", changes)):
             await self.apply_change(f"deploy {reference} to {target}", engine_calls.deploy,
                                     deck, reference, target)
         else:
@@ -129,6 +137,41 @@ class DashboardActions:
                         else f"{label}: nothing changed")
         self.poll("models")
         self.poll("events")
+
+    # ---- the local server -----------------------------------------------------------------------
+
+    def local_server_running(self: "DashboardScreen") -> bool:
+        """From the last Throughput read (no file access on the UI thread)."""
+        panel = self.query_one("#endpoints").panel  # type: ignore[attr-defined]
+        rows = panel.endpoints if panel is not None else ()
+        return any(row.name == LOCAL_ENDPOINT and row.status != "stopped" for row in rows)
+
+    def action_toggle_server(self: "DashboardScreen") -> None:
+        if self.refusal("toggle_server") is None:
+            self.server_flow()
+
+    @work(exclusive=True, group="action")
+    async def server_flow(self: "DashboardScreen") -> None:
+        deck = self.app.deck  # type: ignore[attr-defined]
+        state = await asyncio.to_thread(engine_calls.server_state, deck)
+        if state["state"] == "running":
+            question = (f"stop the local server at {state['url']} (pid {state['pid']})\n"
+                        "requests in flight are cut off")
+            if not await self.app.push_screen_wait(ConfirmScreen("Stop the server?", question)):
+                self.report("info", "stop local server: cancelled", toast=False)
+                return
+            label, verb = "stop local server", engine_calls.stop_server
+        else:
+            self.notify("starting the local server (loading the deployed version)...", timeout=4)
+            label, verb = "start local server", engine_calls.start_server
+        try:
+            result = await asyncio.to_thread(verb, deck)
+        except Exception as error:
+            self.report("error", f"{label} failed: {error}")
+        else:
+            self.report("info", f"local server running at {result['url']} (pid {result['pid']})"
+                        if "url" in result else f"local server stopped (pid {result['pid']})")
+        self.poll("endpoints")
 
     # ---- fine-tune, compress, cancel -------------------------------------------------------------
 

@@ -50,6 +50,7 @@ class DashboardScreen(DashboardActions, Screen):
         Binding("f", "finetune", "Fine-tune", id="finetune"),
         Binding("c", "compress", "Compress", id="compress"),
         Binding("x", "cancel_job", "Cancel job", id="cancel"),
+        Binding("s", "toggle_server", "Server", id="server"),
         Binding("l", "log_scale", "Log y", id="log-scale"),
         Binding("slash", "filter", "Filter", id="filter"),
         Binding("p", "pause", "Pause", id="pause"),
@@ -139,8 +140,10 @@ class DashboardScreen(DashboardActions, Screen):
             models.show(value)
         else:
             pane = self.query_one(f"#{name}")
+            running = self.local_server_running()
             changed = name == "jobs" and value != pane.panel  # type: ignore[attr-defined]
             pane.show(value)  # type: ignore[attr-defined]
+            changed = changed or (name == "endpoints" and running != self.local_server_running())
             if name == "jobs" and self.loaded_loss_job() != self.loss_job_id():
                 self.poll("loss")  # the first jobs (or a new one): show its loss now
         if changed:

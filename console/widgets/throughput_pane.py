@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from console.data import EndpointRow, EndpointsPanel, sparkline
+from console.data import LOCAL_ENDPOINT, EndpointRow, EndpointsPanel, sparkline
 from console.widgets.common import TablePane, fmt_number, matches, theme_colour
 
 STATUS_COLOURS = {"up": ("deck-good", "green"), "down": ("deck-bad", "red"),
-                  "stale": ("deck-warn", "yellow"), "degraded": ("deck-warn", "yellow")}
+                  "stale": ("deck-warn", "yellow"), "degraded": ("deck-warn", "yellow"),
+                  "stopped": ("deck-muted", "grey50")}
 
 
 class ThroughputPane(TablePane):
@@ -27,8 +28,8 @@ class ThroughputPane(TablePane):
         self.fill(rows)
         if panel.status != "ok":
             self.show_message(f"not available: {panel.reason}")
-        elif not panel.endpoints:
-            self.show_message("no endpoints configured (add [[endpoints]] to deck.toml)")
+        elif all(endpoint.name == LOCAL_ENDPOINT for endpoint in panel.endpoints):
+            self.show_message("no remote endpoints (add [[endpoints]] to deck.toml)")
         else:
             self.show_message("")
 

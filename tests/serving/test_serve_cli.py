@@ -1,5 +1,5 @@
-"""`modeldeck deploy --wait` and `modeldeck serve --stop` as real processes: the detached
-server, its run-state files, the exit code of a failed gate."""
+"""`modeldeck deploy` (autostart, --wait, --no-start) and `modeldeck serve --stop` as real
+processes: the detached server and its run-state files."""
 
 from __future__ import annotations
 
@@ -66,3 +66,29 @@ def test_deploy_wait_starts_the_server_gates_and_stops(detached_home):
     assert stopped.json["stopped"] is True and stopped.json["pid"] == info["pid"]
     assert not (home / "run" / "server.json").exists()
     assert run_modeldeck("status", "--json", home=home).json["server"]["state"] == "stopped"
+
+
+DEFAULTS = {"MODELDECK_SERVE_AUTOSTART": None}  # the shipped default: [serve] autostart = true
+
+
+def test_deploy_to_local_starts_the_server_when_none_runs(detached_home):
+    home = detached_home
+    (home / "deck.toml").write_text(settings(free_port()))
+    pointer_only = run_modeldeck("deploy", "tiny@1", "--no-start", "--yes", "--json", home=home, env=DEFAULTS)
+    assert pointer_only.code == 0, pointer_only
+    assert pointer_only.json["server"]["state"] == "stopped"
+    assert not (home / "run" / "server.json").exists()
+
+    # Already deployed but not served: a plain deploy starts the server for it.
+    started = run_modeldeck("deploy", "tiny@1", "--yes", "--json", home=home, env=DEFAULTS)
+    assert started.code == 0, started
+    assert started.json["changed"] is False and started.json["server"]["state"] == "running"
+    url = started.json["server"]["url"]
+    assert served_version(url) == "tiny@1"
+    run_modeldeck("serve", "--stop", home=home)
+
+    moved = run_modeldeck("deploy", "tiny@2", "--yes", home=home, env=DEFAULTS)
+    assert moved.code == 0, moved
+    assert "local server: http://127.0.0.1:" in moved.stdout
+    assert served_version(json.loads((home / "run" / "server.json").read_text())["url"]) == "tiny@2"
+    assert run_modeldeck("history", "--json", home=home).json["entries"][0]["outcome"] == "ok"
