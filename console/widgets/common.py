@@ -81,6 +81,7 @@ class TablePane(Vertical):
 
     can_focus = False
     COLUMNS: Sequence[str] = ()
+    FLEX_COLUMN: int | None = None  # the column cut to fit a narrow pane (None: scroll sideways)
     PANE_TITLE = ""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -91,7 +92,7 @@ class TablePane(Vertical):
         self.border_title = self.PANE_TITLE
 
     def compose(self) -> ComposeResult:
-        yield DeckTable(self.COLUMNS)
+        yield DeckTable(self.COLUMNS, self.FLEX_COLUMN)
         yield Static("", classes="pane-message")
 
     @property

@@ -17,6 +17,7 @@ SESSION_EVENTS_KEPT = 200
 
 class EventsPane(TablePane):
     COLUMNS = ("Time", "", "Event")
+    FLEX_COLUMN = 2
     PANE_TITLE = "Events"
 
     def __init__(self, **kwargs: Any) -> None:

@@ -8,6 +8,7 @@ from console.widgets.common import TablePane, bar, fmt_duration, matches, theme_
 
 class JobsPane(TablePane):
     COLUMNS = ("Job", "Kind", "Model", "State", "Progress", "ETA")
+    FLEX_COLUMN = 2
     PANE_TITLE = "Jobs"
 
     panel: JobsPanel | None

@@ -6,10 +6,13 @@ from console.data import ModelRow, ModelsPanel
 from console.widgets.common import TablePane, fmt_bytes, matches
 
 METRICS_SHOWN = 3
+# Short names for the narrow Metrics column (`models show` and enter give the full ones).
+SHORT_METRIC_NAMES = {"perplexity": "ppl", "eval_perplexity": "ppl", "eval_loss": "loss"}
 
 
 class ModelsPane(TablePane):
     COLUMNS = ("Version", "Size", "Parent", "Metrics", "Aliases", "Serving on")
+    FLEX_COLUMN = 3
     PANE_TITLE = "Models"
 
     panel: ModelsPanel | None
@@ -32,7 +35,8 @@ class ModelsPane(TablePane):
             self.show_message("")
 
     def cells(self, row: ModelRow) -> tuple:
-        metrics = " ".join(f"{key}={value}" for key, value in row.metrics[:METRICS_SHOWN])
+        metrics = " ".join(f"{SHORT_METRIC_NAMES.get(key, key)}={value}"
+                           for key, value in row.metrics[:METRICS_SHOWN])
         status = "" if row.status == "ready" else f" [{row.status}]"
         return (row.ref + status, fmt_bytes(row.size_bytes), row.parent or "-", metrics or "-",
                 ",".join(row.aliases) or "-", ",".join(row.serving_on) or "-")

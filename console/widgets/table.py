@@ -27,6 +27,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 CELL_PADDING = 1  # blank cells either side of every cell, as DataTable draws them
+FLEX_COLUMN_MIN = 8  # the flexible column is never cut narrower than this (or its header)
 
 
 def as_text(cell: Any) -> Text:
@@ -79,12 +80,14 @@ class DeckTable(ScrollView, can_focus=True):
     class RowSelected(RowMessage):
         """Enter (or a click on the highlighted row): the pane shows details."""
 
-    def __init__(self, columns: Sequence[str], **kwargs: Any) -> None:
+    def __init__(self, columns: Sequence[str], flex_column: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.columns = tuple(columns)
+        self.flex_column = flex_column
         self.row_keys: list[str] = []
         self.rows: list[tuple[Text, ...]] = []
-        self.column_widths = [len(name) for name in self.columns]
+        self.natural_widths = [len(name) for name in self.columns]  # the widest cell of each column
+        self.column_widths = list(self.natural_widths)  # as drawn: the last one fitted to the pane
         self._strips: dict[int, Strip] = {}  # row index -> rendered row at the virtual width
         self._header: Strip | None = None
         self.cursor_row = 0
@@ -105,14 +108,11 @@ class DeckTable(ScrollView, can_focus=True):
         cursor stays on the same key when that row is still there."""
         keys = [key for key, _ in rows]
         texts = [tuple(as_text(cell) for cell in cells) for _, cells in rows]
-        widths = self.measure(texts)
-        if widths != self.column_widths or keys != self.row_keys:
+        natural = self.measure(texts)
+        if natural != self.natural_widths or keys != self.row_keys:
             previous_key = self.cursor_key
-            self.row_keys, self.rows, self.column_widths = keys, texts, widths
-            self._strips.clear()
-            self._header = None
-            self.virtual_size = Size(self.total_width, len(texts) + 1)
-            self.refresh()
+            self.row_keys, self.rows, self.natural_widths = keys, texts, natural
+            self.relayout()
             self.keep_cursor(previous_key)
             return
         for index, cells in enumerate(texts):
@@ -127,6 +127,33 @@ class DeckTable(ScrollView, can_focus=True):
             for column, cell in enumerate(cells[:len(widths)]):
                 widths[column] = max(widths[column], cell.cell_len)
         return widths
+
+    def fitted(self, natural: list[int]) -> list[int]:
+        """The flexible column (free text: an event, a metrics list) gives up what the pane
+        lacks, down to its header's width, and is cut with an ellipsis; only when the other
+        columns alone are too wide does the table scroll sideways. Without one (bars and
+        sparklines must not be cut) the table scrolls."""
+        widths = list(natural)
+        flex = self.flex_column
+        if flex is None or not widths:
+            return widths
+        others = sum(width + 2 * CELL_PADDING for index, width in enumerate(widths) if index != flex)
+        room = self.scrollable_content_region.width - others - 2 * CELL_PADDING
+        floor = min(widths[flex], max(len(self.columns[flex]), FLEX_COLUMN_MIN))
+        widths[flex] = max(floor, min(widths[flex], room))
+        return widths
+
+    def relayout(self) -> None:
+        """New widths (rows, or the pane's size, changed): every cached strip is stale."""
+        self.column_widths = self.fitted(self.natural_widths)
+        self._strips.clear()
+        self._header = None
+        self.virtual_size = Size(self.total_width, len(self.rows) + 1)
+        self.refresh()
+
+    def on_resize(self) -> None:
+        if self.fitted(self.natural_widths) != self.column_widths:
+            self.relayout()
 
     @property
     def total_width(self) -> int:

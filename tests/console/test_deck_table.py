@@ -18,7 +18,7 @@ class TableApp(App[None]):
         self.selected: list[str | None] = []
 
     def compose(self) -> ComposeResult:
-        yield DeckTable(("Name", "Value"))
+        yield DeckTable(("Name", "Value"), flex_column=1)
 
     def on_deck_table_row_highlighted(self, event: DeckTable.RowHighlighted) -> None:
         self.highlighted.append(event.row_key)
@@ -111,3 +111,18 @@ async def test_a_click_highlights_a_row_and_a_second_click_selects_it():
         assert app.selected == ["k2"]
         await pilot.click(DeckTable, offset=(2, 0))  # the header selects nothing
         assert table.cursor_key == "k2"
+
+
+async def test_the_flexible_column_is_cut_to_the_pane_instead_of_scrolling_sideways():
+    app = TableApp()
+    long_text = "deploy ref=smollm2-135m-instruct@1 target=local -> ok"
+    async with app.run_test(size=(40, 8)) as pilot:
+        table = app.query_one(DeckTable)
+        table.set_rows([("a", ("row-0", long_text))])
+        await pilot.pause()
+        line = table.render_line(1).text
+        assert "deploy ref=" in line and line.rstrip().endswith("…")
+        assert table.virtual_size.width <= table.size.width  # nothing to scroll to
+        await pilot.resize_terminal(100, 8)
+        await pilot.pause()
+        assert long_text in table.render_line(1).text  # room again: shown whole
