@@ -156,8 +156,9 @@ def _wait_until_answering(paths: DeckPaths, child: subprocess.Popen, timeout: fl
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.poll() is not None:
-            raise ActionFailed(f"the local server exited during start-up (code {child.returncode}); "
-                               f"see {paths.run / LOG_FILE}")
+            cause = _last_line(paths.run / LOG_FILE)
+            raise ActionFailed(f"the local server exited during start-up (code {child.returncode})"
+                               f"{': ' + cause if cause else ''}; see {paths.run / LOG_FILE}")
         info = running_server(paths)
         if info is not None and info.pid == child.pid:
             try:
@@ -168,6 +169,18 @@ def _wait_until_answering(paths: DeckPaths, child: subprocess.Popen, timeout: fl
         time.sleep(0.2)
     raise ActionFailed(f"the local server did not answer within {timeout:.0f}s; "
                        f"see {paths.run / LOG_FILE}")
+
+
+def _last_line(log: Path, tail_bytes: int = 4096) -> str:
+    """The last line the server wrote: why it exited, when it could say."""
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(max(0, log.stat().st_size - tail_bytes))
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    last = next((line.strip() for line in reversed(lines) if line.strip()), "")
+    return last.removeprefix("modeldeck serve: ")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,7 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     options = ServeOptions(args.host, args.port, args.device, args.dtype, args.max_batch_size,
                            args.max_queue)
     deck = Deck(config_file=args.config)
-    server = LocalServer(deck, options)
+    try:
+        server = LocalServer(deck, options)
+    except DeckError as error:  # a taken port, a bad setting: one line for whoever started us
+        sys.stderr.write(f"modeldeck serve: {error}\n")
+        return error.exit_code
     try:
         server.load_deployed()
     except DeckError as error:  # serve nothing rather than die: a deploy can still swap in

@@ -92,3 +92,18 @@ def test_deploy_to_local_starts_the_server_when_none_runs(detached_home):
     assert "local server: http://127.0.0.1:" in moved.stdout
     assert served_version(json.loads((home / "run" / "server.json").read_text())["url"]) == "tiny@2"
     assert run_modeldeck("history", "--json", home=home).json["entries"][0]["outcome"] == "ok"
+
+
+def test_a_server_that_cannot_start_says_why_and_moves_nothing(detached_home):
+    home = detached_home
+    with socket.socket() as taken:  # another program holds the configured port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (home / "deck.toml").write_text(settings(port))
+        failed = run_modeldeck("deploy", "tiny@1", "--yes", home=home, env=DEFAULTS)
+    assert failed.code == 1, failed
+    assert f"cannot listen on 127.0.0.1:{port}" in failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1  # one line, no traceback
+    assert run_modeldeck("history", "--json", home=home).json["entries"] == []
+    assert not (home / "run" / "server.json").exists()
