@@ -75,6 +75,12 @@ class EndpointsPanel:
     endpoints: tuple[EndpointRow, ...] = ()
 
 
+def local_server_running(panel: EndpointsPanel | None) -> bool:
+    """Whether the last Throughput read saw the local server up (no file access needed)."""
+    rows = panel.endpoints if panel is not None else ()
+    return any(row.name == LOCAL_ENDPOINT and row.status != "stopped" for row in rows)
+
+
 @dataclass(frozen=True)
 class ModelRow:
     ref: str

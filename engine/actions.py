@@ -162,12 +162,12 @@ def deploy(deck: Deck, request: DeployRequest) -> DeployResult:
     local = request.target == "local"
     start = local and (deck.config.serve.autostart if request.start_server is None
                        else request.start_server)
-    if not plan.changes_anything:
-        if start and local_server_state(deck)["state"] != "running":
-            start_server(deck)  # already deployed but not served: deploying means serving it
-        return DeployResult(plan, None, local_server_state(deck) if local else None)
-    arguments = {"ref": plan.chosen.ref, "target": request.target, "force": request.force}
-    history = _move(deck, plan, request.reason, arguments, start)
+    history = None
+    if plan.changes_anything:
+        arguments = {"ref": plan.chosen.ref, "target": request.target, "force": request.force}
+        history = _move(deck, plan, request.reason, arguments, start)
+    elif start:  # already deployed but maybe not served: deploying means serving it
+        start_server(deck)  # returns the running server when there is one
     return DeployResult(plan, history, local_server_state(deck) if local else None)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from textual import work
 
 from console import engine_calls
-from console.data import LOCAL_ENDPOINT
+from console.data import local_server_running
 from console.screens.modals import ChoiceScreen, ConfirmScreen, FormScreen, TextScreen, details_text
 
 if TYPE_CHECKING:
@@ -141,10 +141,7 @@ class DashboardActions:
     # ---- the local server -----------------------------------------------------------------------
 
     def local_server_running(self: "DashboardScreen") -> bool:
-        """From the last Throughput read (no file access on the UI thread)."""
-        panel = self.query_one("#endpoints").panel  # type: ignore[attr-defined]
-        rows = panel.endpoints if panel is not None else ()
-        return any(row.name == LOCAL_ENDPOINT and row.status != "stopped" for row in rows)
+        return local_server_running(self.query_one("#endpoints").panel)  # type: ignore[attr-defined]
 
     def action_toggle_server(self: "DashboardScreen") -> None:
         if self.refusal("toggle_server") is None:

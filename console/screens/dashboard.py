@@ -18,16 +18,16 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input
 
-from console.data import Availability, EventRow
+from console.data import Availability, EventRow, local_server_running
 from console.screens.actions import DashboardActions
 from console.sources import DataSource, now
 from console.widgets.common import TablePane
-from console.widgets.table import DeckTable
 from console.widgets.events_pane import EventsPane
 from console.widgets.gpu_pane import GpuPane
 from console.widgets.jobs_pane import JobsPane
 from console.widgets.loss_pane import LossPane
 from console.widgets.models_pane import ModelsPane
+from console.widgets.table import DeckTable
 from console.widgets.throughput_pane import ThroughputPane
 
 # Registry-backed panes change only when someone acts: poll them less often than telemetry.
@@ -140,10 +140,10 @@ class DashboardScreen(DashboardActions, Screen):
             models.show(value)
         else:
             pane = self.query_one(f"#{name}")
-            running = self.local_server_running()
-            changed = name == "jobs" and value != pane.panel  # type: ignore[attr-defined]
+            previous = pane.panel if name in ("jobs", "endpoints") else None  # type: ignore[attr-defined]
             pane.show(value)  # type: ignore[attr-defined]
-            changed = changed or (name == "endpoints" and running != self.local_server_running())
+            changed = (name == "jobs" and value != previous) or (
+                name == "endpoints" and local_server_running(previous) != local_server_running(value))
             if name == "jobs" and self.loaded_loss_job() != self.loss_job_id():
                 self.poll("loss")  # the first jobs (or a new one): show its loss now
         if changed:

@@ -86,7 +86,7 @@ class DeckTable(ScrollView, can_focus=True):
         self.flex_column = flex_column
         self.row_keys: list[str] = []
         self.rows: list[tuple[Text, ...]] = []
-        self.natural_widths = [len(name) for name in self.columns]  # the widest cell of each column
+        self.natural_widths = self.measure([])  # the widest cell (or header) of each column
         self.column_widths = list(self.natural_widths)  # as drawn: the flexible one fitted to the pane
         self._strips: dict[int, Strip] = {}  # row index -> rendered row at the virtual width
         self._header: Strip | None = None
@@ -160,11 +160,9 @@ class DeckTable(ScrollView, can_focus=True):
         return sum(width + 2 * CELL_PADDING for width in self.column_widths)
 
     def keep_cursor(self, previous_key: str | None) -> None:
-        target = (self.row_keys.index(previous_key) if previous_key in self.row_keys
-                  else min(self.cursor_row, max(0, len(self.rows) - 1)))
-        moved = target != self.cursor_row or previous_key != self.cursor_key
-        self.cursor_row = target
-        if moved:
+        self.cursor_row = (self.row_keys.index(previous_key) if previous_key in self.row_keys
+                           else min(self.cursor_row, max(0, len(self.rows) - 1)))
+        if self.cursor_key != previous_key:  # another row is under the cursor now
             self.post_message(self.RowHighlighted(self, self.cursor_row, self.cursor_key))
 
     # ---- cursor ----------------------------------------------------------------------------------
