@@ -9,15 +9,16 @@ import pytest
 from tests.conftest import REPO
 from tests.telemetry.replay_server import ReplayServer
 
-# CI clones the repository with shared/ beside it.
-METRICS_FIXTURES = REPO.parent / "shared" / "fixtures" / "metrics"
+# Recorded /metrics bodies of real vLLM and llama.cpp servers, kept in the repository so a plain
+# clone passes (copies of the captures in the project's shared/fixtures/metrics/).
+METRICS_FIXTURES = REPO / "tests" / "fixtures" / "metrics"
 GPU_READINGS = Path(__file__).parent / "fixtures" / "gpu-8x-h100.jsonl"
 
 
 def recorded(name: str) -> str:
     path = METRICS_FIXTURES / name
     if not path.exists():
-        pytest.fail(f"recorded /metrics fixture missing: {path} (shared/ must sit beside the repo)")
+        pytest.fail(f"recorded /metrics fixture missing: {path}")
     return path.read_text()
 
 

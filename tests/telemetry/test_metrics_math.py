@@ -1,5 +1,5 @@
 """The parser, rates and percentiles on /metrics bodies recorded from real vLLM and llama.cpp
-servers (see shared/fixtures/metrics/README.md for the work done between scrapes)."""
+servers (see tests/fixtures/metrics/README.md for the work done between scrapes)."""
 
 from __future__ import annotations
 
