@@ -1,0 +1,122 @@
+"""Validation at the boundary: one function per kind of value a user types.
+
+The CLI, the console's forms, deck.toml and the HTTP routes all call these, so a value is judged
+the same way wherever it enters, and a bad one fails with one line naming it (BadInput, exit 2)
+before anything is written. Light on purpose: no torch, no pydantic at import.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path, PurePosixPath
+
+from engine.errors import BadInput
+
+# SQLite integers and most of our counters are signed 64-bit: a larger number cannot name anything.
+MAX_INT64 = 2**63 - 1
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
+
+
+def parse_int(what: str, text: str | int, minimum: int | None = None,
+              maximum: int | None = MAX_INT64) -> int:
+    """An integer in [minimum, maximum], written with ASCII digits only ('²' and '٣' are not)."""
+    if isinstance(text, bool):
+        raise BadInput(f"{what} must be a whole number, not {text}")
+    if isinstance(text, int):
+        value = text
+    else:
+        stripped = str(text).strip()
+        if not re.fullmatch(r"[+-]?[0-9]{1,30}", stripped):
+            raise BadInput(f"{what} must be a whole number, not {_shown(text)}")
+        value = int(stripped)
+    if minimum is not None and value < minimum:
+        raise BadInput(f"{what} must be at least {minimum}, not {value}")
+    if maximum is not None and value > maximum:
+        raise BadInput(f"{what} must be at most {maximum}, not {_shown(value)}")
+    return value
+
+
+def parse_float(what: str, text: str | float, minimum: float | None = None,
+                maximum: float | None = None, exclusive_minimum: bool = False) -> float:
+    """A finite float (no inf, no nan) within the bounds."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise BadInput(f"{what} must be a number, not {_shown(text)}") from None
+    if not math.isfinite(value):
+        raise BadInput(f"{what} must be a finite number, not {_shown(text)}")
+    if minimum is not None and (value <= minimum if exclusive_minimum else value < minimum):
+        relation = "greater than" if exclusive_minimum else "at least"
+        raise BadInput(f"{what} must be {relation} {minimum:g}, not {value:g}")
+    if maximum is not None and value > maximum:
+        raise BadInput(f"{what} must be at most {maximum:g}, not {value:g}")
+    return value
+
+
+def parse_port(text: str | int, allow_zero: bool = True) -> int:
+    """A TCP port; 0 asks the system for a free one."""
+    return parse_int("port", text, 0 if allow_zero else 1, 65535)
+
+
+def parse_device(text: str) -> str:
+    """`auto`, `cpu`, `mps`, `cuda` or `cuda:N`, and only a device this machine has.
+
+    The syntax check is free; checking a CUDA device imports torch, which every verb that takes
+    a device (serve, finetune, compress) loads anyway.
+    """
+    device = str(text).strip().lower()
+    if not DEVICE_PATTERN.match(device):
+        raise BadInput(f"device must be auto, cpu, cuda or cuda:N, not {_shown(text)}")
+    if device.startswith("cuda"):
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if count == 0:
+            raise BadInput(f"device {device}: this machine has no CUDA device "
+                           "(use --device cpu or auto)")
+        if index >= count:
+            raise BadInput(f"device {device}: this machine has {count} CUDA device(s) "
+                           f"(cuda:0 to cuda:{count - 1})")
+    if device == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise BadInput("device mps: not available on this machine")
+    return device
+
+
+def safe_relative_name(what: str, name: str) -> str:
+    """A file name inside a directory: relative, no '..', no empty or '.' parts, no NUL.
+
+    Names that arrive from outside (a pushed version's file list, an upload route) become paths
+    under a directory of ours; this keeps them there. `inside()` checks the resolved path too.
+    """
+    if not isinstance(name, str) or not name or "\x00" in name or "\\" in name:
+        raise BadInput(f"{what} {_shown(name)} is not a valid relative file name")
+    pure = PurePosixPath(name)
+    if pure.is_absolute() or any(part in ("", ".", "..") for part in name.split("/")):
+        raise BadInput(f"{what} {_shown(name)} must stay inside its directory "
+                       "(no absolute path, no '..')")
+    if len(name) > 1024 or any(len(part.encode()) > 255 for part in pure.parts):
+        raise BadInput(f"{what} {_shown(name)} is too long")
+    return name
+
+
+def inside(directory: Path, name: str, what: str = "file name") -> Path:
+    """directory / name, refused unless it resolves inside directory (symlinks included)."""
+    safe_relative_name(what, name)
+    root = Path(directory).resolve()
+    candidate = (root / name).resolve()
+    if candidate != root and root not in candidate.parents:
+        raise BadInput(f"{what} {_shown(name)} resolves outside {root}")
+    return candidate
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """A value as it may appear in a one-line error: quoted and cut, never a huge repr."""
+    text = str(value)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return repr(text) if isinstance(value, str) else text
