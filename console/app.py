@@ -62,7 +62,7 @@ class ModeldeckApp(App[int]):
         path, _ = config_path(self.deck.config_file)
         try:
             save_theme_choice(path, self.theme)
-        except OSError as error:
+        except (OSError, ValueError) as error:
             self.dashboard.report("error", f"cannot save theme to {path}: {error}")
             return
         self.dashboard.report("info", f"theme {self.theme} saved to {path}")

@@ -9,6 +9,7 @@ A broken file is reported once (as a problem string) and skipped.
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,17 @@ from pathlib import Path
 from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
-BUILTIN_THEME_DIR = Path(__file__).resolve().parent.parent / "themes"
+
+
+def _builtin_theme_dir() -> Path:
+    """themes/ of the source tree (a checkout, an editable install), else the copy a wheel
+    installs under <prefix>/share/modeldeck/themes (pyproject's data-files)."""
+    source_tree = Path(__file__).resolve().parent.parent / "themes"
+    installed = Path(sys.prefix) / "share" / "modeldeck" / "themes"
+    return source_tree if source_tree.is_dir() or not installed.is_dir() else installed
+
+
+BUILTIN_THEME_DIR = _builtin_theme_dir()
 COLOUR_KEYS = ("primary", "secondary", "accent", "foreground", "background", "surface", "panel",
                "boost", "warning", "error", "success")
 ALLOWED_KEYS = {"name", "dark", "variables", *COLOUR_KEYS}
@@ -89,21 +100,28 @@ def check_colour(key: str, value: object) -> str:
 
 
 def save_theme_choice(config_file: Path, theme_name: str) -> None:
-    """Set [console] theme in deck.toml, keeping the rest of the file as the user wrote it."""
+    """Set [console] theme in deck.toml, keeping the rest of the file as the user wrote it.
+
+    tomlkit edits the parsed document, so comments, order and formatting survive (a regular
+    expression once wrote a second [console] table when the header carried a comment); the file
+    is replaced atomically, so a crash leaves the old file or the new one.
+    """
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
+    from engine.fsutil import write_atomically
+
     text = config_file.read_text() if config_file.exists() else ""
-    line = f'theme = "{theme_name}"'
-    section = re.search(r"(?m)^\[console\][ \t]*$", text)
-    if section is None:
-        text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + f"[console]\n{line}\n"
-    else:
-        body_start = section.end()
-        next_section = re.search(r"(?m)^\[", text[body_start:])
-        body_end = body_start + next_section.start() if next_section else len(text)
-        body = text[body_start:body_end]
-        if re.search(r"(?m)^theme\s*=.*$", body):
-            body = re.sub(r"(?m)^theme\s*=.*$", line, body, count=1)
-        else:
-            body = f"\n{line}" + body
-        text = text[:body_start] + body + text[body_end:]
+    try:
+        document = tomlkit.parse(text)
+    except TOMLKitError as error:
+        raise ValueError(f"{config_file} is not valid TOML ({error}); theme not saved") from None
+    console = document.get("console")
+    if console is None:
+        console = tomlkit.table()
+        document["console"] = console
+    elif not isinstance(console, dict):
+        raise ValueError(f"{config_file}: 'console' is not a table; theme not saved")
+    console["theme"] = theme_name
     config_file.parent.mkdir(parents=True, exist_ok=True)
-    config_file.write_text(text)
+    write_atomically(config_file, tomlkit.dumps(document))

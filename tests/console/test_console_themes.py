@@ -3,6 +3,8 @@ reported once and skipped, --theme picks one (unknown -> exit 2), the choice sav
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from console.app import ModeldeckApp, themes_for
@@ -108,3 +110,40 @@ def test_a_theme_needs_a_name_and_a_primary_colour(tmp_path):
     path.write_text('name = "ok"\n')
     with pytest.raises(ValueError, match="'primary'"):
         theme_from_file(path)
+
+
+def test_saving_the_theme_keeps_comments_when_the_console_header_carries_one(tmp_path):
+    """A regular expression once missed `[console]  # ...` and wrote a second [console] table,
+    after which every command exited 2."""
+    config = tmp_path / "deck.toml"
+    original = ('# my deck\n[console]  # the screen\nrefresh_s = 2.0  # calm\n# theme = "old"\n\n'
+                '[serve]\nport = 9000\n')
+    config.write_text(original)
+    save_theme_choice(config, "modeldeck-light")
+    text = config.read_text()
+    loaded = load_config(config)
+    assert loaded.console.theme == "modeldeck-light" and loaded.console.refresh_s == 2.0
+    assert text.count("[console]") == 1
+    for comment in ("# my deck", "# the screen", "# calm", '# theme = "old"'):
+        assert comment in text
+    save_theme_choice(config, "modeldeck-dark")  # again: replaced, not added
+    assert [line for line in config.read_text().splitlines() if line.startswith("theme")] == \
+        ['theme = "modeldeck-dark"']
+    assert load_config(config).console.theme == "modeldeck-dark"
+
+
+def test_saving_into_a_broken_deck_toml_leaves_it_untouched(tmp_path):
+    config = tmp_path / "deck.toml"
+    config.write_text("[console\nbroken")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        save_theme_choice(config, "modeldeck-light")
+    assert config.read_text() == "[console\nbroken"
+
+
+def test_every_theme_a_sample_config_names_is_shipped():
+    """sample_configs/deck-local.toml once offered `modeldeck-contrast`, which does not exist."""
+    shipped = set(load_themes([BUILTIN_THEME_DIR]).names)
+    samples = sorted((BUILTIN_THEME_DIR.parent / "sample_configs").glob("deck-*.toml"))
+    named = {name for path in samples
+             for name in re.findall(r"modeldeck-[a-z-]+", path.read_text())}
+    assert named and named <= shipped, f"sample configs name themes that do not exist: {named - shipped}"
