@@ -20,6 +20,7 @@ import stat
 import time
 import uuid
 from pathlib import Path
+from typing import BinaryIO
 
 from engine.errors import BadInput
 from engine.paths import DeckPaths
@@ -79,7 +80,7 @@ class BlobStore:
     def sweep_stale_temps(self) -> list[Path]:
         """Remove the temps that killed writers left; returns what was removed."""
         self._swept = True
-        removed = []
+        removed: list[Path] = []
         try:
             candidates = list(self.paths.blob_tmp.glob(f"{TEMP_PREFIX}*"))
         except OSError:
@@ -109,7 +110,7 @@ class BlobStore:
                 shutil.copyfileobj(origin, sink, CHUNK_BYTES)
 
 
-def _copy_hashing(reader, sink) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+def _copy_hashing(reader: BinaryIO, sink: BinaryIO) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
     while chunk := reader.read(CHUNK_BYTES):

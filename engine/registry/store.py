@@ -82,7 +82,7 @@ def _map_storage_errors(cls: type) -> type:
         if name.startswith("_") or isinstance(member, (staticmethod, classmethod)):
             continue
         if isinstance(member, property):
-            setattr(cls, name, property(_storage_errors(member.fget)))  # type: ignore[arg-type]
+            setattr(cls, name, property(_storage_errors(member.fget)))  # type: ignore[arg-type,type-var]
         elif callable(member):
             setattr(cls, name, _storage_errors(member))
     return cls
