@@ -177,11 +177,25 @@ def plan_rollback(deck: Deck, request: RollbackRequest) -> DeployPlan:
     if current is None:
         raise BadInput(f"target {request.target!r} has no deployment to roll back")
     if request.to is not None:
-        selector = request.to.partition("@")[2] if "@" in request.to else request.to
-        chosen = deck.registry.resolve(ModelRef(current.model, selector))
+        chosen = deck.registry.resolve(_rollback_reference(current, request.to))
     else:
         chosen = _previous_version(deck, current)
     return DeployPlan("rollback", request.target, current, chosen)
+
+
+def _rollback_reference(current: Deployment, to: str) -> ModelRef:
+    """--to VERSION, ALIAS or MODEL@VERSION, always a version of the model the target serves:
+    rolling back to another model is a deploy, and must say so (BadInput otherwise)."""
+    if "@" in to:
+        reference = ModelRef.parse(to)
+        if reference.model != current.model:
+            raise BadInput(f"--to {reference} is not a version of {current.model}, which "
+                           f"{current.target!r} serves; rollback returns to an earlier version of "
+                           f"the same model (to switch models, `modeldeck deploy {reference}`)")
+        return reference
+    if not to.strip():
+        raise BadInput("--to needs a version number or an alias")
+    return ModelRef(current.model, to.strip())
 
 
 def _previous_version(deck: Deck, current: Deployment) -> VersionInfo:
@@ -295,9 +309,9 @@ class StatusReport:
 def status(deck: Deck) -> StatusReport:
     """Cheap by design: no torch, no textual, no pydantic (a test checks the imports)."""
     registry = deck.registry
-    versions = registry.db.execute("SELECT COUNT(DISTINCT model), COUNT(*) FROM versions").fetchone()
-    return StatusReport(home=str(deck.paths.home), model_count=versions[0],
-                        version_count=versions[1], deployments=tuple(registry.deployments()),
+    models, versions = registry.counts()
+    return StatusReport(home=str(deck.paths.home), model_count=models,
+                        version_count=versions, deployments=tuple(registry.deployments()),
                         server=local_server_state(deck), jobs=_job_counts(deck))
 
 

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from engine.errors import BadInput
+
+# What new_job_id makes (`finetune-20261125-210530-a1b2c3`), with room to spare; anything else
+# (a 300-character id, '../x', '.hidden') never becomes a path under jobs/.
+JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -37,10 +44,45 @@ class DeckPaths:
     def run(self) -> Path:
         return self.home / "run"
 
+    def job(self, job_id: str) -> Path:
+        """jobs/<job_id>, refused (BadInput) unless the id is one new_job_id could have made."""
+        if not isinstance(job_id, str) or not JOB_ID_PATTERN.match(job_id):
+            shown = repr(job_id[:60] + "..." if len(str(job_id)) > 60 else job_id)
+            raise BadInput(f"invalid job id {shown}: expected letters, digits, '.', '_' or '-' "
+                           "(at most 128), as `modeldeck jobs list` shows them")
+        return self.jobs / job_id
+
+    def check_home(self) -> "DeckPaths":
+        """BadInput (one line) when the home exists but is not a directory we can read."""
+        try:
+            exists, is_dir = self.home.exists(), self.home.is_dir()
+        except OSError as error:
+            raise BadInput(f"deck home {self.home} is not readable: {error.strerror} "
+                           "(check MODELDECK_HOME)") from None
+        if exists and not is_dir:
+            raise BadInput(f"deck home {self.home} is not a directory (check MODELDECK_HOME)")
+        if is_dir and not os.access(self.home, os.R_OK | os.X_OK):
+            raise BadInput(f"deck home {self.home} is not readable (check MODELDECK_HOME "
+                           "and its permissions)")
+        return self
+
+    def writable(self) -> bool:
+        """Whether state can be written here: the home (or the directory that would hold it)
+        accepts writes, and so does registry.db. False on a read-only mount."""
+        existing = self.home
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not os.access(existing, os.W_OK | os.X_OK):
+            return False
+        database = self.registry_db
+        return not database.exists() or os.access(database, os.W_OK)
+
     def ensure(self) -> "DeckPaths":
+        self.check_home()
         for directory in (self.home, self.blobs, self.blob_tmp, self.jobs, self.run):
             directory.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.run, 0o700)
+        if self.run.stat().st_mode & 0o777 != 0o700:  # chmod only when needed: no write to read
+            os.chmod(self.run, 0o700)
         return self
 
 

@@ -89,11 +89,42 @@ def connect(path: Path) -> sqlite3.Connection:
     connection.execute("PRAGMA foreign_keys=ON")
     if connection.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
         with transaction(connection):
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    connection.execute(statement)
-            connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            _create_schema(connection)
     return connection
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """For a deck home that cannot be written (a read-only mount): reads only, no pragma that
+    writes, no schema change. A WAL database whose -shm cannot be created opens only as
+    `immutable` (fine: nobody can write it either). No database at all reads as empty."""
+    if not path.exists():
+        return _empty_registry()
+    uri = path.resolve().as_uri()
+    connection = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
+    try:
+        connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        connection.close()
+        connection = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+    connection.row_factory = sqlite3.Row
+    if connection.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        connection.close()  # created but never written (the disk filled first): nothing in it
+        return _empty_registry()
+    return connection
+
+
+def _empty_registry() -> sqlite3.Connection:
+    connection = sqlite3.connect(":memory:", isolation_level=None)
+    connection.row_factory = sqlite3.Row
+    _create_schema(connection)
+    return connection
+
+
+def _create_schema(connection: sqlite3.Connection) -> None:
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            connection.execute(statement)
+    connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
 @contextmanager
@@ -103,6 +134,20 @@ def transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield connection
     except BaseException:
-        connection.execute("ROLLBACK")
+        _roll_back(connection)
         raise
-    connection.execute("COMMIT")
+    try:
+        connection.execute("COMMIT")
+    except BaseException:
+        _roll_back(connection)
+        raise
+
+
+def _roll_back(connection: sqlite3.Connection) -> None:
+    """Undo the open transaction. SQLite may already have rolled it back itself (a full disk,
+    an I/O error): then there is nothing to undo, and the first error is the one to report."""
+    if connection.in_transaction:
+        try:
+            connection.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass

@@ -7,11 +7,13 @@ truncated file is refused in milliseconds and before a single blob is written.
 from __future__ import annotations
 
 import json
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import BadInput
+from engine.registry.blobs import describe_mode
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 WEIGHT_SUFFIXES = (".safetensors", ".gguf")
@@ -48,7 +50,8 @@ def describe_source(source: Path, allow_pickle: bool = False) -> SourceDescripti
         return _describe_file(source, allow_pickle)
     if source.is_dir():
         return _describe_directory(source, allow_pickle)
-    raise BadInput(f"{source} is neither a file nor a directory")
+    raise BadInput(f"{source} is {describe_mode(source.stat().st_mode)}, "
+                   "neither a file nor a directory: refusing to import it")
 
 
 def _describe_file(path: Path, allow_pickle: bool) -> SourceDescription:
@@ -60,8 +63,37 @@ def _describe_file(path: Path, allow_pickle: bool) -> SourceDescription:
     raise BadInput(f"{path}: a single file must be a .gguf; import a model directory for safetensors")
 
 
+def _regular_entries(directory: Path) -> list[Path]:
+    """The directory's files, each a regular file inside it; sub-directories are not imported.
+
+    Judged with lstat, before anything is opened: a FIFO, socket or device file is refused (a
+    FIFO would block the import forever), and so is a symbolic link that leads out of the
+    directory (`config.json -> ~/.ssh/id_rsa` would otherwise be stored, and maybe pushed).
+    Links that stay inside are read through, under the link's own name.
+    """
+    root = directory.resolve()
+    entries = []
+    for entry in directory.iterdir():
+        mode = entry.lstat().st_mode
+        if stat.S_ISDIR(mode):
+            continue
+        if stat.S_ISLNK(mode):
+            target = entry.resolve()
+            if root not in target.parents:
+                raise BadInput(f"{entry} is a symbolic link to {target}, outside {directory}: "
+                               "refusing to import it (copy the file in, e.g. `cp -L`)")
+            if target.is_dir():
+                continue
+            mode = target.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise BadInput(f"{entry} is {describe_mode(mode)}, not a regular file: "
+                           "refusing to import it (remove it from the directory)")
+        entries.append(entry)
+    return sorted(entries)
+
+
 def _describe_directory(directory: Path, allow_pickle: bool) -> SourceDescription:
-    entries = sorted(p for p in directory.iterdir() if p.is_file())
+    entries = _regular_entries(directory)
     weights = [p for p in entries if p.suffix == ".safetensors"]
     pickles = [p for p in entries if p.suffix in PICKLE_SUFFIXES]
     if not weights and pickles:

@@ -8,28 +8,60 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from engine.errors import BadInput
+from engine.validate import parse_int
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """`NAME`, `NAME@VERSION` or `NAME@ALIAS` (a bare NAME means its latest version)."""
+    """`NAME`, `NAME@VERSION` or `NAME@ALIAS` (a bare NAME means its latest version).
+
+    Checked when built, however it is built: a version is a whole number from 1 to 2**63-1 in
+    ASCII digits (normalized, so `tiny@007` is `tiny@7`), an alias is a name; anything else
+    ('²', '-1', 0, a 30-digit number) is BadInput, never an OverflowError deep in SQLite.
+    """
 
     model: str
     selector: str | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not NAME_PATTERN.match(self.model):
+            raise BadInput(f"invalid model reference {_shown(self)}: expected NAME[@VERSION|@ALIAS]")
+        selector = self.selector
+        if selector is None or selector == "latest":
+            return
+        if isinstance(selector, str) and re.fullmatch(r"[+-]?[0-9]+", selector.strip()):
+            number = parse_int(f"version in {_shown(self)}", selector.strip(), minimum=1)
+            object.__setattr__(self, "selector", str(number))
+        elif not isinstance(selector, str) or not NAME_PATTERN.match(selector):
+            raise BadInput(f"invalid model reference {_shown(self)}: after '@' comes a version "
+                           "number (1, 2, ...), an alias or 'latest'")
+
     @classmethod
     def parse(cls, text: str) -> "ModelRef":
-        model, _, selector = text.partition("@")
-        if not NAME_PATTERN.match(model):
+        if not isinstance(text, str):
             raise BadInput(f"invalid model reference {text!r}: expected NAME[@VERSION|@ALIAS]")
+        model, _, selector = text.partition("@")
         if "@" in text and not selector:
-            raise BadInput(f"invalid model reference {text!r}: nothing after '@'")
+            raise BadInput(f"invalid model reference {_shown(text)}: nothing after '@'")
         return cls(model, selector or None)
+
+    @property
+    def version_number(self) -> int | None:
+        """The version when the selector is a number, else None (an alias or the latest)."""
+        return int(self.selector) if self.selector and self.selector.isascii() \
+            and self.selector.isdigit() else None
 
     def __str__(self) -> str:
         return f"{self.model}@{self.selector}" if self.selector else self.model
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    if isinstance(value, ModelRef):
+        value = f"{value.model}@{value.selector}" if value.selector is not None else value.model
+    text = str(value)
+    return repr(text[:limit] + "..." if len(text) > limit else text)
 
 
 def check_name(kind: str, name: str) -> str:

@@ -2,27 +2,41 @@
 
 Writers use BEGIN IMMEDIATE transactions, so two processes deploying at once serialize and a
 kill at any instant leaves either the old or the new state (SQLite's WAL guarantees the rest).
+
+A deck home that cannot be written (a read-only mount) is opened read-only: every read works,
+every write fails with one line. A disk fault (ENOSPC, EIO, "database or disk is full") leaves the
+registry as it was and surfaces as ActionFailed naming the path: `_storage_errors` is the one
+place where OSError and SQLite's errors become that line.
 """
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import os
+import shutil
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from engine.errors import BadInput
+from engine.errors import ActionFailed, BadInput
 from engine.fsutil import building_directory
 from engine.paths import DeckPaths, deck_paths
 from engine.registry.blobs import BlobStore
-from engine.registry.db import connect, transaction
+from engine.registry.db import connect, connect_read_only, transaction
 from engine.registry.inspect import SourceDescription
 from engine.registry.records import (AuditEntry, Deployment, FileEntry, HistoryEntry, ModelRef,
                                      VersionInfo, check_name)
 from engine.testhooks import pause_point
+from engine.validate import inside, safe_relative_name
+
+FULL_DISK_BYTES = 1 << 20
+KINDS = ("model", "adapter")
+WEIGHT_FORMATS = ("safetensors", "gguf", "pickle")
+Method = TypeVar("Method", bound=Callable[..., Any])
 
 
 def current_user() -> str:
@@ -32,17 +46,96 @@ def current_user() -> str:
         return str(os.getuid())
 
 
+def _storage_errors(method: Method) -> Method:
+    """OSError and SQLite's errors leave the registry as ActionFailed: one line naming the path
+    and the reason (no traceback). The transaction already rolled back, so nothing changed."""
+    @functools.wraps(method)
+    def wrapper(self: "Registry", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (OSError, sqlite3.DatabaseError) as error:
+            if isinstance(error, (sqlite3.IntegrityError, sqlite3.ProgrammingError)):
+                raise  # a bug of ours, not a fault of the disk
+            raise ActionFailed(_fault_text(error, self.paths)) from None
+    return wrapper  # type: ignore[return-value]
+
+
+def _fault_text(error: OSError | sqlite3.Error, paths: DeckPaths) -> str:
+    """'PATH: reason', plus a word on free space when the disk is full (SQLite often says only
+    'disk I/O error' then)."""
+    if isinstance(error, OSError):
+        text = f"{error.filename or paths.home}: {error.strerror or error}"
+    else:
+        text = f"registry database {paths.registry_db}: {error}"
+    try:
+        said_full = "space" in text or "full" in text
+        if not said_full and shutil.disk_usage(paths.home).free < FULL_DISK_BYTES:
+            text += " (the disk holding the deck home is full)"
+    except OSError:
+        pass
+    return text
+
+
+def _map_storage_errors(cls: type) -> type:
+    """Apply _storage_errors to every public method and property of the class."""
+    for name, member in list(vars(cls).items()):
+        if name.startswith("_") or isinstance(member, (staticmethod, classmethod)):
+            continue
+        if isinstance(member, property):
+            setattr(cls, name, property(_storage_errors(member.fget)))  # type: ignore[arg-type,type-var]
+        elif callable(member):
+            setattr(cls, name, _storage_errors(member))
+    return cls
+
+
+def check_file_name(name: str) -> str:
+    """A version's file name: one plain name (the materialized directory is flat), never an
+    absolute path or '..'. Checked when a version is registered and again when it is linked."""
+    safe_relative_name("file name", name)
+    if "/" in name:
+        raise BadInput(f"file name {name[:60]!r} must be a plain file name, without '/'")
+    return name
+
+
+@_map_storage_errors
 class Registry:
     def __init__(self, paths: DeckPaths | None = None) -> None:
-        self.paths = (paths or deck_paths()).ensure()
+        self.paths = paths or deck_paths()
         self.blobs = BlobStore(self.paths)
         self._connection: sqlite3.Connection | None = None
+        self.read_only = False
+        self.read_only_reason: str | None = None  # why, when read_only
 
     @property
     def db(self) -> sqlite3.Connection:
         if self._connection is None:
-            self._connection = connect(self.paths.registry_db)
+            self._connection = self._open()
         return self._connection
+
+    def _open(self) -> sqlite3.Connection:
+        """Read-write when the home can be written (creating it if needed), else read-only:
+        reads on a read-only mount create nothing and chmod nothing."""
+        self.paths.check_home()
+        if self.paths.writable():
+            try:
+                self.paths.ensure()
+                return connect(self.paths.registry_db)
+            except (OSError, sqlite3.OperationalError) as error:
+                # A full disk cannot even hold WAL's shared-memory file: reads still work
+                # through a read-only connection, and writes say why they cannot.
+                if not self.paths.registry_db.is_file():
+                    raise
+                self.read_only_reason = _fault_text(error, self.paths)
+        self.read_only = True
+        return connect_read_only(self.paths.registry_db)
+
+    def _require_writable(self, what: str) -> None:
+        self.db  # opening decides read_only
+        if not self.read_only:
+            return
+        if self.read_only_reason is None:
+            raise ActionFailed(f"deck home {self.paths.home} is read-only: cannot {what}")
+        raise ActionFailed(f"cannot {what}: the registry opens read-only ({self.read_only_reason})")
 
     def close(self) -> None:
         if self._connection is not None:
@@ -68,8 +161,8 @@ class Registry:
             if row[0] is None:
                 raise BadInput(f"model {ref.model!r} does not exist")
             return int(row[0])
-        if ref.selector.isdigit():
-            return int(ref.selector)
+        if ref.version_number is not None:
+            return ref.version_number
         row = self.db.execute("SELECT version FROM aliases WHERE model=? AND alias=?",
                               (ref.model, ref.selector)).fetchone()
         if row is None:
@@ -81,6 +174,11 @@ class Registry:
         query = "SELECT * FROM versions" + (" WHERE model=?" if model else "")
         rows = self.db.execute(query + " ORDER BY model, version", (model,) if model else ())
         return [self._version_from_row(row) for row in rows.fetchall()]
+
+    def counts(self) -> tuple[int, int]:
+        """(models, versions)."""
+        row = self.db.execute("SELECT COUNT(DISTINCT model), COUNT(*) FROM versions").fetchone()
+        return int(row[0]), int(row[1])
 
     def model_names(self) -> list[str]:
         return [row[0] for row in self.db.execute("SELECT DISTINCT model FROM versions ORDER BY model")]
@@ -127,8 +225,11 @@ class Registry:
                  metrics: dict[str, Any] | None = None, lineage: dict[str, Any] | None = None,
                  status: str = "ready", audit_verb: str | None = None,
                  audit_arguments: dict[str, Any] | None = None) -> VersionInfo:
-        """Store the files (outside the transaction), then add the version in one transaction."""
+        """Store the files (outside the transaction), then add the version in one transaction.
+        Everything is checked first (names come from pushes too): a bad one writes nothing."""
         check_name("model name", model)
+        _check_description(description)
+        self._require_writable(f"register {model}")
         stored = [(name, *self.blobs.put(path)) for name, path in description.files]
         pause_point("import:after-blobs")
         with transaction(self.db):
@@ -154,6 +255,7 @@ class Registry:
         check_name("alias", alias)
         if alias.isdigit() or alias == "latest":
             raise BadInput(f"invalid alias {alias!r}: it would shadow a version selector")
+        self._require_writable(f"set alias {alias}")
         with transaction(self.db):
             self.db.execute(
                 "INSERT INTO aliases (model, alias, version, updated_at) VALUES (?,?,?,?)"
@@ -163,6 +265,7 @@ class Registry:
             self._append_audit("alias", {"ref": target_version.ref, "alias": alias}, "ok")
 
     def update_metrics(self, model: str, version: int, metrics: dict[str, Any]) -> None:
+        self._require_writable(f"update {model}@{version}")
         with transaction(self.db):
             row = self.db.execute("SELECT metrics FROM versions WHERE model=? AND version=?",
                                   (model, version)).fetchone()
@@ -175,6 +278,7 @@ class Registry:
     def move_pointer(self, target: str, chosen: VersionInfo, *, action: str, reason: str | None,
                      arguments: dict[str, Any], state: str = "active") -> HistoryEntry:
         """Deploy or roll back: pointer, history and audit change in one transaction."""
+        self._require_writable(f"{action} {target}")
         with transaction(self.db):
             pause_point("deploy:begin")
             previous = self.deployment(target)
@@ -201,6 +305,7 @@ class Registry:
 
     def set_outcome(self, target: str, history_id: int, outcome: str, state: str) -> None:
         """Settle a pending deployment (used by the serving gate and remote targets)."""
+        self._require_writable(f"record the outcome on {target}")
         with transaction(self.db):
             self.db.execute("UPDATE history SET outcome=? WHERE id=?", (outcome, history_id))
             self.db.execute("UPDATE deployments SET state=?, updated_at=? WHERE target=? AND history_id=?",
@@ -208,6 +313,7 @@ class Registry:
 
     def append_audit(self, verb: str, arguments: dict[str, Any], result: str,
                      detail: str | None = None, reason: str | None = None) -> None:
+        self._require_writable(f"record {verb} in the audit log")
         with transaction(self.db):
             self._append_audit(verb, arguments, result, detail=detail, reason=reason)
 
@@ -226,7 +332,9 @@ class Registry:
         """A directory of the version's files (hard links into blobs/), each hash-checked."""
         if not version.files:
             version = self.resolve(version.ref)
-        destination = self.paths.materialized / version.model / str(version.version)
+        names = _checked_names(version)
+        destination = self.paths.materialized / check_name("model name", version.model) \
+            / str(int(version.version))
         for entry in version.files:
             if verify and not self.blobs.verify(entry.sha256):
                 raise BadInput(f"{version.ref}: blob for {entry.name} is missing or corrupt "
@@ -235,8 +343,8 @@ class Registry:
             return destination
         with building_directory(destination, lambda built: self._matches(built, version),
                                 prefix=".materialize-") as staging:
-            for entry in version.files:
-                self.blobs.link_into(entry.sha256, staging / entry.name)
+            for entry, name in zip(version.files, names):
+                self.blobs.link_into(entry.sha256, inside(staging, name))
         return destination
 
     @staticmethod
@@ -250,3 +358,24 @@ class Registry:
         return [row[0] for row in rows if not self.blobs.verify(row[0])]
 
 
+def _check_description(description: SourceDescription) -> None:
+    seen: set[str] = set()
+    for name, _ in description.files:
+        check_file_name(name)
+        if name in seen:
+            raise BadInput(f"file name {name!r} appears twice")
+        seen.add(name)
+    if description.kind not in KINDS:
+        raise BadInput(f"kind must be one of {', '.join(KINDS)}, not {str(description.kind)[:40]!r}")
+    if description.weight_format not in WEIGHT_FORMATS:
+        raise BadInput(f"weight format must be one of {', '.join(WEIGHT_FORMATS)}, "
+                       f"not {str(description.weight_format)[:40]!r}")
+
+
+def _checked_names(version: VersionInfo) -> list[str]:
+    """The file names of a stored version, refused if the catalogue holds one that would land
+    outside the version's directory (a row written by an older release, or forged)."""
+    try:
+        return [check_file_name(entry.name) for entry in version.files]
+    except BadInput as error:
+        raise ActionFailed(f"{version.ref}: refusing to materialize: {error}") from None
