@@ -69,9 +69,12 @@ def _regular_entries(directory: Path) -> list[Path]:
     Judged with lstat, before anything is opened: a FIFO, socket or device file is refused (a
     FIFO would block the import forever), and so is a symbolic link that leads out of the
     directory (`config.json -> ~/.ssh/id_rsa` would otherwise be stored, and maybe pushed).
-    Links that stay inside are read through, under the link's own name.
+    Links that stay inside are read through, under the link's own name; so are the links of a
+    Hugging Face cache snapshot (`models--X/snapshots/REV/config.json -> ../../blobs/HASH`), which
+    stay inside that model's own cache folder.
     """
     root = directory.resolve()
+    allowed_roots = (root, *_hf_cache_repo(root))
     entries = []
     for entry in directory.iterdir():
         mode = entry.lstat().st_mode
@@ -79,7 +82,7 @@ def _regular_entries(directory: Path) -> list[Path]:
             continue
         if stat.S_ISLNK(mode):
             target = entry.resolve()
-            if root not in target.parents:
+            if not any(allowed in target.parents for allowed in allowed_roots):
                 raise BadInput(f"{entry} is a symbolic link to {target}, outside {directory}: "
                                "refusing to import it (copy the file in, e.g. `cp -L`)")
             if target.is_dir():
@@ -90,6 +93,15 @@ def _regular_entries(directory: Path) -> list[Path]:
                            "refusing to import it (remove it from the directory)")
         entries.append(entry)
     return sorted(entries)
+
+
+def _hf_cache_repo(snapshot: Path) -> tuple[Path, ...]:
+    """The cache folder of one model when `snapshot` is `.../models--ORG--NAME/snapshots/REV`."""
+    repo = snapshot.parent.parent
+    if snapshot.parent.name == "snapshots" and repo.name.startswith("models--") \
+            and (repo / "blobs").is_dir():
+        return (repo / "blobs",)
+    return ()
 
 
 def _describe_directory(directory: Path, allow_pickle: bool) -> SourceDescription:

@@ -284,6 +284,26 @@ def test_a_symlink_out_of_the_directory_is_refused(cli, tmp_path):
     assert cli("models", "import", str(source), "--name", "linked").code == 0
 
 
+def test_a_hugging_face_cache_snapshot_imports_through_its_links(cli, tmp_path):
+    """The hub cache keeps files in models--X/blobs and links them from snapshots/REV: a user
+    imports the snapshot folder, so those links (and only those) are followed."""
+    built = make_model(tmp_path / "built")
+    repo = tmp_path / "hub" / "models--org--tiny"
+    snapshot, blobs = repo / "snapshots" / "0123abcd", repo / "blobs"
+    snapshot.mkdir(parents=True)
+    blobs.mkdir()
+    for index, path in enumerate(sorted(built.iterdir())):
+        (blobs / f"blob{index}").write_bytes(path.read_bytes())
+        (snapshot / path.name).symlink_to(f"../../blobs/blob{index}")
+    result = cli("models", "import", str(snapshot), "--name", "cached", "--json")
+    assert result.code == 0, result
+    shown = cli("models", "show", "cached@1", "--json").json
+    assert {entry["name"] for entry in shown["files"]} == {p.name for p in built.iterdir()}
+    (tmp_path / "hub" / "elsewhere.txt").write_text("not this model's")
+    (snapshot / "notes.txt").symlink_to("../../../elsewhere.txt")
+    assert_one_line(cli("models", "import", str(snapshot), "--name", "cached2"), 2, "outside")
+
+
 # ---- 6. a deck home that is a file or unreadable ----------------------------------------------
 
 
