@@ -297,7 +297,7 @@ def test_a_hugging_face_cache_snapshot_imports_through_its_links(cli, tmp_path):
         (snapshot / path.name).symlink_to(f"../../blobs/blob{index}")
     result = cli("models", "import", str(snapshot), "--name", "cached", "--json")
     assert result.code == 0, result
-    shown = cli("models", "show", "cached@1", "--json").json
+    shown = cli("models", "show", "cached@1", "--json").json["model"]
     assert {entry["name"] for entry in shown["files"]} == {p.name for p in built.iterdir()}
     (tmp_path / "hub" / "elsewhere.txt").write_text("not this model's")
     (snapshot / "notes.txt").symlink_to("../../../elsewhere.txt")
