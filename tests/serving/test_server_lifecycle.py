@@ -83,6 +83,7 @@ def test_the_control_token_survives_restarts_and_changes_only_on_rotate(home):
     stop(home)
     second = start(home)
     assert second["pid"] != first["pid"] and token_of(home) == token  # a restart keeps it
+    assert control_status(second["url"], token) == 400
 
     rotated = run_modeldeck("serve", "--rotate-token", home=home)
     assert rotated.code == 0, rotated
@@ -222,7 +223,10 @@ def test_bad_flags_are_refused_before_anything_is_written(home, cli, detach):
     if not _has_cuda():
         flags.append(("--device", "cuda", "this machine has no CUDA device"))
     for flag, value, message in flags:
-        result = cli("serve", *(["--detach"] if detach else []), flag, value)
+        if detach:
+            result = cli("serve", "--detach", flag, value)
+        else:  # a process with a time limit: were the flag accepted, it would serve until stopped
+            result = run_modeldeck("serve", flag, value, home=home, timeout=60)
         assert result.code == 2, (flag, value, result)
         assert message in one_line_error(result), result
         assert deck_listing(home) == before, f"{flag} {value} changed the deck home"
