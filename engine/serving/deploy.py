@@ -89,7 +89,8 @@ def deliver_local(deck: Deck, plan: "DeployPlan", reason: str | None, arguments:
                                               reason=reason, arguments=arguments, state="pending")
         from engine.serving.process import start_detached
 
-        start_detached(deck)  # serves the current deployment; the swap below gates the new one
+        start_detached(deck)  # serves the current deployment (gated first if pending); the swap
+        # below gates the new one
     return deliver(deck, plan.action, TARGET, plan.chosen, current, reason, arguments,
                    driver=LocalServerTarget(deck))
 
