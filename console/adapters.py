@@ -112,7 +112,7 @@ class EndpointReader:
             return EndpointsPanel("not-available", f"endpoint telemetry failed: {error}")
         if server.get("state") != "running":  # the local server is a row even when it is down
             rows = (stopped_local_row(server), *rows)
-        return EndpointsPanel("ok", "", rows)
+        return EndpointsPanel("ok", "", rows, tuple(server.get("warnings", ())))
 
     def poll(self, endpoints: list[Any], poller_type: Any) -> list[Any]:
         if not endpoints:

@@ -73,6 +73,7 @@ class EndpointsPanel:
     status: str = "ok"  # ok | not-available
     reason: str = ""
     endpoints: tuple[EndpointRow, ...] = ()
+    warnings: tuple[str, ...] = ()  # about the local server (reachable without an API key)
 
 
 def local_server_running(panel: EndpointsPanel | None) -> bool:

@@ -109,7 +109,10 @@ class DeployPlan:
 
     @property
     def changes_anything(self) -> bool:
-        return not (self.current and self.current.state == "active"
+        """False when the target already points at the chosen version: active, or pending
+        (local, moved while no server ran: the next server start gates it)."""
+        settled = ("active", "pending") if self.target == "local" else ("active",)
+        return not (self.current and self.current.state in settled
                     and (self.current.model, self.current.version)
                     == (self.chosen.model, self.chosen.version))
 
@@ -163,12 +166,19 @@ def deploy(deck: Deck, request: DeployRequest) -> DeployResult:
     start = local and (deck.config.serve.autostart if request.start_server is None
                        else request.start_server)
     history = None
-    if plan.changes_anything:
-        arguments = {"ref": plan.chosen.ref, "target": request.target, "force": request.force}
+    arguments = {"ref": plan.chosen.ref, "target": request.target, "force": request.force}
+    if plan.changes_anything or _pending_on_a_running_server(deck, plan):
         history = _move(deck, plan, request.reason, arguments, start)
     elif start:  # already deployed but maybe not served: deploying means serving it
-        start_server(deck)  # returns the running server when there is one
+        start_server(deck)  # a start gates a pending deployment; a running server is returned
     return DeployResult(plan, history, local_server_state(deck) if local else None)
+
+
+def _pending_on_a_running_server(deck: Deck, plan: DeployPlan) -> bool:
+    """Local still pending while a server runs (its deploy was killed mid-gate): deploying it
+    again runs the gate again, as it would on any other target."""
+    return (plan.target == "local" and plan.current is not None
+            and plan.current.state == "pending" and local_server_state(deck)["state"] == "running")
 
 
 def plan_rollback(deck: Deck, request: RollbackRequest) -> DeployPlan:
@@ -299,10 +309,12 @@ class StatusReport:
     server: dict[str, Any] = field(default_factory=dict)
     taken_at: float = field(default_factory=time.time)
     jobs: dict[str, int] = field(default_factory=dict)  # job counts by state
+    warnings: tuple[str, ...] = ()  # e.g. the server is reachable from other machines without a key
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["deployments"] = [d.to_dict() for d in self.deployments]
+        data["warnings"] = list(self.warnings)
         return data
 
 
@@ -310,9 +322,11 @@ def status(deck: Deck) -> StatusReport:
     """Cheap by design: no torch, no textual, no pydantic (a test checks the imports)."""
     registry = deck.registry
     models, versions = registry.counts()
+    server = local_server_state(deck)
     return StatusReport(home=str(deck.paths.home), model_count=models,
                         version_count=versions, deployments=tuple(registry.deployments()),
-                        server=local_server_state(deck), jobs=_job_counts(deck))
+                        server=server, jobs=_job_counts(deck),
+                        warnings=tuple(server.get("warnings", ())))
 
 
 def _job_counts(deck: Deck) -> dict[str, int]:
@@ -322,39 +336,49 @@ def _job_counts(deck: Deck) -> dict[str, int]:
 
 
 def local_server_state(deck: Deck) -> dict[str, Any]:
-    """The embedded server's state from run/server.json: a missing or dead server is data."""
+    """The embedded server's state from run/server.json: a missing or dead server is data.
+    warnings: what a user must know about a running one (reachable from other machines with /v1
+    open to anyone)."""
     from engine.procs import process_alive
     from engine.serving.runstate import read_server_info  # light: no torch
 
     info = read_server_info(deck.paths)
     if info is None:
-        return {"state": "stopped", "pid": None, "url": None}
+        return {"state": "stopped", "pid": None, "url": None, "warnings": []}
     alive = process_alive(info.pid)
-    return {"state": "running" if alive else "stale", "pid": info.pid, "url": info.url}
+    return {"state": "running" if alive else "stale", "pid": info.pid, "url": info.url,
+            "host": info.host, "api_key": info.api_key_set,
+            "warnings": info.warnings if alive else []}
 
 
 # ---- the local server -----------------------------------------------------------------------
 
 
-def serve(deck: Deck, options: Any, on_ready: Any = None) -> None:
+def serve(deck: Deck, options: Any, on_ready: Any = None, on_warning: Any = None) -> None:
     """Serve the version deployed to `local` in this process until stopped (Ctrl-C, --stop).
     options: engine.serving.process.ServeOptions, the overrides of deck.toml's [serve]; on_ready(url,
-    version) is called once the port is bound and the version loaded."""
-    from engine.serving.process import LocalServer
+    version) is called once the port is bound and the version loaded (a pending deployment gated);
+    on_warning(text) for what the user must hear (no API key on a public address, a failed gate)."""
+    from engine.serving.process import start_foreground
 
-    server = LocalServer(deck, options)
-    serving = server.load_deployed()
+    server = start_foreground(deck, options)
+    if on_warning is not None:
+        for line in (*server.notes, *server.warnings):
+            on_warning(line)
     if on_ready is not None:
-        on_ready(server.url, serving)
+        on_ready(server.url, server.host.active.ref if server.host.active else None)
     server.serve()
 
 
 def start_server(deck: Deck, options: Any = None) -> dict[str, Any]:
-    """Start the server detached (it outlives the terminal) and return its pid and url.
-    options: engine.serving.process.ServeOptions (None: deck.toml's [serve] as it is)."""
-    from engine.serving.process import ServeOptions, start_detached
+    """Start the server detached (it outlives the terminal) and return its pid, url and warnings.
+    options: engine.serving.process.ServeOptions; None: deck.toml's [serve] as it is, and any
+    running server will do; given: a running server that differs in host, port or API key is
+    refused (BadInput) rather than returned as if it were what was asked for."""
+    from engine.serving.process import start_detached
 
-    return start_detached(deck, options if options is not None else ServeOptions()).to_dict()
+    info = start_detached(deck, options)
+    return {**info.to_dict(), "warnings": info.warnings}
 
 
 def stop_server(deck: Deck) -> dict[str, Any]:
@@ -362,6 +386,20 @@ def stop_server(deck: Deck) -> dict[str, Any]:
 
     stopped = stop(deck.paths)
     return {"stopped": stopped is not None, "pid": stopped.pid if stopped else None}
+
+
+def rotate_control_token(deck: Deck) -> dict[str, Any]:
+    """Replace the deck's control token. A running server reads the token file on each control
+    request, so it accepts only the new token from now on, with no restart; copies of the old
+    one (a remote deck's api_key_file) must be replaced. The token itself is never returned."""
+    from engine.serving.runstate import TOKEN_FILE, rotate_control_token as rotate, running_server
+
+    deck.paths.ensure()
+    rotate(deck.paths)
+    info = running_server(deck.paths)
+    deck.registry.append_audit("rotate-token", {"target": "local"}, "ok")
+    return {"rotated": True, "token_file": str(deck.paths.run / TOKEN_FILE),
+            "server_running": info is not None, "pid": info.pid if info else None}
 
 
 # ---- demo ------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ class GateSettings(Section):
 
 class ServeSettings(SecretSource):
     host: str = "127.0.0.1"
-    port: int = Field(default=8471, ge=1, le=65535)
+    port: int = Field(default=8471, ge=0, le=65535)  # 0: the system picks a free port
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
     max_batch_size: int = Field(default=8, ge=1, le=512)
@@ -75,6 +75,17 @@ class ServeSettings(SecretSource):
     # false: deploy only moves the pointer and a later `modeldeck serve` picks the version up.
     autostart: bool = True
     gate: GateSettings = GateSettings()
+
+    @field_validator("device")
+    @classmethod
+    def _device_syntax(cls, device: str) -> str:
+        """Syntax only (no torch here); engine.validate.parse_device checks the machine has it
+        when a server starts."""
+        from engine.validate import DEVICE_PATTERN
+
+        if not DEVICE_PATTERN.match(device.strip().lower()):
+            raise ValueError("must be auto, cpu, mps, cuda or cuda:N")
+        return device.strip().lower()
 
 
 EndpointKind = Literal["vllm", "tgi", "llamacpp", "openai", "modeldeck"]

@@ -1,8 +1,11 @@
-"""`modeldeck serve`: run the embedded OpenAI-compatible server (foreground, --detach, --stop)."""
+"""`modeldeck serve`: run the embedded OpenAI-compatible server (foreground, --detach, --stop,
+--rotate-token)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
 from console.output import emit
 from engine import actions
 from engine.deck import Deck
@@ -21,6 +24,9 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     mode = serve.add_mutually_exclusive_group()
     mode.add_argument("--detach", action="store_true", help="start in the background and return")
     mode.add_argument("--stop", action="store_true", help="stop the background server")
+    mode.add_argument("--rotate-token", action="store_true",
+                      help="replace the control token in run/control.token (a running server "
+                           "accepts only the new one from its next control request)")
     serve.set_defaults(handler=serve_command)
 
 
@@ -31,12 +37,17 @@ def serve_command(args: argparse.Namespace, deck: Deck) -> int:
              lambda: f"stopped the server (pid {result['pid']})" if result["stopped"]
              else "no server was running")
         return 0
+    if args.rotate_token:
+        rotated = actions.rotate_control_token(deck)
+        emit(args.json, "serve.rotate-token", rotated, lambda: _rotated_text(rotated))
+        return 0
     from engine.serving.process import ServeOptions
 
     request = ServeOptions(args.host, args.port, args.device, args.dtype, args.max_batch_size,
                            args.max_queue, args.api_key)
     if args.detach:
         info = actions.start_server(deck, request)
+        _warn(info["warnings"])
         emit(args.json, "serve", {"state": "running", **info},
              lambda: f"serving at {info['url']} (pid {info['pid']}); stop with `modeldeck serve --stop`")
         return 0
@@ -45,5 +56,21 @@ def serve_command(args: argparse.Namespace, deck: Deck) -> int:
         emit(args.json, "serve", {"state": "running", "url": url, "version": version},
              lambda: f"serving {version or 'nothing yet (deploy a version)'} at {url}; Ctrl-C stops")
 
-    actions.serve(deck, request, on_ready=ready)
+    actions.serve(deck, request, on_ready=ready, on_warning=lambda line: _warn([line]))
     return 0
+
+
+def _warn(lines: list[str]) -> None:
+    """On stderr, so a script reading --json on stdout still sees them."""
+    for line in lines:
+        sys.stderr.write(f"modeldeck: warning: {line}\n")
+
+
+def _rotated_text(rotated: dict) -> str:
+    where = rotated["token_file"]
+    if rotated["server_running"]:
+        return (f"rotated the control token in {where}; the running server (pid {rotated['pid']}) "
+                "refuses the old one from now on; replace any copy of it (a remote deck's "
+                "api_key_file)")
+    return (f"rotated the control token in {where}; no server runs, the next start uses it; "
+            "replace any copy of it (a remote deck's api_key_file)")

@@ -28,6 +28,7 @@ def _status_text(report: actions.StatusReport) -> str:
                                                if server.get("url") else ""),
              "jobs      " + (", ".join(f"{count} {state}" for state, count in sorted(report.jobs.items()) if count)
                              or "none")]
+    lines += [f"warning   {warning}" for warning in report.warnings]
     if report.deployments:
         rows = [(d.target, d.ref, d.state, human_time(d.updated_at)) for d in report.deployments]
         lines += ["", table(("TARGET", "SERVING", "STATE", "SINCE"), rows)]

@@ -71,6 +71,7 @@ class DashboardScreen(DashboardActions, Screen):
         self.loaded: set[str] = set()
         self.in_flight: set[str] = set()
         self.last_errors: dict[str, str] = {}
+        self.server_warnings: tuple[str, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -85,7 +86,7 @@ class DashboardScreen(DashboardActions, Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.sub_title = "read-only" if self.readonly else ""
+        self.show_subtitle()
         self.query_one("#models", ModelsPane).table.focus()
         for warning in self.startup_warnings:  # e.g. a broken theme file: reported once, here
             self.report("warning", warning)
@@ -146,6 +147,9 @@ class DashboardScreen(DashboardActions, Screen):
                 name == "endpoints" and local_server_running(previous) != local_server_running(value))
             if name == "jobs" and self.loaded_loss_job() != self.loss_job_id():
                 self.poll("loss")  # the first jobs (or a new one): show its loss now
+        if name == "endpoints" and value.warnings != self.server_warnings:
+            self.server_warnings = value.warnings
+            self.show_subtitle()
         if changed:
             # Only these change which keys make sense; refreshing the footer restyles it,
             # which is too dear to do on every telemetry tick.
@@ -181,11 +185,17 @@ class DashboardScreen(DashboardActions, Screen):
 
     def action_pause(self) -> None:
         self.paused = not self.paused
-        self.sub_title = " · ".join(part for part in (
-            "read-only" if self.readonly else "", "paused" if self.paused else "") if part)
+        self.show_subtitle()
         if not self.paused:
             for name in POLLED:
                 self.poll(name)
+
+    def show_subtitle(self) -> None:
+        """The header's second part: modes, and a warning no one should miss (the local server
+        reachable from other machines without an API key)."""
+        self.sub_title = " · ".join(part for part in (
+            "read-only" if self.readonly else "", "paused" if self.paused else "",
+            *(f"WARNING: {warning.split(';')[0]}" for warning in self.server_warnings)) if part)
 
     def action_log_scale(self) -> None:
         log_scale = self.query_one("#loss", LossPane).toggle_log_scale()

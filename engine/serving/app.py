@@ -30,10 +30,11 @@ from engine.serving.scheduler import QueueFull, SchedulerClosed, Sequence, Token
 DISCONNECT_CHECK_S = 0.25  # how often a waiting non-streamed request looks for its client
 
 
-def build_app(host: ModelHost, control_token: str, api_key: str | None,
-              on_stop: Callable[[], None], deck: Any = None) -> Starlette:
+def build_app(host: ModelHost, control_token: str | Callable[[], str | None],
+              api_key: str | None, on_stop: Callable[[], None], deck: Any = None) -> Starlette:
     """deck: when given, the routes other decks push versions through are mounted too
-    (engine.targets.receiver), guarded by the same control token."""
+    (engine.targets.receiver), guarded by the same control token. control_token: the token, or
+    a function giving the current one (the token file, so a rotation needs no restart)."""
     api = _Api(host, control_token, api_key, on_stop)
     routes = [
         Route("/health", api.health, methods=["GET"]),
@@ -59,8 +60,8 @@ def error_response(status: int, message: str, kind: str, code: str | None = None
 
 
 class _Api:
-    def __init__(self, host: ModelHost, control_token: str, api_key: str | None,
-                 on_stop: Callable[[], None]) -> None:
+    def __init__(self, host: ModelHost, control_token: str | Callable[[], str | None],
+                 api_key: str | None, on_stop: Callable[[], None]) -> None:
         self.host, self.control_token, self.api_key, self.on_stop = host, control_token, api_key, on_stop
 
     # ---- plain routes --------------------------------------------------------------------
@@ -202,7 +203,8 @@ class _Api:
 
     def _check_token(self, request: Request) -> Response | None:
         supplied = request.headers.get(TOKEN_HEADER, "")
-        if supplied and hmac.compare_digest(supplied.encode(), self.control_token.encode()):
+        token = self.control_token() if callable(self.control_token) else self.control_token
+        if supplied and token and hmac.compare_digest(supplied.encode(), token.encode()):
             return None
         return error_response(403, "control routes need the server's control token",
                               "permission_error")

@@ -4,23 +4,36 @@ The embedded server is one more target driver for the shared flow (engine.target
 registry records the move as pending, the server loads the new version beside the old one and
 gates it (engine.serving.host) before switching, and the move is settled: active when the gate
 passed; otherwise failed, with an automatic rollback recorded and the audit saying why, while
-the server keeps serving the old version. When no server runs, the pointer simply moves and the
-server loads that version when it starts.
+the server keeps serving the old version.
+
+When no server runs, the pointer moves and stays `pending`: no gate has judged that version yet.
+A server serves only gated versions, so its start gates a pending deployment itself
+(load_at_start) with the same gate code as a hot swap (engine.serving.host.run_gate) and settles
+it through the registry the way the flow would: active, or failed with an auto-rollback to the
+last version whose gate passed. Chosen over "serve the last good version and let the verb run a
+gated deploy after the start" because every start path (foreground `serve`, `serve --detach`,
+deploy's autostart, the console's `s`) goes through here, and the server needs neither the verb
+nor the targets layer for it.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.deck import Deck
-from engine.errors import ActionFailed, BadInput
-from engine.registry.records import HistoryEntry, VersionInfo
+from engine.errors import ActionFailed, BadInput, DeckError
+from engine.registry.records import Deployment, HistoryEntry, ModelRef, VersionInfo
 from engine.serving.runstate import control, running_server
 from engine.targets.base import GateCheck, GateReport, TargetHealth
 
 if TYPE_CHECKING:
     from engine.actions import DeployPlan
+    from engine.serving.host import GateOutcome, ModelHost
 
 TARGET = "local"
 
@@ -71,11 +84,101 @@ def deliver_local(deck: Deck, plan: "DeployPlan", reason: str | None, arguments:
     from engine.targets.flow import deliver
 
     if running_server(deck.paths) is None:
-        if not start_server:
+        if not start_server:  # pending: the next server start gates it (load_at_start)
             return deck.registry.move_pointer(TARGET, plan.chosen, action=plan.action,
-                                              reason=reason, arguments=arguments)
+                                              reason=reason, arguments=arguments, state="pending")
         from engine.serving.process import start_detached
 
-        start_detached(deck)  # serves the current deployment; the swap below gates the new one
+        start_detached(deck)  # serves the current deployment (gated first if pending); the swap
+        # below gates the new one
     return deliver(deck, plan.action, TARGET, plan.chosen, current, reason, arguments,
                    driver=LocalServerTarget(deck))
+
+
+# ---- what a starting server serves --------------------------------------------------------
+
+
+def load_at_start(deck: Deck, host: "ModelHost") -> tuple[str | None, list[str]]:
+    """Load what `local` should serve at start; returns (ref served, notes for the caller)."""
+    deployment = deck.registry.deployment(TARGET)
+    if deployment is None or deployment.state == "failed":
+        return None, []
+    if deployment.state == "pending":
+        with _target_lock(deck) as held:
+            if held:
+                return _gate_pending(deck, host, deployment)
+        # A deploy holds the target and will settle this one: serve the last gated version.
+        return _serve(host, _last_good(deck)), [f"{deployment.ref} is pending (a deploy is in "
+                                                "progress); serving the last gated version"]
+    host.start_with(host.load(deployment.model, deployment.version))
+    return deployment.ref, []
+
+
+def _gate_pending(deck: Deck, host: "ModelHost", deployment: Deployment) -> tuple[str | None, list[str]]:
+    registry = deck.registry
+    outcome, candidate = _load_and_gate(host, deployment)
+    entry = registry.history_entry(deployment.history_id)
+    arguments = {"target": TARGET, "ref": deployment.ref, "history_id": deployment.history_id,
+                 "at": "server start"}
+    if outcome.passed and candidate is not None:
+        host.start_with(candidate)
+        registry.set_outcome(TARGET, deployment.history_id, "ok", "active")
+        registry.append_audit("gate", arguments, "ok", detail=json.dumps(outcome.to_dict()),
+                              reason="pending deployment gated at server start")
+        return deployment.ref, []
+    registry.set_outcome(TARGET, deployment.history_id, "failed", "failed")
+    good = _last_good(deck)
+    if good is not None:
+        registry.move_pointer(TARGET, good, action="auto-rollback", reason=outcome.reason,
+                              arguments={"target": TARGET, "from": deployment.ref, "to": good.ref})
+    registry.append_audit(entry.action if entry else "deploy", arguments, "failed",
+                          detail=json.dumps(outcome.to_dict()), reason=outcome.reason)
+    note = (f"not serving {deployment.ref}: {outcome.reason}; "
+            + (f"rolled back to {good.ref}" if good else "no earlier version passed its gate"))
+    return _serve(host, good), [note]
+
+
+def _load_and_gate(host: "ModelHost", deployment: Deployment) -> tuple["GateOutcome", Any]:
+    from engine.serving.host import GateOutcome, run_gate
+
+    try:
+        candidate = host.load(deployment.model, deployment.version)
+    except (DeckError, OSError, ValueError, RuntimeError) as error:
+        return GateOutcome(False, f"load failed: {error}",
+                           ({"probe": "load", "ok": False, "detail": str(error)},)), None
+    outcome = run_gate(candidate, host.settings.gate)
+    if not outcome.passed:
+        candidate.retire()
+    return outcome, candidate
+
+
+def _serve(host: "ModelHost", version: VersionInfo | None) -> str | None:
+    if version is None:
+        return None
+    host.start_with(host.load(version.model, version.version))
+    return version.ref
+
+
+def _last_good(deck: Deck) -> VersionInfo | None:
+    """The version `local` last served after a passed gate (what a failed one falls back to)."""
+    good = next((entry for entry in deck.registry.history(TARGET, limit=1000)
+                 if entry.outcome == "ok"), None)
+    return deck.registry.resolve(ModelRef(good.model, str(good.version))) if good else None
+
+
+@contextmanager
+def _target_lock(deck: Deck) -> Iterator[bool]:
+    """The lock engine.targets.flow holds while it deploys to `local` (same file, taken without
+    waiting): held by someone else means that deploy settles the pending entry itself."""
+    lock_dir = deck.paths.run / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f"{TARGET}.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

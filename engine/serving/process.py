@@ -20,8 +20,9 @@ from engine.config import ServeSettings
 from engine.deck import Deck
 from engine.errors import ActionFailed, BadInput, DeckError
 from engine.paths import DeckPaths
-from engine.serving.runstate import (ServerInfo, clear_server_info, new_control_token,
-                                     running_server, write_server_info)
+from engine.serving.runstate import (ServerInfo, TokenFile, api_key_matches, clear_server_info,
+                                     exposure_warnings, hash_api_key, running_server, start_lock,
+                                     write_server_info)
 
 API_KEY_ENV = "MODELDECK_API_KEY"
 LOG_FILE = "server.log"
@@ -40,9 +41,41 @@ class ServeOptions:
     api_key: str | None = field(default=None, repr=False)  # a secret: never in a repr or log
 
     def apply(self, settings: ServeSettings) -> ServeSettings:
-        overrides = {name: value for name, value in vars(self).items()
-                     if value is not None and name != "api_key"}
-        return settings.model_copy(update=overrides)
+        """deck.toml's settings with these overrides, validated as deck.toml is (model_copy
+        would skip validation: --max-batch-size 0 once started a server that hung every
+        request). BadInput names the flag."""
+        from pydantic import ValidationError
+
+        overrides = self.overrides()
+        try:
+            return ServeSettings.model_validate({**settings.model_dump(exclude_unset=True),
+                                                 **overrides})
+        except ValidationError as error:
+            first = error.errors()[0]
+            name = str(first["loc"][0]) if first["loc"] else ""
+            if name in overrides:
+                raise BadInput(f"--{name.replace('_', '-')} {overrides[name]}: "
+                               f"{_lowered(first['msg'])}") from None
+            raise BadInput(f"[serve] {name}: {_lowered(first['msg'])}") from None
+
+    def overrides(self) -> dict[str, object]:
+        return {name: value for name, value in vars(self).items()
+                if value is not None and name != "api_key"}
+
+
+def _lowered(message: str) -> str:
+    message = message.removeprefix("Value error, ")  # pydantic's prefix for a validator's text
+    return message[:1].lower() + message[1:]
+
+
+def resolve_settings(deck: Deck, options: ServeOptions) -> ServeSettings:
+    """Everything a server start checks before it writes a byte under the deck home: the merged
+    settings and the device (cuda on a machine without CUDA is refused here, not after start)."""
+    from engine.validate import parse_device
+
+    settings = options.apply(deck.config.serve)
+    parse_device(settings.device)
+    return settings
 
 
 def api_key_for(settings: ServeSettings, options: ServeOptions) -> str | None:
@@ -58,30 +91,47 @@ class LocalServer:
         from engine.serving.host import ModelHost
         from engine.serving.metrics import ServerMetrics
 
+        self.settings = resolve_settings(deck, options)  # BadInput before anything is written
+        self.api_key = api_key_for(self.settings, options)
         self.paths = deck.paths.ensure()
-        self.settings = options.apply(deck.config.serve)
         self.host = ModelHost(self.paths, self.settings, ServerMetrics())
         self.socket = _bind(self.settings.host, self.settings.port)
         self.port = self.socket.getsockname()[1]
         self.url = f"http://{_url_host(self.settings.host)}:{self.port}"
-        app = build_app(self.host, new_control_token(self.paths), api_key_for(self.settings, options),
+        # The deck's one token, read from its file on each control request (rotation, no restart)
+        app = build_app(self.host, TokenFile(self.paths).current, self.api_key,
                         on_stop=self.request_stop, deck=deck)
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                                     timeout_graceful_shutdown=30))
         self.deck = deck
+        self.notes: list[str] = []  # what the start did that its caller should hear about
+        self.announced = False
+
+    @property
+    def warnings(self) -> list[str]:
+        return exposure_warnings(self.settings.host, self.port, self.api_key is not None)
 
     def load_deployed(self) -> str | None:
-        """Load what the registry says `local` serves (a failed deployment is not served)."""
-        deployment = self.deck.registry.deployment("local")
-        if deployment is None or deployment.state == "failed":
-            return None
-        self.host.start_with(self.host.load(deployment.model, deployment.version))
-        return deployment.ref
+        """Load what `local` serves: a gated deployment as it is; a pending one (a deploy killed
+        mid-gate, `deploy --no-start`) only after it passes the gate here (engine.serving.deploy);
+        a failed one not at all."""
+        from engine.serving.deploy import load_at_start
+
+        served, self.notes = load_at_start(self.deck, self.host)
+        return served
+
+    def announce(self) -> None:
+        """Write server.json: from now on other processes find this server and use it."""
+        key_hash = hash_api_key(self.api_key) if self.api_key else None
+        write_server_info(self.paths, ServerInfo(os.getpid(), self.settings.host, self.port,
+                                                 self.url, time.time(), self.api_key is not None,
+                                                 key_hash))
+        self.announced = True
 
     def serve(self) -> None:
         """Blocking: answer requests until stopped (SIGTERM/SIGINT or the stop route)."""
-        write_server_info(self.paths, ServerInfo(os.getpid(), self.settings.host, self.port,
-                                                 self.url, time.time()))
+        if not self.announced:
+            self.announce()
         try:
             self.server.run(sockets=[self.socket])
         finally:
@@ -122,13 +172,80 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def start_detached(deck: Deck, options: ServeOptions = ServeOptions(),
+def start_detached(deck: Deck, options: ServeOptions | None = None,
                    timeout: float = 300.0) -> ServerInfo:
-    """Start `python -m engine.serving.process` in its own session; return once it answers."""
+    """Start `python -m engine.serving.process` in its own session; return once it answers.
+
+    options None (deploy's autostart): any running server will do. Given (`serve --detach`):
+    a running server must match its host, port and API key, else BadInput says how it differs;
+    silently returning a server without the key the user just asked for would leave /v1 open.
+    Concurrent starts converge: the first takes the start lock and starts the server, the others
+    wait on the lock and then find it running."""
+    requested = options if options is not None else ServeOptions()
+    settings = resolve_settings(deck, requested)  # BadInput before anything is written
+    api_key = api_key_for(settings, requested)
+    existing = running_server(deck.paths)
+    if existing is None:
+        paths = deck.paths.ensure()
+        with start_lock(paths, timeout):
+            existing = running_server(paths)
+            if existing is None:
+                return _spawn(deck, paths, requested, timeout)
+    if options is not None:
+        refuse_if_different(existing, settings, api_key, options)
+    return existing
+
+
+def start_foreground(deck: Deck, options: ServeOptions) -> LocalServer:
+    """For `modeldeck serve`: bind, load (gating a pending deployment) and publish server.json
+    under the start lock, so a concurrent detached start finds this server instead of racing it."""
+    resolve_settings(deck, options)  # BadInput before anything is written
+    _refuse_second_server(running_server(deck.paths))
     paths = deck.paths.ensure()
-    existing = running_server(paths)
+    with start_lock(paths, timeout=300.0):
+        _refuse_second_server(running_server(paths))
+        server = LocalServer(deck, options)
+        server.load_deployed()
+        server.announce()
+    return server
+
+
+def _refuse_second_server(existing: ServerInfo | None) -> None:
     if existing is not None:
-        return existing
+        raise BadInput(f"a server already runs at {existing.url} (pid {existing.pid}); stop it "
+                       "first (`modeldeck serve --stop`) or use that one")
+
+
+def refuse_if_different(info: ServerInfo, settings: ServeSettings, api_key: str | None,
+                        options: ServeOptions) -> None:
+    """BadInput naming the first difference between the running server and this request (the
+    key is compared through its hash in server.json and never printed)."""
+    where = f"a server already runs on {info.host}:{info.port}"
+    stop = "stop it first (`modeldeck serve --stop`)"
+    if settings.host != info.host:
+        raise BadInput(f"{where}, not on {settings.host}; {stop} or "
+                       f"{_undo('--host', options.host, 'host')}")
+    if settings.port not in (0, info.port):
+        raise BadInput(f"{where}, not on port {settings.port}; {stop} or "
+                       f"{_undo('--port', options.port, 'port')}")
+    matches = api_key_matches(info, api_key)
+    if matches is not False:
+        return
+    if not info.api_key_set:
+        how = ("drop --api-key" if options.api_key
+               else "unset $MODELDECK_API_KEY" if os.environ.get(API_KEY_ENV)
+               else "remove api_key_env / api_key_file from deck.toml's [serve]")
+        raise BadInput(f"{where} without an API key; {stop} or {how}")
+    if api_key is not None:
+        raise BadInput(f"{where} with a different API key; {stop} or pass the key it runs with")
+    # It requires a key and this request named none: stricter than asked, so it is used as is.
+
+
+def _undo(flag: str, given: object, setting: str) -> str:
+    return f"drop {flag}" if given is not None else f"change [serve] {setting} in deck.toml"
+
+
+def _spawn(deck: Deck, paths: DeckPaths, options: ServeOptions, timeout: float) -> ServerInfo:
     command = [sys.executable, "-m", "engine.serving.process", *_option_args(options)]
     if deck.config_file:
         command += ["--config", str(deck.config_file)]
@@ -195,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                            args.max_queue)
     deck = Deck(config_file=args.config)
     try:
-        server = LocalServer(deck, options)
+        server = LocalServer(deck, options)  # validates everything before it writes
     except DeckError as error:  # a taken port, a bad setting: one line for whoever started us
         sys.stderr.write(f"modeldeck serve: {error}\n")
         return error.exit_code
@@ -203,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         server.load_deployed()
     except DeckError as error:  # serve nothing rather than die: a deploy can still swap in
         sys.stderr.write(f"modeldeck serve: not serving the deployed version: {error}\n")
+    for line in (*server.notes, *server.warnings):
+        sys.stderr.write(f"modeldeck serve: {line}\n")
     server.serve()
     return 0
 

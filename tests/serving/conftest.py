@@ -58,7 +58,10 @@ def two_version_deck(deck, deck_home: Path, deck_toml: str, tiny_model_dir: Path
 
     actions.import_model(deck, actions.ImportRequest(tiny_model_dir, "tiny"))
     actions.import_model(deck, actions.ImportRequest(tiny_model_dir_distinct, "tiny"))
-    actions.deploy(deck, actions.DeployRequest("tiny@1", reason="test"))
+    # Recorded as a deploy whose gate passed: with no server running, a deploy leaves the
+    # version pending and the server's start would gate it (test_server_lifecycle tests that).
+    deck.registry.move_pointer("local", deck.registry.resolve("tiny@1"), action="deploy",
+                               reason="test", arguments={"ref": "tiny@1"})
     return deck
 
 
