@@ -30,8 +30,13 @@ def probe_health(client: Any, url: str, settle_s: float, timeout_s: float) -> Ga
     return last
 
 
+VERSION_HEADER = "X-Modeldeck-Version"  # what a modeldeck server says answered a request
+
+
 def probe_prompts(client: Any, base_url: str, model_name: str, gate: GateSettings,
-                  timeout_s: float) -> tuple[GateCheck, ...]:
+                  timeout_s: float, expect_version: str | None = None) -> tuple[GateCheck, ...]:
+    """Each prompt must answer non-empty text within the bound; with expect_version, from that
+    version (a modeldeck server names it in a header), not from the one it replaced."""
     import httpx
 
     checks = []
@@ -46,6 +51,10 @@ def probe_prompts(client: Any, base_url: str, model_name: str, gate: GateSetting
             break
         latency = time.monotonic() - started
         checks.append(_judge(prompt, response, latency, gate.max_latency_s))
+        answered_by = response.headers.get(VERSION_HEADER)
+        if checks[-1].ok and expect_version and answered_by != expect_version:
+            checks[-1] = GateCheck(prompt, False, response.status_code, latency,
+                                   f"answered by {answered_by}, expected {expect_version}")
         if not checks[-1].ok:
             break
     return tuple(checks)
