@@ -146,7 +146,7 @@ def judge_speed(parent_rates: list[float], result_rates: list[float], load: floa
     reasons = []
     if len(ratios) < 2:
         reasons.append(f"{len(ratios)} usable round(s), cannot tell whether they agree")
-    elif spread > max_spread:
+    elif spread is not None and spread > max_spread:
         reasons.append(f"rounds disagree: result/parent ranged {min(ratios):.2f}x to "
                        f"{max(ratios):.2f}x ({spread:.0%} apart, limit {max_spread:.0%})")
     if load is not None and load > max_load:

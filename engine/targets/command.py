@@ -111,7 +111,7 @@ class CommandTarget:
         """Where the served version is read: version_url, else health_url, else /v1/models
         (config validation guarantees one of url and health_url)."""
         settings = self.settings
-        return settings.version_url or settings.health_url or f"{settings.url.rstrip('/')}/v1/models"
+        return settings.version_url or settings.health_url or f"{(settings.url or '').rstrip('/')}/v1/models"
 
     def commit(self, version: VersionInfo, previous: VersionInfo | None) -> None:
         """Nothing to retire: the command already replaced what served."""
