@@ -198,6 +198,10 @@ def print_int8_targets(rows: dict[str, dict]) -> None:
           f"{'met' if ppl_change <= 3 else 'MISSED'}")
     print(f"  batch-8 decode {speed_ratio:.2f}x fp32 (target >= 1.00x): "
           f"{'met' if speed_ratio >= 1 else 'MISSED'}")
+    from engine.compression.evaluate import judge_speed, load_per_core
+
+    # the same judgement the compression report makes: do the rounds agree, was the box quiet?
+    print(f"  {judge_speed(base['b8'], int8['b8'], load_per_core())['note']}")
 
 
 if __name__ == "__main__":

@@ -620,13 +620,19 @@ class JobResult:
 def finetune(deck: Deck, request: FinetuneRequest) -> JobResult:
     """Validate everything (model, data, settings, target), then start the detached job."""
     from engine.jobs import JobLaunch, start_job
+    from engine.training import preflight
     from engine.training.data import load_dataset
     from engine.training.settings import build_settings
 
     parent = deck.registry.resolve(request.reference)
     if parent.kind != "model":
         raise BadInput(f"{parent.ref} is an {parent.kind}, not a model; fine-tune its base instead")
+    config = next((deck.registry.blobs.path_of(f.sha256) for f in parent.files
+                   if f.name == "config.json"), None)
+    parent_config = preflight.read_config(config)
+    preflight.refuse_compressed(parent.ref, parent.lineage.get("parent"), parent_config)
     settings = build_settings(request.config_file, request.overrides, _deck_finetune_defaults(deck))
+    preflight.check_eval_file(settings.eval_file)
     dataset = load_dataset(request.data, request.on_bad_row)
     eval_set = load_dataset(Path(settings.eval_file), request.on_bad_row) if settings.eval_file else None
     if request.keep_adapter and settings.method != "lora":
@@ -635,6 +641,8 @@ def finetune(deck: Deck, request: FinetuneRequest) -> JobResult:
         _check_target(deck, request.deploy_if_better)
     if request.nproc < 1 or request.nnodes < 1:
         raise BadInput("--nproc and --nnodes must be at least 1")
+    if settings.method == "lora":
+        preflight.check_lora_targets(config, settings.lora_targets)
     spec = {"parent": parent.ref, "model": parent.model, "data": str(dataset.path),
             "data_sha256": dataset.sha256, "format": dataset.format,
             "task": "classification" if dataset.format == "classification" else "causal-lm",

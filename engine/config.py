@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.errors import BadInput
 from engine.paths import deck_home
@@ -128,6 +128,12 @@ class TargetSettings(SecretSource):
     verify_tls: bool = True
     timeout_s: float = Field(default=30.0, gt=0)
     gate: GateSettings = GateSettings()
+    # command targets: how the gate confirms the NEW version serves (engine.targets.command).
+    # version_url: GET it, its body must name {model}@{version} (or be/hold the version);
+    # version_header: the header of that answer (or of health_url's) that carries the version.
+    version_url: str | None = None
+    version_header: str | None = None
+    version_check: bool = True  # false: accept any healthy answer (an explicit opt-out)
 
     @field_validator("name")
     @classmethod
@@ -135,6 +141,17 @@ class TargetSettings(SecretSource):
         if name == "local":
             raise ValueError("'local' is built in; configure it under [serve]")
         return name
+
+    @model_validator(mode="after")
+    def _gate_checks_something(self) -> "TargetSettings":
+        # A command target with nothing to probe would pass its gate having checked nothing.
+        if self.kind == "command" and not (self.url or self.health_url):
+            raise ValueError(f"target {self.name!r} (command) needs url or health_url: "
+                             "without one its gate would check nothing")
+        if self.kind == "command" and not self.gate.prompts and not self.health_url:
+            raise ValueError(f"target {self.name!r} (command): gate.prompts is empty and there "
+                             "is no health_url, so its gate would check nothing")
+        return self
 
 
 class TelemetrySettings(Section):

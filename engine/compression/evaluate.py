@@ -1,6 +1,9 @@
 """The evidence: perplexity on held-out text, decode speed, time to first token, size on disk,
 peak memory while generating, parameter count. Parent and result are measured the same way, in
-the same process, one after the other, so their ratios are comparable even on a shared machine.
+the same process. Speed is measured in interleaved rounds (parent, result, parent, result, ...
+on the same prompt; medians), because a machine shared with other work slows whichever model
+happens to run during a burst: measured one after the other, int8 once read 0.38x its parent.
+`judge_speed` marks the figure unreliable when the rounds disagree or the machine is loaded.
 """
 
 from __future__ import annotations
@@ -24,6 +27,14 @@ class EvalSettings:
     decode_tokens: int = 32
     batch_size: int = 1
     threads: int | None = None
+    speed_rounds: int = 5
+
+
+# Per-round result/parent speed ratios further apart than this (relative to their median) do
+# not describe one speed; a 1-minute load average per core above MAX_LOAD_PER_CORE means other
+# work competed for the cores while we timed.
+MAX_RATIO_SPREAD = 0.25
+MAX_LOAD_PER_CORE = 1.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,67 @@ def decode_speed(model, tokenizer, batch_size: int = 1,
     total = min(_generate(model, inputs, new_tokens) for _ in range(2))
     decode_time = max(total - ttft, 1e-9)
     return batch_size * (new_tokens - 1) / decode_time, ttft
+
+
+def _round(model, inputs: dict, new_tokens: int) -> tuple[float, float]:
+    """One timed round: (decode tokens/s, seconds to first token)."""
+    ttft = _generate(model, inputs, 1)
+    total = _generate(model, inputs, new_tokens)
+    return inputs["input_ids"].shape[0] * (new_tokens - 1) / max(total - ttft, 1e-9), ttft
+
+
+def interleaved_speed(parent, result, tokenizer, settings: EvalSettings) -> dict[str, list[float]]:
+    """Parent and result alternate round by round on the same prompts, after warming both up,
+    so a burst of outside load hits both rather than whichever ran then."""
+    inputs = tokenizer([DECODE_PROMPT] * settings.batch_size, return_tensors="pt")
+    for model in (parent, result, parent, result):
+        _generate(model, inputs, 2)
+    rounds: dict[str, list[float]] = {"parent": [], "result": [], "parent_ttft": [], "result_ttft": []}
+    for index in range(max(settings.speed_rounds, 1)):
+        order = (("parent", parent), ("result", result))
+        for name, model in order if index % 2 == 0 else reversed(order):  # neither always first
+            rate, ttft = _round(model, inputs, settings.decode_tokens)
+            rounds[name].append(rate)
+            rounds[f"{name}_ttft"].append(ttft)
+    return rounds
+
+
+def load_per_core() -> float | None:
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except OSError:
+        return None
+
+
+def judge_speed(parent_rates: list[float], result_rates: list[float], load: float | None,
+                max_spread: float = MAX_RATIO_SPREAD,
+                max_load: float = MAX_LOAD_PER_CORE) -> dict[str, Any]:
+    """Medians of interleaved rounds and whether to believe them: the per-round result/parent
+    ratios must agree within max_spread, and the load per core must stay under max_load."""
+    import statistics
+
+    pairs = [(p, r) for p, r in zip(parent_rates, result_rates) if p > 0 and r > 0]
+    ratios = [r / p for p, r in pairs]
+    parent_median = statistics.median(parent_rates) if parent_rates else 0.0
+    result_median = statistics.median(result_rates) if result_rates else 0.0
+    spread = ((max(ratios) - min(ratios)) / statistics.median(ratios)) if ratios else None
+    reasons = []
+    if len(ratios) < 2:
+        reasons.append(f"{len(ratios)} usable round(s), cannot tell whether they agree")
+    elif spread is not None and spread > max_spread:
+        reasons.append(f"rounds disagree: result/parent ranged {min(ratios):.2f}x to "
+                       f"{max(ratios):.2f}x ({spread:.0%} apart, limit {max_spread:.0%})")
+    if load is not None and load > max_load:
+        reasons.append(f"machine busy: load average {load:.2f} per core (limit {max_load:g})")
+    note = ("speed figures unreliable: " + "; ".join(reasons) if reasons else
+            f"speed from {len(ratios)} interleaved rounds, agreeing within {spread:.0%}")
+    return {"rounds": len(ratios), "parent_tokens_per_s": [round(v, 2) for v in parent_rates],
+            "result_tokens_per_s": [round(v, 2) for v in result_rates],
+            "round_ratios": [round(v, 4) for v in ratios],
+            "speedup": round(result_median / parent_median, 4) if parent_median else None,
+            "ratio_spread": round(spread, 4) if spread is not None else None,
+            "load_per_core": round(load, 2) if load is not None else None,
+            "reliable": not reasons, "note": note}
 
 
 class _RssSampler:
@@ -172,13 +244,19 @@ def measure(model, tokenizer, directory: Path, settings: EvalSettings) -> ModelM
         param_count=param_count(model), linear_weight_bytes=linear_weight_bytes(model))
 
 
-def compare(parent: ModelMetrics, result: ModelMetrics, max_ppl_increase_pct: float) -> dict[str, Any]:
-    """Side by side with ratios, and the verdict the registry status follows."""
+def compare(parent: ModelMetrics, result: ModelMetrics, max_ppl_increase_pct: float,
+            speed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Side by side with ratios, and the verdict the registry status follows; `speed` is
+    judge_speed's judgement, kept in the report (and said in the verdict line when unreliable)."""
     def ratio(new: float, old: float) -> float | None:
         return round(new / old, 4) if old else None
 
     ppl_change = 100.0 * (result.perplexity - parent.perplexity) / parent.perplexity
     rejected = ppl_change > max_ppl_increase_pct
+    reason = (f"perplexity {ppl_change:+.1f}% exceeds the allowed {max_ppl_increase_pct:g}%"
+              if rejected else f"perplexity {ppl_change:+.1f}% within {max_ppl_increase_pct:g}%")
+    if speed is not None and not speed["reliable"]:
+        reason += f"; {speed['note']}"
     return {
         "parent": parent.to_dict(), "result": result.to_dict(),
         "change": {
@@ -192,7 +270,7 @@ def compare(parent: ModelMetrics, result: ModelMetrics, max_ppl_increase_pct: fl
         },
         "max_ppl_increase_pct": max_ppl_increase_pct,
         "verdict": "rejected" if rejected else "accepted",
-        "verdict_reason": (f"perplexity {ppl_change:+.1f}% exceeds the allowed "
-                           f"{max_ppl_increase_pct:g}%" if rejected else
-                           f"perplexity {ppl_change:+.1f}% within {max_ppl_increase_pct:g}%"),
+        "verdict_reason": reason,
+        "speed": speed,
+        "speed_reliable": None if speed is None else speed["reliable"],
     }

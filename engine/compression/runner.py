@@ -122,14 +122,36 @@ def compress_version(deck, spec: CompressSpec, workdir: Path, emit: Emit,
     del model
     gc.collect()
     emit("phase", phase="evaluate-result")
-    result_metrics = measure(load_model(output), tokenizer, output, settings)
+    result_model = load_model(output)
+    result_metrics = measure(result_model, tokenizer, output, settings)
     emit("metrics", which="result", **result_metrics.to_dict())
-    report = {**compare(parent_metrics, result_metrics, spec.max_ppl_increase),
+    parent_metrics, result_metrics, speed = _interleaved(load_model(source), result_model,
+                                                         tokenizer, settings, parent_metrics,
+                                                         result_metrics)
+    emit("speed", **speed)
+    report = {**compare(parent_metrics, result_metrics, spec.max_ppl_increase, speed),
               "method": spec.method, "settings": spec.settings(), "notes": notes,
               "eval_file": str(settings.eval_file), "parent_ref": parent.ref}
     version = _register(deck, parent, spec, output, report)
     emit("registered", ref=version.ref, status=version.status, verdict=report["verdict"])
     return {"version": version.ref, "status": version.status, "report": report}
+
+
+def _interleaved(parent_model, result_model, tokenizer, settings, parent_metrics, result_metrics):
+    """The speed figures the report compares come from interleaved rounds (see evaluate)."""
+    import statistics
+    from dataclasses import replace
+
+    from engine.compression.evaluate import interleaved_speed, judge_speed, load_per_core
+
+    rounds = interleaved_speed(parent_model, result_model, tokenizer, settings)
+    speed = judge_speed(rounds["parent"], rounds["result"], load_per_core())
+
+    def with_rounds(metrics, name: str):
+        return replace(metrics, decode_tokens_per_s=round(statistics.median(rounds[name]), 2),
+                       ttft_s=round(statistics.median(rounds[f"{name}_ttft"]), 4))
+
+    return with_rounds(parent_metrics, "parent"), with_rounds(result_metrics, "result"), speed
 
 
 def _register(deck, parent, spec: CompressSpec, output: Path, report: dict[str, Any]):

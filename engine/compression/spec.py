@@ -129,6 +129,16 @@ def spec_for(reference: str, kind: str, architecture: str | None, method: str,
 
 
 def _validate_numbers(spec: CompressSpec) -> None:
+    from engine.validate import parse_float, parse_int
+
+    # inf and nan pass every comparison below that they should fail: refuse them first
+    for name in ("sparsity", "temperature", "alpha", "learning_rate", "max_ppl_increase"):
+        if getattr(spec, name) is not None:
+            parse_float(f"--{name.replace('_', '-')}", getattr(spec, name))
+    for name, high in (("steps", 10_000_000), ("recover_steps", 10_000_000),
+                       ("decode_tokens", 4096), ("batch_size", 4096), ("seq_len", 1 << 20),
+                       ("train_batch", 4096)):
+        parse_int(f"--{name.replace('_', '-')}", getattr(spec, name), None, high)
     checks = [
         (spec.sparsity is None or 0.0 < spec.sparsity < 1.0, "--sparsity must be between 0 and 1"),
         (spec.structured in (None, *STRUCTURED_KINDS), "--structured must be 'mlp' or 'heads'"),

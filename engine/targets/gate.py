@@ -30,8 +30,13 @@ def probe_health(client: Any, url: str, settle_s: float, timeout_s: float) -> Ga
     return last
 
 
+VERSION_HEADER = "X-Modeldeck-Version"  # what a modeldeck server says answered a request
+
+
 def probe_prompts(client: Any, base_url: str, model_name: str, gate: GateSettings,
-                  timeout_s: float) -> tuple[GateCheck, ...]:
+                  timeout_s: float, expect_version: str | None = None) -> tuple[GateCheck, ...]:
+    """Each prompt must answer non-empty text within the bound; with expect_version, from that
+    version (a modeldeck server names it in a header), not from the one it replaced."""
     import httpx
 
     checks = []
@@ -46,6 +51,10 @@ def probe_prompts(client: Any, base_url: str, model_name: str, gate: GateSetting
             break
         latency = time.monotonic() - started
         checks.append(_judge(prompt, response, latency, gate.max_latency_s))
+        answered_by = response.headers.get(VERSION_HEADER)
+        if checks[-1].ok and expect_version and answered_by != expect_version:
+            checks[-1] = GateCheck(prompt, False, response.status_code, latency,
+                                   f"answered by {answered_by}, expected {expect_version}")
         if not checks[-1].ok:
             break
     return tuple(checks)
@@ -72,9 +81,84 @@ def judge_text(text: str, latency_s: float, bound_s: float | None) -> str:
 
 
 def combine(*groups: tuple[GateCheck, ...] | GateCheck | None) -> GateReport:
+    """One report from the probes that ran. A gate that ran none fails: passing a version on
+    no evidence is what the gate exists to prevent."""
     checks: list[GateCheck] = []
     for group in groups:
         if group is None:
             continue
         checks.extend(group if isinstance(group, tuple) else (group,))
+    if not checks:
+        return GateReport(False, (GateCheck("gate", False, detail="no check ran (configure a "
+                                            "health_url or gate prompts)"),))
     return GateReport(all(check.ok for check in checks), tuple(checks))
+
+
+# ---- does the target serve the version we just deployed? -------------------------------------
+
+# Headers servers commonly use to say which model version answered (ours is the second).
+DEFAULT_VERSION_HEADERS = ("X-Model-Version", "X-Modeldeck-Version")
+VERSION_FIELDS = ("version", "model_version")
+
+
+def version_evidence(response: Any, header: str | None) -> list[str]:
+    """What an answer says it serves: the configured header only when one is named; otherwise
+    the usual headers, a JSON body's version fields and /v1/models ids, or a plain-text body."""
+    if header:
+        return [response.headers[header]] if header in response.headers else []
+    found = [response.headers[name] for name in DEFAULT_VERSION_HEADERS if name in response.headers]
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return found + ([text[:200]] if text else [])
+    if isinstance(body, dict):
+        found += [str(body[name]) for name in VERSION_FIELDS if body.get(name) is not None]
+        data = body.get("data")
+        found += [str(entry["id"]) for entry in data if isinstance(entry, dict) and "id" in entry] \
+            if isinstance(data, list) else []
+    return found
+
+
+def names_version(value: str, model: str, version: int) -> bool:
+    """`3`, or `tiny@3` standing alone (so tiny@3 does not match tiny@31 or other-tiny@3)."""
+    import re
+
+    value = value.strip()
+    if value == str(version):
+        return True
+    return re.search(rf"(?<![\w.@-]){re.escape(f'{model}@{version}')}(?![\w.])", value) is not None
+
+
+def probe_version(client: Any, url: str, model: str, version: int, header: str | None,
+                  settle_s: float, timeout_s: float) -> GateCheck:
+    """Poll url until its answer names model@version; a rolling restart may answer with the old
+    version for a while, so the check waits (settle time plus timeout) before failing."""
+    import httpx
+
+    expected = f"{model}@{version}"
+    deadline = time.monotonic() + max(settle_s, 0.0) + timeout_s
+    last = GateCheck(f"version {url}", False, detail="no answer")
+    while True:
+        started = time.monotonic()
+        try:
+            response = client.get(url, timeout=timeout_s)
+            seen = version_evidence(response, header)
+            ok = response.status_code == 200 and any(names_version(v, model, version) for v in seen)
+            if ok:
+                detail = ""
+            elif response.status_code != 200:
+                detail = "not healthy"
+            elif seen:
+                detail = f"serving {', '.join(seen)[:120]}, expected {expected}"
+            else:
+                where = f"header {header}" if header else "answer"
+                detail = (f"its {where} names no version, cannot confirm {expected} serves "
+                          "(set version_header or version_url, or version_check = false)")
+            last = GateCheck(f"version {url}", ok, response.status_code,
+                             time.monotonic() - started, detail)
+        except httpx.HTTPError as error:
+            last = GateCheck(f"version {url}", False, None, None, type(error).__name__)
+        if last.ok or time.monotonic() >= deadline:
+            return last
+        time.sleep(0.2)

@@ -127,19 +127,30 @@ class RemoteDeckTarget:
         return _json(response)
 
     def gate(self, version: VersionInfo) -> GateReport:
-        """The remote ran its own gate before switching; confirm it now serves the pushed version."""
+        """The remote ran its own gate ([serve.gate] there) before switching. Then this
+        target's [targets.gate] runs against the remote's /v1, as its clients reach it:
+        /health must name the pushed version, then each prompt must answer non-empty, from that
+        version, within the latency bound. A failure makes the flow revert the remote."""
         import httpx
+
+        from engine.targets import gate as gates
 
         expected = self.remote_refs.get(version.ref)
         try:
             with self._client() as client:
                 response = client.get("/health")
+                served = _json(response).get("version")
+                ok = response.status_code == 200 and served == expected
+                health = GateCheck("/health", ok, response.status_code, None,
+                                   "" if ok else f"serving {served}, expected {expected}")
+                if not ok:
+                    return GateReport(False, (health,))
+                prompts = gates.probe_prompts(client, self.url, expected or version.ref,
+                                              self.settings.gate, self.settings.timeout_s,
+                                              expect_version=expected)
         except httpx.HTTPError as error:
             return GateReport(False, (GateCheck("/health", False, detail=type(error).__name__),))
-        served = _json(response).get("version")
-        ok = response.status_code == 200 and served == expected
-        detail = "" if ok else f"serving {served}, expected {expected}"
-        return GateReport(ok, (GateCheck("/health", ok, response.status_code, None, detail),))
+        return gates.combine(health, prompts)
 
     def commit(self, version: VersionInfo, previous: VersionInfo | None) -> None:
         """The remote server retires its previous version itself."""

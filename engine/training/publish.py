@@ -11,6 +11,7 @@ from typing import Any
 from engine.errors import DeckError
 from engine.jobs import JobContext
 from engine.registry.records import VersionInfo
+from engine.testhooks import pause_point
 from engine.training.settings import FinetuneSettings
 
 
@@ -19,6 +20,9 @@ def publish_result(context: JobContext, deck: Any, parent: VersionInfo, model: A
                    parent_eval_loss: float | None) -> dict[str, Any]:
     from engine.registry.inspect import describe_source
 
+    existing = version_of_job(deck, parent.model, context.job_id)
+    if existing is not None:  # an earlier attempt registered, then died: reuse, never register twice
+        return _reuse(context, deck, existing, spec, parent_eval_loss)
     output = save_output(context.directory / "output", model, tokenizer, settings,
                          keep_adapter=bool(spec.get("keep_adapter")))
     causal = spec.get("task", "causal-lm") == "causal-lm"  # perplexity means nothing for labels
@@ -36,6 +40,29 @@ def publish_result(context: JobContext, deck: Any, parent: VersionInfo, model: A
         parent_version=parent.version, metrics=metrics, lineage=lineage, audit_verb="finetune",
         audit_arguments={"job_id": context.job_id, "parent": parent.ref, "method": settings.method})
     context.emit("registered", version=version.ref, kind=version.kind, metrics=metrics)
+    pause_point("finetune:registered")  # test hook: a kill here must not register twice on resume
+    return _finish(context, deck, version, metrics, spec, eval_loss, parent_eval_loss)
+
+
+def version_of_job(deck: Any, model: str, job_id: str) -> VersionInfo | None:
+    """The version this job already registered (its lineage names the job), if any."""
+    return next((v for v in deck.registry.versions(model) if v.lineage.get("job_id") == job_id), None)
+
+
+def _reuse(context: JobContext, deck: Any, version: VersionInfo, spec: dict[str, Any],
+           parent_eval_loss: float | None) -> dict[str, Any]:
+    # judge on what was registered: the weights this attempt trained are not the ones stored
+    metrics = dict(version.metrics or {})
+    context.emit("registered", version=version.ref, kind=version.kind, metrics=metrics, reused=True)
+    return _finish(context, deck, version, metrics, spec, metrics.get("eval_loss"),
+                   metrics.get("parent_eval_loss", parent_eval_loss))
+
+
+def _finish(context: JobContext, deck: Any, version: VersionInfo, metrics: dict[str, Any],
+            spec: dict[str, Any], eval_loss: float | None,
+            parent_eval_loss: float | None) -> dict[str, Any]:
+    """The job's result, after the deploy step when asked (a deploy of the version already
+    deployed changes nothing, so a resumed job cannot deploy twice either)."""
     result = {"version": version.ref, "kind": version.kind, "metrics": metrics}
     if spec.get("deploy_if_better"):
         result["deploy"] = deploy_if_better(deck, version, spec["deploy_if_better"], eval_loss,

@@ -85,9 +85,7 @@ def build_settings(config_file: str | Path | None, overrides: dict[str, Any],
         values["lora_targets"] = tuple(values["lora_targets"])
     elif isinstance(values.get("lora_targets"), str):
         values["lora_targets"] = tuple(t.strip() for t in values["lora_targets"].split(",") if t.strip())
-    settings = replace(FinetuneSettings(), **values)
-    check_settings(settings)
-    return settings
+    return check_settings(replace(FinetuneSettings(), **values))
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -107,20 +105,43 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return values
 
 
-def check_settings(s: FinetuneSettings) -> None:
+# Upper bounds: past these a run cannot finish on any machine modeldeck drives, and a typo
+# (an extra zero or three) should be refused, not queued.
+INT_BOUNDS = {"steps": (1, 10_000_000), "warmup_steps": (0, 10_000_000), "batch_size": (1, 4096),
+              "grad_accum": (1, 4096), "max_length": (1, 1 << 20), "checkpoint_every": (1, 10_000_000),
+              "logging_steps": (1, 10_000_000), "eval_every": (1, 10_000_000),
+              "lora_rank": (1, 4096), "lora_alpha": (1, 1 << 16), "trainable_layers": (1, 10_000),
+              "seed": (0, 2**32 - 1)}
+
+
+def check_settings(s: FinetuneSettings) -> FinetuneSettings:
+    """Every value a run can only fail with, refused in one line; returns the settings with
+    numbers parsed (a TOML file may hold "5") and the device checked against this machine."""
+    from engine.validate import parse_device, parse_float, parse_int
+
     _require(s.method in METHODS, f"method must be one of {', '.join(METHODS)}, not {s.method!r}")
-    _require(s.steps is None or s.steps >= 1, "steps must be at least 1")
-    _require(s.epochs is None or s.epochs > 0, "epochs must be positive")
-    _require(s.effective_lr > 0, "learning rate must be positive")
+    values: dict[str, Any] = {}
+    for name, (low, high) in INT_BOUNDS.items():
+        if getattr(s, name) is not None:
+            values[name] = parse_int(name.replace("_", "-"), getattr(s, name), low, high)
+    if s.epochs is not None:
+        values["epochs"] = parse_float("epochs", s.epochs, 0, 10_000, exclusive_minimum=True)
+    if s.learning_rate is not None:
+        values["learning_rate"] = parse_float("learning rate", s.learning_rate, 0,
+                                              exclusive_minimum=True)
+    values["weight_decay"] = parse_float("weight decay", s.weight_decay, 0)
+    values["max_grad_norm"] = parse_float("max grad norm", s.max_grad_norm, 0)
+    values["eval_split"] = parse_float("eval split", s.eval_split, 0, 1)
+    _require(values["eval_split"] < 1, "eval split must be in [0, 1)")
+    values["lora_dropout"] = parse_float("lora dropout", s.lora_dropout, 0, 1)
+    _require(values["lora_dropout"] < 1, "lora dropout must be in [0, 1)")
     _require(s.lr_scheduler in SCHEDULERS, f"lr scheduler must be one of {', '.join(SCHEDULERS)}")
-    for name in ("batch_size", "grad_accum", "max_length", "checkpoint_every", "logging_steps",
-                 "lora_rank", "lora_alpha", "trainable_layers"):
-        _require(int(getattr(s, name)) >= 1, f"{name.replace('_', '-')} must be at least 1")
-    _require(0 <= s.eval_split < 1, "eval split must be in [0, 1)")
-    _require(s.eval_every is None or s.eval_every >= 1, "eval-every must be at least 1")
     _require(s.precision in ("auto", "fp32", "bf16"), "precision must be auto, fp32 or bf16")
-    _require(s.device == "auto" or s.device == "cpu" or s.device.startswith("cuda"),
-             "device must be auto, cpu, cuda or cuda:N")
+    _require(str(s.device).strip().lower() in ("auto", "cpu", "cuda")
+             or str(s.device).strip().lower().startswith("cuda:"),
+             f"device must be auto, cpu, cuda or cuda:N, not {str(s.device)[:40]!r}")
+    values["device"] = parse_device(s.device)  # a CUDA device this machine lacks is refused
+    return replace(s, **values)
 
 
 def _require(condition: bool, message: str) -> None:

@@ -34,6 +34,10 @@ def _train_and_publish(context: JobContext, deck: Any) -> dict[str, Any]:
     settings = settings_from_dict(spec["settings"])
     parent = deck.registry.resolve(spec["parent"])
     model_dir = deck.registry.materialize(parent)
+    from engine.training import preflight  # a job started by hand (or older) is refused too
+
+    preflight.refuse_compressed(parent.ref, parent.lineage.get("parent"),
+                                preflight.read_config(model_dir / "config.json"))
     tokenizer = load_tokenizer(model_dir, parent.weight_format)
     train, evaluation, data_info = _features(spec, settings, tokenizer)
     context.emit("data", **data_info)

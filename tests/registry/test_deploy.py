@@ -78,11 +78,31 @@ def test_unknown_target(cli, two_versions):
 
 
 def test_configured_target_is_accepted(cli, two_versions, deck_home, monkeypatch, tmp_path):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Health(BaseHTTPRequestHandler):  # a command target's gate needs something to probe
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("X-Model-Version", "tiny@2")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     config = tmp_path / "deck.toml"
     config.write_text('[[targets]]\nname = "edge"\nkind = "command"\n'
+                      f'health_url = "http://127.0.0.1:{server.server_address[1]}/health"\n'
                       'deploy_command = ["true"]\nrollback_command = ["true"]\n')
     monkeypatch.setenv("MODELDECK_CONFIG", str(config))
-    result = cli("deploy", "tiny@2", "--target", "edge", "--yes", "--json")
+    try:
+        result = cli("deploy", "tiny@2", "--target", "edge", "--yes", "--json")
+    finally:
+        server.shutdown()
+        server.server_close()
     assert result.code == 0, result
     assert cli("history", "--target", "edge", "--json").json["entries"][0]["version"] == 2
 
