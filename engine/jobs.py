@@ -174,10 +174,7 @@ def deck_paths_of(where: Where) -> DeckPaths:
 
 
 def job_directory(where: Where, job_id: str) -> Path:
-    paths = deck_paths_of(where)
-    if not job_id or "/" in job_id or job_id.startswith("."):
-        raise BadInput(f"invalid job id {job_id!r}")
-    directory = paths.jobs / job_id
+    directory = deck_paths_of(where).job(job_id)  # one validator for ids that become paths
     if not (directory / "spec.json").exists():
         raise BadInput(f"job {job_id!r} does not exist")
     return directory
@@ -188,7 +185,7 @@ def get_job(where: Where, job_id: str) -> JobInfo:
 
 
 def list_jobs(where: Where, kind: str | None = None) -> list[JobInfo]:
-    paths = deck_paths_of(where)
+    paths = deck_paths_of(where).check_home()
     if not paths.jobs.exists():
         return []
     jobs = [_job_from_dir(d) for d in paths.jobs.iterdir() if (d / "spec.json").exists()]
@@ -197,7 +194,7 @@ def list_jobs(where: Where, kind: str | None = None) -> list[JobInfo]:
 
 def job_counts(where: Where) -> dict[str, int]:
     """Jobs by state, from the small state files only (what `status` shows)."""
-    paths = deck_paths_of(where)
+    paths = deck_paths_of(where).check_home()
     counts = {state: 0 for state in JOB_STATES}
     if paths.jobs.exists():
         for directory in paths.jobs.iterdir():

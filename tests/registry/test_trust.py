@@ -211,6 +211,19 @@ def test_job_ids_that_would_leave_jobs_are_bad_input(tmp_path, job_id):
         deck_paths(tmp_path).job(job_id)
 
 
+@pytest.mark.parametrize("verb", ["show", "logs", "cancel", "resume"])
+def test_jobs_verbs_refuse_an_id_that_cannot_be_a_job_in_one_line(cli, verb):
+    """`jobs show <300 characters>` was an OSError traceback (file name too long)."""
+    assert_one_line(cli("jobs", verb, "a" * 300), 2, "invalid job id")
+    assert_one_line(cli("jobs", verb, "../../etc"), 2, "invalid job id")
+
+
+def test_jobs_list_on_a_home_that_is_a_file_is_one_line(tmp_path):
+    home = tmp_path / "home-file"
+    home.write_text("not a directory")
+    assert_one_line(run_modeldeck("jobs", "list", home=home), 2, "not a directory")
+
+
 def test_a_real_job_id_is_a_directory_under_jobs(tmp_path):
     from engine.jobs import new_job_id
 
