@@ -228,7 +228,10 @@ def _judge(settings: EndpointSettings, health: Fetched,
     if metrics.ok:
         try:
             scrape = parse_scrape(metrics.body or "", time.monotonic())
-            if not scrape.known:
+            if scrape.non_finite:  # NaN/Inf: rates and percentiles would be NaN too; unknown
+                metrics_problem = _non_finite_reason(scrape.non_finite)
+                scrape = None
+            elif not scrape.known:
                 scrape, metrics_problem = None, "no serving metrics in /metrics"
         except MalformedMetrics as error:
             metrics_problem = str(error)
@@ -241,6 +244,11 @@ def _judge(settings: EndpointSettings, health: Fetched,
     if metrics_problem:
         return "degraded", metrics_problem, None
     return "up", None, scrape
+
+
+def _non_finite_reason(names: tuple[str, ...]) -> str:
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"/metrics: non-finite values (NaN/Inf) in {shown}"
 
 
 def _state_for(settings: EndpointSettings, history_points: int) -> _EndpointState:
