@@ -77,13 +77,13 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
-    if isinstance(value, float) and math.isnan(value):
+    if isinstance(value, float) and not math.isfinite(value):
         return "-"
     return str(value)
 
 
-def human_bytes(size: int | None, separator: str = " ") -> str:
-    if size is None:
+def human_bytes(size: int | float | None, separator: str = " ") -> str:
+    if size is None or not math.isfinite(size):
         return "-"
     value = float(size)
     for unit in ("B", "KB", "MB", "GB", "TB"):
@@ -94,8 +94,8 @@ def human_bytes(size: int | None, separator: str = " ") -> str:
     return f"{value:.1f}{separator}TB"
 
 
-def human_count(count: int | None) -> str:
-    if count is None:
+def human_count(count: int | float | None) -> str:
+    if count is None or not math.isfinite(count):
         return "-"
     for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
         if count >= threshold:

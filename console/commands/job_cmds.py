@@ -157,6 +157,9 @@ def _check_launch(args: argparse.Namespace) -> None:
     """Flags that are only wrong together (argparse judges each alone)."""
     if args.node_rank is not None and args.node_rank >= args.nnodes:
         raise BadInput(f"--node-rank must be below --nnodes ({args.nnodes}), not {args.node_rank}")
+    if args.nnodes > 1 and not args.rdzv_endpoint:  # torchrun --standalone is one machine only:
+        # the job would wait for machines that can never join
+        raise BadInput("--nnodes above 1 needs --rdzv-endpoint HOST:PORT where the machines meet")
 
 
 def list_command(args: argparse.Namespace, deck: Deck) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -123,24 +124,29 @@ def models_table(models: Any) -> str:
     return table(("MODEL", "UP", "TOK/S", "REQ/S", "TTFT95", "ITL95", "E2E95"), rows)
 
 
+def _known(value: float | None) -> float | None:
+    """None for unknown, NaN and ±Inf alike: a table shows `-` for all three."""
+    return value if value is not None and math.isfinite(value) else None
+
+
 def _pct(value: float | None) -> str | None:
-    return None if value is None else f"{value:.0f}%"
+    return None if _known(value) is None else f"{value:.0f}%"
 
 
 def _num(value: float | None, digits: int = 1) -> str | None:
-    return None if value is None else f"{value:.{digits}f}"
+    return None if _known(value) is None else f"{value:.{digits}f}"
 
 
 def _unit(value: float | None, unit: str) -> str | None:
-    return None if value is None else f"{value:.0f} {unit}"
+    return None if _known(value) is None else f"{value:.0f} {unit}"
 
 
 def _rate(value: float | None) -> str:
-    return "-" if value is None else f"{human_bytes(int(value))}/s"
+    return "-" if _known(value) is None else f"{human_bytes(int(value))}/s"
 
 
 def _ms(value: float | None) -> str | None:
-    return None if value is None else f"{value * 1000:.0f} ms"
+    return None if _known(value) is None else f"{value * 1000:.0f} ms"
 
 
 # ---- endpoints --------------------------------------------------------------------------------
