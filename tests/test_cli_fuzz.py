@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from tests.conftest import REPO
 
-EXAMPLES_PER_VERB = 22  # x 17 verb families: about 370 invocations; 11-50 s on 2 busy cores
+# x 17 verb families: about 370 invocations, 11-50 s on 2 busy cores; raise it for a deeper hunt
+EXAMPLES_PER_VERB = int(os.environ.get("MODELDECK_FUZZ_EXAMPLES", "22"))
 GPU_READINGS = REPO / "tests" / "telemetry" / "fixtures" / "gpu-8x-h100.jsonl"
 
 JUNK_TOKENS = (
@@ -62,6 +64,8 @@ class Places:
         self.bad_config = tmp / "bad.toml"
         self.bad_config.write_text("[serve\n")
         self.directory = tmp
+        self.broken_replay = tmp / "broken-readings.json"
+        self.broken_replay.write_text('{"devices": [1, {"utilization_pct": "x"}]}')
 
 
 def options(pairs: dict[str, st.SearchStrategy[str] | None]) -> st.SearchStrategy[list[str]]:
@@ -126,7 +130,8 @@ def verb_strategies(places: Places) -> dict[str, st.SearchStrategy[list[str]]]:
         "compress": st.tuples(ref, options(compress_flags), st.sampled_from(ALWAYS_BAD_COMPRESS)).map(
             lambda t: ["compress", t[0], *t[1], *t[2]]),
         "watch": options({"--count": value("1", "2"), "--interval": value("0.05"), "--local": None,
-                          "--gpu-replay": value(str(GPU_READINGS))}).map(lambda rest: ["watch", *rest]),
+                          "--gpu-replay": value(str(GPU_READINGS), str(places.broken_replay))}).map(
+            lambda rest: ["watch", *rest]),
         "endpoints": st.tuples(st.sampled_from(["list", "check"]), st.lists(value("edge"), max_size=2),
                                options({"--window": value("0", "0.05")})).map(
             lambda t: ["endpoints", t[0]] + (t[1] + t[2] if t[0] == "check" else [])),
