@@ -12,22 +12,23 @@ from console.output import emit, human_bytes, human_count, table
 from engine import actions
 from engine.deck import Deck
 
-# CLI flag -> CompressSpec field and its type function: each value is judged at the boundary
-# (finite, in range); only flags the user gives are passed on (so the engine can say "--sparsity
-# does not apply to --method int8"). Ranges the engine knows better (student layers against the
-# parent's depth, sparsity per method) stay the engine's.
+# CLI flag -> CompressSpec field and its type function. The boundary judges what a value is (a
+# finite number, a whole number that fits 64 bits, an existing file); the ranges are the engine's
+# (engine.compression.spec: they depend on the method and the parent), checked there before any job
+# is written. Only flags the user gives are passed on (so the engine can say "--sparsity does not
+# apply to --method int8").
 OPTION_FLAGS: dict[str, Callable[[str], Any]] = {
-    "sparsity": number("--sparsity", 0.0, 1.0, exclusive_minimum=True),
-    "recover_steps": whole("--recover-steps", 0),
-    "student_layers": whole("--student-layers", 1),
-    "steps": whole("--steps", 1),
-    "temperature": number("--temperature", 0.0, exclusive_minimum=True),
-    "alpha": number("--alpha", 0.0, 1.0),
-    "learning_rate": number("--learning-rate", 0.0, exclusive_minimum=True),
+    "sparsity": number("--sparsity"),
+    "recover_steps": whole("--recover-steps"),
+    "student_layers": whole("--student-layers"),
+    "steps": whole("--steps"),
+    "temperature": number("--temperature"),
+    "alpha": number("--alpha"),
+    "learning_rate": number("--learning-rate"),
     "data": existing_file("--data"),
-    "max_ppl_increase": number("--max-ppl-increase", 0.0),
-    "decode_tokens": whole("--decode-tokens", 2),
-    "batch_size": whole("--batch-size", 1),
+    "max_ppl_increase": number("--max-ppl-increase"),
+    "decode_tokens": whole("--decode-tokens"),
+    "batch_size": whole("--batch-size"),
 }
 
 
