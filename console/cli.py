@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from console.commands import COMMAND_MODULES
 from console.output import emit_error
 from engine.deck import Deck
-from engine.errors import DeckError
+from engine.errors import BadInput, DeckError
 
 DEBUG_VARIABLE = "MODELDECK_DEBUG"
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a writer killed by SIGPIPE
@@ -93,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, deck: Deck) -> int:
     """The verb, with every way it can end mapped to an exit code and at most one line."""
     try:
+        _check_home(deck)
         deck.config  # every verb reads deck.toml: a broken one is exit 2 whatever the verb
         return int(args.handler(args, deck) or 0)
     except DeckError as error:
@@ -116,6 +117,13 @@ def _run(args: argparse.Namespace, deck: Deck) -> int:
         return 1
 
 
+def _check_home(deck: Deck) -> None:
+    """$MODELDECK_HOME naming a file is the user's mistake (exit 2), not a failed mkdir (exit 1)."""
+    home = deck.paths.home
+    if home.exists() and not home.is_dir():
+        raise BadInput(f"deck home {home} ($MODELDECK_HOME) is not a directory")
+
+
 def _reader_went_away() -> int:
     """`modeldeck watch | head -1`: stop quietly. stdout is pointed at /dev/null so that the
     interpreter's final flush does not fail again (the pattern the Python docs give)."""
@@ -128,7 +136,8 @@ def _reader_went_away() -> int:
 
 
 def _describe_os_error(error: OSError) -> str:
-    what = error.filename if error.filename is not None else type(error).__name__
+    what = str(error.filename) if error.filename is not None else type(error).__name__
+    what = what if len(what) <= 200 else what[:200] + "..."
     reason = error.strerror or _first_line(error)
     return f"{what}: {reason}"
 

@@ -227,6 +227,9 @@ BAD_ARGUMENTS = [
     (("compress", "tiny@1", "--method", "distill", "--steps", "0"), "--steps"),
     (("compress", "tiny@1", "--eval", "/nonexistent"), "--eval"),
     (("jobs", "show", "a\x00b"), "NUL"),
+    (("jobs", "show", "j" * 300), "too long"),  # was ENAMETOOLONG from the jobs directory
+    (("jobs", "logs", "é" * 200), "too long"),
+    (("finetune", "tiny@1", "--data", "/dev/null"), "not a regular file"),
     (("models", "show", "x" * 5000), "too long"),
 ]
 
@@ -274,6 +277,14 @@ def test_a_bug_is_one_line_and_the_traceback_is_on_request(cli, deck_home, monke
     monkeypatch.setenv("MODELDECK_DEBUG", "1")
     with pytest.raises(RuntimeError):
         cli("audit")
+
+
+def test_a_deck_home_that_is_a_file_is_bad_input(cli, tmp_path, monkeypatch):
+    not_a_directory = tmp_path / "home-file"
+    not_a_directory.write_text("x")
+    monkeypatch.setenv("MODELDECK_HOME", str(not_a_directory))
+    assert_refused(cli("status"), "not a directory", "MODELDECK_HOME")
+    assert not_a_directory.read_text() == "x"
 
 
 def test_usage_errors_in_json_mode_are_json(cli, deck_home):

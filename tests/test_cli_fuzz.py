@@ -31,7 +31,7 @@ GPU_READINGS = REPO / "tests" / "telemetry" / "fixtures" / "gpu-8x-h100.jsonl"
 
 JUNK_TOKENS = (
     "", " ", "-1", "0", "-0", "nan", "NaN", "inf", "-inf", "+inf", "1e309", "9" * 40, "-" + "9" * 25,
-    "٣", "²", "１２", "0x10", "1_000", "1.5", "x" * 3000, "../../../etc/passwd", "/", ".", "..",
+    "٣", "²", "１２", "0x10", "1_000", "1.5", "x" * 3000, "y" * 300, "../../../etc/passwd", "/", ".", "..",
     "/dev/null", "~", "--json", "--yes", "--config", "-", "--", "-h", "a\nb", "tab\there",
     "tiny@", "@1", "tiny@0", "tiny@-1", "tiny@latest", "tiny@@1", "💥", "\u202e", "tiny/../x",
     "local", "ghost@1",

@@ -63,7 +63,8 @@ def existing_file(flag: str):
         path = Path(text).expanduser()
         try:
             if not path.is_file():
-                reason = "is a directory" if path.is_dir() else "no such file"
+                reason = ("is a directory" if path.is_dir() else
+                          "not a regular file" if path.exists() else "no such file")
                 raise BadInput(f"{flag} {_cut(text)}: {reason}")
         except OSError as error:  # a name too long, a path through a file
             raise BadInput(f"{flag} {_cut(text)}: {error.strerror}") from None
@@ -82,6 +83,18 @@ def path_text(flag: str):
         return value
 
     return _adapted(check, "path")
+
+
+def path_component(flag: str):
+    """A name that becomes one path component (a job id): at most 255 bytes, as a file name."""
+    check_text = text(flag, max_length=255)
+
+    def check(value: str) -> str:
+        if len(value.encode("utf-8", "surrogateescape")) > 255:
+            raise argparse.ArgumentTypeError(f"{flag} is too long (at most 255 bytes)")
+        return check_text(value)
+
+    return check
 
 
 def text(flag: str, max_length: int = 1024):
