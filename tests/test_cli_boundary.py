@@ -187,6 +187,19 @@ def test_jobs_logs_json_nests_the_event(cli, deck_home):
     assert documents[1]["event"]["learning_rate"] is None  # Infinity is not JSON: null
 
 
+def test_jobs_logs_reads_odd_events_without_a_crash(cli, deck_home):
+    """Events are the engine's, but a file can be edited or torn: text output copes."""
+    from engine import jobs
+
+    directory = fake_job(deck_home, "finetune-odd", 0)
+    jobs.append_event(directory, "eval", step=3, eval_loss=None)
+    jobs.append_event(directory, "progress", step="x", loss="high", learning_rate=float("nan"))
+    jobs.append_event(directory, "state")
+    result = cli("jobs", "logs", "finetune-odd")
+    assert result.code == 0, result
+    assert "eval step 3: loss -" in result.stdout and "loss high" in result.stdout
+
+
 # ---- 5. every argument judged at the boundary ---------------------------------------------
 
 

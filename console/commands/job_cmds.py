@@ -191,7 +191,7 @@ def _details_text(details: actions.JobResult) -> str:
     if progress:
         lines.append(f"  progress    {_progress_text(progress)}")
     if details.data.get("last_eval"):
-        lines.append(f"  eval loss   {details.data['last_eval']['eval_loss']:.4f}")
+        lines.append(f"  eval loss   {_fixed(details.data['last_eval'].get('eval_loss'), '{:.4f}')}")
     if job.result:
         lines.append(f"  result      {json.dumps(job.result, default=str)}")
     return "\n".join(lines)
@@ -237,11 +237,11 @@ def _print_events(deck: Deck, job_id: str, follow: bool) -> None:
 def _event_line(event: dict[str, Any]) -> str:
     kind = event.get("type")
     if kind == "state":
-        return f"[{event['state']}] {event.get('reason') or ''}".rstrip()
+        return f"[{event.get('state')}] {event.get('reason') or ''}".rstrip()
     if kind == "progress":
         return _progress_text(event)
     if kind == "eval":
-        return f"eval step {event['step']}: loss {event['eval_loss']:.4f}"
+        return f"eval step {event.get('step')}: loss {_fixed(event.get('eval_loss'), '{:.4f}')}"
     fields = {k: v for k, v in event.items() if k not in ("t", "type")}
     return f"{kind}: {json.dumps(fields, default=str)}"
 
@@ -251,14 +251,21 @@ def _progress_text(event: dict[str, Any]) -> str:
     for key, label, fmt in (("loss", "loss", "{:.4f}"), ("learning_rate", "lr", "{:.2e}"),
                             ("tokens_per_s", "tok/s", "{:.0f}"), ("eta_s", "eta", "{:.0f}s")):
         if event.get(key) is not None:
-            parts.append(f"{label} {fmt.format(event[key])}")
+            parts.append(f"{label} {_fixed(event[key], fmt)}")
     return "  ".join(parts)
+
+
+def _fixed(value: Any, fmt: str) -> str:
+    """A number from an events file as text; anything else (a hand-edited or torn file) as-is."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return fmt.format(value)
+    return "-" if value is None else str(value)
 
 
 def _outcome_line(job: Any) -> str:
     if job.state == "finished" and job.result:
         metrics = job.result.get("metrics") or {}
         loss = metrics.get("eval_loss")
-        suffix = f", eval loss {loss:.4f}" if loss is not None else ""
+        suffix = f", eval loss {_fixed(loss, '{:.4f}')}" if loss is not None else ""
         return f"job {job.id} finished: registered {job.result.get('version')}{suffix}"
     return f"job {job.id} {job.state}: {job.reason or ''}".rstrip(": ")
