@@ -38,17 +38,16 @@ class CleanParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def common_options(suppress: bool = False) -> argparse.ArgumentParser:
+def common_options(suppress: bool = False) -> CleanParser:
     """--json and --config, accepted before the verb and after it.
 
     Sub-commands get them with SUPPRESS defaults: argparse copies a sub-parser's defaults over the
     top-level values, so a plain default there would silently undo `modeldeck --json VERB`.
     """
-    unset = {"default": argparse.SUPPRESS} if suppress else {}
-    common = argparse.ArgumentParser(add_help=False)
+    common = CleanParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print one JSON document on stdout",
-                        **unset)
-    common.add_argument("--config", metavar="FILE", **unset,
+                        default=argparse.SUPPRESS if suppress else False)
+    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS if suppress else None,
                         help="deck.toml to use (default: $MODELDECK_CONFIG, then $MODELDECK_HOME/deck.toml)")
     return common
 

@@ -49,7 +49,7 @@ def import_command(args: argparse.Namespace, deck: Deck) -> int:
 
 def list_command(args: argparse.Namespace, deck: Deck) -> int:
     versions = actions.list_models(deck, args.model)
-    deployed = {}
+    deployed: dict[tuple[str, int], list[str]] = {}
     for deployment in deck.registry.deployments():
         deployed.setdefault((deployment.model, deployment.version), []).append(deployment.target)
     emit(args.json, "models.list", {"versions": [v.to_dict() for v in versions]},
@@ -107,7 +107,7 @@ def alias_command(args: argparse.Namespace, deck: Deck) -> int:
 def demo_command(args: argparse.Namespace, deck: Deck) -> int:
     result = actions.demo(deck)
     def human() -> str:
-        if not result.created:
+        if not result.created or result.version is None:
             return "the deck already has models; demo left it unchanged"
         return f"demo: imported and deployed {result.version.ref} to local ({result.source})"
     emit(args.json, "demo", result.to_dict(), human)

@@ -130,23 +130,28 @@ def _known(value: float | None) -> float | None:
 
 
 def _pct(value: float | None) -> str | None:
-    return None if _known(value) is None else f"{value:.0f}%"
+    known = _known(value)
+    return None if known is None else f"{known:.0f}%"
 
 
 def _num(value: float | None, digits: int = 1) -> str | None:
-    return None if _known(value) is None else f"{value:.{digits}f}"
+    known = _known(value)
+    return None if known is None else f"{known:.{digits}f}"
 
 
 def _unit(value: float | None, unit: str) -> str | None:
-    return None if _known(value) is None else f"{value:.0f} {unit}"
+    known = _known(value)
+    return None if known is None else f"{known:.0f} {unit}"
 
 
 def _rate(value: float | None) -> str:
-    return "-" if _known(value) is None else f"{human_bytes(int(value))}/s"
+    known = _known(value)
+    return "-" if known is None else f"{human_bytes(int(known))}/s"
 
 
 def _ms(value: float | None) -> str | None:
-    return None if _known(value) is None else f"{value * 1000:.0f} ms"
+    known = _known(value)
+    return None if known is None else f"{known * 1000:.0f} ms"
 
 
 # ---- endpoints --------------------------------------------------------------------------------

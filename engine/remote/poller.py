@@ -131,7 +131,8 @@ class EndpointPoller:
         state.last_window = measured  # what models() merges: only this tick's numbers
         if scrape is not None:
             state.last_scrape = scrape
-        if measured is not None and measured.tokens_per_s is not None:
+        if measured is not None and measured.tokens_per_s is not None \
+                and state.tokens_history is not None:
             state.tokens_history.append(round(measured.tokens_per_s, 3))
         return _snapshot(settings, status, reason, health.http_status, health.latency_s,
                          checked_at, state.last_up_at, measured, state.tokens_history)

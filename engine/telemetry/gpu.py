@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from engine.telemetry.snapshots import GpuDevice, GpuProcess, GpuSnapshot
+from engine.telemetry.snapshots import GpuDevice, GpuProcess, GpuSnapshot, GpuStatus
 
 
 class GpuSource(Protocol):
@@ -261,8 +261,8 @@ def _snapshot_from_reading(reading: Any, number: int = 1) -> GpuSnapshot:
     status = reading.get("status") or ("ok" if devices else "no-gpu")
     if status not in _GPU_STATUSES:
         raise ReplayFormatError(f"{where}: status must be one of {', '.join(_GPU_STATUSES)}")
-    return GpuSnapshot(status, reading.get("reason"), devices, reading.get("driver_version"),
-                       source="replay")
+    return GpuSnapshot(cast(GpuStatus, status), reading.get("reason"), devices,
+                       reading.get("driver_version"), source="replay")
 
 
 def _device_from_dict(index: int, entry: Any, where: str = "device") -> GpuDevice:
