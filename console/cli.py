@@ -1,43 +1,62 @@
 """`modeldeck`: the headless verbs, and the TUI when run with no verb (or `tui`).
 
 textual is imported only on the TUI path; every other verb stays light (a test checks it).
+
+Every invocation ends in a defined way: 0 done, 1 the action failed, 2 bad input (one line on
+stderr, nothing written), 130 interrupted, 141 when the reader of stdout went away (`| head`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import re
 import sys
 from collections.abc import Sequence
 
 from console.commands import COMMAND_MODULES
 from console.output import emit_error
 from engine.deck import Deck
-from engine.errors import DeckError
+from engine.errors import BadInput, DeckError
+
+DEBUG_VARIABLE = "MODELDECK_DEBUG"
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a writer killed by SIGPIPE
+
+
+class UsageError(Exception):
+    """Bad command-line usage, raised by CleanParser and reported by main() (exit 2)."""
 
 
 class CleanParser(argparse.ArgumentParser):
     """Bad usage gets one line naming the problem and exit 2, not a usage dump."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        json_mode = "--json" in sys.argv
-        emit_error(json_mode, "bad-input", f"{message} (see `{self.prog} --help`)", 2)
-        raise SystemExit(2)
+        # argparse writes "argument --limit: " before a type function's message, which already
+        # names the flag ("--limit must be at least 1"): say it once.
+        message = re.sub(r"^argument (?:\S+/)?(\S+): (?=\1 )", "", message)
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def common_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print one JSON document on stdout")
-    common.add_argument("--config", metavar="FILE",
+def common_options(suppress: bool = False) -> CleanParser:
+    """--json and --config, accepted before the verb and after it.
+
+    Sub-commands get them with SUPPRESS defaults: argparse copies a sub-parser's defaults over the
+    top-level values, so a plain default there would silently undo `modeldeck --json VERB`.
+    """
+    common = CleanParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print one JSON document on stdout",
+                        default=argparse.SUPPRESS if suppress else False)
+    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS if suppress else None,
                         help="deck.toml to use (default: $MODELDECK_CONFIG, then $MODELDECK_HOME/deck.toml)")
     return common
 
 
 def build_parser() -> CleanParser:
-    common = common_options()
-    parser = CleanParser(prog="modeldeck", parents=[common],
+    parser = CleanParser(prog="modeldeck", parents=[common_options()],
                          description="Terminal console for serving, fine-tuning and compressing "
                                      "language models. With no command, opens the console.")
+    common = common_options(suppress=True)
     verbs = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CleanParser)
     tui = verbs.add_parser("tui", parents=[common], help="open the console (the default)")
     tui.add_argument("--readonly", action="store_true", help="hide and refuse every action")
@@ -55,12 +74,26 @@ def run_tui(args: argparse.Namespace, deck: Deck) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(arguments)
+    except UsageError as error:
+        emit_error("--json" in arguments, "bad-input", str(error), 2)
+        return 2
     if args.command is None:
         args.handler, args.readonly, args.theme = run_tui, False, None
     deck = Deck(config_file=args.config)
     try:
+        return _run(args, deck)
+    finally:
+        deck.close()
+
+
+def _run(args: argparse.Namespace, deck: Deck) -> int:
+    """The verb, with every way it can end mapped to an exit code and at most one line."""
+    try:
+        _check_home(deck)
+        deck.config  # every verb reads deck.toml: a broken one is exit 2 whatever the verb
         return int(args.handler(args, deck) or 0)
     except DeckError as error:
         emit_error(args.json, error.kind, str(error), error.exit_code)
@@ -68,8 +101,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("modeldeck: interrupted\n")
         return 130
-    finally:
-        deck.close()
+    except BrokenPipeError:
+        return _reader_went_away()
+    except OSError as error:  # last line of defence: the real causes are fixed where they arise
+        if os.environ.get(DEBUG_VARIABLE) == "1":
+            raise
+        emit_error(args.json, "failed", _describe_os_error(error), 1)
+        return 1
+    except Exception as error:  # noqa: BLE001 - a bug: one line, the traceback on request
+        if os.environ.get(DEBUG_VARIABLE) == "1":
+            raise
+        emit_error(args.json, "failed", f"unexpected {type(error).__name__}: {_first_line(error)} "
+                                        f"(run with {DEBUG_VARIABLE}=1 for the traceback)", 1)
+        return 1
+
+
+def _check_home(deck: Deck) -> None:
+    """$MODELDECK_HOME naming a file is the user's mistake (exit 2), not a failed mkdir (exit 1)."""
+    home = deck.paths.home
+    if home.exists() and not home.is_dir():
+        raise BadInput(f"deck home {home} ($MODELDECK_HOME) is not a directory")
+
+
+def _reader_went_away() -> int:
+    """`modeldeck watch | head -1`: stop quietly. stdout is pointed at /dev/null so that the
+    interpreter's final flush does not fail again (the pattern the Python docs give)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass  # stdout is not a real file (in-process tests): nothing will flush to a pipe
+    return EXIT_BROKEN_PIPE
+
+
+def _describe_os_error(error: OSError) -> str:
+    what = str(error.filename) if error.filename is not None else type(error).__name__
+    what = what if len(what) <= 200 else what[:200] + "..."
+    reason = error.strerror or _first_line(error)
+    return f"{what}: {reason}"
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else ""
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 if __name__ == "__main__":

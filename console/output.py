@@ -11,12 +11,14 @@ from typing import Any
 
 from engine import SCHEMA
 
+MAX_ERROR_LENGTH = 1000  # characters of one error line; the rest of a huge value is cut
+
 
 def emit(json_mode: bool, kind: str, payload: dict[str, Any],
          human: Callable[[], str] | None = None) -> None:
     if json_mode:
         document = {"schema": SCHEMA, "kind": kind, **payload}
-        sys.stdout.write(json.dumps(document, default=_json_default) + "\n")
+        sys.stdout.write(json_line(document) + "\n")
     elif human is not None:
         text = human()
         if text:
@@ -24,16 +26,44 @@ def emit(json_mode: bool, kind: str, payload: dict[str, Any],
     sys.stdout.flush()
 
 
+def json_line(document: Any) -> str:
+    """Strict JSON on one line: NaN and ±Infinity are not JSON (JSON.parse and jq reject them),
+    so a non-finite float becomes null, as anything unknown is."""
+    return json.dumps(finite_only(document), allow_nan=False)
+
+
+def finite_only(value: Any) -> Any:
+    """A JSON-ready copy: non-finite floats -> None, objects with to_dict() expanded, tuples as
+    lists, anything else not JSON -> str."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if isinstance(value, dict):
+        return {str(key): finite_only(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_only(item) for item in value]
+    if hasattr(value, "to_dict"):
+        return finite_only(value.to_dict())
+    return str(value)
+
+
 def emit_error(json_mode: bool, kind: str, message: str, exit_code: int) -> None:
-    sys.stderr.write(f"modeldeck: error: {message}\n")
+    message = one_line(message)
+    try:
+        sys.stderr.write(f"modeldeck: error: {message}\n")
+        sys.stderr.flush()
+    except OSError:
+        pass  # nobody reads stderr any more; the exit code still says what happened
     if json_mode:
         emit(True, "error", {"error": {"kind": kind, "message": message, "exit_code": exit_code}})
 
 
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    return str(value)
+def one_line(message: str) -> str:
+    """An error is one line: line breaks and other control characters a user typed (a name,
+    a path) are shown escaped instead of breaking it up; a huge value is cut."""
+    line = "".join(char if char.isprintable() else repr(char)[1:-1] for char in message)
+    return line if len(line) <= MAX_ERROR_LENGTH else line[:MAX_ERROR_LENGTH] + "..."
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -47,13 +77,13 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
-    if isinstance(value, float) and math.isnan(value):
+    if isinstance(value, float) and not math.isfinite(value):
         return "-"
     return str(value)
 
 
-def human_bytes(size: int | None, separator: str = " ") -> str:
-    if size is None:
+def human_bytes(size: int | float | None, separator: str = " ") -> str:
+    if size is None or not math.isfinite(size):
         return "-"
     value = float(size)
     for unit in ("B", "KB", "MB", "GB", "TB"):
@@ -64,8 +94,8 @@ def human_bytes(size: int | None, separator: str = " ") -> str:
     return f"{value:.1f}{separator}TB"
 
 
-def human_count(count: int | None) -> str:
-    if count is None:
+def human_count(count: int | float | None) -> str:
+    if count is None or not math.isfinite(count):
         return "-"
     for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
         if count >= threshold:

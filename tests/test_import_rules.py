@@ -1,5 +1,5 @@
 """The dependency rules of DESIGN.md, enforced: engine never reaches into the UI, and the
-headless status path stays free of torch, transformers, textual (and pydantic)."""
+headless status path stays free of torch, transformers and textual."""
 
 from __future__ import annotations
 
@@ -32,11 +32,14 @@ def test_import_engine_is_light(tmp_path):
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
 
 
-def test_headless_status_imports_no_torch_textual_or_pydantic(tmp_path):
+def test_headless_status_imports_no_torch_or_textual(tmp_path):
+    # pydantic is allowed: status validates deck.toml like every verb (a broken one is exit 2).
+    # Measured with bench/status.py (2 shared cores, 2026-11-25): median 216 ms with it, 116 ms
+    # without; the target is 300 ms.
     code = ("import io, contextlib\nfrom console.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n    assert main(['status', '--json']) == 0")
     loaded = top_level(modules_after(code, tmp_path))
-    assert not loaded & {*HEAVY, "pydantic"}, loaded & {*HEAVY, "pydantic"}
+    assert not loaded & set(HEAVY), loaded & set(HEAVY)
 
 
 def test_headless_registry_verbs_import_no_textual(tmp_path):

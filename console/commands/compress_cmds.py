@@ -4,34 +4,49 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any
 
+from console.commands.arguments import existing_file, number, text, whole
 from console.output import emit, human_bytes, human_count, table
 from engine import actions
 from engine.deck import Deck
 
-# CLI flag -> CompressSpec field; only flags the user gives are passed on (so the engine can say
-# "--sparsity does not apply to --method int8").
-OPTION_FLAGS = {
-    "sparsity": float, "recover_steps": int, "student_layers": int, "steps": int,
-    "temperature": float, "alpha": float, "learning_rate": float, "data": str,
-    "max_ppl_increase": float, "decode_tokens": int, "batch_size": int,
+# CLI flag -> CompressSpec field and its type function. The boundary judges what a value is (a
+# finite number, a whole number that fits 64 bits, an existing file); the ranges are the engine's
+# (engine.compression.spec: they depend on the method and the parent), checked there before any job
+# is written. Only flags the user gives are passed on (so the engine can say "--sparsity does not
+# apply to --method int8").
+OPTION_FLAGS: dict[str, Callable[[str], Any]] = {
+    "sparsity": number("--sparsity"),
+    "recover_steps": whole("--recover-steps"),
+    "student_layers": whole("--student-layers"),
+    "steps": whole("--steps"),
+    "temperature": number("--temperature"),
+    "alpha": number("--alpha"),
+    "learning_rate": number("--learning-rate"),
+    "data": existing_file("--data"),
+    "max_ppl_increase": number("--max-ppl-increase"),
+    "decode_tokens": whole("--decode-tokens"),
+    "batch_size": whole("--batch-size"),
 }
 
 
 def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = verbs.add_parser("compress", parents=[common],
                               help="quantize, prune or distill NAME@VERSION into the next version")
-    parser.add_argument("reference", help="NAME@VERSION or NAME@ALIAS")
-    parser.add_argument("--method", default=None,
+    parser.add_argument("reference", type=text("NAME@VERSION"), help="NAME@VERSION or NAME@ALIAS")
+    parser.add_argument("--method", default=None, type=text("--method"),
                         help="bf16 | fp16 | int8 | prune | distill (default: deck.toml [compress])")
     for name, kind in OPTION_FLAGS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None)
     parser.add_argument("--structured", nargs="?", const="mlp", default=None, metavar="mlp|heads",
+                        type=text("--structured"),
                         help="prune whole MLP channels (default) or attention head groups")
-    parser.add_argument("--keep", action="append", default=None, metavar="NAME",
+    parser.add_argument("--keep", action="append", default=None, metavar="NAME", type=text("--keep"),
                         help="int8: keep modules whose name contains NAME in bf16 (repeatable)")
     parser.add_argument("--eval", dest="eval_file", default=None, metavar="FILE",
+                        type=existing_file("--eval"),
                         help="held-out text for perplexity (default: the shipped eval text)")
     parser.add_argument("--wait", action="store_true", help="follow the job until the version exists")
     parser.set_defaults(handler=compress_command)

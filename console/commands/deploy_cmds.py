@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from console.commands.arguments import text, whole
 from console.commands.confirm import add_yes_flag, confirm
 from console.output import emit, human_time, table
 from engine import actions
@@ -13,9 +14,9 @@ from engine.deck import Deck
 
 def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     deploy = verbs.add_parser("deploy", parents=[common], help="point a target at NAME@VERSION")
-    deploy.add_argument("reference", help="NAME@VERSION or NAME@ALIAS")
-    deploy.add_argument("--target", default="local")
-    deploy.add_argument("--reason", help="why (kept in history and audit)")
+    deploy.add_argument("reference", type=text("NAME@VERSION"), help="NAME@VERSION or NAME@ALIAS")
+    deploy.add_argument("--target", type=text("--target"), default="local")
+    deploy.add_argument("--reason", type=text("--reason"), help="why (kept in history and audit)")
     deploy.add_argument("--force", action="store_true", help="deploy a version its evaluation rejected")
     starting = deploy.add_mutually_exclusive_group()
     starting.add_argument("--wait", action="store_true",
@@ -27,18 +28,19 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     deploy.set_defaults(handler=deploy_command)
     rollback = verbs.add_parser("rollback", parents=[common],
                                 help="go back to the previous deployed version (or --to VERSION)")
-    rollback.add_argument("--target", default="local")
-    rollback.add_argument("--to", help="version or alias of the deployed model to return to")
-    rollback.add_argument("--reason")
+    rollback.add_argument("--target", type=text("--target"), default="local")
+    rollback.add_argument("--to", type=text("--to"),
+                          help="version or alias of the deployed model to return to")
+    rollback.add_argument("--reason", type=text("--reason"))
     add_yes_flag(rollback)
     rollback.set_defaults(handler=rollback_command)
     history = verbs.add_parser("history", parents=[common], help="what served when")
-    history.add_argument("--target")
-    history.add_argument("--limit", type=int, default=50)
+    history.add_argument("--target", type=text("--target"))
+    history.add_argument("--limit", type=whole("--limit", 1), default=50, metavar="N")
     history.set_defaults(handler=history_command)
     audit = verbs.add_parser("audit", parents=[common], help="every action, newest first")
-    audit.add_argument("--limit", type=int, default=50)
-    audit.add_argument("--verb", help="only this verb")
+    audit.add_argument("--limit", type=whole("--limit", 1), default=50, metavar="N")
+    audit.add_argument("--verb", type=text("--verb"), help="only this verb")
     audit.set_defaults(handler=audit_command)
 
 

@@ -5,35 +5,66 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from console.commands.arguments import (device, existing_file, number, path_component, text,
+                                         whole)
 from console.output import emit, human_time, table
-from engine import SCHEMA, actions
+from engine import actions
 from engine.deck import Deck
+from engine.errors import BadInput
 
-# CLI flag -> FinetuneSettings field (all default to None: "not given", so --config can set them)
-SETTING_FLAGS: tuple[tuple[str, str, type, str], ...] = (
-    ("--method", "method", str, "lora (default), full or freeze"),
-    ("--steps", "steps", int, "a fixed number of optimizer steps"),
-    ("--epochs", "epochs", float, "passes over the data (default 1)"),
-    ("--lr", "learning_rate", float, "learning rate (default: 2e-4 lora, 5e-5 full, 1e-4 freeze)"),
-    ("--lr-scheduler", "lr_scheduler", str, "linear (default), cosine, constant, ..."),
-    ("--warmup-steps", "warmup_steps", int, "learning-rate warm-up steps"),
-    ("--batch-size", "batch_size", int, "examples per device per step (default 4)"),
-    ("--grad-accum", "grad_accum", int, "gradient accumulation steps (default 1)"),
-    ("--max-length", "max_length", int, "tokens per example, longer ones are cut (default 512)"),
-    ("--eval-split", "eval_split", float, "share held out for eval when no --eval-file (default 0.1)"),
-    ("--eval-file", "eval_file", str, "a separate eval dataset (same formats)"),
-    ("--eval-every", "eval_every", int, "evaluate every N steps (default: at each checkpoint)"),
-    ("--checkpoint-every", "checkpoint_every", int, "save a checkpoint every N steps (default 50)"),
-    ("--lora-rank", "lora_rank", int, "LoRA rank (default 8)"),
-    ("--lora-alpha", "lora_alpha", int, "LoRA alpha (default 16)"),
-    ("--lora-targets", "lora_targets", str, "comma-separated module names (default: peft's)"),
-    ("--trainable-layers", "trainable_layers", int, "freeze: top layers that train (default 2)"),
-    ("--seed", "seed", int, "random seed (default 0)"),
-    ("--device", "device", str, "auto (default), cpu, cuda, cuda:N"),
-    ("--precision", "precision", str, "auto (default), fp32, bf16"),
+# A numpy seed (transformers' set_seed seeds numpy too) must fit in 32 bits.
+MAX_SEED = 2**32 - 1
+# torchrun starts this many worker processes here: far more than any machine has GPUs or cores.
+MAX_NPROC = 1024
+
+
+def _eval_split(text_value: str) -> float:
+    """A share in [0, 1): the upper bound is exclusive (1 would hold out every row)."""
+    share = number("--eval-split", 0.0, 1.0)(text_value)
+    if share >= 1.0:
+        raise argparse.ArgumentTypeError(f"--eval-split must be less than 1, not {share:g}")
+    return share
+
+
+# CLI flag -> FinetuneSettings field, its type function (judged at the boundary), metavar and help.
+# All default to None: "not given", so --config and deck.toml [finetune] can set them.
+SETTING_FLAGS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
+    ("--method", "method", text("--method"), "METHOD", "lora (default), full or freeze"),
+    ("--steps", "steps", whole("--steps", 1), "N", "a fixed number of optimizer steps"),
+    ("--epochs", "epochs", number("--epochs", 0.0, exclusive_minimum=True), "X",
+     "passes over the data (default 1)"),
+    ("--lr", "learning_rate", number("--lr", 0.0, exclusive_minimum=True), "X",
+     "learning rate (default: 2e-4 lora, 5e-5 full, 1e-4 freeze)"),
+    ("--lr-scheduler", "lr_scheduler", text("--lr-scheduler"), "SCHEDULER",
+     "linear (default), cosine, constant, ..."),
+    ("--warmup-steps", "warmup_steps", whole("--warmup-steps", 0), "N", "learning-rate warm-up steps"),
+    ("--batch-size", "batch_size", whole("--batch-size", 1), "N",
+     "examples per device per step (default 4)"),
+    ("--grad-accum", "grad_accum", whole("--grad-accum", 1), "N",
+     "gradient accumulation steps (default 1)"),
+    ("--max-length", "max_length", whole("--max-length", 1), "N",
+     "tokens per example, longer ones are cut (default 512)"),
+    ("--eval-split", "eval_split", _eval_split, "X",
+     "share held out for eval when no --eval-file (default 0.1)"),
+    ("--eval-file", "eval_file", existing_file("--eval-file"), "FILE",
+     "a separate eval dataset (same formats)"),
+    ("--eval-every", "eval_every", whole("--eval-every", 1), "N",
+     "evaluate every N steps (default: at each checkpoint)"),
+    ("--checkpoint-every", "checkpoint_every", whole("--checkpoint-every", 1), "N",
+     "save a checkpoint every N steps (default 50)"),
+    ("--lora-rank", "lora_rank", whole("--lora-rank", 1), "N", "LoRA rank (default 8)"),
+    ("--lora-alpha", "lora_alpha", whole("--lora-alpha", 1), "N", "LoRA alpha (default 16)"),
+    ("--lora-targets", "lora_targets", text("--lora-targets"), "NAMES",
+     "comma-separated module names (default: peft's)"),
+    ("--trainable-layers", "trainable_layers", whole("--trainable-layers", 1), "N",
+     "freeze: top layers that train (default 2)"),
+    ("--seed", "seed", whole("--seed", 0, MAX_SEED), "N", "random seed (default 0)"),
+    ("--device", "device", device(), "DEVICE", "auto (default), cpu, cuda, cuda:N"),
+    ("--precision", "precision", text("--precision"), "PRECISION", "auto (default), fp32, bf16"),
 )
 
 
@@ -43,18 +74,19 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     sub = jobs.add_subparsers(dest="jobs_verb", metavar="ACTION", required=True,
                               parser_class=type(jobs))
     listing = sub.add_parser("list", parents=[common], help="every job and its state")
-    listing.add_argument("--kind", help="only jobs of this kind (finetune, compress)")
+    listing.add_argument("--kind", type=text("--kind"),
+                         help="only jobs of this kind (finetune, compress)")
     listing.set_defaults(handler=list_command)
-    for name, handler, text in (("show", show_command, "one job in full"),
+    for name, handler, summary in (("show", show_command, "one job in full"),
                                 ("cancel", cancel_command, "stop a running job"),
                                 ("resume", resume_command, "continue a failed or cancelled job "
                                                            "from its last checkpoint")):
-        verb = sub.add_parser(name, parents=[common], help=text)
-        verb.add_argument("job_id", metavar="ID")
-        verb.add_argument("--reason", help="recorded in the audit log")
+        verb = sub.add_parser(name, parents=[common], help=summary)
+        verb.add_argument("job_id", metavar="ID", type=path_component("ID"))
+        verb.add_argument("--reason", type=text("--reason"), help="recorded in the audit log")
         verb.set_defaults(handler=handler)
     logs = sub.add_parser("logs", parents=[common], help="the job's events (--json: one a line)")
-    logs.add_argument("job_id", metavar="ID")
+    logs.add_argument("job_id", metavar="ID", type=path_component("ID"))
     logs.add_argument("--follow", "-f", action="store_true", help="keep reading until the job ends")
     logs.set_defaults(handler=logs_command)
 
@@ -63,35 +95,42 @@ def _register_finetune(verbs: argparse._SubParsersAction, common: argparse.Argum
     # Not built on `common`: sharing its --config action and overriding it would change it for
     # every verb. Here --config is the fine-tune TOML; deck.toml comes from $MODELDECK_CONFIG.
     finetune = verbs.add_parser("finetune", help="train NAME@VERSION on your data as a detached job")
-    finetune.add_argument("--json", action="store_true", help="print one JSON document on stdout")
-    finetune.add_argument("reference", metavar="NAME@VERSION")
-    finetune.add_argument("--data", required=True, type=Path,
+    # SUPPRESS: `modeldeck --json finetune ...` sets it at the top level; a default here would undo it
+    finetune.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                          help="print one JSON document on stdout")
+    finetune.add_argument("reference", metavar="NAME@VERSION", type=text("NAME@VERSION"))
+    finetune.add_argument("--data", required=True, type=existing_file("--data"),
                           help=".jsonl (text | prompt+completion | messages | text+label) or .txt")
-    finetune.add_argument("--config", dest="finetune_config", type=Path, metavar="FILE",
+    finetune.add_argument("--config", dest="finetune_config", type=existing_file("--config"),
+                          metavar="FILE",
                           help="fine-tune settings (TOML, see sample_configs/finetune-*.toml)")
-    for flag, name, kind, text in SETTING_FLAGS:
-        metavar = {int: "N", float: "X"}.get(kind, flag.lstrip("-").split("-")[-1].upper())
-        finetune.add_argument(flag, dest=f"set_{name}", type=kind, default=None, metavar=metavar,
-                              help=text)
+    for flag, name, convert, metavar, description in SETTING_FLAGS:
+        finetune.add_argument(flag, dest=f"set_{name}", type=convert, default=None, metavar=metavar,
+                              help=description)
     finetune.add_argument("--on-bad-row", choices=("error", "skip"), default="error")
     finetune.add_argument("--keep-adapter", action="store_true",
                           help="register the LoRA adapter (with its base) instead of merged weights")
-    finetune.add_argument("--deploy-if-better", metavar="TARGET",
+    finetune.add_argument("--deploy-if-better", metavar="TARGET", type=text("--deploy-if-better"),
                           help="deploy the result to TARGET if its eval loss beats the parent's")
-    finetune.add_argument("--nproc", type=int, default=1, help="processes (torchrun) on this machine")
-    finetune.add_argument("--nnodes", type=int, default=1, help="machines taking part (torchrun)")
-    finetune.add_argument("--rdzv-endpoint", help="HOST:PORT where the machines meet (torchrun)")
-    finetune.add_argument("--node-rank", type=int, help="this machine's rank when --nnodes > 1")
+    finetune.add_argument("--nproc", type=whole("--nproc", 1, MAX_NPROC), default=1, metavar="N",
+                          help="processes (torchrun) on this machine")
+    finetune.add_argument("--nnodes", type=whole("--nnodes", 1, MAX_NPROC), default=1, metavar="N",
+                          help="machines taking part (torchrun)")
+    finetune.add_argument("--rdzv-endpoint", type=text("--rdzv-endpoint"),
+                          help="HOST:PORT where the machines meet (torchrun)")
+    finetune.add_argument("--node-rank", type=whole("--node-rank", 0), metavar="N",
+                          help="this machine's rank when --nnodes > 1")
     finetune.add_argument("--wait", action="store_true",
                           help="stay and print progress until the job ends (exit 1 unless it finished)")
-    finetune.add_argument("--reason", help="recorded in the audit log")
-    finetune.set_defaults(handler=finetune_command, config=None)
+    finetune.add_argument("--reason", type=text("--reason"), help="recorded in the audit log")
+    finetune.set_defaults(handler=finetune_command)
 
 
 def finetune_command(args: argparse.Namespace, deck: Deck) -> int:
-    overrides = {name: getattr(args, f"set_{name}") for _, name, _, _ in SETTING_FLAGS}
+    _check_launch(args)
+    overrides = {name: getattr(args, f"set_{name}") for _, name, _, _, _ in SETTING_FLAGS}
     request = actions.FinetuneRequest(
-        reference=args.reference, data=args.data, overrides=overrides,
+        reference=args.reference, data=Path(args.data), overrides=overrides,
         config_file=args.finetune_config, on_bad_row=args.on_bad_row,
         keep_adapter=args.keep_adapter, deploy_if_better=args.deploy_if_better, nproc=args.nproc,
         nnodes=args.nnodes, rdzv_endpoint=args.rdzv_endpoint, node_rank=args.node_rank,
@@ -113,6 +152,15 @@ def finetune_command(args: argparse.Namespace, deck: Deck) -> int:
     emit(args.json, "finetune", {**finished.to_dict(), "data": started.data},
          lambda: _outcome_line(finished.job))
     return 0 if finished.job.state == "finished" else 1
+
+
+def _check_launch(args: argparse.Namespace) -> None:
+    """Flags that are only wrong together (argparse judges each alone)."""
+    if args.node_rank is not None and args.node_rank >= args.nnodes:
+        raise BadInput(f"--node-rank must be below --nnodes ({args.nnodes}), not {args.node_rank}")
+    if args.nnodes > 1 and not args.rdzv_endpoint:  # torchrun --standalone is one machine only:
+        # the job would wait for machines that can never join
+        raise BadInput("--nnodes above 1 needs --rdzv-endpoint HOST:PORT where the machines meet")
 
 
 def list_command(args: argparse.Namespace, deck: Deck) -> int:
@@ -143,7 +191,7 @@ def _details_text(details: actions.JobResult) -> str:
     if progress:
         lines.append(f"  progress    {_progress_text(progress)}")
     if details.data.get("last_eval"):
-        lines.append(f"  eval loss   {details.data['last_eval']['eval_loss']:.4f}")
+        lines.append(f"  eval loss   {_fixed(details.data['last_eval'].get('eval_loss'), '{:.4f}')}")
     if job.result:
         lines.append(f"  result      {json.dumps(job.result, default=str)}")
     return "\n".join(lines)
@@ -163,17 +211,16 @@ def resume_command(args: argparse.Namespace, deck: Deck) -> int:
 
 
 def logs_command(args: argparse.Namespace, deck: Deck) -> int:
-    if args.json:  # JSON lines: one event a line, each with the schema, for scripts to stream
+    if args.json:  # JSON lines, one event a line, for scripts to stream. The event is nested:
+        # its own fields (`kind` among them) must not overwrite the envelope's schema and kind.
         for event in _events(deck, args.job_id, args.follow):
-            sys.stdout.write(json.dumps({"schema": SCHEMA, "kind": "jobs.event", **event},
-                                        default=str) + "\n")
-            sys.stdout.flush()
+            emit(True, "jobs.event", {"job": args.job_id, "event": event})
         return 0
     _print_events(deck, args.job_id, args.follow)
     return 0
 
 
-def _events(deck: Deck, job_id: str, follow: bool):
+def _events(deck: Deck, job_id: str, follow: bool) -> Iterator[dict[str, Any]]:
     from engine import jobs
 
     if follow:
@@ -190,11 +237,11 @@ def _print_events(deck: Deck, job_id: str, follow: bool) -> None:
 def _event_line(event: dict[str, Any]) -> str:
     kind = event.get("type")
     if kind == "state":
-        return f"[{event['state']}] {event.get('reason') or ''}".rstrip()
+        return f"[{event.get('state')}] {event.get('reason') or ''}".rstrip()
     if kind == "progress":
         return _progress_text(event)
     if kind == "eval":
-        return f"eval step {event['step']}: loss {event['eval_loss']:.4f}"
+        return f"eval step {event.get('step')}: loss {_fixed(event.get('eval_loss'), '{:.4f}')}"
     fields = {k: v for k, v in event.items() if k not in ("t", "type")}
     return f"{kind}: {json.dumps(fields, default=str)}"
 
@@ -204,14 +251,21 @@ def _progress_text(event: dict[str, Any]) -> str:
     for key, label, fmt in (("loss", "loss", "{:.4f}"), ("learning_rate", "lr", "{:.2e}"),
                             ("tokens_per_s", "tok/s", "{:.0f}"), ("eta_s", "eta", "{:.0f}s")):
         if event.get(key) is not None:
-            parts.append(f"{label} {fmt.format(event[key])}")
+            parts.append(f"{label} {_fixed(event[key], fmt)}")
     return "  ".join(parts)
+
+
+def _fixed(value: Any, fmt: str) -> str:
+    """A number from an events file as text; anything else (a hand-edited or torn file) as-is."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return fmt.format(value)
+    return "-" if value is None else str(value)
 
 
 def _outcome_line(job: Any) -> str:
     if job.state == "finished" and job.result:
         metrics = job.result.get("metrics") or {}
         loss = metrics.get("eval_loss")
-        suffix = f", eval loss {loss:.4f}" if loss is not None else ""
+        suffix = f", eval loss {_fixed(loss, '{:.4f}')}" if loss is not None else ""
         return f"job {job.id} finished: registered {job.result.get('version')}{suffix}"
     return f"job {job.id} {job.state}: {job.reason or ''}".rstrip(": ")

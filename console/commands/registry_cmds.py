@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from console.commands.arguments import path_text, text
 from console.output import emit, human_bytes, human_count, human_time, table
 from engine import actions
 from engine.deck import Deck
@@ -17,20 +18,21 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
                                 parser_class=type(models))
     importing = sub.add_parser("import", parents=[common],
                                help="import a Hugging Face directory or a .gguf as the next version")
-    importing.add_argument("path", type=Path)
-    importing.add_argument("--name", required=True, help="model name (letters, digits, . _ -)")
+    importing.add_argument("path", type=path_text("PATH"))
+    importing.add_argument("--name", required=True, type=text("--name"),
+                           help="model name (letters, digits, . _ -)")
     importing.add_argument("--allow-pickle", action="store_true",
                            help="accept pickle checkpoints (.bin/.pt), which can run code when loaded")
     importing.set_defaults(handler=import_command)
     listing = sub.add_parser("list", parents=[common], help="every version of every model")
-    listing.add_argument("model", nargs="?", help="only this model")
+    listing.add_argument("model", nargs="?", type=text("MODEL"), help="only this model")
     listing.set_defaults(handler=list_command)
     show = sub.add_parser("show", parents=[common], help="one version in full (NAME[@VERSION|@ALIAS])")
-    show.add_argument("reference")
+    show.add_argument("reference", type=text("REFERENCE"))
     show.set_defaults(handler=show_command)
     alias = sub.add_parser("alias", parents=[common], help="point ALIAS at NAME@VERSION")
-    alias.add_argument("reference")
-    alias.add_argument("alias")
+    alias.add_argument("reference", type=text("REFERENCE"))
+    alias.add_argument("alias", type=text("ALIAS"))
     alias.set_defaults(handler=alias_command)
     demo = verbs.add_parser("demo", parents=[common],
                             help="fill an empty deck with an offline demo model and deploy it")
@@ -38,7 +40,7 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def import_command(args: argparse.Namespace, deck: Deck) -> int:
-    version = actions.import_model(deck, actions.ImportRequest(args.path, args.name, args.allow_pickle))
+    version = actions.import_model(deck, actions.ImportRequest(Path(args.path), args.name, args.allow_pickle))
     emit(args.json, "models.import", {"version": version.to_dict()},
          lambda: f"imported {version.ref} ({human_bytes(version.size_bytes)}, "
                  f"{human_count(version.param_count)} parameters)")
@@ -47,7 +49,7 @@ def import_command(args: argparse.Namespace, deck: Deck) -> int:
 
 def list_command(args: argparse.Namespace, deck: Deck) -> int:
     versions = actions.list_models(deck, args.model)
-    deployed = {}
+    deployed: dict[tuple[str, int], list[str]] = {}
     for deployment in deck.registry.deployments():
         deployed.setdefault((deployment.model, deployment.version), []).append(deployment.target)
     emit(args.json, "models.list", {"versions": [v.to_dict() for v in versions]},
@@ -105,7 +107,7 @@ def alias_command(args: argparse.Namespace, deck: Deck) -> int:
 def demo_command(args: argparse.Namespace, deck: Deck) -> int:
     result = actions.demo(deck)
     def human() -> str:
-        if not result.created:
+        if not result.created or result.version is None:
             return "the deck already has models; demo left it unchanged"
         return f"demo: imported and deployed {result.version.ref} to local ({result.source})"
     emit(args.json, "demo", result.to_dict(), human)

@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 from typing import Any
 
+from console.commands.arguments import existing_file, number, text, whole
 from console.output import emit, human_bytes, table
 from engine import actions
 from engine.deck import Deck
+
+# The engine's bounds (actions.watch, actions.check_endpoints), judged here at parse time too.
+MIN_INTERVAL_S, MAX_INTERVAL_S = 0.05, 3600.0
+MAX_WINDOW_S = 300.0
 
 
 def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     watch = verbs.add_parser("watch", parents=[common],
                              help="print GPUs, host and endpoints once per interval "
                                   "(--json: one JSON line per snapshot)")
-    watch.add_argument("--interval", type=float, metavar="S", help="seconds between snapshots "
-                                                                   "(default: [telemetry] interval_s)")
-    watch.add_argument("--count", type=int, metavar="N", help="stop after N snapshots")
-    watch.add_argument("--gpu-replay", type=Path, metavar="FILE",
+    watch.add_argument("--interval", type=number("--interval", MIN_INTERVAL_S, MAX_INTERVAL_S),
+                       metavar="S", help="seconds between snapshots (default: [telemetry] interval_s)")
+    watch.add_argument("--count", type=whole("--count", 1), metavar="N", help="stop after N snapshots")
+    watch.add_argument("--gpu-replay", type=existing_file("--gpu-replay"), metavar="FILE",
                        help="replay recorded NVML readings (JSON/JSONL) instead of reading NVML")
     watch.add_argument("--local", action="store_true",
                        help="this box only: skip remote endpoints and Prometheus")
@@ -32,8 +38,9 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     listing.set_defaults(handler=list_command)
     check = sub.add_parser("check", parents=[common],
                            help="probe and scrape endpoints now (exit 1 if any is down)")
-    check.add_argument("names", nargs="*", metavar="NAME", help="only these endpoints")
-    check.add_argument("--window", type=float, default=0.0, metavar="S",
+    check.add_argument("names", nargs="*", metavar="NAME", type=text("NAME"),
+                       help="only these endpoints")
+    check.add_argument("--window", type=number("--window", 0.0, MAX_WINDOW_S), default=0.0, metavar="S",
                        help="scrape twice S seconds apart to report rates and percentiles")
     check.set_defaults(handler=check_command)
 
@@ -42,7 +49,8 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def watch_command(args: argparse.Namespace, deck: Deck) -> int:
-    request = actions.WatchRequest(args.interval, args.count, args.gpu_replay, not args.local)
+    replay = Path(args.gpu_replay) if args.gpu_replay else None
+    request = actions.WatchRequest(args.interval, args.count, replay, not args.local)
     ticks = actions.watch(deck, request)
     try:
         for snapshot in ticks:
@@ -116,24 +124,34 @@ def models_table(models: Any) -> str:
     return table(("MODEL", "UP", "TOK/S", "REQ/S", "TTFT95", "ITL95", "E2E95"), rows)
 
 
+def _known(value: float | None) -> float | None:
+    """None for unknown, NaN and ±Inf alike: a table shows `-` for all three."""
+    return value if value is not None and math.isfinite(value) else None
+
+
 def _pct(value: float | None) -> str | None:
-    return None if value is None else f"{value:.0f}%"
+    known = _known(value)
+    return None if known is None else f"{known:.0f}%"
 
 
 def _num(value: float | None, digits: int = 1) -> str | None:
-    return None if value is None else f"{value:.{digits}f}"
+    known = _known(value)
+    return None if known is None else f"{known:.{digits}f}"
 
 
 def _unit(value: float | None, unit: str) -> str | None:
-    return None if value is None else f"{value:.0f} {unit}"
+    known = _known(value)
+    return None if known is None else f"{known:.0f} {unit}"
 
 
 def _rate(value: float | None) -> str:
-    return "-" if value is None else f"{human_bytes(int(value))}/s"
+    known = _known(value)
+    return "-" if known is None else f"{human_bytes(int(known))}/s"
 
 
 def _ms(value: float | None) -> str | None:
-    return None if value is None else f"{value * 1000:.0f} ms"
+    known = _known(value)
+    return None if known is None else f"{known * 1000:.0f} ms"
 
 
 # ---- endpoints --------------------------------------------------------------------------------

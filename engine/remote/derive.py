@@ -102,7 +102,8 @@ def window(before: Scrape | None, after: Scrape) -> Window:
             deltas[logical] = histogram_increase(found_before[1], found_after[1])
         elif found_after and not found_before:  # first observations since the last scrape
             deltas[logical] = found_after[1]
-    return Window(seconds, *rates, *gauges, deltas)
+    tokens, prompt_tokens, requests = rates
+    return Window(seconds, tokens, prompt_tokens, requests, *gauges, deltas)
 
 
 def _rate(before: Scrape, after: Scrape, candidates: tuple[str, ...], seconds: float) -> float | None:

@@ -98,6 +98,9 @@ class Scrape:
     values: Mapping[str, float]  # normalised sample name -> sum over label sets
     series_counts: Mapping[str, int]  # how many label sets were summed
     histograms: Mapping[str, Histogram]  # normalised base name -> buckets summed over labels
+    # Series we read whose sample was NaN or ±Inf (left out of values and histograms): an
+    # endpoint publishing them is degraded, its numbers unknown, never `up` with NaN rates.
+    non_finite: tuple[str, ...] = ()
 
     @property
     def known(self) -> bool:
@@ -145,9 +148,13 @@ def parse_scrape(body: str, at: float) -> Scrape:
     values: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     buckets: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
+    non_finite: dict[str, None] = {}  # ordered set of the sample names
     for line in interesting_lines(body):
         series, value = _series_and_value(line)
-        if series is None or math.isnan(value):
+        if series is None:
+            continue
+        if not math.isfinite(value):
+            non_finite[_sample_name(line)] = None
             continue
         name, bound = series
         if bound is not None:
@@ -159,7 +166,12 @@ def parse_scrape(body: str, at: float) -> Scrape:
                                   values.get(f"{base}_count"))
                   for base, per_le in buckets.items()}
     return Scrape(at, MappingProxyType(dict(values)), MappingProxyType(dict(counts)),
-                  MappingProxyType(histograms))
+                  MappingProxyType(histograms), tuple(non_finite))
+
+
+def _sample_name(line: str) -> str:
+    end = line.find("{")
+    return line[:end] if end >= 0 else line.partition(" ")[0]
 
 
 def _series_and_value(line: str) -> tuple[tuple[str, float | None] | None, float]:

@@ -131,7 +131,8 @@ class EndpointPoller:
         state.last_window = measured  # what models() merges: only this tick's numbers
         if scrape is not None:
             state.last_scrape = scrape
-        if measured is not None and measured.tokens_per_s is not None:
+        if measured is not None and measured.tokens_per_s is not None \
+                and state.tokens_history is not None:
             state.tokens_history.append(round(measured.tokens_per_s, 3))
         return _snapshot(settings, status, reason, health.http_status, health.latency_s,
                          checked_at, state.last_up_at, measured, state.tokens_history)
@@ -228,7 +229,10 @@ def _judge(settings: EndpointSettings, health: Fetched,
     if metrics.ok:
         try:
             scrape = parse_scrape(metrics.body or "", time.monotonic())
-            if not scrape.known:
+            if scrape.non_finite:  # NaN/Inf: rates and percentiles would be NaN too; unknown
+                metrics_problem = _non_finite_reason(scrape.non_finite)
+                scrape = None
+            elif not scrape.known:
                 scrape, metrics_problem = None, "no serving metrics in /metrics"
         except MalformedMetrics as error:
             metrics_problem = str(error)
@@ -241,6 +245,11 @@ def _judge(settings: EndpointSettings, health: Fetched,
     if metrics_problem:
         return "degraded", metrics_problem, None
     return "up", None, scrape
+
+
+def _non_finite_reason(names: tuple[str, ...]) -> str:
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"/metrics: non-finite values (NaN/Inf) in {shown}"
 
 
 def _state_for(settings: EndpointSettings, history_points: int) -> _EndpointState:

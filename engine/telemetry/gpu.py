@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from engine.telemetry.snapshots import GpuDevice, GpuProcess, GpuSnapshot
+from engine.telemetry.snapshots import GpuDevice, GpuProcess, GpuSnapshot, GpuStatus
 
 
 class GpuSource(Protocol):
@@ -191,7 +191,8 @@ class ReplaySource:
     def __init__(self, readings: list[dict[str, Any]], source_name: str = "replay") -> None:
         if not readings:
             raise ValueError("a replay needs at least one reading")
-        self._snapshots = tuple(_snapshot_from_reading(reading) for reading in readings)
+        self._snapshots = tuple(_snapshot_from_reading(reading, number)
+                                for number, reading in enumerate(readings, 1))
         self._next = 0
         self._lock = threading.Lock()
         self.source_name = source_name
@@ -214,33 +215,105 @@ def _with_time(snapshot: GpuSnapshot) -> GpuSnapshot:
     return replace(snapshot, taken_at=time.time())
 
 
+class ReplayFormatError(ValueError):
+    """A recorded readings file that is not what `record` writes; says where, in one line."""
+
+
 def load_readings(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ReplayFormatError("not UTF-8 text (JSON or JSONL readings)") from None
     try:
         document = json.loads(text)
     except json.JSONDecodeError:  # JSONL: one reading per line
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return [_json_line(number, line) for number, line in enumerate(text.splitlines(), 1)
+                if line.strip()]
     if isinstance(document, dict):
-        return list(document["readings"]) if "readings" in document else [document]
-    return list(document)
+        document = document["readings"] if "readings" in document else [document]
+    if not isinstance(document, list):
+        raise ReplayFormatError("expected a reading, a list of readings or {\"readings\": [...]}")
+    return document
 
 
-def _snapshot_from_reading(reading: dict[str, Any]) -> GpuSnapshot:
-    devices = tuple(_device_from_dict(index, entry)
-                    for index, entry in enumerate(reading.get("devices", ())))
+def _json_line(number: int, line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ReplayFormatError(f"line {number}: not JSON ({error.msg})") from None
+
+
+# GpuDevice / GpuProcess fields by the JSON type a reading must give them (or null)
+_NUMBER_FIELDS = {"utilization_pct", "memory_utilization_pct", "temperature_c", "power_w",
+                  "power_limit_w"}
+_INTEGER_FIELDS = {"index", "memory_used_bytes", "memory_total_bytes", "sm_clock_mhz",
+                   "memory_clock_mhz", "pid", "memory_bytes"}
+_TEXT_FIELDS = {"name", "uuid", "user", "command", "host", "status", "reason", "driver_version"}
+_GPU_STATUSES = ("ok", "no-nvml", "no-gpu", "error", "pending")
+
+
+def _snapshot_from_reading(reading: Any, number: int = 1) -> GpuSnapshot:
+    where = f"reading {number}"
+    reading = _checked_fields(_object(reading, where), where)
+    devices_list = _list(reading.get("devices", ()), f"{where}: devices")
+    devices = tuple(_device_from_dict(index, entry, f"{where}: device {index}")
+                    for index, entry in enumerate(devices_list))
     status = reading.get("status") or ("ok" if devices else "no-gpu")
-    return GpuSnapshot(status, reading.get("reason"), devices, reading.get("driver_version"),
-                       source="replay")
+    if status not in _GPU_STATUSES:
+        raise ReplayFormatError(f"{where}: status must be one of {', '.join(_GPU_STATUSES)}")
+    return GpuSnapshot(cast(GpuStatus, status), reading.get("reason"), devices,
+                       reading.get("driver_version"), source="replay")
 
 
-def _device_from_dict(index: int, entry: dict[str, Any]) -> GpuDevice:
+def _device_from_dict(index: int, entry: Any, where: str = "device") -> GpuDevice:
     known = set(GpuDevice.__dataclass_fields__) - {"processes", "utilization_history"}
-    fields = {key: value for key, value in entry.items() if key in known}
-    fields.setdefault("index", index)
-    processes = tuple(GpuProcess(**{key: value for key, value in process.items()
-                                    if key in GpuProcess.__dataclass_fields__})
-                      for process in entry.get("processes", ()))
+    fields = {key: value for key, value in _checked_fields(_object(entry, where), where).items()
+              if key in known}
+    if fields.get("index") is None:
+        fields["index"] = index  # its position in the reading
+    processes = tuple(_process_from_dict(process, f"{where}: process")
+                      for process in _list(entry.get("processes", ()), f"{where}: processes"))
     return GpuDevice(**fields, processes=processes)
+
+
+def _process_from_dict(entry: Any, where: str) -> GpuProcess:
+    fields = _checked_fields(_object(entry, where), where)
+    if fields.get("pid") is None:
+        raise ReplayFormatError(f"{where}: needs a pid")
+    return GpuProcess(**{key: value for key, value in fields.items()
+                         if key in GpuProcess.__dataclass_fields__})
+
+
+def _checked_fields(document: dict[str, Any], where: str) -> dict[str, Any]:
+    """Each known field has its JSON type (or null): a replayed number is never a string."""
+    for key, value in document.items():
+        if value is None:
+            continue
+        if key in _NUMBER_FIELDS and not _is_number(value, float):
+            raise ReplayFormatError(f"{where}: {key} must be a number or null")
+        if key in _INTEGER_FIELDS and not _is_number(value, int):
+            raise ReplayFormatError(f"{where}: {key} must be a whole number or null")
+        if key in _TEXT_FIELDS and not isinstance(value, str):
+            raise ReplayFormatError(f"{where}: {key} must be text or null")
+    return document
+
+
+def _is_number(value: Any, kind: type) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) if kind is int else isinstance(value, (int, float))
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ReplayFormatError(f"{where}: expected a JSON object")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any] | tuple[Any, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise ReplayFormatError(f"{where}: expected a list")
+    return value
 
 
 def reading_from_snapshot(snapshot: GpuSnapshot) -> dict[str, Any]:

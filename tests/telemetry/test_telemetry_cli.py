@@ -61,7 +61,7 @@ def test_bad_input_exits_2_with_one_line(cli, deck_home: Path, tmp_path: Path):
     for args, fragment in ((("watch", "--count", "0"), "--count"),
                            (("watch", "--interval", "0"), "--interval"),
                            (("watch", "--count", "1", "--gpu-replay", str(tmp_path / "none.jsonl")),
-                            "cannot replay"),
+                            "--gpu-replay"),
                            (("endpoints", "check", "nope"), "no endpoint named 'nope'"),
                            (("endpoints", "check", "--window", "-1"), "--window")):
         result = cli(*args)

@@ -193,7 +193,7 @@ def test_cli_finetune_wait_json_and_jobs_verbs(batch):
     assert document["job"]["result"]["version"] == "m-cli@2" and document["data"]["format"] == "chat"
     home = deck.paths.home
     logs = run_modeldeck("jobs", "logs", job_id, "--follow", "--json", home=home)
-    events = [json.loads(line) for line in logs.stdout.splitlines()]
+    events = [json.loads(line)["event"] for line in logs.stdout.splitlines()]
     assert events[-1]["type"] == "state" and events[-1]["state"] == "finished"
     assert [e["step"] for e in events if e["type"] == "progress"] == [1, 2, 3]
     listing = run_modeldeck("jobs", "list", "--json", home=home).json
