@@ -32,7 +32,7 @@ def seed_deck(env: dict[str, str]) -> None:
     for _ in range(3):
         subprocess.run([sys.executable, "-m", "console.cli", "models", "import", str(model),
                         "--name", "tiny"], cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([sys.executable, "-m", "console.cli", "deploy", "tiny@3", "--yes"], cwd=REPO,
+    subprocess.run([sys.executable, "-m", "console.cli", "deploy", "tiny@3", "--yes", "--no-start"], cwd=REPO,
                    env=env, check=True, stdout=subprocess.DEVNULL)
 
 

@@ -1,4 +1,4 @@
-"""`modeldeck status`: the deck at a glance. Kept cheap: no torch, textual or pydantic."""
+"""`modeldeck status`: the deck at a glance. Kept cheap: no torch or textual."""
 
 from __future__ import annotations
 
