@@ -253,13 +253,14 @@ def model_details(data: Mapping[str, Any]) -> Details:
         ("serving on", data.get("deployed_on") or "nothing"),
         ("versions of this model", data.get("all_versions")),
     ]))
-    sections = [overview]
+    sections = []  # what decides a deploy first: the report against the parent
     report = metrics.get("compression")
     if isinstance(report, Mapping):
         sections.append(compression_section(report))
     tuned = finetune_section(metrics)
     if tuned is not None:
         sections.append(tuned)
+    sections.append(overview)
     plain_metrics = [(key.replace("_", " "), value) for key, value in sorted(metrics.items())
                      if key != "compression" and not isinstance(value, Mapping)]
     if plain_metrics:

@@ -287,7 +287,10 @@ class DashboardActions:
             reason = self.refusal(action)
             rows.append((self.app.get_key_display(binding), ACTION_TITLES[action],  # type: ignore[arg-type]
                          f"unavailable: {reason}" if reason else ""))
-        sections = [present.Section("actions", headers=("key", "action", "now"), rows=tuple(rows))]
+        if not any(reason for _, _, reason in rows):
+            rows = [row[:2] for row in rows]  # type: ignore[misc]
+        headers = ("key", "action", "now")[:len(rows[0]) if rows else 2]
+        sections = [present.Section("actions", headers=headers, rows=tuple(rows))]
         sections.append(present.Section("navigation", headers=("keys", "moves"),
                                          rows=tuple(NAVIGATION)))
         if self.readonly:

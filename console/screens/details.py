@@ -4,6 +4,8 @@ enter; scrolls when it is taller than the terminal."""
 
 from __future__ import annotations
 
+import re
+
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -13,6 +15,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
 from console.present import Details, Section
+
+
+NUMBER = re.compile(r"^([-+x]?[0-9.]|-$)")  # numbers, ratios, changes: right-aligned
 
 
 class DetailsScreen(ModalScreen[None]):
@@ -46,8 +51,9 @@ def section_table(section: Section) -> Table:
     if section.is_table:
         table = Table(box=None, padding=(0, 2, 0, 0), show_edge=False, header_style="bold")
         for index, header in enumerate(section.headers):
-            table.add_column(header, justify="left" if index == 0 else "right",
-                             overflow="fold")
+            numeric = index > 0 and all(NUMBER.match(row[index]) for row in section.rows
+                                        if index < len(row))
+            table.add_column(header, justify="right" if numeric else "left", overflow="fold")
         for row in section.rows:
             table.add_row(*(Text(cell) for cell in row))
     else:

@@ -114,9 +114,25 @@ class DeckHeader(Widget):
         for badge in self.badges:
             badges.append(" ")
             badges.append(f" {badge} ", style="reverse bold")
+        room = max(0, width - badges.cell_len - 1)
+        left = self.left_text(self.parts)
+        if left.cell_len > room and len(self.parts) > 2:
+            # The deck home gives way first (its tail names it), then the host.
+            *head, home = self.parts
+            spare = room - self.left_text((*head, "")).cell_len
+            shown = "…" + home[-(spare - 1):] if spare > 8 else ""
+            left = self.left_text((*head, shown) if shown else tuple(head))
+        if left.cell_len > room:
+            left.truncate(room, overflow="ellipsis")
+        line = left
+        line.append(" " * max(0, width - left.cell_len - badges.cell_len - 1))
+        line.append_text(badges)
+        return line
+
+    def left_text(self, parts: Sequence[str]) -> Text:
         left = Text(" ")
-        left.append(self.parts[0], style="bold")
-        for part in self.parts[1:]:
+        left.append(parts[0], style="bold")
+        for part in parts[1:]:
             left.append(" · ", style="dim")
             left.append(part)
         state, url, colour = self.server
@@ -126,13 +142,7 @@ class DeckHeader(Widget):
             left.append(state, style=colour or "")
             if url:
                 left.append(f" {url}")
-        room = max(0, width - badges.cell_len - 1)
-        if left.cell_len > room:
-            left.truncate(room, overflow="ellipsis")
-        line = left
-        line.append(" " * max(0, width - left.cell_len - badges.cell_len - 1))
-        line.append_text(badges)
-        return line
+        return left
 
     def render(self) -> Text:
         return self.compose_text(self.size.width)

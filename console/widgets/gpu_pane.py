@@ -18,7 +18,7 @@ UTIL_LABEL = 4  # "100%"
 
 class GpuPane(TablePane):
     COLUMNS = (Column("GPU", flex=True), Column("Util", stretch=1, max_width=30),
-               Column("Memory", 1, stretch=1, max_width=34),
+               Column("Memory", 1, stretch=2, max_width=34),
                Column("History", 2, stretch=2, max_width=120), Column("Temp", 3),
                Column("Power", 4))
     PANE_TITLE = "GPUs"
