@@ -121,6 +121,8 @@ class DashboardScreen(DashboardActions, Screen):
     def reader(self, name: str) -> Callable[[], Any]:
         if name == "loss":
             return partial(self.source.loss, self.loss_job_id())
+        if name == "deck_info" and not hasattr(self.source, "deck_info"):
+            return DeckInfo  # a source written before the header (the header shows less)
         return getattr(self.source, name)
 
     def read_in_thread(self, name: str, reader: Callable[[], Any]) -> None:

@@ -7,8 +7,10 @@ idle CPU. Here each row is one cached strip: a tick re-renders only the rows who
 and only the lines on screen are drawn at all.
 
 What it keeps of DataTable: a header line that stays put while rows scroll, a row cursor
-(keys, mouse click, wheel), RowHighlighted / RowSelected messages, horizontal scrolling for
-narrow terminals, and theme-driven styles through component classes.
+(keys, mouse click, wheel), RowHighlighted / RowSelected messages and theme-driven styles
+through component classes. What it adds: columns with priorities (a narrow pane drops its least
+important columns instead of scrolling sideways), a flexible free-text column cut with an
+ellipsis, and stretch columns whose cells (bars, sparklines) are drawn at the width they get.
 """
 
 from __future__ import annotations
