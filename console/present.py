@@ -232,7 +232,8 @@ def finetune_section(metrics: Mapping[str, Any]) -> Section | None:
              signed_percent(100.0 * (loss - parent_loss) / parent_loss)
              if _finite(parent_loss) and parent_loss else MISSING)]
     if _finite(metrics.get("perplexity")):
-        parent_ppl = math.exp(parent_loss) if _finite(parent_loss) and parent_loss < 50 else None
+        parent_ppl = (math.exp(float(parent_loss)) if _finite(parent_loss)  # type: ignore[arg-type]
+                      and float(parent_loss) < 50 else None)  # type: ignore[arg-type]
         rows.append(("perplexity", number(parent_ppl, 2), number(metrics["perplexity"], 2),
                      signed_percent(100.0 * (metrics["perplexity"] - parent_ppl) / parent_ppl)
                      if parent_ppl else MISSING))

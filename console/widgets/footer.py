@@ -36,7 +36,8 @@ class DeckFooter(Footer):
         if not self._bindings_ready:
             return
         seen: set[str] = set()
-        pinned, others = [], []
+        pinned: list[FooterKey] = []
+        others: list[FooterKey] = []
         for _, binding, enabled, tooltip in self.screen.active_bindings.values():
             if not binding.show or binding.action in seen:
                 continue
@@ -46,7 +47,8 @@ class DeckFooter(Footer):
             (pinned if binding.action in PINNED_ACTIONS else others).append(key)
         palette = self.palette_key()
         # Keys that would be cut by the pinned ones are left out whole (help lists them all).
-        room = self.app.size.width - sum(key_width(key) for key in (*pinned, palette) if key)
+        room = self.app.size.width - sum(key_width(key) for key in (*pinned, palette)
+                                         if key is not None)
         for key in others:
             room -= key_width(key)
             if room < 0:
