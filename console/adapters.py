@@ -141,10 +141,17 @@ class EndpointReader:
             kept = self.history.setdefault(snapshot.name, deque(maxlen=HISTORY_POINTS))
             kept.append(snapshot.tokens_per_s or 0.0)
             history = tuple(kept)
+        latency = tuple((label, getattr(snapshot, f"{key}_p50_s", None),
+                         getattr(snapshot, f"{key}_p95_s", None), getattr(snapshot, f"{key}_p99_s", None))
+                        for label, key in LATENCY_MEASURES)
         return EndpointRow(snapshot.name, snapshot.kind, snapshot.status, snapshot.reason or "",
                            snapshot.tokens_per_s, snapshot.requests_per_s, snapshot.ttft_p95_s,
                            _int(snapshot.running), _int(snapshot.waiting), snapshot.kv_cache_pct,
-                           history)
+                           history, str(getattr(snapshot, "url", "") or ""), latency,
+                           getattr(snapshot, "checked_at", None))
+
+
+LATENCY_MEASURES = (("time to first token", "ttft"), ("inter-token", "itl"), ("end to end", "e2e"))
 
 
 def stopped_local_row(server: dict[str, Any]) -> EndpointRow:
@@ -153,8 +160,8 @@ def stopped_local_row(server: dict[str, Any]) -> EndpointRow:
     return EndpointRow(LOCAL_ENDPOINT, "modeldeck", "stopped", reason)
 
 
-def _int(value: float | None) -> int | None:
-    return None if value is None else int(value)
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 # ---- jobs and loss ----------------------------------------------------------------------------
@@ -196,7 +203,12 @@ class JobReader:
             fraction = 1.0
         model = job.spec.get("parent") or job.spec.get("reference") or job.spec.get("model") or ""
         eta = progress.get("eta_s") if job.state == "running" else None
-        return JobRow(job.id, job.kind, str(model), job.state, fraction, eta, job.reason or "")
+        result = job.result if isinstance(job.result, dict) else {}
+        return JobRow(job.id, job.kind, str(model), job.state, fraction, eta, job.reason or "",
+                      started_at=job.created_at, step=_int(progress.get("step")),
+                      max_steps=_int(progress.get("max_steps")), loss=progress.get("loss"),
+                      attempt=int(getattr(job, "attempt", 1) or 1),
+                      result=str(result.get("version") or ""))
 
     def update(self, jobs_module: ModuleType, job_id: str, directory: Path) -> JobStream:
         with self.lock:

@@ -3,9 +3,11 @@ sources read (in thread workers), engine_calls act."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-from textual.app import App
+from textual.app import App, SystemCommand
 
 from console.palette import DeckCommands
 from console.screens.dashboard import DashboardScreen
@@ -31,6 +33,7 @@ class ModeldeckApp(App[int]):
         for theme in self.loaded_themes.themes:
             self.register_theme(theme)
         self.theme = pick_theme(self.loaded_themes, theme_name or deck.config.console.theme)
+        self.keep_only_deck_themes()
         self.source = source if source is not None else EngineSource(deck)
         self.readonly = readonly
         self.refresh_s = refresh_s if refresh_s is not None else deck.config.console.refresh_s
@@ -43,6 +46,22 @@ class ModeldeckApp(App[int]):
     @property
     def deck_theme_names(self) -> tuple[str, ...]:
         return self.loaded_themes.names
+
+    def keep_only_deck_themes(self) -> None:
+        """Textual's own themes lack the deck-* colours (`down` would lose its red): only the
+        shipped themes and the user's theme_dir are offered, unless there are none at all."""
+        if not self.loaded_themes.names:
+            return
+        for name in list(self.available_themes):
+            if name not in self.loaded_themes.names and name != self.theme:
+                self.unregister_theme(name)
+
+    def get_system_commands(self, screen: Any) -> Iterable[SystemCommand]:
+        """Textual's commands, less its theme picker (the palette lists `Theme: NAME` for the
+        deck's themes)."""
+        for command in super().get_system_commands(screen):
+            if command.title != "Theme":
+                yield command
 
     def on_mount(self) -> None:
         self.push_screen(self.dashboard)

@@ -66,6 +66,10 @@ class EndpointRow:
     waiting: int | None = None
     kv_cache_pct: float | None = None
     tokens_history: tuple[float, ...] = ()
+    url: str = ""
+    # (measure, p50, p95, p99) in seconds: time to first token, inter-token, end to end
+    latency: tuple[tuple[str, float | None, float | None, float | None], ...] = ()
+    checked_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,12 @@ class JobRow:
     progress: float | None = None  # 0..1
     eta_s: float | None = None
     detail: str = ""
+    started_at: float | None = None
+    step: int | None = None
+    max_steps: int | None = None
+    loss: float | None = None
+    attempt: int = 1
+    result: str = ""  # what it produced (a version), once finished
 
     @property
     def cancellable(self) -> bool:
@@ -147,15 +157,34 @@ class LossSeries:
 
 @dataclass(frozen=True)
 class EventRow:
+    """One action: an audit row (origin 'audit', result as the registry has it: ok, pending,
+    failed...) or something only this console knows (origin 'console': a refused key, an
+    error the engine raised before writing anything, a broken theme file)."""
+
     at: float
     level: str  # info | warning | error
     text: str
+    origin: str = "console"
+    verb: str = ""
+    result: str = ""
+    user: str = ""
+    arguments: tuple[tuple[str, str], ...] = ()
+    detail: str = ""
+    reason: str = ""
 
 
 @dataclass(frozen=True)
 class EventsPanel:
     events: tuple[EventRow, ...] = ()
     error: str = ""
+
+
+@dataclass(frozen=True)
+class DeckInfo:
+    """What the header says besides the server: which box and which deck home."""
+
+    host: str = ""
+    home: str = ""
 
 
 @dataclass(frozen=True)
@@ -179,11 +208,17 @@ class Snapshot:
     loss: LossSeries
     events: EventsPanel
     availability: Availability = field(default_factory=Availability)
+    deck: DeckInfo = field(default_factory=DeckInfo)
+
+
+def local_server_row(panel: EndpointsPanel | None) -> EndpointRow | None:
+    rows = panel.endpoints if panel is not None else ()
+    return next((row for row in rows if row.name == LOCAL_ENDPOINT), None)
 
 
 def sparkline(values: tuple[float, ...] | list[float], width: int, top: float | None = None) -> str:
     """The last `width` values as block characters, scaled to `top` (or their maximum)."""
-    recent = list(values)[-width:]
+    recent = list(values)[-width:] if width > 0 else []
     if not recent:
         return ""
     ceiling = top if top else max(recent) or 1.0

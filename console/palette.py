@@ -39,7 +39,8 @@ class DeckCommands(Provider):
 
 
 def key_for(dashboard: object, action: str) -> str:
+    """The key as the footer shows it: `/`, `?`, not `slash`, `question_mark`."""
     for binding in dashboard.BINDINGS:  # type: ignore[attr-defined]
         if binding.action == action:  # type: ignore[union-attr]
-            return binding.key_display or binding.key  # type: ignore[union-attr]
+            return dashboard.app.get_key_display(binding)  # type: ignore[attr-defined]
     return "-"

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import math
 
-from console.data import (Availability, DeploymentRow, EndpointRow, EndpointsPanel, EventRow,
-                          EventsPanel, GpuPanel, GpuRow, HostView, JobRow, JobsPanel, LossSeries,
-                          ModelRow, ModelsPanel, ProcessRow, Snapshot)
+from console.data import (Availability, DeckInfo, DeploymentRow, EndpointRow, EndpointsPanel,
+                          EventRow, EventsPanel, GpuPanel, GpuRow, HostView, JobRow, JobsPanel,
+                          LossSeries, ModelRow, ModelsPanel, ProcessRow, Snapshot)
 
 GIB = 1 << 30
+H100_MEMORY = 85_520_809_984  # what NVML reports for an "80GB" H100: 79.6 GiB
 EPOCH = 1_767_225_600.0  # 2026-01-01 00:00 UTC: fixed, so snapshots never depend on the clock
 
 
@@ -18,7 +19,8 @@ def wave(index: int, tick: int, scale: float = 100.0) -> float:
 
 
 def gpus(count: int, tick: int = 0) -> GpuPanel:
-    rows = tuple(GpuRow(index, "H100 80GB", wave(index, tick), int((20 + index * 5) * GIB), 80 * GIB,
+    rows = tuple(GpuRow(index, "NVIDIA H100 80GB HBM3", wave(index, tick), int((20 + index * 5) * GIB),
+                        H100_MEMORY,
                         55.0 + index, 300.0 + 10 * index,
                         tuple(wave(index, tick - back) for back in range(30, 0, -1)),
                         (ProcessRow(4100 + index, "modeldeck-serve", 18 * GIB),))
@@ -31,37 +33,56 @@ def no_gpu() -> GpuPanel:
     return GpuPanel("no-nvml", "NVML library not found", (), host)
 
 
-def endpoints(count: int, tick: int = 0) -> EndpointsPanel:
+LOCAL_URL = "http://127.0.0.1:8471"
+
+
+def endpoints(count: int, tick: int = 0, history: int = 120) -> EndpointsPanel:
     rows = []
     for index in range(count):
         status = ("up", "up", "stale", "down")[index % 4] if count > 1 else "up"
+        ttft = 0.120 + 0.01 * index
+        latency = () if status == "down" else (
+            ("time to first token", round(ttft * 0.7, 3), ttft, round(ttft * 1.4, 3)),
+            ("inter-token", 0.031, 0.048, 0.066), ("end to end", 1.9, 2.6, 3.4))
         rows.append(EndpointRow(
             "local" if index == 0 else f"vllm-{index:02d}", "modeldeck" if index == 0 else "vllm",
             status, "connection refused" if status == "down" else "",
-            wave(index, tick, 120.0) if status != "down" else None, 1.5 + index % 3,
-            0.120 + 0.01 * index, index % 5, index % 3, 40.0 + index % 50,
-            tuple(wave(index, tick - back, 120.0) for back in range(20, 0, -1))))
+            wave(index, tick, 120.0) if status != "down" else None,
+            1.5 + index % 3 if status != "down" else None,
+            ttft if status != "down" else None, index % 5, index % 3, 40.0 + index % 50,
+            tuple(wave(index, tick - back, 120.0) for back in range(history, 0, -1))
+            if status != "down" else (),
+            LOCAL_URL if index == 0 else f"http://10.0.3.{10 + index}:8000",
+            latency, EPOCH + 600 + tick))
     return EndpointsPanel("ok", "", tuple(rows))
 
 
 def models() -> ModelsPanel:
-    rows = (ModelRow("smollm2@3", "smollm2", 3, 270_000_000, "smollm2@1", "ready",
-                     (("perplexity", "27.9"),), ("candidate",), ()),
-            ModelRow("smollm2@2", "smollm2", 2, 135_000_000, "smollm2@1", "rejected",
-                     (("perplexity", "82.1"),), (), ()),
-            ModelRow("smollm2@1", "smollm2", 1, 540_000_000, None, "ready",
-                     (("perplexity", "28.1"),), ("prod",), ("local",)))
-    return ModelsPanel(rows, (DeploymentRow("local", "smollm2@1", "active"),), ("local", "staging"))
+    rows = (ModelRow("smollm2@4", "smollm2", 4, 541_600_000, "smollm2@1", "ready",
+                     (("eval_loss", "3.29"), ("perplexity", "26.9"), ("parent_eval_loss", "3.31")),
+                     ("candidate",), ()),
+            ModelRow("smollm2@3", "smollm2", 3, 138_544_031, "smollm2@1", "ready",
+                     (("Δppl", "+2.9%"), ("speed", "x1.84"), ("size", "x0.26"),
+                      ("decode_tokens_per_s", "25.8"), ("perplexity", "28")), ("int8",), ("staging",)),
+            ModelRow("smollm2@2", "smollm2", 2, 270_800_000, "smollm2@1", "rejected",
+                     (("Δppl", "+54.0%"), ("perplexity", "41.9")), (), ()),
+            ModelRow("smollm2@1", "smollm2", 1, 541_600_000, None, "ready",
+                     (("perplexity", "27.2"),), ("prod",), ("local",)))
+    return ModelsPanel(rows, (DeploymentRow("local", "smollm2@1", "active"),
+                              DeploymentRow("staging", "smollm2@3", "active")), ("local", "staging"))
 
 
 def jobs() -> JobsPanel:
     return JobsPanel("ok", "", (
-        JobRow("ft-0003", "finetune", "smollm2@1", "running", 0.42, 754.0),
-        JobRow("cmp-0002", "compress", "smollm2@1", "done", 1.0, None),
-        JobRow("ft-0001", "finetune", "smollm2@1", "failed", 0.1, None, "out of memory")))
+        JobRow("finetune-20260101-001000-2f182e", "finetune", "smollm2@1", "running", 0.42, 754.0,
+               "", EPOCH + 600, 126, 300, 1.82),
+        JobRow("compress-20260101-000500-9c01aa", "compress", "smollm2@1", "finished", 1.0, None,
+               "", EPOCH + 300, None, None, None, 1, "smollm2@3"),
+        JobRow("finetune-20260101-000100-51be07", "finetune", "smollm2@1", "failed", 0.1, None,
+               "CUDA out of memory", EPOCH + 60, 30, 300, 2.41)))
 
 
-def loss(points: int, job_id: str = "ft-0003") -> LossSeries:
+def loss(points: int, job_id: str = "finetune-20260101-001000-2f182e") -> LossSeries:
     steps = tuple(float(step) for step in range(1, points + 1))
     train = tuple(2.0 / math.sqrt(step) + 0.8 + 0.05 * math.sin(step / 3.0) for step in range(1, points + 1))
     eval_every = max(1, points // 20)
@@ -70,15 +91,35 @@ def loss(points: int, job_id: str = "ft-0003") -> LossSeries:
     return LossSeries(job_id, steps, train, eval_steps, eval_loss)
 
 
+GATE_REPORT = ('{"passed": false, "reason": "probe 1 answered http 500", "checks": '
+               '[{"name": "probe 1", "passed": false, "status": 500, "latency_s": 0.41}]}')
+
+
 def events() -> EventsPanel:
+    def audit(at: float, level: str, text: str, verb: str, result: str,
+              arguments: tuple[tuple[str, str], ...], detail: str = "", reason: str = "") -> EventRow:
+        return EventRow(EPOCH + at, level, text, "audit", verb, result, "ops", arguments, detail, reason)
+
     return EventsPanel((
-        EventRow(EPOCH + 120, "info", "ops: deploy ref=smollm2@1 target=local -> ok"),
-        EventRow(EPOCH + 60, "warning", "ops: compress ref=smollm2@1 method=int8 -> rejected (perplexity +54)"),
-        EventRow(EPOCH, "info", "ops: import name=smollm2 -> ok")))
+        audit(900, "error", "deploy smollm2@4 to local: failed (probe 1 answered http 500)",
+              "deploy", "failed", (("ref", "smollm2@4"), ("target", "local")), GATE_REPORT,
+              "probe 1 answered http 500"),
+        audit(840, "info", "deploy smollm2@3 to staging: ok", "deploy", "ok",
+              (("ref", "smollm2@3"), ("target", "staging"))),
+        audit(600, "info", "fine-tune smollm2@1 job 2f182e: started", "finetune", "started",
+              (("job_id", "finetune-20260101-001000-2f182e"), ("parent", "smollm2@1"))),
+        audit(420, "info", "compress smollm2@1 (int8) as @3: ok", "compress", "ok",
+              (("ref", "smollm2@1"), ("method", "int8"), ("version", "3"))),
+        audit(240, "warning", "compress smollm2@1 (prune) as @2: rejected", "compress", "rejected",
+              (("ref", "smollm2@1"), ("method", "prune"), ("version", "2"))),
+        audit(120, "info", "deploy smollm2@1 to local: ok", "deploy", "ok",
+              (("ref", "smollm2@1"), ("target", "local"))),
+        audit(0, "info", "import smollm2@1: ok", "import", "ok", (("name", "smollm2"), ("version", "1")))))
 
 
 def snapshot(gpu_count: int = 2, endpoint_count: int = 4, loss_points: int = 300,
              tick: int = 0, with_gpus: bool = True) -> Snapshot:
     return Snapshot(gpus(gpu_count, tick) if with_gpus else no_gpu(), endpoints(endpoint_count, tick),
                     models(), jobs(), loss(loss_points), events(),
-                    Availability(None, None, None, ("bf16", "int8", "prune")))
+                    Availability(None, None, None, ("bf16", "int8", "prune")),
+                    DeckInfo("gpu-box-01", "~/.modeldeck"))

@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Protocol
 
-from console.data import (Availability, DeploymentRow, EndpointsPanel, EventRow, EventsPanel,
-                          GpuPanel, JobsPanel, LossSeries, ModelRow, ModelsPanel,
+from console import present
+from console.data import (Availability, DeckInfo, DeploymentRow, EndpointsPanel, EventRow,
+                          EventsPanel, GpuPanel, JobsPanel, LossSeries, ModelRow, ModelsPanel,
                           Snapshot)
 from engine.deck import Deck
 
@@ -29,6 +30,7 @@ class DataSource(Protocol):
     def loss(self, job_id: str | None) -> LossSeries: ...  # None: the newest job
     def events(self) -> EventsPanel: ...
     def availability(self) -> Availability: ...
+    def deck_info(self) -> DeckInfo: ...
 
 
 class FixedSource:
@@ -62,6 +64,9 @@ class FixedSource:
 
     def availability(self) -> Availability:
         return self.snapshot.availability
+
+    def deck_info(self) -> DeckInfo:
+        return self.snapshot.deck
 
 
 def optional_module(name: str) -> Any | None:
@@ -136,14 +141,20 @@ class EngineSource:
         try:
             with fresh_deck(self.deck) as deck:
                 entries = actions.audit(deck, limit=100)
+                outcomes = {entry.id: entry.outcome for entry in actions.history(deck, limit=200)}
         except Exception as error:
             return EventsPanel(error=str(error))
-        return EventsPanel(tuple(audit_event(entry) for entry in entries))
+        return EventsPanel(audit_events(entries, outcomes))
 
     def availability(self) -> Availability:
         from console.adapters import engine_availability
 
         return engine_availability()
+
+    def deck_info(self) -> DeckInfo:
+        import socket
+
+        return DeckInfo(socket.gethostname(), present.home_path(str(self.deck.paths.home)))
 
 
 def model_row(version: Any, serving_on: tuple[str, ...]) -> ModelRow:
@@ -157,12 +168,12 @@ def model_row(version: Any, serving_on: tuple[str, ...]) -> ModelRow:
 
 def compression_summary(metrics: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     """A compressed version's report against its parent, in three numbers that decide a deploy:
-    perplexity change, decode speed-up and size ratio (the full report: `models show`)."""
+    perplexity change, decode speed-up and size ratio (the full report: enter, `models show`)."""
     report = metrics.get("compression")
     change = report.get("change") if isinstance(report, dict) else None
     if not isinstance(change, dict):
         return ()
-    pairs = (("ppl", change.get("perplexity_pct"), "{:+.1f}%"),
+    pairs = (("Δppl", change.get("perplexity_pct"), "{:+.1f}%"),
              ("speed", change.get("decode_speedup"), "x{:.2f}"),
              ("size", change.get("size_ratio"), "x{:.2f}"))
     return tuple((name, template.format(value)) for name, value, template in pairs
@@ -175,14 +186,76 @@ def format_metric(value: Any) -> str:
     return str(value)
 
 
-def audit_event(entry: Any) -> EventRow:
-    result = str(entry.result).lower()
-    level = ("error" if result in ("failed", "error", "gate-failed") or result.startswith("fail")
-             else "warning" if result in ("rejected", "rolled-back", "cancelled") else "info")
-    arguments = " ".join(f"{key}={value}" for key, value in entry.arguments.items()
-                         if value not in (None, False, ""))
-    detail = f" ({entry.detail})" if entry.detail else ""
-    return EventRow(entry.at, level, f"{entry.user}: {entry.verb} {arguments} -> {entry.result}{detail}")
+FAILED_RESULTS = ("failed", "error", "gate-failed", "interrupted")
+WARNING_RESULTS = ("rejected", "rolled-back", "cancelled", "pending", "cancelling")
+
+
+def audit_events(entries: list[Any], outcomes: dict[int, str]) -> tuple[EventRow, ...]:
+    """One row per action, its result as it stands. A deploy or rollback writes its audit row
+    as 'ok' when the pointer moves and the history row carries the real outcome (pending until
+    the gate answers, then ok or failed): the history's word wins. A failed gate also appends
+    its own 'failed' row with the gate's report; that row stands for the action, and the
+    row of the move is left out."""
+    failed_keys = {(entry.verb, _argument_key(entry.arguments)) for entry in entries
+                   if entry.history_id is None and str(entry.result).lower() in FAILED_RESULTS}
+    rows = []
+    for entry in entries:
+        result = str(entry.result)
+        if entry.history_id is not None:
+            result = outcomes.get(entry.history_id, result)
+            if result in FAILED_RESULTS and (entry.verb, _argument_key(entry.arguments)) in failed_keys:
+                continue  # the failed row after it says the same, with the reason
+        rows.append(audit_event(entry, result))
+    return tuple(rows)
+
+
+def _argument_key(arguments: Any) -> str:
+    return repr(sorted(arguments.items())) if isinstance(arguments, dict) else ""
+
+
+def audit_event(entry: Any, result: str | None = None) -> EventRow:
+    result = str(entry.result if result is None else result)
+    lowered = result.lower()
+    level = ("error" if lowered in FAILED_RESULTS or lowered.startswith("fail")
+             else "warning" if lowered in WARNING_RESULTS else "info")
+    arguments = entry.arguments if isinstance(entry.arguments, dict) else {}
+    shown_arguments = tuple((str(key), present.plain(value)) for key, value in arguments.items()
+                            if value not in (None, False, ""))
+    reason = str(entry.reason or "")
+    text = f"{action_words(entry.verb, arguments)}: {result}"
+    if reason and level != "info":
+        text += f" ({reason})"
+    return EventRow(entry.at, level, text, origin="audit", verb=str(entry.verb), result=result,
+                    user=str(entry.user or ""), arguments=shown_arguments,
+                    detail=str(entry.detail or ""), reason=reason)
+
+
+def action_words(verb: str, arguments: dict[str, Any]) -> str:
+    """The action in a few words (`deploy smollm2@3 to local`); unknown verbs list their
+    arguments."""
+    get = arguments.get
+    if verb == "deploy" and get("ref"):
+        return f"deploy {get('ref')} to {get('target', 'local')}"
+    if verb == "rollback" and get("target"):
+        return f"rollback {get('target')}" + (f" to {get('to')}" if get("to") else "")
+    if verb == "auto-rollback" and get("target"):
+        return f"auto-rollback {get('target')} from {get('from', '?')} to {get('to', '?')}"
+    if verb == "import" and get("name"):
+        return f"import {get('name')}@{get('version', '?')}"
+    if verb == "compress" and get("ref"):
+        made = f" as @{get('version')}" if get("version") else ""
+        return f"compress {get('ref')} ({get('method', '?')}){made}"
+    if verb == "finetune" and get("parent"):
+        job = f" job {present.short_job_id(str(get('job_id')))}" if get("job_id") else ""
+        made = f" as @{get('version')}" if get("version") else ""
+        return f"fine-tune {get('parent')}{job}{made}"
+    if verb in ("cancel_job", "resume_job") and get("job_id"):
+        return f"{verb.replace('_job', '')} job {present.short_job_id(str(get('job_id')))}"
+    if verb == "alias" and get("ref"):
+        return f"alias {get('ref')} as {get('alias', '?')}"
+    shown = " ".join(f"{key}={present.plain(value)}" for key, value in arguments.items()
+                     if value not in (None, False, ""))
+    return f"{verb} {shown}".strip()
 
 
 def now() -> float:

@@ -8,14 +8,18 @@ Deploy and roll back show the plan and ask first. check_action hides every actio
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textual import work
 
-from console import engine_calls
+from console import engine_calls, present
 from console.data import local_server_running
-from console.screens.modals import ChoiceScreen, ConfirmScreen, FormScreen, TextScreen, details_text
+from console.screens.details import DetailsScreen
+from console.screens.modals import ChoiceScreen, ConfirmScreen, FormScreen
+from console.widgets.models_pane import EMPTY_DECK_HINT
 
 if TYPE_CHECKING:
     from console.screens.dashboard import DashboardScreen
@@ -28,6 +32,14 @@ ACTION_TITLES = {"deploy": "Deploy the selected version", "rollback": "Roll back
                  "filter": "Filter rows", "pause": "Pause or resume refreshing",
                  "next_theme": "Next theme", "help": "Help: keys and what they need",
                  "quit": "Quit"}
+NAVIGATION = (("tab / shift+tab", "move between panes"),
+              ("↑ ↓  or  k j", "move the cursor one row"),
+              ("pgup pgdn  or  ctrl+b ctrl+f", "move one page"),
+              ("home end  or  g G", "first / last row"),
+              ("enter", "details of the selected row"),
+              ("esc", "clear the focused pane's filter; close a dialog"),
+              ("ctrl+p", "command palette: every action and theme"))
+READ_ONLY_REFUSAL = "read-only console (started with --readonly): actions are disabled"
 
 
 class DashboardActions:
@@ -36,9 +48,12 @@ class DashboardActions:
     def refusal(self: "DashboardScreen", action: str) -> str | None:
         """Why `action` cannot run now, or None when it can."""
         if action in MUTATING and self.readonly:
-            return "read-only console: actions are disabled"
+            return READ_ONLY_REFUSAL
         models, jobs = self.query_one("#models"), self.query_one("#jobs")
         version = models.selected_row()  # type: ignore[attr-defined]
+        empty_deck = models.panel is not None and not models.panel.rows  # type: ignore[attr-defined]
+        if action in ("deploy", "finetune", "compress", "rollback", "toggle_server") and empty_deck:
+            return EMPTY_DECK_HINT.replace("no models yet:", "the deck has no models yet: add one with")
         if action in ("deploy", "finetune", "compress") and version is None:
             return "select a model version first"
         if action == "rollback" and not (models.panel and models.panel.deployments):  # type: ignore[attr-defined]
@@ -100,8 +115,9 @@ class DashboardActions:
         if target == "local" and deck.config.serve.autostart and not self.local_server_running():
             changes += "\nand start the local server (it is not running)"
         if await self.app.push_screen_wait(ConfirmScreen("Deploy?", changes)):
-            await self.apply_change(f"deploy {reference} to {target}", engine_calls.deploy,
-                                    deck, reference, target)
+            await self.apply_change(f"deploy {reference} to {target}",
+                                    ("deploy", {"ref": reference, "target": target}),
+                                    engine_calls.deploy, deck, reference, target)
         else:
             self.report("info", f"deploy {reference} to {target}: cancelled", toast=False)
 
@@ -123,18 +139,22 @@ class DashboardActions:
             self.report("error", f"rollback {target}: {error}")
             return
         if await self.app.push_screen_wait(ConfirmScreen("Roll back?", plan.describe())):
-            await self.apply_change(f"rollback {target}", engine_calls.rollback, deck, target)
+            await self.apply_change(f"rollback {target}", ("rollback", {"target": target}),
+                                    engine_calls.rollback, deck, target)
         else:
             self.report("info", f"rollback {target}: cancelled", toast=False)
 
-    async def apply_change(self: "DashboardScreen", label: str, verb: Any, *args: Any) -> None:
+    async def apply_change(self: "DashboardScreen", label: str,
+                           audit: tuple[str, dict[str, str]], verb: Any, *args: Any) -> None:
+        """Run a deploy or rollback; its outcome shows once (the audit's row replaces ours)."""
+        began = time.time()
         try:
             result = await asyncio.to_thread(verb, *args)
         except Exception as error:  # a failed gate or a registry error: text in events + toast
-            self.report("error", f"{label} failed: {error}")
+            self.report("error", f"{label} failed: {error}", audited=(*audit, began))
         else:
-            self.report("info", f"{label}: {result.plan.describe()}" if result.changed
-                        else f"{label}: nothing changed")
+            self.report("info", result.plan.describe() if result.changed
+                        else f"{label}: nothing changed", audited=(*audit, began))
         self.poll("models")
         self.poll("events")
 
@@ -188,7 +208,8 @@ class DashboardActions:
         except ValueError as error:
             self.report("error", f"fine-tune {reference}: {error}")
             return
-        await self.start_job(f"fine-tune {reference}", "finetune", "FinetuneRequest", request_values)
+        await self.start_job(f"fine-tune {reference}", "finetune", "FinetuneRequest", request_values,
+                             audit=("finetune", {"parent": reference}))
 
     def action_compress(self: "DashboardScreen") -> None:
         if self.refusal("compress") is None:
@@ -209,18 +230,24 @@ class DashboardActions:
     @work(exclusive=True, group="action")
     async def cancel_flow(self: "DashboardScreen", job_id: str) -> None:
         if await self.app.push_screen_wait(ConfirmScreen("Cancel job?", f"cancel job {job_id}")):
-            await self.start_job(f"cancel {job_id}", "cancel_job", "JobRequest",
-                                 {"job_id": job_id, "reason": "cancelled from the console"})
+            await self.start_job(f"cancel job {present.short_job_id(job_id)}", "cancel_job",
+                                 "JobRequest",
+                                 {"job_id": job_id, "reason": "cancelled from the console"},
+                                 audit=("cancel_job", {"job_id": job_id}))
 
     async def start_job(self: "DashboardScreen", label: str, verb: str, request_name: str,
-                        values: dict[str, Any]) -> None:
+                        values: dict[str, Any],
+                        audit: tuple[str, dict[str, str]] | None = None) -> None:
         deck = self.app.deck  # type: ignore[attr-defined]
+        began = time.time()
+        audited = (*audit, began) if audit is not None else None
         try:
             result = await asyncio.to_thread(engine_calls.call_verb, deck, verb, request_name, values)
         except Exception as error:
-            self.report("error", f"{label} failed: {error}")
+            self.report("error", f"{label} failed: {error}", audited=audited)  # type: ignore[arg-type]
         else:
-            self.report("info", f"{label}: {engine_calls.describe_result(result)}")
+            self.report("info", f"{label}: {engine_calls.describe_result(result)}",
+                        audited=audited)  # type: ignore[arg-type]
         self.poll("jobs")
         self.poll("events")
 
@@ -230,12 +257,15 @@ class DashboardActions:
         if pane is self.query_one("#models") and pane.selected_row() is not None:
             self.model_details(pane.selected_row().ref)
             return
-        for pane_id, getter in (("#jobs", "selected_job"), ("#gpus", "selected_gpu"),
-                                ("#endpoints", "selected_endpoint")):
-            if pane is self.query_one(pane_id) and getattr(pane, getter)() is not None:
+        for pane_id, getter, build in (("#jobs", "selected_job", present.job_details),
+                                       ("#gpus", "selected_gpu", present.gpu_details),
+                                       ("#endpoints", "selected_endpoint", present.endpoint_details),
+                                       ("#events", "selected_event", present.event_details)):
+            if pane is self.query_one(pane_id):
                 item = getattr(pane, getter)()
-                self.app.push_screen(TextScreen(f"{pane.border_title} details",
-                                                details_text(item.__dict__)))
+                if item is not None:
+                    self.app.push_screen(DetailsScreen(build(dataclasses.asdict(item))))
+                return
 
     @work(exclusive=True, group="details")
     async def model_details(self: "DashboardScreen", reference: str) -> None:
@@ -244,21 +274,31 @@ class DashboardActions:
         except Exception as error:
             self.report("error", f"details of {reference}: {error}")
             return
-        data.pop("files", None)
-        self.app.push_screen(TextScreen(f"{reference}", details_text(data)))
+        self.app.push_screen(DetailsScreen(present.model_details(data)))
 
-    def help_text(self: "DashboardScreen") -> str:
-        lines = []
+    def help_details(self: "DashboardScreen") -> present.Details:
+        rows = []
         for binding in self.BINDINGS:
             action = binding.action  # type: ignore[union-attr]
             if action not in ACTION_TITLES:
                 continue
+            if action in MUTATING and self.readonly:
+                continue
             reason = self.refusal(action)
-            state = f"  (unavailable: {reason})" if reason else ""
-            lines.append(f"{binding.key_display or binding.key:>6}  {ACTION_TITLES[action]}{state}")  # type: ignore[union-attr]
-        lines += ["   tab  Move between panes", " enter  Details of the selected row",
-                  "ctrl+p  Command palette (every action)"]
-        return "\n".join(lines)
+            rows.append((self.app.get_key_display(binding), ACTION_TITLES[action],  # type: ignore[arg-type]
+                         f"unavailable: {reason}" if reason else ""))
+        if not any(reason for _, _, reason in rows):
+            rows = [row[:2] for row in rows]  # type: ignore[misc]
+        headers = ("key", "action", "now")[:len(rows[0]) if rows else 2]
+        sections = [present.Section("actions", headers=headers, rows=tuple(rows))]
+        sections.append(present.Section("navigation", headers=("keys", "moves"),
+                                         rows=tuple(NAVIGATION)))
+        if self.readonly:
+            sections.append(present.Section("read-only", pairs=(("mode", READ_ONLY_REFUSAL),)))
+        return present.Details("modeldeck keys", tuple(sections))
+
+    def help_text(self: "DashboardScreen") -> str:
+        return present.sections_text(self.help_details())
 
 
 # Fields of engine.training.settings.FinetuneSettings offered in the form, with their types

@@ -16,13 +16,16 @@ from textual.binding import Binding
 from textual.containers import Grid
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input
+from textual.events import Key
+from textual.widgets import Input
 
-from console.data import Availability, EventRow, local_server_running
+from console.data import (Availability, DeckInfo, EventRow, local_server_row,
+                          local_server_running)
 from console.screens.actions import DashboardActions
 from console.sources import DataSource, now
 from console.widgets.common import TablePane
 from console.widgets.events_pane import EventsPane
+from console.widgets.footer import DeckFooter, DeckHeader
 from console.widgets.gpu_pane import GpuPane
 from console.widgets.jobs_pane import JobsPane
 from console.widgets.loss_pane import LossPane
@@ -30,10 +33,20 @@ from console.widgets.models_pane import ModelsPane
 from console.widgets.table import DeckTable
 from console.widgets.throughput_pane import ThroughputPane
 
+# Keys of actions that change something; a refused one says why in a toast.
+MUTATING_KEYS = {"d": "deploy", "r": "rollback", "f": "finetune", "c": "compress",
+                 "x": "cancel_job", "s": "toggle_server"}
+ACTION_WORDS = {"deploy": "d: deploy", "rollback": "r: roll back", "finetune": "f: fine-tune",
+                "compress": "c: compress", "cancel_job": "x: cancel job",
+                "toggle_server": "s: server"}
+
 # Registry-backed panes change only when someone acts: poll them less often than telemetry.
 SLOW_POLL_FACTOR = 3
-POLLED = ("gpus", "endpoints", "jobs", "loss", "models", "events", "availability")
+POLLED = ("gpus", "endpoints", "jobs", "loss", "models", "events", "availability", "deck_info")
 SLOW = {"models", "events", "availability"}
+ONCE = {"deck_info"}  # the host and the deck home do not change while the console runs
+SERVER_COLOURS = {"running": ("deck-good", "green"), "stopped": ("deck-muted", "grey50"),
+                  "stale": ("deck-warn", "yellow")}
 
 
 @dataclass
@@ -72,9 +85,11 @@ class DashboardScreen(DashboardActions, Screen):
         self.in_flight: set[str] = set()
         self.last_errors: dict[str, str] = {}
         self.server_warnings: tuple[str, ...] = ()
+        self.deck_info = DeckInfo()
+        self.filter_pane: TablePane | None = None  # the pane `/` filters
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield DeckHeader(id="header")
         with Grid(id="panes"):
             yield GpuPane(id="gpus", classes="pane")
             yield ThroughputPane(id="endpoints", classes="pane")
@@ -83,11 +98,11 @@ class DashboardScreen(DashboardActions, Screen):
             yield JobsPane(id="jobs", classes="pane")
             yield EventsPane(id="events", classes="pane")
         yield Input(placeholder="filter rows (enter keeps it, esc clears)", id="filter")
-        yield Footer()
+        yield DeckFooter()
 
     def on_mount(self) -> None:
-        self.show_subtitle()
         self.query_one("#models", ModelsPane).table.focus()
+        self.update_header()
         for warning in self.startup_warnings:  # e.g. a broken theme file: reported once, here
             self.report("warning", warning)
         for name in POLLED:
@@ -106,6 +121,8 @@ class DashboardScreen(DashboardActions, Screen):
     def reader(self, name: str) -> Callable[[], Any]:
         if name == "loss":
             return partial(self.source.loss, self.loss_job_id())
+        if name == "deck_info" and not hasattr(self.source, "deck_info"):
+            return DeckInfo  # a source written before the header (the header shows less)
         return getattr(self.source, name)
 
     def read_in_thread(self, name: str, reader: Callable[[], Any]) -> None:
@@ -127,11 +144,14 @@ class DashboardScreen(DashboardActions, Screen):
             self.apply(name, message.value)
         self.loaded.add(name)
         interval = self.refresh_s * (SLOW_POLL_FACTOR if name in SLOW else 1)
-        if not self.paused:
+        if not self.paused and not (name in ONCE and message.error is None):
             self.set_timer(interval, partial(self.poll, name))
 
     def apply(self, name: str, value: Any) -> None:
-        if name == "availability":
+        if name == "deck_info":
+            self.deck_info, changed = value, False
+            self.update_header()
+        elif name == "availability":
             changed = value != self.availability
             self.availability = value
         elif name == "models":
@@ -145,11 +165,13 @@ class DashboardScreen(DashboardActions, Screen):
             pane.show(value)  # type: ignore[attr-defined]
             changed = (name == "jobs" and value != previous) or (
                 name == "endpoints" and local_server_running(previous) != local_server_running(value))
+            if name == "endpoints":
+                self.update_header()
             if name == "jobs" and self.loaded_loss_job() != self.loss_job_id():
                 self.poll("loss")  # the first jobs (or a new one): show its loss now
         if name == "endpoints" and value.warnings != self.server_warnings:
             self.server_warnings = value.warnings
-            self.show_subtitle()
+            self.update_header()
         if changed:
             # Only these change which keys make sense; refreshing the footer restyles it,
             # which is too dear to do on every telemetry tick.
@@ -174,63 +196,111 @@ class DashboardScreen(DashboardActions, Screen):
 
     # ---- outcomes -------------------------------------------------------------------------------
 
-    def report(self, level: str, text: str, toast: bool = True) -> None:
-        """An outcome goes to the events pane and, unless routine, to a toast."""
-        self.query_one("#events", EventsPane).add(EventRow(now(), level, text))
+    def report(self, level: str, text: str, toast: bool = True,
+               audited: tuple[str, dict[str, str], float] | None = None) -> None:
+        """An outcome goes to the events pane and, unless routine, to a toast. `audited`:
+        (verb, arguments, when the action began) of an action the engine writes to the audit
+        log; the audit's row replaces this one once it is read."""
+        verb, arguments, began = audited if audited is not None else ("", {}, None)
+        self.query_one("#events", EventsPane).add(
+            EventRow(now(), level, text, verb=verb, arguments=tuple(arguments.items())), began)
         if toast:
             severity = {"info": "information", "warning": "warning"}.get(level, "error")
             self.notify(text, severity=severity, timeout=6)  # type: ignore[arg-type]
 
     # ---- view keys ------------------------------------------------------------------------------
 
+    def update_header(self) -> None:
+        info = self.deck_info
+        parts = ["modeldeck", *(part for part in (info.host, info.home) if part)]
+        local = local_server_row(self.query_one("#endpoints", ThroughputPane).panel)
+        if local is None:
+            server = ("", "", "")
+        else:
+            state = "running" if local.status != "stopped" else (
+                "stale" if "stale" in local.reason else "stopped")
+            variable, fallback = SERVER_COLOURS[state]
+            colour = str(self.app.theme_variables.get(variable, fallback))
+            server = (state, local.url if state == "running" else "", colour)
+        badges = (["READ-ONLY"] if self.readonly else []) + (["PAUSED"] if self.paused else [])
+        badges += [f"FILTER {pane.PANE_TITLE}: {pane.filter_text}"
+                   for pane in self.query(TablePane) if pane.filter_text]
+        # No one should miss a local server reachable from other machines without an API key.
+        badges += [f"WARNING: {warning.split(';')[0]}" for warning in self.server_warnings]
+        self.query_one(DeckHeader).show(parts, server, badges)
+
     def action_pause(self) -> None:
         self.paused = not self.paused
-        self.show_subtitle()
+        self.update_header()
         if not self.paused:
             for name in POLLED:
                 self.poll(name)
-
-    def show_subtitle(self) -> None:
-        """The header's second part: modes, and a warning no one should miss (the local server
-        reachable from other machines without an API key)."""
-        self.sub_title = " · ".join(part for part in (
-            "read-only" if self.readonly else "", "paused" if self.paused else "",
-            *(f"WARNING: {warning.split(';')[0]}" for warning in self.server_warnings)) if part)
 
     def action_log_scale(self) -> None:
         log_scale = self.query_one("#loss", LossPane).toggle_log_scale()
         self.notify(f"loss y axis: {'log' if log_scale else 'linear'}", timeout=2)
 
+    def focused_pane(self) -> TablePane:
+        """The pane whose table has the focus (Models when none has)."""
+        focused = self.focused
+        pane = focused.parent if focused is not None else None
+        return pane if isinstance(pane, TablePane) else self.query_one("#models", ModelsPane)
+
     def action_filter(self) -> None:
+        """Filter the focused pane's rows (its title and the header say so)."""
+        self.filter_pane = self.focused_pane()
         field = self.query_one("#filter", Input)
+        field.placeholder = (f"filter {self.filter_pane.PANE_TITLE} "
+                             "(enter keeps it, esc clears it)")
+        with field.prevent(Input.Changed):
+            field.value = self.filter_pane.filter_text
         field.add_class("visible")
         field.focus()
 
     def action_clear_filter(self) -> None:
         field = self.query_one("#filter", Input)
-        field.value = ""
+        pane = self.filter_pane if field.has_focus and self.filter_pane else self.focused_pane()
+        with field.prevent(Input.Changed):
+            field.value = ""
         field.remove_class("visible")
-        self.query_one("#models", ModelsPane).table.focus()
+        if pane.filter_text:
+            pane.set_filter("")
+            self.update_header()
+        pane.table.focus()
 
     def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id == "filter":
-            for pane in self.query(TablePane):
-                pane.set_filter(event.value.strip())
+        if event.input.id == "filter" and self.filter_pane is not None:
+            self.filter_pane.set_filter(event.value.strip())
+            self.update_header()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "filter":
-            self.query_one("#models", ModelsPane).table.focus()
+            event.input.remove_class("visible")
+            (self.filter_pane or self.focused_pane()).table.focus()
 
     def action_next_theme(self) -> None:
         self.app.action_next_theme()  # type: ignore[attr-defined]
 
     def action_help(self) -> None:
-        from console.screens.modals import TextScreen
+        from console.screens.details import DetailsScreen
 
-        self.app.push_screen(TextScreen("modeldeck keys", self.help_text()))
+        self.app.push_screen(DetailsScreen(self.help_details()))
 
     async def action_quit(self) -> None:
         self.app.exit()
+
+    def on_key(self, event: Key) -> None:
+        """A dimmed or hidden action key says why it does nothing (the binding, which runs
+        after this, does not run at all then)."""
+        if isinstance(self.focused, Input):
+            return
+        action = MUTATING_KEYS.get(event.key)
+        if action is None:
+            return
+        reason = self.refusal(action)
+        if reason:
+            self.notify(reason, title=ACTION_WORDS.get(action, action), severity="warning",
+                        timeout=4)
 
     def on_deck_table_row_highlighted(self, event: DeckTable.RowHighlighted) -> None:
         pane = event.table.parent

@@ -1,4 +1,4 @@
-"""Modal dialogs: confirm, choose one of a list, details, help and a request form."""
+"""Modal dialogs: confirm, choose one of a list and a request form (details and help: details.py)."""
 
 from __future__ import annotations
 
@@ -67,25 +67,6 @@ class ChoiceScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class TextScreen(ModalScreen[None]):
-    """Details and help: scrollable text, closed with escape, q or enter."""
-
-    BINDINGS = [Binding("escape,q,enter", "close", "Close")]
-
-    def __init__(self, title: str, body: Text | str) -> None:
-        super().__init__()
-        self.title_text, self.body = title, body
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog dialog-wide"):
-            yield Label(self.title_text, classes="dialog-title")
-            with VerticalScroll():
-                yield Static(self.body, classes="dialog-body")
-
-    def action_close(self) -> None:
-        self.dismiss(None)
-
-
 class FormScreen(ModalScreen[dict[str, str] | None]):
     """A form of text fields (name, label, prefilled value); enter on the last field submits."""
 
@@ -120,11 +101,3 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
-
-
-def details_text(data: dict[str, Any]) -> Text:
-    text = Text()
-    for key, value in data.items():
-        text.append(f"{key}: ", style="bold")
-        text.append(f"{value}\n")
-    return text

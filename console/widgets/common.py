@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.markup import escape
 from textual.widgets import Static
 
-from console.widgets.table import DeckTable
-
-from console.output import human_bytes
+from console import present
+from console.data import sparkline
+from console.widgets.table import Column, DeckTable
 
 BAR_WIDTH = 10
+BAR_MIN = 4  # a stretching bar is never drawn shorter than this
 
 
 def theme_colour(widget: Any, name: str, fallback: str) -> str:
@@ -49,24 +52,75 @@ def bar(widget: Any, fraction: float | None, label: str = "", width: int = BAR_W
     return text
 
 
+@dataclass(frozen=True)
+class BarCell:
+    """A gauge that stretches with its column: blocks, then the label in a fixed width so the
+    labels of one column line up. Colours are resolved by the pane (theme variables)."""
+
+    fraction: float | None
+    label: str
+    colour: str
+    muted: str
+    label_width: int = 0
+    wide_label: str = ""  # shown instead when the column has room for it (`20GiB/80GiB`)
+    wide_label_width: int = 0
+
+    @property
+    def min_width(self) -> int:
+        return BAR_MIN + 1 + max(self.label_width, len(self.label))
+
+    def at_width(self, width: int) -> Text:
+        wide = max(self.wide_label_width, len(self.wide_label))
+        if self.wide_label and width >= 2 * BAR_MIN + 1 + wide:
+            label = self.wide_label.rjust(wide)
+        else:
+            label = self.label.rjust(max(self.label_width, len(self.label)))
+        blocks = max(1, width - len(label) - 1)
+        if self.fraction is None:
+            return Text("-".ljust(blocks) + " " + label, style=self.muted)
+        filled = round(max(0.0, min(1.0, self.fraction)) * blocks)
+        text = Text("█" * filled, style=self.colour)
+        text.append("░" * (blocks - filled), style=self.muted)
+        text.append(" " + label)
+        return text
+
+
+@dataclass(frozen=True)
+class SparkCell:
+    """A sparkline as wide as its column: the newest values that fit, scaled to `top`."""
+
+    values: tuple[float, ...]
+    top: float | None = None
+    min_width: int = 8
+
+    def at_width(self, width: int) -> Text:
+        return Text(sparkline(self.values, width, self.top).rjust(width))  # the newest on the right
+
+
+def bar_cell(widget: Any, fraction: float | None, label: str, label_width: int = 0,
+             colour: str | None = None, wide_label: str = "", wide_label_width: int = 0) -> BarCell:
+    clamped = None if fraction is None else max(0.0, min(1.0, fraction))
+    return BarCell(clamped, label, colour or level_colour(widget, clamped),
+                   theme_colour(widget, "deck-muted", "grey50"), label_width, wide_label,
+                   wide_label_width)
+
+
 def fmt_bytes(size: int | None) -> str:
-    """Compact sizes for narrow columns: `98.4MB`."""
-    return human_bytes(size, separator="")
+    """Compact sizes on disk for narrow columns: `98.4MB`."""
+    return present.size(size, separator="")
+
+
+def fmt_memory(size: int | None) -> str:
+    """Compact memory in binary units, as nvidia-smi shows it: `79.6GiB`."""
+    return present.memory(size, separator="")
 
 
 def fmt_number(value: float | None, digits: int = 1, suffix: str = "") -> str:
-    return "-" if value is None else f"{value:.{digits}f}{suffix}"
+    return present.number(value, digits, suffix)
 
 
 def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
+    return present.duration(seconds)
 
 
 def matches(filter_text: str, cells: Iterable[Any]) -> bool:
@@ -80,8 +134,8 @@ class TablePane(Vertical):
     """A bordered pane with a table and a line for 'not available' or empty states."""
 
     can_focus = False
-    COLUMNS: Sequence[str] = ()
-    FLEX_COLUMN: int | None = None  # the column cut to fit a narrow pane (None: scroll sideways)
+    COLUMNS: Sequence[str | Column] = ()  # with priorities: see Column
+    FLEX_COLUMN: int | None = None  # for plain column names: the one cut to fit a narrow pane
     PANE_TITLE = ""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -94,6 +148,12 @@ class TablePane(Vertical):
     def compose(self) -> ComposeResult:
         yield DeckTable(self.COLUMNS, self.FLEX_COLUMN)
         yield Static("", classes="pane-message")
+
+    def compose_title(self) -> str:
+        """The border title: the pane's name, and the filter when one narrows its rows."""
+        if self.filter_text:
+            return f"{self.PANE_TITLE} (filter: {escape(self.filter_text)})"
+        return self.PANE_TITLE
 
     @property
     def table(self) -> DeckTable:
@@ -129,6 +189,7 @@ class TablePane(Vertical):
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text
+        self.border_title = self.compose_title()
         self.redraw()
 
     def redraw(self) -> None:

@@ -1,18 +1,26 @@
 """GPUs: a row per device with utilization and memory bars, history, temperature and power;
-the processes of the selected GPU. Without a GPU it says why and shows the host instead."""
+the processes of the selected GPU. Without a GPU it says why and shows the host instead.
+
+Memory is in binary units (MiB, GiB) as nvidia-smi and nvitop show it. Narrowing, the pane
+keeps the GPU, its utilization and memory, then the history, and drops power, then temperature;
+the bars and the history stretch to the room there is."""
 
 from __future__ import annotations
 
 from rich.text import Text
 
 from console.data import GpuPanel, GpuRow, sparkline
-from console.widgets.common import TablePane, bar, fmt_bytes, fmt_number
+from console.widgets.common import (SparkCell, TablePane, bar, bar_cell, fmt_memory, fmt_number)
+from console.widgets.table import Column
 
-HISTORY_WIDTH = 12
+UTIL_LABEL = 4  # "100%"
 
 
 class GpuPane(TablePane):
-    COLUMNS = ("GPU", "Util", "Memory", "History", "Temp", "Power")
+    COLUMNS = (Column("GPU", flex=True), Column("Util", stretch=1, max_width=30),
+               Column("Memory", 1, stretch=2, max_width=34),
+               Column("History", 2, stretch=2, max_width=120), Column("Temp", 3),
+               Column("Power", 4))
     PANE_TITLE = "GPUs"
 
     panel: GpuPanel | None
@@ -21,16 +29,24 @@ class GpuPane(TablePane):
         panel = self.panel
         if panel is None:
             return
-        self.fill([(str(gpu.index), self.cells(gpu)) for gpu in panel.gpus])
+        widths = (max((len(fmt_memory(gpu.memory_used_bytes)) for gpu in panel.gpus), default=0),
+                  max((len(self.memory_label(gpu)) for gpu in panel.gpus), default=0))
+        self.fill([(str(gpu.index), self.cells(gpu, widths)) for gpu in panel.gpus])
         self.show_message(self.below_table(panel))
 
-    def cells(self, gpu: GpuRow) -> tuple:
+    @staticmethod
+    def memory_label(gpu: GpuRow) -> str:
+        return f"{fmt_memory(gpu.memory_used_bytes)}/{fmt_memory(gpu.memory_total_bytes)}"
+
+    def cells(self, gpu: GpuRow, label_widths: tuple[int, int]) -> tuple:
         memory = (gpu.memory_used_bytes / gpu.memory_total_bytes
                   if gpu.memory_used_bytes is not None and gpu.memory_total_bytes else None)
         utilization = gpu.utilization_pct / 100 if gpu.utilization_pct is not None else None
-        return (f"{gpu.index} {gpu.name}", bar(self, utilization, fmt_number(gpu.utilization_pct, 0, "%")),
-                bar(self, memory, fmt_bytes(gpu.memory_used_bytes)),
-                sparkline(gpu.utilization_history, HISTORY_WIDTH, 100.0),
+        return (f"{gpu.index} {gpu.name.removeprefix('NVIDIA ')}",
+                bar_cell(self, utilization, fmt_number(gpu.utilization_pct, 0, "%"), UTIL_LABEL),
+                bar_cell(self, memory, fmt_memory(gpu.memory_used_bytes), label_widths[0],
+                         wide_label=self.memory_label(gpu), wide_label_width=label_widths[1]),
+                SparkCell(gpu.utilization_history, 100.0),
                 fmt_number(gpu.temperature_c, 0, "°C"), fmt_number(gpu.power_w, 0, "W"))
 
     def selected_gpu(self) -> GpuRow | None:
@@ -43,7 +59,7 @@ class GpuPane(TablePane):
             if not gpu.processes:
                 lines.append("none")
             for process in gpu.processes:
-                lines.append(f"\n  {process.pid:>7} {process.name} {fmt_bytes(process.memory_bytes)}")
+                lines.append(f"\n  {process.pid:>7} {process.name} {fmt_memory(process.memory_bytes)}")
             return lines
         return self.host_text(panel)
 
@@ -60,9 +76,10 @@ class GpuPane(TablePane):
         text.append("\nCPU ")
         text.append_text(bar(self, host.cpu_pct / 100, f"{host.cpu_pct:.0f}% of {host.cpu_count} cores"))
         text.append("\nMem ")
-        text.append_text(bar(self, memory, f"{fmt_bytes(host.memory_used_bytes)} / "
-                                          f"{fmt_bytes(host.memory_total_bytes)}"))
-        text.append(f"\nCPU history {sparkline(host.cpu_history, 40, 100.0)}")
+        text.append_text(bar(self, memory, f"{fmt_memory(host.memory_used_bytes)} / "
+                                          f"{fmt_memory(host.memory_total_bytes)}"))
+        width = max(12, self.size.width - 16)
+        text.append(f"\nCPU history {sparkline(host.cpu_history, width, 100.0)}")
         return text
 
     def on_deck_table_row_highlighted(self) -> None:

@@ -1,14 +1,21 @@
-"""Jobs: fine-tune and compression jobs with progress bars, ETA and state."""
+"""Jobs: fine-tune and compression jobs with progress bars, ETA and state.
+
+Narrowing, the pane keeps a short job id, its state, progress and ETA, and drops the model,
+then the kind (enter shows everything about the job)."""
 
 from __future__ import annotations
 
+from console import present
 from console.data import JobRow, JobsPanel
-from console.widgets.common import TablePane, bar, fmt_duration, matches, theme_colour
+from console.widgets.common import TablePane, bar_cell, fmt_duration, matches, theme_colour
+from console.widgets.table import Column
+
+PROGRESS_LABEL = 4  # "100%"
 
 
 class JobsPane(TablePane):
-    COLUMNS = ("Job", "Kind", "Model", "State", "Progress", "ETA")
-    FLEX_COLUMN = 2
+    COLUMNS = (Column("Job"), Column("State"), Column("Progress", 1, stretch=1, max_width=40),
+               Column("ETA", 2), Column("Kind", 3), Column("Model", 4, flex=True))
     PANE_TITLE = "Jobs"
 
     panel: JobsPanel | None
@@ -24,14 +31,16 @@ class JobsPane(TablePane):
             self.show_message(f"not available: {panel.reason}")
         elif not panel.jobs:
             self.show_message("no jobs yet (f fine-tunes, c compresses the selected version)")
+        elif not rows:
+            self.show_message(f"no job matches the filter '{self.filter_text}'")
         else:
             self.show_message("")
 
     def cells(self, job: JobRow) -> tuple:
-        progress = "-" if job.progress is None else f"{job.progress * 100:.0f}%"
-        return (job.job_id, job.kind, job.model, job.state, bar(self, job.progress, progress, 8,
-                    theme_colour(self, "primary", "blue")),
-                fmt_duration(job.eta_s))
+        progress = bar_cell(self, job.progress, present.percent(job.progress), PROGRESS_LABEL,
+                            theme_colour(self, "primary", "blue"))
+        return (present.short_job_id(job.job_id), job.state, progress, fmt_duration(job.eta_s),
+                job.kind, job.model or "-")
 
     def selected_job(self) -> JobRow | None:
         return self.selected_item(self.panel.jobs, lambda job: job.job_id) if self.panel else None

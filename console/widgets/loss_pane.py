@@ -14,6 +14,7 @@ from textual.containers import Vertical
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
+from console import present
 from console.data import LossSeries
 
 MAX_DRAWN_POINTS = 400
@@ -90,7 +91,8 @@ class LossPane(Vertical):
         plot_widget.display = has_points
         message.display = not has_points
         scale = "log" if self.log_scale else "linear"
-        self.border_title = f"Loss {series.job_id or ''} ({scale})".replace("  ", " ")
+        job = present.short_job_id(series.job_id) if series.job_id else ""
+        self.border_title = f"Loss {job} ({scale})".replace("  ", " ")
         if not has_points:
             message.update(self.empty_text(series))
             return

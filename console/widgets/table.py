@@ -7,14 +7,17 @@ idle CPU. Here each row is one cached strip: a tick re-renders only the rows who
 and only the lines on screen are drawn at all.
 
 What it keeps of DataTable: a header line that stays put while rows scroll, a row cursor
-(keys, mouse click, wheel), RowHighlighted / RowSelected messages, horizontal scrolling for
-narrow terminals, and theme-driven styles through component classes.
+(keys, mouse click, wheel), RowHighlighted / RowSelected messages and theme-driven styles
+through component classes. What it adds: columns with priorities (a narrow pane drops its least
+important columns instead of scrolling sideways), a flexible free-text column cut with an
+ellipsis, and stretch columns whose cells (bars, sparklines) are drawn at the width they get.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 from rich.segment import Segment
 from rich.style import Style
@@ -30,20 +33,65 @@ CELL_PADDING = 1  # blank cells either side of every cell, as DataTable draws th
 FLEX_COLUMN_MIN = 8  # the flexible column is never cut narrower than this (or its header)
 
 
-def as_text(cell: Any) -> Text:
-    """Cells are rich Text or plain values; plain values are never parsed as markup (an
-    endpoint called `[prod]` must show as written)."""
-    return cell if isinstance(cell, Text) else Text(str(cell))
+@dataclass(frozen=True)
+class Column:
+    """A column and how it gives way when the pane narrows.
+
+    priority: 0 is never dropped; as the pane narrows, the column with the highest number goes
+    first (a pane ranks its key columns low), so no pane scrolls sideways for its key columns.
+    flex: free text (an event, a metrics list), cut with an ellipsis to the room left.
+    stretch: bars and sparklines (cells that are Fill objects) take the room left over, up to
+    max_width cells, shared by weight.
+    """
+
+    name: str
+    priority: int = 0
+    flex: bool = False
+    stretch: int = 0
+    max_width: int = 0
+    min_width: int = 0  # a flexible column is dropped rather than cut below this (or its text)
+
+
+class Fill(Protocol):
+    """A cell drawn at whatever width its column gets (a bar, a sparkline)."""
+
+    min_width: int
+
+    def at_width(self, width: int) -> Text: ...
+
+
+def as_text(cell: Any, width: int | None = None) -> Text:
+    """Cells are rich Text, Fill cells or plain values; plain values are never parsed as markup
+    (an endpoint called `[prod]` must show as written)."""
+    if isinstance(cell, Text):
+        return cell
+    if hasattr(cell, "at_width"):
+        return cell.at_width(width if width is not None else cell.min_width)
+    return Text(str(cell))
+
+
+def cell_width(cell: Any) -> int:
+    if isinstance(cell, Text):
+        return cell.cell_len
+    if hasattr(cell, "at_width"):
+        return int(cell.min_width)
+    return Text(str(cell)).cell_len
+
+
+def as_column(column: str | Column, index: int, flex_column: int | None) -> Column:
+    if isinstance(column, Column):
+        return column
+    return Column(column, flex=index == flex_column)
 
 
 class DeckTable(ScrollView, can_focus=True):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("up", "cursor_up", "Up", show=False),
-        Binding("down", "cursor_down", "Down", show=False),
-        Binding("pageup", "page_up", "Page up", show=False),
-        Binding("pagedown", "page_down", "Page down", show=False),
-        Binding("home", "first_row", "First", show=False),
-        Binding("end", "last_row", "Last", show=False),
+        Binding("up,k", "cursor_up", "Up", show=False),
+        Binding("down,j", "cursor_down", "Down", show=False),
+        Binding("pageup,ctrl+b", "page_up", "Page up", show=False),
+        Binding("pagedown,ctrl+f", "page_down", "Page down", show=False),
+        Binding("home,g", "first_row", "First", show=False),
+        Binding("end,G", "last_row", "Last", show=False),
         Binding("enter", "select_row", "Select", show=False),
     ]
     COMPONENT_CLASSES: ClassVar[set[str]] = {"deck-table--header", "deck-table--cursor"}
@@ -80,14 +128,16 @@ class DeckTable(ScrollView, can_focus=True):
     class RowSelected(RowMessage):
         """Enter (or a click on the highlighted row): the pane shows details."""
 
-    def __init__(self, columns: Sequence[str], flex_column: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, columns: Sequence[str | Column], flex_column: int | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.columns = tuple(columns)
-        self.flex_column = flex_column
+        self.specs = tuple(as_column(column, index, flex_column) for index, column in enumerate(columns))
+        self.columns = tuple(spec.name for spec in self.specs)
         self.row_keys: list[str] = []
-        self.rows: list[tuple[Text, ...]] = []
+        self.rows: list[tuple[Any, ...]] = []  # Text or Fill cells
         self.natural_widths = self.measure([])  # the widest cell (or header) of each column
-        self.column_widths = list(self.natural_widths)  # as drawn: the flexible one fitted to the pane
+        self.column_widths = list(self.natural_widths)  # as drawn; 0: dropped for lack of room
+        self.shown_columns = list(range(len(self.columns)))
         self._strips: dict[int, Strip] = {}  # row index -> rendered row at the virtual width
         self._header: Strip | None = None
         self.cursor_row = 0
@@ -107,7 +157,8 @@ class DeckTable(ScrollView, can_focus=True):
         """Show these rows. Rows whose cells are unchanged keep their cached strips; the
         cursor stays on the same key when that row is still there."""
         keys = [key for key, _ in rows]
-        texts = [tuple(as_text(cell) for cell in cells) for _, cells in rows]
+        texts = [tuple(cell if isinstance(cell, Text) or hasattr(cell, "at_width") else Text(str(cell))
+                       for cell in cells) for _, cells in rows]
         natural = self.measure(texts)
         if natural != self.natural_widths or keys != self.row_keys:
             previous_key = self.cursor_key
@@ -121,31 +172,73 @@ class DeckTable(ScrollView, can_focus=True):
                 self._strips.pop(index, None)
                 self.refresh_lines(index + 1)  # virtual line: the header is line 0
 
-    def measure(self, rows: list[tuple[Text, ...]]) -> list[int]:
+    def measure(self, rows: list[tuple[Any, ...]]) -> list[int]:
         widths = [len(name) for name in self.columns]
         for cells in rows:
             for column, cell in enumerate(cells[:len(widths)]):
-                widths[column] = max(widths[column], cell.cell_len)
+                widths[column] = max(widths[column], cell_width(cell))
         return widths
 
+    def floor(self, index: int, natural: list[int]) -> int:
+        """The narrowest a shown column may be: a flexible one down to its header (or
+        FLEX_COLUMN_MIN), the others as wide as their widest cell."""
+        spec = self.specs[index]
+        if spec.flex:
+            return min(natural[index], max(len(spec.name), spec.min_width or FLEX_COLUMN_MIN))
+        return natural[index]
+
     def fitted(self, natural: list[int]) -> list[int]:
-        """The flexible column (free text: an event, a metrics list) gives up what the pane
-        lacks, down to its header's width, and is cut with an ellipsis; only when the other
-        columns alone are too wide does the table scroll sideways. Without one (bars and
-        sparklines must not be cut) the table scrolls."""
-        widths = list(natural)
-        flex = self.flex_column
-        if flex is None or not widths:
-            return widths
-        others = sum(width + 2 * CELL_PADDING for index, width in enumerate(widths) if index != flex)
-        room = self.scrollable_content_region.width - others - 2 * CELL_PADDING
-        floor = min(widths[flex], max(len(self.columns[flex]), FLEX_COLUMN_MIN))
-        widths[flex] = max(floor, min(widths[flex], room))
+        """Widths for the pane's width: drop the least important columns until the rest fit,
+        cut the flexible column to the room left, and give what remains to stretch columns.
+        Only when the never-dropped columns alone are too wide does the table scroll."""
+        room = self.scrollable_content_region.width
+        if room <= 0:
+            return list(natural)
+        shown = list(range(len(natural)))
+
+        def need(columns: list[int]) -> int:
+            return sum(self.floor(index, natural) + 2 * CELL_PADDING for index in columns)
+
+        while need(shown) > room:
+            droppable = [index for index in shown if self.specs[index].priority > 0]
+            if not droppable:
+                break
+            shown.remove(max(droppable, key=lambda index: (self.specs[index].priority, index)))
+        widths = [0] * len(natural)
+        for index in shown:
+            widths[index] = self.floor(index, natural)
+        spare = room - need(shown)
+        for index in shown:  # the flexible column takes back what it was cut by
+            if self.specs[index].flex and spare > 0:
+                grow = min(spare, natural[index] - widths[index])
+                widths[index] += grow
+                spare -= grow
+        self.stretch(widths, shown, spare)
         return widths
+
+    def stretch(self, widths: list[int], shown: list[int], spare: int) -> None:
+        """Share `spare` cells among the stretch columns, by weight, up to their max_width."""
+        stretchy = [index for index in shown if self.specs[index].stretch > 0]
+        while spare > 0 and stretchy:
+            weights = sum(self.specs[index].stretch for index in stretchy)
+            given = 0
+            for index in list(stretchy):
+                spec = self.specs[index]
+                share = max(1, spare * spec.stretch // weights)
+                limit = spec.max_width or 10_000
+                grow = min(share, limit - widths[index], spare - given)
+                widths[index] += max(0, grow)
+                given += max(0, grow)
+                if widths[index] >= limit:
+                    stretchy.remove(index)
+            if given == 0:
+                break
+            spare -= given
 
     def relayout(self) -> None:
         """New widths (rows, or the pane's size, changed): every cached strip is stale."""
         self.column_widths = self.fitted(self.natural_widths)
+        self.shown_columns = [index for index, width in enumerate(self.column_widths) if width > 0]
         self._strips.clear()
         self._header = None
         self.virtual_size = Size(self.total_width, len(self.rows) + 1)
@@ -157,7 +250,12 @@ class DeckTable(ScrollView, can_focus=True):
 
     @property
     def total_width(self) -> int:
-        return sum(width + 2 * CELL_PADDING for width in self.column_widths)
+        return sum(self.column_widths[index] + 2 * CELL_PADDING for index in self.shown_columns)
+
+    @property
+    def columns_shown(self) -> tuple[str, ...]:
+        """The names of the columns the pane has room for (the others are dropped)."""
+        return tuple(self.columns[index] for index in self.shown_columns)
 
     def keep_cursor(self, previous_key: str | None) -> None:
         self.cursor_row = (self.row_keys.index(previous_key) if previous_key in self.row_keys
@@ -256,13 +354,16 @@ class DeckTable(ScrollView, can_focus=True):
             strip = Strip(Segment.apply_style(strip, post_style=cursor_style), strip.cell_length)
         return strip.crop_extend(scroll_x, scroll_x + width, base)
 
-    def render_cells(self, cells: Sequence[Text], style: Style) -> Strip:
-        """One row at the table's full width: each cell cut to its column with an ellipsis."""
+    def render_cells(self, cells: Sequence[Any], style: Style) -> Strip:
+        """One row at the table's full width: each shown cell cut to its column with an
+        ellipsis (Fill cells drawn at the column's width)."""
         pad = " " * CELL_PADDING
         line = Text(no_wrap=True, end="")
-        for cell, width in zip(cells, self.column_widths):
+        for index in self.shown_columns:
+            width = self.column_widths[index]
+            cell = cells[index] if index < len(cells) else Text("")
             line.append(pad)
-            shown = cell.copy()
+            shown = as_text(cell, width).copy()
             shown.truncate(width, overflow="ellipsis", pad=True)
             line.append_text(shown)
             line.append(pad)

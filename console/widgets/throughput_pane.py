@@ -1,12 +1,16 @@
 """Throughput: per endpoint (the local server and remote ones) tokens/s, requests/s, TTFT p95,
-running/waiting, KV-cache use, a sparkline and up/down/stale status."""
+running/waiting, KV-cache use, a sparkline and up/down/stale status.
+
+Narrowing, the pane keeps the endpoint, its state, tokens/s, TTFT and the history (which
+stretches to the room there is), and drops KV-cache, run/wait, then req/s."""
 
 from __future__ import annotations
 
 from rich.text import Text
 
-from console.data import LOCAL_ENDPOINT, EndpointRow, EndpointsPanel, sparkline
-from console.widgets.common import TablePane, fmt_number, matches, theme_colour
+from console.data import LOCAL_ENDPOINT, EndpointRow, EndpointsPanel
+from console.widgets.common import SparkCell, TablePane, fmt_number, matches, theme_colour
+from console.widgets.table import Column
 
 STATUS_COLOURS = {"up": ("deck-good", "green"), "down": ("deck-bad", "red"),
                   "stale": ("deck-warn", "yellow"), "degraded": ("deck-warn", "yellow"),
@@ -14,7 +18,9 @@ STATUS_COLOURS = {"up": ("deck-good", "green"), "down": ("deck-bad", "red"),
 
 
 class ThroughputPane(TablePane):
-    COLUMNS = ("Endpoint", "State", "tok/s", "req/s", "TTFT p95", "run/wait", "KV", "tok/s history")
+    COLUMNS = (Column("Endpoint"), Column("State"), Column("tok/s", 1), Column("TTFT p95", 2),
+               Column("History", 3, stretch=1, max_width=120), Column("req/s", 4),
+               Column("run/wait", 5), Column("KV", 6))
     PANE_TITLE = "Throughput"
 
     panel: EndpointsPanel | None
@@ -28,6 +34,8 @@ class ThroughputPane(TablePane):
         self.fill(rows)
         if panel.status != "ok":
             self.show_message(f"not available: {panel.reason}")
+        elif panel.endpoints and not rows:
+            self.show_message(f"no endpoint matches the filter '{self.filter_text}'")
         elif all(endpoint.name == LOCAL_ENDPOINT for endpoint in panel.endpoints):
             self.show_message("no remote endpoints (add [[endpoints]] to deck.toml)")
         else:
@@ -39,9 +47,9 @@ class ThroughputPane(TablePane):
         ttft = fmt_number(endpoint.ttft_p95_s * 1000, 0, "ms") if endpoint.ttft_p95_s is not None else "-"
         queue = (f"{endpoint.running if endpoint.running is not None else '-'}/"
                  f"{endpoint.waiting if endpoint.waiting is not None else '-'}")
-        return (endpoint.name, state, fmt_number(endpoint.tokens_per_s), fmt_number(endpoint.requests_per_s, 2),
-                ttft, queue, fmt_number(endpoint.kv_cache_pct, 0, "%"),
-                sparkline(endpoint.tokens_history, 16))
+        return (endpoint.name, state, fmt_number(endpoint.tokens_per_s), ttft,
+                SparkCell(endpoint.tokens_history), fmt_number(endpoint.requests_per_s, 2),
+                queue, fmt_number(endpoint.kv_cache_pct, 0, "%"))
 
     def selected_endpoint(self) -> EndpointRow | None:
         return self.selected_item(self.panel.endpoints, lambda row: row.name) if self.panel else None

@@ -21,3 +21,21 @@ def fixed_app(deck, snapshot=None, **kwargs):
 
     source = FixedSource(snapshot or replay.snapshot())
     return ModeldeckApp(deck, source, refresh_s=kwargs.pop("refresh_s", 30.0), **kwargs)
+
+
+def screen_text(app) -> str:
+    """What the terminal shows now, as plain text (the active screen and what lies under it)."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+def record_toasts(app) -> list[str]:
+    """Every toast message from now on (notify is wrapped, so toasts still show)."""
+    messages: list[str] = []
+    original = app.notify
+
+    def notify(message, *args, **kwargs):
+        messages.append(f"{kwargs.get('title') or ''} {message}".strip())
+        return original(message, *args, **kwargs)
+
+    app.notify = notify
+    return messages

@@ -94,3 +94,21 @@ def test_readonly_in_a_real_terminal_offers_no_actions(deck, tiny_model_dir):
         assert deck.registry.deployment("local") is None
     finally:
         tmux.kill()
+
+
+def test_at_80x24_the_header_and_the_help_and_quit_keys_are_on_screen(deck, tiny_model_dir):
+    """Not read-only, so every action key competes for the footer's 80 cells."""
+    actions.import_model(deck, actions.ImportRequest(tiny_model_dir, "tiny"))
+    command = (f"cd {shlex.quote(str(REPO))} && MODELDECK_HOME={shlex.quote(str(deck.paths.home))} "
+               f"TERM=xterm-256color {shlex.quote(sys.executable)} -m console.cli")
+    tmux = Tmux()
+    try:
+        tmux.run("new-session", "-d", "-s", "deck", "-x", "80", "-y", "24", command)
+        screen = tmux.wait_for("tiny@1", "Deploy", "? Help", "q Quit")
+        lines = screen.rstrip("\n").splitlines()
+        assert "? Help" in lines[-1] and "q Quit" in lines[-1], lines[-1]
+        assert lines[0].lstrip().startswith("modeldeck") and "local stopped" in lines[0], lines[0]
+        tmux.keys("r")  # nothing is deployed: a toast says why r does nothing
+        tmux.wait_for("nothing is deployed")
+    finally:
+        tmux.kill()

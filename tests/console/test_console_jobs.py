@@ -38,7 +38,8 @@ async def cancel_selected_job(pilot, app) -> str:
     await pilot.press("x")
     await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
     await pilot.press("y")
-    await wait_for(pilot, lambda: f"cancel {job_id}:" in session_texts(app))
+    short = job_id.rsplit("-", 1)[-1]
+    await wait_for(pilot, lambda: f"cancel job {short}:" in session_texts(app))
     return job_id
 
 

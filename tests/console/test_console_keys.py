@@ -12,7 +12,8 @@ from tests.console.console_helpers import fixed_app, wait_until_loaded
 from console import replay
 from console.app import ModeldeckApp
 from console.data import Availability, JobsPanel, ModelsPanel
-from console.screens.modals import ChoiceScreen, ConfirmScreen, TextScreen
+from console.screens.details import DetailsScreen
+from console.screens.modals import ChoiceScreen, ConfirmScreen
 from engine import actions
 
 pytestmark = pytest.mark.anyio
@@ -43,7 +44,8 @@ async def test_deploy_confirmed_moves_the_pointer_and_reports(two_version_deck):
             await pilot.pause(0.02)
             if "deploy tiny@2 to local:" in events_text(app):
                 break
-        assert "deploy tiny@2 to local: deploy local: tiny@1 -> tiny@2" in events_text(app)
+        assert "deploy local: tiny@1 -> tiny@2" in events_text(app)
+        assert "deploy tiny@2 to local: deploy local" not in events_text(app)  # said once
     assert serving(two_version_deck) == "tiny@2"
 
 
@@ -112,7 +114,7 @@ async def test_keys_that_make_no_sense_are_dimmed(deck):
         screen = app.dashboard
         for action in ("deploy", "rollback", "finetune", "compress", "cancel_job"):
             assert screen.check_action(action, ()) is None, action
-        assert "Deploy the selected version  (unavailable: select a model version first)" in screen.help_text()
+        assert "unavailable: the deck has no models yet" in screen.help_text()
         await pilot.press("d", "r", "f", "c", "x")
         await pilot.pause(0.1)
         assert app.screen is screen  # nothing opened
@@ -145,8 +147,8 @@ async def test_cancel_only_for_a_running_job(deck):
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")
         await pilot.pause(0.05)
-        await pilot.press("down")  # cmp-0002: done
-        assert jobs.selected_job().state == "done"
+        await pilot.press("down")  # the compress job: finished
+        assert jobs.selected_job().state == "finished"
         assert screen.check_action("cancel_job", ()) is None
 
 
@@ -186,7 +188,7 @@ async def test_filter_pause_theme_help_details_logscale_and_quit(deck):
         await pilot.press("slash", "@", "1", "enter")
         assert models.table.row_count == 1
         await pilot.press("escape")
-        assert models.table.row_count == 3
+        assert models.table.row_count == 4
         await pilot.press("p")
         assert screen.paused
         await app.workers.wait_for_complete()
@@ -201,7 +203,7 @@ async def test_filter_pause_theme_help_details_logscale_and_quit(deck):
         await pilot.press("l")
         assert loss.log_scale
         await pilot.press("question_mark")
-        assert isinstance(app.screen, TextScreen)
+        assert isinstance(app.screen, DetailsScreen)
         await pilot.press("escape")
         models.table.focus()
         await pilot.press("enter")  # details of the selected version: fixed data is not in
@@ -230,13 +232,13 @@ async def test_job_and_endpoint_details(deck):
         await wait_until_loaded(pilot, app)
         app.dashboard.query_one("#jobs").table.focus()
         await pilot.press("enter")
-        assert isinstance(app.screen, TextScreen)
-        assert "ft-0003" in str(app.screen.body)
+        assert isinstance(app.screen, DetailsScreen)
+        assert "finetune-20260101-001000-2f182e" in app.screen.text
         await pilot.press("escape")
         app.dashboard.query_one("#endpoints").table.focus()
         await pilot.press("down", "enter")
-        assert isinstance(app.screen, TextScreen)
-        assert "vllm-01" in str(app.screen.body)
+        assert isinstance(app.screen, DetailsScreen)
+        assert "vllm-01" in app.screen.text and "http://10.0.3.11:8000" in app.screen.text
 
 
 async def test_tab_moves_between_panes_and_the_palette_runs_commands(deck):
@@ -287,4 +289,4 @@ async def test_a_failing_source_is_reported_once_and_the_rest_keeps_going(deck):
         await pilot.pause(0.6)  # several failed polls later
         texts = [event.text for event in app.dashboard.query_one("#events").session_events]
         assert texts.count("gpus: driver went away") == 1
-        assert app.dashboard.query_one("#models").table.row_count == 3
+        assert app.dashboard.query_one("#models").table.row_count == 4

@@ -79,7 +79,8 @@ async def test_s_starts_the_server_and_stops_it_after_confirming(server_deck):
         assert actions.local_server_state(server_deck)["state"] == "stopped"
 
 
-async def test_s_is_dimmed_with_a_reason_when_nothing_is_deployed_to_local(deck):
+async def test_s_is_dimmed_with_a_reason_when_nothing_is_deployed_to_local(deck, tiny_model_dir):
+    actions.import_model(deck, actions.ImportRequest(tiny_model_dir, "tiny"))
     app = ModeldeckApp(deck, refresh_s=30.0)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until_loaded(pilot, app)

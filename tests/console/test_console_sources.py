@@ -87,7 +87,7 @@ def test_models_pane_summarises_a_compression_report():
                               status="ready", metrics={"compression": report, "eval_loss": 3.31},
                               aliases=())
     row = model_row(version, ())
-    assert row.metrics[:3] == (("ppl", "+0.8%"), ("speed", "x2.04"), ("size", "x0.26"))
+    assert row.metrics[:3] == (("Δppl", "+0.8%"), ("speed", "x2.04"), ("size", "x0.26"))
     assert ("eval_loss", "3.31") in row.metrics
     plain = model_row(SimpleNamespace(**{**vars(version), "metrics": {"eval_loss": 3.31}}), ())
     assert plain.metrics == (("eval_loss", "3.31"),)

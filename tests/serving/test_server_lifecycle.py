@@ -184,12 +184,15 @@ async def test_the_console_header_shows_the_warning(deck):
     snapshot = replace(snapshot, endpoints=replace(snapshot.endpoints, warnings=warning))
     app = ModeldeckApp(deck, FixedSource(snapshot), refresh_s=30.0)
     async with app.run_test(size=(160, 40)) as pilot:
+        from console.widgets.footer import DeckHeader
+
+        header = app.dashboard.query_one(DeckHeader)
         for _ in range(100):
-            if "WARNING" in app.dashboard.sub_title:
+            if "WARNING" in header.text:
                 break
             await pilot.pause(0.02)
         assert ("WARNING: the local server listens on 0.0.0.0:8471 (reachable from other "
-                "machines) without an API key") in app.dashboard.sub_title
+                "machines) without an API key") in header.text
 
 
 @pytest.fixture
