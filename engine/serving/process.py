@@ -55,6 +55,7 @@ class LocalServer:
         import uvicorn
 
         from engine.serving.app import build_app
+        from engine.serving.http import uvicorn_config
         from engine.serving.host import ModelHost
         from engine.serving.metrics import ServerMetrics
 
@@ -66,8 +67,7 @@ class LocalServer:
         self.url = f"http://{_url_host(self.settings.host)}:{self.port}"
         app = build_app(self.host, new_control_token(self.paths), api_key_for(self.settings, options),
                         on_stop=self.request_stop, deck=deck)
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
-                                                    timeout_graceful_shutdown=30))
+        self.server = uvicorn.Server(uvicorn_config(app, self.settings))
         self.deck = deck
 
     def load_deployed(self) -> str | None:
