@@ -41,7 +41,7 @@ JSON = st.recursive(LEAF, lambda inner: st.one_of(
 def object_with(fields: dict[str, st.SearchStrategy]) -> st.SearchStrategy:
     """Objects holding a random subset of the route's own fields (each plausible or random),
     plus sometimes a stray key: closer to what the route parses than random JSON is."""
-    return st.fixed_dictionaries({}, optional={key: st.one_of(value, JSON)
+    return st.fixed_dictionaries({}, optional={key: st.one_of(value, value, value, JSON)
                                                for key, value in fields.items()}).flatmap(
         lambda body: st.dictionaries(st.text(max_size=8), JSON, max_size=1).map(
             lambda extra: {**extra, **body}))
@@ -50,7 +50,7 @@ def object_with(fields: dict[str, st.SearchStrategy]) -> st.SearchStrategy:
 SAMPLING = {
     "model": st.just("tiny"),
     "max_tokens": st.integers(1, 4), "max_completion_tokens": st.integers(0, 4),
-    "temperature": st.floats(0, 2), "top_p": st.floats(0, 1), "seed": st.integers(),
+    "temperature": st.floats(0, 2), "top_p": st.floats(0, 1), "seed": EDGE_INTEGERS,
     "n": st.integers(0, 2), "stream": st.booleans(),
     "stream_options": st.fixed_dictionaries({}, optional={"include_usage": st.booleans()}),
     "stop": st.one_of(st.text(max_size=3), st.lists(st.text(max_size=3), max_size=5)),
@@ -83,10 +83,23 @@ def encoded(value: object) -> st.SearchStrategy[bytes]:
     return st.just(json.dumps(value).encode())  # NaN and Infinity come out as bare words
 
 
+VALID = {"/v1/completions": {"model": "tiny", "prompt": "Hi", "max_tokens": 2},
+         "/v1/chat/completions": {"model": "tiny", "max_tokens": 2,
+                                  "messages": [{"role": "user", "content": "Hi"}]}}
+
+
+def one_field_off(route: str) -> st.SearchStrategy[dict]:
+    """A valid request with one field replaced: finds the single value that slips through."""
+    return st.sampled_from(sorted(SAMPLING)).flatmap(lambda key: st.one_of(
+        SAMPLING[key], JSON).map(lambda value: {**VALID[route], key: value}))
+
+
 def body_for(route: str) -> st.SearchStrategy[bytes]:
     """Field-aware objects most of the time, then any JSON, then any bytes."""
-    return st.one_of(BODIES[route].flatmap(encoded), BODIES[route].flatmap(encoded),
-                     JSON.flatmap(encoded), st.binary(max_size=64))
+    strategies = [BODIES[route].flatmap(encoded), BODIES[route].flatmap(encoded)]
+    if route in VALID:
+        strategies += [one_field_off(route).flatmap(encoded)] * 2
+    return st.one_of(*strategies, JSON.flatmap(encoded), st.binary(max_size=64))
 
 
 # ---- checks ---------------------------------------------------------------------------------
