@@ -74,6 +74,12 @@ class ServeSettings(SecretSource):
     max_queue: int = Field(default=64, ge=0)
     max_tokens_limit: int = Field(default=2048, ge=1)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    # Slow or idle clients (engine/serving/http.py): the longest wait for a request's headers or
+    # the next piece of its body, the longest a JSON body may take in all, and the most open
+    # connections (those beyond are answered 503 and closed).
+    read_timeout_s: float = Field(default=15.0, gt=0, le=3600)
+    body_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    max_connections: int = Field(default=256, ge=1, le=65535)
     # `deploy --target local` (CLI or console) starts the server detached when none runs;
     # false: deploy only moves the pointer and a later `modeldeck serve` picks the version up.
     autostart: bool = True

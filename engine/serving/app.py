@@ -16,15 +16,21 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from engine.errors import BadInput
 from engine.serving.host import ModelHost, ServedVersion
-from engine.serving.requests import ApiError, CompletionJob, parse_chat, parse_completion
+from engine.serving.http import (EXCEPTION_HANDLERS, BodyDeadline, api_error_response,
+                                 error_response, read_json_object)
+from engine.serving.requests import (ApiError, CompletionJob, parse_chat, parse_completion,
+                                     stream_flags)
 from engine.serving.runstate import TOKEN_HEADER, VERSION_HEADER
 from engine.serving.scheduler import QueueFull, SchedulerClosed, Sequence, TokenEvent
+from engine.validate import MAX_INT64
 
 
 DISCONNECT_CHECK_S = 0.25  # how often a waiting non-streamed request looks for its client
@@ -48,15 +54,9 @@ def build_app(host: ModelHost, control_token: str | Callable[[], str | None],
     if deck is not None:
         from engine.targets.receiver import transfer_routes
 
-        routes += transfer_routes(deck, api._check_token)
-    return Starlette(routes=routes)
-
-
-def error_response(status: int, message: str, kind: str, code: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    """OpenAI's error shape, so its client raises the matching exception."""
-    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": code}},
-                        status_code=status, headers=headers)
+        routes += transfer_routes(deck, api._check_token, host.settings)
+    middleware = [Middleware(BodyDeadline, read_timeout_s=host.settings.read_timeout_s)]
+    return Starlette(routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
 
 
 class _Api:
@@ -99,18 +99,25 @@ class _Api:
         if (denied := self._check_api_key(request)) is not None:
             return denied
         try:
-            body = await self._json_body(request)
+            body = await read_json_object(request, self.host.settings)
+            stream, include_usage = stream_flags(body)
             served, sequence, events = await self._submit(body, parse)
         except ApiError as error:
-            return error_response(error.status, error.message, error.kind, error.code)
-        job = CompletionJob(chat=chat, version_ref=served.ref, created=int(time.time()),
-                            request_id=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}")
-        headers = {VERSION_HEADER: served.ref}
-        if body.get("stream"):
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return StreamingResponse(self._stream(job, sequence, events, include_usage),
-                                     media_type="text/event-stream", headers=headers)
-        return await self._complete(request, job, sequence, events, headers)
+            return api_error_response(error)
+        try:  # from here a sequence is queued: whatever goes wrong must free it
+            job = CompletionJob(chat=chat, version_ref=served.ref, created=int(time.time()),
+                                request_id=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}")
+            headers = {VERSION_HEADER: served.ref}
+            if stream:
+                # The background task also runs when the client left before the first chunk,
+                # when the generator's own `finally` never does.
+                return StreamingResponse(self._stream(job, sequence, events, include_usage),
+                                         media_type="text/event-stream", headers=headers,
+                                         background=BackgroundTask(sequence.cancel))
+            return await self._complete(request, job, sequence, events, headers)
+        except BaseException:
+            sequence.cancel()
+            raise
 
     async def _submit(self, body: dict[str, Any], parse: Callable) -> tuple[ServedVersion, Sequence,
                                                                             asyncio.Queue]:
@@ -121,7 +128,10 @@ class _Api:
             served = self.host.active
             if served is None:
                 raise ApiError(503, "no model is deployed to this server", "service_unavailable")
-            prompt_ids, params = parse(body, served.loaded.tokenizer, self.host.settings)
+            # Rendering a chat template and tokenizing a prompt of up to max_body_bytes take
+            # long enough to stall every other connection: do it in a worker thread.
+            prompt_ids, params = await asyncio.to_thread(parse, body, served.loaded.tokenizer,
+                                                         self.host.settings)
             try:
                 return served, served.scheduler.submit(prompt_ids, params, deliver), events
             except SchedulerClosed:
@@ -174,19 +184,24 @@ class _Api:
         if (denied := self._check_token(request)) is not None:
             return denied
         try:
-            body = await self._json_body(request)
-            model, version = str(body["model"]), int(body["version"])
+            body = await read_json_object(request, self.host.settings)
         except ApiError as error:
-            return error_response(error.status, error.message, error.kind)
-        except (KeyError, TypeError, ValueError):
-            return error_response(400, "expected {\"model\": str, \"version\": int}",
-                                  "invalid_request_error")
+            return api_error_response(error)
+        model, version = body.get("model"), body.get("version")
+        if (not isinstance(model, str) or not model or isinstance(version, bool)
+                or not isinstance(version, int) or not 1 <= version <= MAX_INT64):
+            return error_response(400, "expected {\"model\": a name, \"version\": a positive "
+                                       "integer}", "invalid_request_error")
         outcome = await asyncio.to_thread(self.host.swap_to, model, version)
         return JSONResponse(outcome.to_dict())
 
     async def control_stop(self, request: Request) -> Response:
         if (denied := self._check_token(request)) is not None:
             return denied
+        try:  # no fields yet; a body that is there must still be a JSON object
+            await read_json_object(request, self.host.settings, empty_is={})
+        except ApiError as error:
+            return api_error_response(error)
         self.on_stop()
         return JSONResponse({"stopping": True})
 
@@ -210,24 +225,6 @@ class _Api:
             return None
         return error_response(403, "control routes need the server's control token",
                               "permission_error")
-
-    async def _json_body(self, request: Request) -> dict[str, Any]:
-        limit = self.host.settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise ApiError(413, f"request body over {limit} bytes", "invalid_request_error")
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw.extend(chunk)
-            if len(raw) > limit:
-                raise ApiError(413, f"request body over {limit} bytes", "invalid_request_error")
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(400, "the request body is not valid JSON", "invalid_request_error") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "the request body must be a JSON object", "invalid_request_error")
-        return body
 
 
 async def _cancel_when_disconnected(request: Request, sequence: Sequence) -> None:

@@ -88,6 +88,7 @@ class LocalServer:
         import uvicorn
 
         from engine.serving.app import build_app
+        from engine.serving.http import uvicorn_config
         from engine.serving.host import ModelHost
         from engine.serving.metrics import ServerMetrics
 
@@ -101,8 +102,7 @@ class LocalServer:
         # The deck's one token, read from its file on each control request (rotation, no restart)
         app = build_app(self.host, TokenFile(self.paths).current, self.api_key,
                         on_stop=self.request_stop, deck=deck)
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
-                                                    timeout_graceful_shutdown=30))
+        self.server = uvicorn.Server(uvicorn_config(app, self.settings))
         self.deck = deck
         self.notes: list[str] = []  # what the start did that its caller should hear about
         self.announced = False

@@ -86,6 +86,7 @@ class Sequence:
     last_token_at: float = 0.0
     cancelled: threading.Event = field(default_factory=threading.Event)
     generator: Any = None
+    prompt_tensor: Any = None
     admitted_step: int | None = None
     finished_step: int | None = None
 
@@ -102,12 +103,14 @@ class BatchScheduler:
         self.context_length = context_length
         self.observer: Observer = observer or NullObserver()
         self.eos_ids = _eos_ids(model, tokenizer)
+        self.vocabulary = model.get_input_embeddings().num_embeddings
         self.device = next(model.parameters()).device
         self._waiting: deque[Sequence] = deque()
         self._lock = threading.Condition()
         self._accepting = True
         self._stopping = False
         self._batch = _RunningBatch()
+        self._admitting: list[Sequence] = []  # popped from the queue, not yet in the batch
         self.steps = 0  # decode steps run so far; tests read admitted/finished step numbers
         self._thread = threading.Thread(target=self._run, name="modeldeck-scheduler", daemon=True)
         self._thread.start()
@@ -160,7 +163,7 @@ class BatchScheduler:
                 try:
                     self._iteration()
                 except Exception as error:  # a model failure must end requests, not hang them
-                    self._fail_everything(f"{type(error).__name__}: {error}")
+                    self._fail_everything(_one_line(error))
 
     def _wait_for_work(self) -> bool:
         with self._lock:
@@ -195,23 +198,45 @@ class BatchScheduler:
     def _prefill(self, admitted: list[Sequence]) -> None:
         import torch
 
+        self._admitting = admitted = self._set_up(admitted)
+        if not admitted:
+            return
         width = max(len(s.prompt_ids) for s in admitted)
         pad_id = self.tokenizer.pad_token_id or 0
         input_ids = torch.full((len(admitted), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(admitted), width), dtype=torch.long)
         for row, sequence in enumerate(admitted):
-            input_ids[row, width - len(sequence.prompt_ids):] = torch.tensor(sequence.prompt_ids)
+            input_ids[row, width - len(sequence.prompt_ids):] = sequence.prompt_tensor
             mask[row, width - len(sequence.prompt_ids):] = 1
-            sequence.admitted_step = self.steps
-            sequence.generator = _generator(sequence.params.seed)
             self.observer.prompt_tokens(len(sequence.prompt_ids))
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         output = self.model(input_ids=input_ids, attention_mask=_needed(mask),
                             position_ids=positions, use_cache=True)
-        first_tokens = self._sample(admitted, output.logits[:, -1, :])
+        first_tokens, failed = self._sample(admitted, output.logits[:, -1, :])
         self._batch.merge(admitted, output.past_key_values, mask, first_tokens)
-        self._emit(admitted, first_tokens)
+        self._admitting = []
+        self._emit(admitted, first_tokens, failed)
+
+    def _set_up(self, admitted: list[Sequence]) -> list[Sequence]:
+        """Each sequence's own state (its seeded generator, its prompt as a tensor). One that
+        cannot be set up (a seed torch refuses, a token id out of range) fails alone."""
+        import torch
+
+        ready = []
+        for sequence in admitted:
+            try:
+                sequence.generator = _generator(sequence.params.seed)
+                sequence.prompt_tensor = torch.tensor(sequence.prompt_ids, dtype=torch.long)
+                ids = sequence.prompt_tensor
+                if int(ids.min()) < 0 or int(ids.max()) >= self.vocabulary:
+                    raise ValueError("a prompt token id is outside the vocabulary")
+            except Exception as error:  # noqa: BLE001 - any failure here is this request's alone
+                self._fail(sequence, _one_line(error))
+                continue
+            sequence.admitted_step = self.steps
+            ready.append(sequence)
+        return ready
 
     def _decode_step(self) -> None:
         batch = self._batch
@@ -221,31 +246,48 @@ class BatchScheduler:
                             use_cache=True)
         batch.positions += 1
         self.steps += 1
-        next_tokens = self._sample(batch.rows, output.logits[:, -1, :])
+        next_tokens, failed = self._sample(batch.rows, output.logits[:, -1, :])
         batch.next_tokens = next_tokens
-        self._emit(list(batch.rows), next_tokens)
+        self._emit(list(batch.rows), next_tokens, failed)
 
-    def _sample(self, rows: list[Sequence], logits: Any) -> Any:
+    def _sample(self, rows: list[Sequence], logits: Any) -> tuple[Any, dict[int, str]]:
+        """The next token of every row, and {sequence id: why} for rows whose sampling failed
+        (their row keeps the greedy token; the sequence is ended in _emit, the others go on)."""
         chosen = logits.argmax(dim=-1)
+        failed: dict[int, str] = {}
         for row, sequence in enumerate(rows):
             if sequence.params.temperature > 0:
-                chosen[row] = _sample_row(logits[row], sequence.params, sequence.generator)
-        return chosen
+                try:
+                    chosen[row] = _sample_row(logits[row], sequence.params, sequence.generator)
+                except Exception as error:  # noqa: BLE001 - this row's parameters, not the batch
+                    failed[sequence.sequence_id] = _one_line(error)
+        return chosen, failed
 
-    def _emit(self, rows: list[Sequence], tokens: Any) -> None:
+    def _emit(self, rows: list[Sequence], tokens: Any, failed: dict[int, str]) -> None:
         now = time.monotonic()
         finished = []
         for sequence, token in zip(rows, tokens.tolist()):
-            first = not sequence.generated_ids
-            sequence.generated_ids.append(token)
-            self.observer.token(first, now - (sequence.last_token_at or sequence.submitted_at))
-            sequence.last_token_at = now
-            reason = self._deliver_text(sequence, token)
+            if sequence.sequence_id in failed:
+                finished.append((sequence, None))
+                continue
+            try:
+                first = not sequence.generated_ids
+                sequence.generated_ids.append(token)
+                self.observer.token(first, now - (sequence.last_token_at or sequence.submitted_at))
+                sequence.last_token_at = now
+                reason = self._deliver_text(sequence, token)
+            except Exception as error:  # noqa: BLE001 - decoding one sequence's text failed
+                failed[sequence.sequence_id] = _one_line(error)
+                finished.append((sequence, None))
+                continue
             if reason:
                 finished.append((sequence, reason))
         for sequence, reason in finished:
             self._batch.remove(sequence)
-            self._finish(sequence, reason)
+            if reason is None:
+                self._fail(sequence, failed[sequence.sequence_id])
+            else:
+                self._finish(sequence, reason)
 
     def _deliver_text(self, sequence: Sequence, token: int) -> str | None:
         """Send the new text; return the finish reason when the sequence is done."""
@@ -269,11 +311,19 @@ class BatchScheduler:
             sequence.sent_chars = safe
         return reason
 
-    def _finish(self, sequence: Sequence, reason: str) -> None:
+    def _finish(self, sequence: Sequence, reason: str, text: str = "") -> None:
         sequence.finished_step = self.steps
         completion = len(sequence.generated_ids)
-        sequence.deliver(TokenEvent("", reason, len(sequence.prompt_ids), completion))
+        try:
+            sequence.deliver(TokenEvent(text, reason, len(sequence.prompt_ids), completion))
+        except Exception:  # noqa: BLE001 - its consumer is gone (a closed loop): nobody to tell
+            pass
         self.observer.finished(reason, time.monotonic() - sequence.submitted_at, completion)
+
+    def _fail(self, sequence: Sequence, detail: str) -> None:
+        """End one sequence with an error; the rest of the batch carries on."""
+        self._batch.remove(sequence)
+        self._finish(sequence, "error", detail)
 
     def _drop_cancelled(self) -> None:
         for sequence in [s for s in self._batch.rows if s.cancelled.is_set()]:
@@ -281,15 +331,16 @@ class BatchScheduler:
             self._finish(sequence, "cancelled")
 
     def _fail_everything(self, detail: str) -> None:
+        """A failure of the batch itself (the model's forward): every sequence it held ends,
+        including those being admitted, which are in neither the queue nor the batch yet."""
         with self._lock:
             victims = list(self._batch.rows) + list(self._waiting)
             self._waiting.clear()
+        victims += [s for s in self._admitting if s not in victims]
+        self._admitting = []
         self._batch = _RunningBatch()
         for sequence in victims:
-            sequence.deliver(TokenEvent(detail, "error", len(sequence.prompt_ids),
-                                        len(sequence.generated_ids)))
-            self.observer.finished("error", time.monotonic() - sequence.submitted_at,
-                                   len(sequence.generated_ids))
+            self._finish(sequence, "error", detail)
 
 
 class _RunningBatch:
@@ -398,6 +449,12 @@ def _safe_length(text: str, stops: tuple[str, ...]) -> int:
                 safe = min(safe, len(text) - size)
                 break
     return safe
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception as one short line for the client (no traceback, no huge repr)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return f"{type(error).__name__}: {text[:200]}"
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:

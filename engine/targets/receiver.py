@@ -21,9 +21,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from engine.config import ServeSettings
 from engine.deck import Deck
-from engine.errors import DeckError
+from engine.errors import BadInput, DeckError
 from engine.registry.blobs import file_sha256
+from engine.validate import MAX_INT64, parse_int, safe_relative_name
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 TokenCheck = Callable[[Any], Any]  # request -> None when allowed, else an error response
@@ -55,7 +57,6 @@ def finish_upload(deck: Deck, sha256: str) -> bool:
 
 def register_pushed(deck: Deck, body: dict[str, Any]) -> dict[str, Any]:
     """Register a pushed version once all its blobs are here and verified (idempotent)."""
-    from engine.errors import BadInput
     from engine.registry.inspect import SourceDescription
 
     model, files, metadata = body["model"], body["files"], body["metadata"]
@@ -78,12 +79,20 @@ def register_pushed(deck: Deck, body: dict[str, Any]) -> dict[str, Any]:
     return {"ref": version.ref, "created": True}
 
 
-def transfer_routes(deck: Deck, check_token: TokenCheck) -> list:
-    """Starlette routes for the receiving side; the serving app mounts them."""
+def transfer_routes(deck: Deck, check_token: TokenCheck,
+                    settings: ServeSettings | None = None) -> list:
+    """Starlette routes for the receiving side; the serving app mounts them. settings: the
+    server's [serve] limits on bodies (default: this deck's)."""
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route
+
+    from engine.serving.http import (BodyTimeout, api_error_response, error_response,
+                                     read_json_object, timeout_response)
+    from engine.serving.requests import ApiError
+
+    limits = settings or deck.config.serve
 
     def guarded(handler: Callable[[Request], Awaitable[Any]]) -> Callable[[Request], Awaitable[Any]]:
         async def endpoint(request: Request) -> Any:
@@ -91,31 +100,41 @@ def transfer_routes(deck: Deck, check_token: TokenCheck) -> list:
                 return denied
             try:
                 return await handler(request)
+            except ApiError as error:
+                return api_error_response(error)
+            except BodyTimeout:
+                return timeout_response()
             except DeckError as error:
-                return JSONResponse({"error": {"message": str(error), "kind": error.kind}},
-                                    status_code=400 if error.exit_code == 2 else 409)
-            except (KeyError, TypeError, ValueError) as error:
-                return JSONResponse({"error": {"message": f"malformed request: {error}",
-                                               "kind": "bad-input"}}, status_code=400)
+                bad = error.exit_code == 2
+                return error_response(400 if bad else 409, str(error),
+                                      "invalid_request_error" if bad else "conflict", error.kind)
+            except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
+                # Shapes are checked below; this is the net for what slipped past them.
+                return error_response(400, f"malformed request: {_brief(error)}",
+                                      "invalid_request_error", "bad-input")
         return endpoint
 
+    async def body_of(request: Request) -> dict[str, Any]:
+        return await read_json_object(request, limits)
+
     async def missing(request: Request) -> Any:
-        wanted = [sha for sha in (await request.json())["sha256"] if SHA256.match(sha)]
+        wanted = _sha_list(await body_of(request))
         return JSONResponse(await run_in_threadpool(_in_own_deck, deck, missing_blobs, wanted))
 
     async def upload(request: Request) -> Any:
         return await _receive_blob(deck, request, run_in_threadpool)
 
     async def versions(request: Request) -> Any:
-        return JSONResponse(await run_in_threadpool(_in_own_deck, deck, register_pushed,
-                                                    await request.json()))
+        body = _pushed_version(await body_of(request))
+        return JSONResponse(await run_in_threadpool(_in_own_deck, deck, register_pushed, body))
 
     async def deploy(request: Request) -> Any:
-        body = await request.json()
+        body = _fields(await body_of(request), required={"ref": str},
+                       optional={"reason": str, "force": bool})
         return JSONResponse(await run_in_threadpool(_in_own_deck, deck, _deploy_here, body))
 
     async def rollback(request: Request) -> Any:
-        body = await request.json()
+        body = _fields(await body_of(request), required={}, optional={"to": str, "reason": str})
         return JSONResponse(await run_in_threadpool(_in_own_deck, deck, _rollback_here, body))
 
     return [Route("/control/blobs/missing", guarded(missing), methods=["POST"]),
@@ -125,15 +144,78 @@ def transfer_routes(deck: Deck, check_token: TokenCheck) -> list:
             Route("/control/registry/rollback", guarded(rollback), methods=["POST"])]
 
 
+# ---- the shapes of the bodies, checked before anything is looked up or written ----------------
+
+MAX_LISTED_BLOBS = 100_000
+
+
+def _sha_list(body: dict[str, Any]) -> list[str]:
+    wanted = body.get("sha256")
+    if (not isinstance(wanted, list) or len(wanted) > MAX_LISTED_BLOBS
+            or not all(isinstance(sha, str) for sha in wanted)):
+        raise BadInput(f"sha256 must be a list of up to {MAX_LISTED_BLOBS} hex digests")
+    return [sha for sha in wanted if SHA256.match(sha)]
+
+
+def _pushed_version(body: dict[str, Any]) -> dict[str, Any]:
+    """{"model": name, "files": [{"name", "sha256"}, ...] (at least one), "metadata": {...}};
+    each file name must stay inside the version's directory."""
+    model, files, metadata = body.get("model"), body.get("files"), body.get("metadata")
+    if not isinstance(model, str) or not model:
+        raise BadInput("model must be a non-empty name")
+    if not isinstance(files, list) or not files:
+        raise BadInput("files must be a non-empty list of {name, sha256}")
+    for entry in files:
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) \
+                or not SHA256.match(entry["sha256"]):
+            raise BadInput("each file must be {\"name\": a file name, \"sha256\": a hex digest}")
+        safe_relative_name("pushed file name", entry.get("name"))
+    if not isinstance(metadata, dict):
+        raise BadInput("metadata must be an object")
+    _fields(metadata, required={"weight_format": str, "kind": str},
+            optional={"architecture": str, "param_count": int, "produced_by": str,
+                      "status": str, "metrics": dict, "lineage": dict})
+    lineage = metadata.get("lineage") or {}
+    _fields(lineage, required={}, optional={"pushed_from": str, "base_model": str})
+    count = metadata.get("param_count")
+    if count is not None and not 0 <= count <= MAX_INT64:
+        raise BadInput("metadata.param_count is out of range")
+    return body
+
+
+def _fields(body: dict[str, Any], required: dict[str, type],
+            optional: dict[str, type]) -> dict[str, Any]:
+    """Each named field of the expected JSON type (bool is not an int); others pass through."""
+    for name, kind in [*required.items(), *optional.items()]:
+        value = body.get(name)
+        if value is None and name not in required:
+            continue
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)) \
+                or (kind is str and name in required and not value):
+            raise BadInput(f"{name} must be {_TYPE_NAMES[kind]}")
+    return body
+
+
+_TYPE_NAMES = {str: "a non-empty string", bool: "true or false", int: "an integer",
+               dict: "an object"}
+
+
+def _brief(error: BaseException) -> str:
+    return " ".join(str(error).split())[:160] or type(error).__name__
+
+
 async def _receive_blob(deck: Deck, request: Any, run_in_threadpool: Callable) -> Any:
     from starlette.responses import JSONResponse
 
+    from engine.serving.http import error_response
+
     sha256 = request.path_params["sha256"]
     if not SHA256.match(sha256):
-        return JSONResponse({"error": {"message": "not a sha256", "kind": "bad-input"}}, status_code=400)
+        return error_response(400, "not a sha256 hex digest", "invalid_request_error", "bad-input")
     if deck.registry.blobs.has(sha256):
         return JSONResponse({"stored": True, "offset": None})
-    offset, total = int(request.headers["x-upload-offset"]), int(request.headers["x-total-size"])
+    offset = parse_int("X-Upload-Offset", _header(request, "x-upload-offset"), 0)
+    total = parse_int("X-Total-Size", _header(request, "x-total-size"), 0)
     partial = partial_path(deck, sha256)
     partial.parent.mkdir(parents=True, exist_ok=True)
     have = partial.stat().st_size if partial.exists() else 0
@@ -141,7 +223,8 @@ async def _receive_blob(deck: Deck, request: Any, run_in_threadpool: Callable) -
         return JSONResponse({"stored": False, "offset": have}, status_code=409)
     with partial.open("ab") as sink:
         async for chunk in request.stream():
-            sink.write(chunk)
+            # Disk writes block: a slow disk must not stall every other connection.
+            await run_in_threadpool(sink.write, chunk)
             if sink.tell() > total:
                 break
     size = partial.stat().st_size
@@ -150,8 +233,15 @@ async def _receive_blob(deck: Deck, request: Any, run_in_threadpool: Callable) -
     stored = size == total and await run_in_threadpool(finish_upload, deck, sha256)
     if not stored:
         partial.unlink(missing_ok=True)
-        return JSONResponse({"error": {"message": "hash mismatch", "kind": "bad-input"}}, status_code=422)
+        return error_response(422, "hash mismatch", "invalid_request_error", "bad-input")
     return JSONResponse({"stored": True, "offset": None})
+
+
+def _header(request: Any, name: str) -> str:
+    value = request.headers.get(name)
+    if value is None:
+        raise BadInput(f"the {name} header is missing")
+    return value
 
 
 def _in_own_deck(deck: Deck, function: Callable[..., Any], *args: Any) -> Any:
@@ -167,7 +257,8 @@ def _in_own_deck(deck: Deck, function: Callable[..., Any], *args: Any) -> Any:
 def _deploy_here(deck: Deck, body: dict[str, Any]) -> dict[str, Any]:
     from engine import actions
 
-    request = actions.DeployRequest(body["ref"], "local", body.get("reason"), bool(body.get("force")))
+    request = actions.DeployRequest(body["ref"], "local", body.get("reason"),
+                                    bool(body.get("force")))
     return actions.deploy(deck, request).to_dict()
 
 

@@ -89,3 +89,31 @@ def start_server(two_version_deck) -> Iterator[Callable[..., RunningServer]]:
 @pytest.fixture
 def running(start_server) -> RunningServer:
     return start_server()
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path,
+                  tiny_model_dir_distinct: Path) -> Iterator[RunningServer]:
+    """One server for a whole module of requests that must not change its state (malformed
+    bodies, fuzzing): starting a server per case would cost seconds each."""
+    from engine import actions
+    from engine.deck import Deck
+    from engine.serving.process import LocalServer, ServeOptions
+
+    home = tmp_path_factory.mktemp("shared-deck") / "deck"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MODELDECK_HOME", str(home))
+        patch.delenv("MODELDECK_CONFIG", raising=False)
+        deck = Deck.at(home)
+        actions.import_model(deck, actions.ImportRequest(tiny_model_dir, "tiny"))
+        actions.import_model(deck, actions.ImportRequest(tiny_model_dir_distinct, "tiny"))
+        actions.deploy(deck, actions.DeployRequest("tiny@1", reason="test"))
+        server = LocalServer(deck, ServeOptions(port=0, dtype="float32"))
+        server.load_deployed()
+        thread = server.serve_in_thread()
+        try:
+            yield RunningServer(server.url, deck, server)
+        finally:
+            server.request_stop()
+            thread.join(timeout=30)
+            deck.close()
