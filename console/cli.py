@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, deck: Deck) -> int:
     """The verb, with every way it can end mapped to an exit code and at most one line."""
     try:
-        _check_home(deck)
+        deck.paths.check_home()  # before deck.toml: a home we cannot read is the first thing wrong
         deck.config  # every verb reads deck.toml: a broken one is exit 2 whatever the verb
         return int(args.handler(args, deck) or 0)
     except DeckError as error:
@@ -114,13 +114,6 @@ def _run(args: argparse.Namespace, deck: Deck) -> int:
         emit_error(args.json, "failed", f"unexpected {type(error).__name__}: {_first_line(error)} "
                                         f"(run with {DEBUG_VARIABLE}=1 for the traceback)", 1)
         return 1
-
-
-def _check_home(deck: Deck) -> None:
-    """$MODELDECK_HOME naming a file is the user's mistake (exit 2), not a failed mkdir (exit 1)."""
-    home = deck.paths.home
-    if home.exists() and not home.is_dir():
-        raise BadInput(f"deck home {home} ($MODELDECK_HOME) is not a directory")
 
 
 def _reader_went_away() -> int:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import BadInput
+from engine.validate import parse_job_id
 
 # What new_job_id makes (`finetune-20261125-210530-a1b2c3`), with room to spare; anything else
 # (a 300-character id, '../x', '.hidden') never becomes a path under jobs/.
-JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -46,11 +45,7 @@ class DeckPaths:
 
     def job(self, job_id: str) -> Path:
         """jobs/<job_id>, refused (BadInput) unless the id is one new_job_id could have made."""
-        if not isinstance(job_id, str) or not JOB_ID_PATTERN.match(job_id):
-            shown = repr(job_id[:60] + "..." if len(str(job_id)) > 60 else job_id)
-            raise BadInput(f"invalid job id {shown}: expected letters, digits, '.', '_' or '-' "
-                           "(at most 128), as `modeldeck jobs list` shows them")
-        return self.jobs / job_id
+        return self.jobs / parse_job_id(job_id)
 
     def check_home(self) -> "DeckPaths":
         """BadInput (one line) when the home exists but is not a directory we can read."""

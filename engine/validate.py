@@ -16,6 +16,8 @@ from engine.errors import BadInput
 # SQLite integers and most of our counters are signed 64-bit: a larger number cannot name anything.
 MAX_INT64 = 2**63 - 1
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
+# What engine.jobs.new_job_id makes; an id becomes a directory name under jobs/.
+JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def parse_int(what: str, text: str | int, minimum: int | None = None,
@@ -85,6 +87,14 @@ def parse_device(text: str) -> str:
         if not torch.backends.mps.is_available():
             raise BadInput("device mps: not available on this machine")
     return device
+
+
+def parse_job_id(job_id: str) -> str:
+    """A job id as `modeldeck jobs list` shows them; anything else never becomes a path."""
+    if not isinstance(job_id, str) or not JOB_ID_PATTERN.match(job_id):
+        raise BadInput(f"invalid job id {_shown(job_id)}: expected letters, digits, '.', '_' or "
+                       "'-' (at most 128), as `modeldeck jobs list` shows them")
+    return job_id
 
 
 def safe_relative_name(what: str, name: str) -> str:

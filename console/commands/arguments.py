@@ -85,16 +85,8 @@ def path_text(flag: str):
     return _adapted(check, "path")
 
 
-def path_component(flag: str):
-    """A name that becomes one path component (a job id): at most 255 bytes, as a file name."""
-    check_text = text(flag, max_length=255)
-
-    def check(value: str) -> str:
-        if len(value.encode("utf-8", "surrogateescape")) > 255:
-            raise argparse.ArgumentTypeError(f"{flag} is too long (at most 255 bytes)")
-        return check_text(value)
-
-    return check
+# A job id: the engine's one check, while parsing.
+job_id = _adapted(validate.parse_job_id, "job id")
 
 
 def text(flag: str, max_length: int = 1024):

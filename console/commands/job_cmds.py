@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from console.commands.arguments import (device, existing_file, number, path_component, text,
+from console.commands.arguments import (device, existing_file, job_id, number, text,
                                          whole)
 from console.output import emit, human_time, table
 from engine import actions
@@ -82,11 +82,11 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
                                 ("resume", resume_command, "continue a failed or cancelled job "
                                                            "from its last checkpoint")):
         verb = sub.add_parser(name, parents=[common], help=summary)
-        verb.add_argument("job_id", metavar="ID", type=path_component("ID"))
+        verb.add_argument("job_id", metavar="ID", type=job_id)
         verb.add_argument("--reason", type=text("--reason"), help="recorded in the audit log")
         verb.set_defaults(handler=handler)
     logs = sub.add_parser("logs", parents=[common], help="the job's events (--json: one a line)")
-    logs.add_argument("job_id", metavar="ID", type=path_component("ID"))
+    logs.add_argument("job_id", metavar="ID", type=job_id)
     logs.add_argument("--follow", "-f", action="store_true", help="keep reading until the job ends")
     logs.set_defaults(handler=logs_command)
 

@@ -175,7 +175,9 @@ async def test_readonly_hides_and_refuses_every_action(two_version_deck):
         assert not any(title.startswith(("Deploy", "Roll back", "Fine-tune", "Compress", "Cancel"))
                        for title in titles), titles
         del CommandPalette
-        assert "read-only" in screen.sub_title
+        from console.widgets.footer import DeckHeader
+
+        assert "READ-ONLY" in screen.query_one(DeckHeader).text
     assert serving(two_version_deck) == "tiny@1"
 
 
