@@ -126,3 +126,40 @@ def resume_job(deck: Deck, request: JobRequest) -> JobResult:
     deck.registry.append_audit("resume_job", {"job_id": job.id, "attempt": job.attempt}, "started",
                                reason=request.reason)
     return JobResult(job)
+
+
+# ---- the fine-tuning job's entry point (runs in the detached worker process) ----------------
+
+
+def run_finetune_job(context: Any) -> dict[str, Any]:
+    """engine.jobs' entry for kind `finetune`: train and register (engine.training), then the
+    deploy-if-better post-step here, at the layer allowed to deploy. context: engine.jobs
+    JobContext."""
+    from engine.training.worker import run_finetune
+
+    result = run_finetune(context)
+    asked = result.pop("deploy_if_better", None) if result else None
+    if asked is not None and context.is_main:
+        result["deploy"] = _deploy_if_better(context, result["version"], asked)
+    return result
+
+
+def _deploy_if_better(context: Any, version_ref: str, asked: dict[str, Any]) -> dict[str, Any]:
+    from engine.actions.deployments import DeployRequest, deploy
+    from engine.errors import DeckError
+    from engine.training.publish import improvement
+
+    better, reason = improvement(context.job_id, asked["eval_loss"], asked["parent_eval_loss"])
+    decision: dict[str, Any] = {"deployed": False, "reason": reason}
+    if better:
+        deck = context.deck()
+        try:
+            outcome = deploy(deck, DeployRequest(version_ref, asked["target"], reason=reason))
+            decision = {"deployed": True, "reason": reason, "deploy": outcome.to_dict()}
+        except DeckError as error:  # the version stays registered; the deploy is what failed
+            decision = {"deployed": False, "reason": f"deploy failed: {error}"}
+        finally:
+            deck.close()
+    context.emit("deploy_decision", target=asked["target"],
+                 **{k: v for k, v in decision.items() if k != "deploy"})
+    return decision

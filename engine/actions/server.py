@@ -13,9 +13,9 @@ def serve(deck: Deck, options: Any, on_ready: Any = None, on_warning: Any = None
     options: engine.serving.process.ServeOptions, the overrides of deck.toml's [serve]; on_ready(url,
     version) is called once the port is bound and the version loaded (a pending deployment gated);
     on_warning(text) for what the user must hear (no API key on a public address, a failed gate)."""
-    from engine.serving.process import start_foreground
+    from engine.targets.local import start_local_foreground
 
-    server = start_foreground(deck, options)
+    server = start_local_foreground(deck, options)
     if on_warning is not None:
         for line in (*server.notes, *server.warnings):
             on_warning(line)
@@ -29,9 +29,9 @@ def start_server(deck: Deck, options: Any = None) -> dict[str, Any]:
     options: engine.serving.process.ServeOptions; None: deck.toml's [serve] as it is, and any
     running server will do; given: a running server that differs in host, port or API key is
     refused (BadInput) rather than returned as if it were what was asked for."""
-    from engine.serving.process import start_detached
+    from engine.targets.local import start_local_server
 
-    info = start_detached(deck, options)
+    info = start_local_server(deck, options)
     return {**info.to_dict(), "warnings": info.warnings}
 
 

@@ -1,4 +1,6 @@
 """The published shape of telemetry: immutable snapshots the console and `modeldeck watch` render.
+It sits below engine.telemetry (the sampler) and engine.remote (the endpoint poller), which both
+build these; neither imports the other for them.
 
 Every snapshot is a frozen dataclass of scalars and tuples, safe to hand between threads. A value
 a source cannot report is None (JSON null), never an error. Units are in the field names:
