@@ -346,7 +346,7 @@ def typed_as(kind: type, name: str, text: str) -> Any:
 def training_defaults() -> dict[str, Any]:
     """The engine's fine-tuning defaults (a light module: no torch)."""
     try:
-        from engine.training.settings import FinetuneSettings
+        from engine.finetune_settings import FinetuneSettings
     except ImportError:
         return {}
     return {key: value for key, value in vars(FinetuneSettings()).items()}

@@ -41,7 +41,7 @@ def finetune(deck: Deck, request: FinetuneRequest) -> JobResult:
     from engine.jobs import JobLaunch, start_job
     from engine.training import preflight
     from engine.training.data import load_dataset
-    from engine.training.settings import build_settings
+    from engine.finetune_settings import build_settings
 
     parent = deck.registry.resolve(request.reference)
     if parent.kind != "model":

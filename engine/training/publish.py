@@ -13,7 +13,7 @@ from typing import Any
 from engine.jobs import JobContext
 from engine.registry.records import VersionInfo
 from engine.testhooks import pause_point
-from engine.training.settings import FinetuneSettings
+from engine.finetune_settings import FinetuneSettings
 
 
 def publish_result(context: JobContext, deck: Any, parent: VersionInfo, model: Any, tokenizer: Any,

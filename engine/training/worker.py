@@ -15,7 +15,7 @@ from typing import Any
 
 from engine.jobs import JobContext
 from engine.training.data import load_dataset
-from engine.training.settings import FinetuneSettings, settings_from_dict
+from engine.finetune_settings import FinetuneSettings, settings_from_dict
 
 
 def run_finetune(context: JobContext) -> dict[str, Any]:
