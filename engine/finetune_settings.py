@@ -98,7 +98,8 @@ def checked_values(values: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def build_settings(config_file: str | Path | None, overrides: dict[str, Any],
-                   deck_defaults: dict[str, Any] | None = None) -> FinetuneSettings:
+                   deck_defaults: dict[str, Any] | None = None,
+                   check_machine: bool = True) -> FinetuneSettings:
     """Defaults < deck.toml [finetune] < the TOML file < overrides (None: not given); validated.
 
     Each layer's steps or epochs replaces the layers below it; within one layer steps wins.
@@ -115,7 +116,7 @@ def build_settings(config_file: str | Path | None, overrides: dict[str, Any],
         elif layer.get("epochs") is not None:
             values.pop("steps", None)
         values.update(layer)
-    return check_settings(_replaced(FinetuneSettings(), values))
+    return check_settings(_replaced(FinetuneSettings(), values), check_machine)
 
 
 def _replaced(settings: FinetuneSettings, values: dict[str, Any]) -> FinetuneSettings:

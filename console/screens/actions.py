@@ -18,7 +18,9 @@ from textual import work
 from console import engine_calls, present
 from console.data import local_server_running
 from console.screens.details import DetailsScreen
-from console.screens.modals import ChoiceScreen, ConfirmScreen, FormScreen
+from console.screens.finetune_form import FinetuneForm
+from console.screens.modals import ChoiceScreen, ConfirmScreen
+from console.widgets.jobs_pane import JobsPane
 from console.widgets.models_pane import EMPTY_DECK_HINT
 
 if TYPE_CHECKING:
@@ -198,18 +200,33 @@ class DashboardActions:
 
     @work(exclusive=True, group="action")
     async def finetune_flow(self: "DashboardScreen", reference: str) -> None:
-        settings = self.app.deck.config.finetune  # type: ignore[attr-defined]
-        values = await self.app.push_screen_wait(
-            FormScreen(f"Fine-tune {reference}", finetune_form(settings)))
-        if values is None:
-            return
+        deck = self.app.deck  # type: ignore[attr-defined]
         try:
-            request_values = finetune_request_values(reference, values, settings)
-        except ValueError as error:
+            deck_defaults = await asyncio.to_thread(engine_calls.finetune_defaults, deck)
+        except Exception as error:
             self.report("error", f"fine-tune {reference}: {error}")
             return
-        await self.start_job(f"fine-tune {reference}", "finetune", "FinetuneRequest", request_values,
-                             audit=("finetune", {"parent": reference}))
+        values = await self.app.push_screen_wait(FinetuneForm(reference, deck_defaults))
+        if values is None:
+            return
+        result = await self.start_job(f"fine-tune {reference}", "finetune", "FinetuneRequest",
+                                      {**values, "reason": "console"},
+                                      audit=("finetune", {"parent": reference}))
+        job = getattr(result, "job", None)
+        if job is not None:
+            self.follow_job = job.id  # selected in Jobs (and so in Loss) once it is listed
+            self.select_followed_job()
+
+    def select_followed_job(self: "DashboardScreen") -> None:
+        """Put the Jobs cursor on the job this console just started, once the pane lists it;
+        the Loss pane follows the Jobs selection."""
+        job_id = self.follow_job
+        table = self.query_one("#jobs", JobsPane).table
+        if job_id is None or job_id not in table.row_keys:
+            return
+        self.follow_job = None
+        table.move_cursor(table.row_keys.index(job_id))
+        self.poll("loss")
 
     def action_compress(self: "DashboardScreen") -> None:
         if self.refusal("compress") is None:
@@ -237,10 +254,11 @@ class DashboardActions:
 
     async def start_job(self: "DashboardScreen", label: str, verb: str, request_name: str,
                         values: dict[str, Any],
-                        audit: tuple[str, dict[str, str]] | None = None) -> None:
+                        audit: tuple[str, dict[str, str]] | None = None) -> Any:
         deck = self.app.deck  # type: ignore[attr-defined]
         began = time.time()
         audited = (*audit, began) if audit is not None else None
+        result = None
         try:
             result = await asyncio.to_thread(engine_calls.call_verb, deck, verb, request_name, values)
         except Exception as error:
@@ -250,6 +268,7 @@ class DashboardActions:
                         audited=audited)  # type: ignore[arg-type]
         self.poll("jobs")
         self.poll("events")
+        return result
 
     # ---- details and help -------------------------------------------------------------------------
 
@@ -299,54 +318,3 @@ class DashboardActions:
 
     def help_text(self: "DashboardScreen") -> str:
         return present.sections_text(self.help_details())
-
-
-# Fields of engine.training.settings.FinetuneSettings offered in the form, with their types
-# (the dataclass annotates several as Optional, so the type is stated here).
-FINETUNE_FIELDS = {"method": str, "steps": int, "epochs": float, "learning_rate": float,
-                   "batch_size": int, "max_length": int, "lora_rank": int, "lora_alpha": int,
-                   "eval_split": float}
-
-
-def finetune_form(settings: Any) -> list[tuple[str, str, str]]:
-    """The fine-tune form, prefilled from deck.toml's [finetune] section."""
-    fields = [("data", "training data (a .jsonl, .txt or .csv file)", "")]
-    defaults = training_defaults()
-    for name in FINETUNE_FIELDS:
-        value = getattr(settings, name, None)  # deck.toml's [finetune] first
-        if value is None:
-            value = defaults.get(name)
-        fields.append((name, name.replace("_", " "), "" if value is None else str(value)))
-    fields.append(("deploy_if_better", "deploy to this target if it beats its parent (empty: no)", ""))
-    return fields
-
-
-def finetune_request_values(reference: str, values: dict[str, str], settings: Any) -> dict[str, Any]:
-    """Form text -> FinetuneRequest fields; each override typed like deck.toml's setting."""
-    data = values.get("data", "").strip()
-    if not data:
-        raise ValueError("the training data file is required")
-    overrides: dict[str, Any] = {}
-    for name, kind in FINETUNE_FIELDS.items():
-        text = values.get(name, "").strip()
-        if text:
-            overrides[name] = typed_as(kind, name, text)
-    return {"reference": reference, "data": Path(data).expanduser(), "overrides": overrides,
-            "deploy_if_better": values.get("deploy_if_better", "").strip() or None,
-            "reason": "console"}
-
-
-def typed_as(kind: type, name: str, text: str) -> Any:
-    try:
-        return kind(text)
-    except ValueError:
-        raise ValueError(f"{name.replace('_', ' ')}: {text!r} is not a number") from None
-
-
-def training_defaults() -> dict[str, Any]:
-    """The engine's fine-tuning defaults (a light module: no torch)."""
-    try:
-        from engine.finetune_settings import FinetuneSettings
-    except ImportError:
-        return {}
-    return {key: value for key, value in vars(FinetuneSettings()).items()}

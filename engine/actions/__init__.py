@@ -15,7 +15,7 @@ from engine.actions.deployments import (DeployPlan, DeployRequest, DeployResult,
                                         check_target, deploy, history, plan_deploy, plan_rollback,
                                         rollback)
 from engine.actions.jobs import (FinetuneRequest, JobRequest, JobResult, cancel_job, finetune,
-                                 list_jobs, resume_job, show_job)
+                                 finetune_defaults, list_jobs, resume_job, show_job)
 from engine.actions.registry import (AliasRequest, ImportRequest, ModelDetails, alias_model, audit,
                                      import_model, list_models, show_model)
 from engine.actions.server import rotate_control_token, serve, start_server, stop_server
@@ -30,7 +30,7 @@ __all__ = [
     "FinetuneRequest", "ImportRequest", "JobRequest", "JobResult", "ModelDetails",
     "RollbackRequest", "StatusReport", "TargetSummary", "WatchRequest", "alias_model", "audit",
     "cancel_job", "check_endpoints", "check_target", "check_targets", "compress", "demo", "deploy",
-    "finetune", "history", "import_model", "list_endpoints", "list_jobs", "list_models",
+    "finetune", "finetune_defaults", "history", "import_model", "list_endpoints", "list_jobs", "list_models",
     "list_targets", "local_server_state", "plan_deploy", "plan_rollback", "resume_job",
     "rotate_control_token", "serve", "show_job", "show_model", "start_server", "status",
     "stop_server", "watch",

@@ -50,7 +50,7 @@ def finetune(deck: Deck, request: FinetuneRequest) -> JobResult:
                    if f.name == "config.json"), None)
     parent_config = preflight.read_config(config)
     preflight.refuse_compressed(parent.ref, parent.lineage.get("parent"), parent_config)
-    settings = build_settings(request.config_file, request.overrides, _deck_finetune_defaults(deck))
+    settings = build_settings(request.config_file, request.overrides, finetune_defaults(deck))
     preflight.check_eval_file(settings.eval_file)
     dataset = load_dataset(request.data, request.on_bad_row)
     eval_set = load_dataset(Path(settings.eval_file), request.on_bad_row) if settings.eval_file else None
@@ -78,8 +78,9 @@ def finetune(deck: Deck, request: FinetuneRequest) -> JobResult:
     return JobResult(job, dataset.summary())
 
 
-def _deck_finetune_defaults(deck: Deck) -> dict[str, Any]:
-    """What deck.toml's [finetune] section sets explicitly (its unset defaults do not count)."""
+def finetune_defaults(deck: Deck) -> dict[str, Any]:
+    """What deck.toml's [finetune] section sets explicitly (the schema's own defaults fill the
+    rest); the console's form prefills from this, and sends only what the user changes."""
     section = deck.config.finetune
     values = {name: getattr(section, name) for name in section.model_fields_set}
     if values.get("eval_file") is not None:
