@@ -20,7 +20,10 @@ Status vocabularies:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 GpuStatus = Literal["ok", "no-nvml", "no-gpu", "error", "pending"]
 EndpointStatus = Literal["up", "degraded", "down", "stale"]
@@ -36,8 +39,8 @@ def _plain(value: Any) -> Any:
 
 
 class _ToDict:
-    def to_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self))  # type: ignore[call-overload]
+    def to_dict(self: DataclassInstance) -> dict[str, Any]:
+        return _plain(asdict(self))
 
 
 @dataclass(frozen=True)

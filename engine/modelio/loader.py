@@ -102,8 +102,9 @@ def _convert(gguf: Path, staging: Path, dtype_name: str) -> None:
 
     quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                 dtype=torch.float32)
+    # Any: the attributes below are transformers' quantizer bookkeeping, not nn.Module's
+    model: Any = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                      dtype=torch.float32)
     # The weights are dense now; without the GGUF quantizer attached, save_pretrained works.
     for attribute in ("hf_quantizer", "quantization_method"):
         if hasattr(model, attribute):

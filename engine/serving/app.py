@@ -126,7 +126,10 @@ class _Api:
                                                                             asyncio.Queue]:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[TokenEvent] = asyncio.Queue()
-        deliver = lambda event: loop.call_soon_threadsafe(events.put_nowait, event)  # noqa: E731
+
+        def deliver(event: TokenEvent) -> None:  # called from the scheduler's thread
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
         for _ in range(3):  # a deploy may retire the version between reading and submitting
             served = self.host.active
             if served is None:

@@ -201,10 +201,12 @@ def guarded_protocol(header_timeout_s: float, max_connections: int) -> type:
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class GuardedH11Protocol(H11Protocol):
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
-            self._header_timer: asyncio.TimerHandle | None = None
-            if len(self.connections) > self.max_connections:
+            self._header_timer = None
+            if len(self.connections) > max_connections:
                 transport.write(BUSY_RESPONSE)
                 transport.close()
                 return
@@ -214,10 +216,10 @@ def guarded_protocol(header_timeout_s: float, max_connections: int) -> type:
             """Arm the deadline for the next request's headers (none is in progress)."""
             self._cancel_header_timer()
             self._idle_cycle = self.cycle
-            self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
+            self._header_timer = self.loop.call_later(header_timeout_s, self._headers_late)
 
         def _cancel_header_timer(self) -> None:
-            if getattr(self, "_header_timer", None) is not None:
+            if self._header_timer is not None:
                 self._header_timer.cancel()
                 self._header_timer = None
 
@@ -241,8 +243,6 @@ def guarded_protocol(header_timeout_s: float, max_connections: int) -> type:
             self._cancel_header_timer()
             super().connection_lost(exc)
 
-    GuardedH11Protocol.header_timeout_s = header_timeout_s
-    GuardedH11Protocol.max_connections = max_connections
     return GuardedH11Protocol
 
 

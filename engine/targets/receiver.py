@@ -167,9 +167,9 @@ def _pushed_version(body: dict[str, Any]) -> dict[str, Any]:
         raise BadInput("files must be a non-empty list of {name, sha256}")
     for entry in files:
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) \
-                or not SHA256.match(entry["sha256"]):
+                or not SHA256.match(entry["sha256"]) or not isinstance(entry.get("name"), str):
             raise BadInput("each file must be {\"name\": a file name, \"sha256\": a hex digest}")
-        safe_relative_name("pushed file name", entry.get("name"))
+        safe_relative_name("pushed file name", entry["name"])
     if not isinstance(metadata, dict):
         raise BadInput("metadata must be an object")
     _fields(metadata, required={"weight_format": str, "kind": str},

@@ -149,12 +149,16 @@ def freeze_all_but_top(model: Any, trainable_layers: int) -> None:
 def _transformer_blocks(model: Any) -> list[Any]:
     import torch
 
-    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    lists: list[torch.nn.ModuleList] = [m for m in model.modules()
+                                        if isinstance(m, torch.nn.ModuleList)]
     if not lists:
         from engine.errors import BadInput
 
         raise BadInput("freeze: this architecture has no list of transformer blocks")
-    return list(max(lists, key=len))
+    longest = lists[0]
+    for blocks in lists[1:]:  # the longest list of modules is the stack of transformer blocks
+        longest = blocks if len(blocks) > len(longest) else longest
+    return list(longest)
 
 
 def trainable_summary(model: Any) -> dict[str, int]:
@@ -169,6 +173,7 @@ def build_trainer(context: JobContext, settings: FinetuneSettings, model: Any, t
 
     from engine.training.callback import JobEventsCallback
 
+    collator: DataCollatorWithPadding | DataCollatorForSeq2Seq
     if spec.get("task") == "classification":
         collator = DataCollatorWithPadding(tokenizer)
     else:
