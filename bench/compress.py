@@ -30,7 +30,8 @@ PROMPT = "The history of the postal service"
 
 def parent_directory(workdir: Path) -> Path:
     """The GGUF dequantized once into an fp32 safetensors directory (cached in workdir)."""
-    from engine.compression.storage import load_model, load_tokenizer, save_model
+    from engine.modelio.loader import load_model, load_tokenizer
+    from engine.modelio.storage import save_model
     from engine.demo import smollm2_gguf
 
     target = workdir / "parent-fp32"
@@ -70,7 +71,8 @@ def build_variant(parent: Path, workdir: Path, name: str, options: dict) -> tupl
 
     from engine.compression.runner import apply_method
     from engine.compression.spec import spec_for
-    from engine.compression.storage import load_model, load_tokenizer, save_model
+    from engine.modelio.loader import load_model, load_tokenizer
+    from engine.modelio.storage import save_model
 
     torch.manual_seed(0)
     options = dict(options)
@@ -98,7 +100,7 @@ def torch_dynamic_int8(parent: Path):
 
     import torch
 
-    from engine.compression.storage import load_model
+    from engine.modelio.loader import load_model
 
     model = load_model(parent)
     with warnings.catch_warnings():
@@ -130,7 +132,8 @@ def main() -> int:
 
     from engine.compression.evaluate import (DEFAULT_EVAL_TEXT, linear_weight_bytes, param_count,
                                              perplexity)
-    from engine.compression.storage import directory_bytes, load_model, load_tokenizer
+    from engine.modelio.loader import load_model, load_tokenizer
+    from engine.modelio.storage import directory_bytes
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     parent = parent_directory(args.workdir)

@@ -34,6 +34,12 @@ def rollback(deck: Deck, target: str) -> actions.DeployResult:
         return actions.rollback(opened, actions.RollbackRequest(target, reason="console"))
 
 
+def finetune_defaults(deck: Deck) -> dict[str, Any]:
+    """deck.toml's [finetune] as the verb will read it (the form prefills from it)."""
+    with fresh_deck(deck) as opened:
+        return actions.finetune_defaults(opened)
+
+
 def server_state(deck: Deck) -> dict[str, Any]:
     return actions.local_server_state(deck)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.screen import Screen
 
 from console.screens.actions import ACTION_TITLES, MUTATING
 
@@ -14,7 +16,7 @@ class DeckCommands(Provider):
     def entries(self) -> list[tuple[str, Callable[[], object], str]]:
         app = self.app
         dashboard = app.dashboard  # type: ignore[attr-defined]
-        entries = []
+        entries: list[tuple[str, Callable[[], object], str]] = []
         for action, title in ACTION_TITLES.items():
             if action in MUTATING and dashboard.readonly:
                 continue  # read-only: actions are hidden, not merely dimmed
@@ -38,9 +40,9 @@ class DeckCommands(Provider):
                 yield Hit(score, matcher.highlight(title), command, help=help_text)
 
 
-def key_for(dashboard: object, action: str) -> str:
+def key_for(dashboard: Screen, action: str) -> str:
     """The key as the footer shows it: `/`, `?`, not `slash`, `question_mark`."""
-    for binding in dashboard.BINDINGS:  # type: ignore[attr-defined]
-        if binding.action == action:  # type: ignore[union-attr]
-            return dashboard.app.get_key_display(binding)  # type: ignore[attr-defined]
+    for binding in dashboard.BINDINGS:
+        if isinstance(binding, Binding) and binding.action == action:
+            return dashboard.app.get_key_display(binding)
     return "-"

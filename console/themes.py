@@ -13,6 +13,7 @@ import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from textual.color import Color, ColorParseError
 from textual.theme import Theme
@@ -78,7 +79,8 @@ def theme_from_file(path: Path) -> Theme:
         raise ValueError("'name' must be a short name of letters, digits, '-' or '_'")
     if "primary" not in raw:
         raise ValueError("'primary' colour is required")
-    colours = {key: check_colour(key, raw[key]) for key in COLOUR_KEYS if key in raw}
+    # Any: Theme's keywords mix colours with numbers and flags; only colours are passed here
+    colours: dict[str, Any] = {key: check_colour(key, raw[key]) for key in COLOUR_KEYS if key in raw}
     variables = raw.get("variables", {})
     if not isinstance(variables, dict):
         raise ValueError("[variables] must be a table")

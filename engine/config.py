@@ -17,11 +17,13 @@ import math
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from engine.errors import BadInput
+from engine.finetune_settings import checked_values
 from engine.paths import deck_home
 
 ENV_PREFIX = "MODELDECK_"
@@ -174,25 +176,49 @@ class ConsoleSettings(Section):
     refresh_s: float = Field(default=1.0, gt=0, le=60)
 
 
-class FinetuneSettings(Section):
-    method: Literal["lora", "full", "freeze"] = "lora"
-    steps: int | None = Field(default=None, ge=1)
-    epochs: float = Field(default=1.0, gt=0)
-    learning_rate: float = Field(default=2e-4, gt=0)
-    lr_scheduler: str = "linear"
-    warmup_steps: int = Field(default=0, ge=0)
-    batch_size: int = Field(default=4, ge=1)
-    grad_accum: int = Field(default=1, ge=1)
-    seq_len: int = Field(default=256, ge=8)
-    eval_split: float = Field(default=0.1, ge=0, lt=1)
-    eval_file: Path | None = None
-    lora_r: int = Field(default=8, ge=1)
-    lora_alpha: int = Field(default=16, ge=1)
-    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
-    trainable_layers: int = Field(default=2, ge=1)
-    checkpoint_every: int = Field(default=50, ge=1)
-    seed: int = 0
-    device: str = "auto"
+class FinetuneDefaults(Section):
+    """deck.toml [finetune]: the defaults every fine-tune starts from (the console's form and
+    `modeldeck finetune` alike), with the names of the one schema,
+    engine.finetune_settings.FinetuneSettings; a setting left out is that schema's default.
+    `seq_len` and `lora_r` are accepted as the older names of max_length and lora_rank. Only what
+    the file (or a MODELDECK_FINETUNE_* variable) sets is a field here (model_fields_set)."""
+
+    # The schema's names (tests/training/test_settings_schema.py checks they are the same set);
+    # the values are checked there, so each is as the schema types it.
+    method: Any = None
+    steps: Any = None
+    epochs: Any = None
+    learning_rate: Any = None
+    lr_scheduler: Any = None
+    warmup_steps: Any = None
+    weight_decay: Any = None
+    batch_size: Any = None
+    grad_accum: Any = None
+    max_length: Any = None
+    eval_split: Any = None
+    eval_file: Any = None
+    eval_every: Any = None
+    checkpoint_every: Any = None
+    logging_steps: Any = None
+    lora_rank: Any = None
+    lora_alpha: Any = None
+    lora_dropout: Any = None
+    lora_targets: Any = None
+    trainable_layers: Any = None
+    seed: Any = None
+    device: Any = None
+    precision: Any = None
+    max_grad_norm: Any = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_schema(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values  # pydantic says the section must be a table
+        try:
+            return checked_values(values, "finetune")
+        except BadInput as error:
+            raise PydanticCustomError("finetune", str(error).removeprefix("finetune: ")) from None
 
 
 class CompressSettings(Section):
@@ -208,7 +234,7 @@ class DeckConfig(Section):
     targets: tuple[TargetSettings, ...] = ()
     telemetry: TelemetrySettings = TelemetrySettings()
     console: ConsoleSettings = ConsoleSettings()
-    finetune: FinetuneSettings = FinetuneSettings()
+    finetune: FinetuneDefaults = FinetuneDefaults()
     compress: CompressSettings = CompressSettings()
     source: Path | None = None  # the file these settings came from, if any
 

@@ -46,7 +46,7 @@ JOB_STATES = ("queued", "running", "finished", "failed", "cancelled")
 TERMINAL_STATES = ("finished", "failed", "cancelled")
 # kind -> "module:function". Another engineer adds a kind here (or passes entry= to start_job).
 WORKER_ENTRIES: dict[str, str] = {
-    "finetune": "engine.training.worker:run_finetune",
+    "finetune": "engine.actions.jobs:run_finetune_job",  # trains, then deploy-if-better
     "compress": "engine.compression.worker:run_compress",
     "selftest": "engine.jobs:_selftest_worker",
 }

@@ -126,16 +126,22 @@ def _register_finetune(verbs: argparse._SubParsersAction, common: argparse.Argum
     finetune.set_defaults(handler=finetune_command)
 
 
-def finetune_command(args: argparse.Namespace, deck: Deck) -> int:
-    _check_launch(args)
-    overrides = {name: getattr(args, f"set_{name}") for _, name, _, _, _ in SETTING_FLAGS}
-    request = actions.FinetuneRequest(
+def finetune_request(args: argparse.Namespace) -> actions.FinetuneRequest:
+    """The request `modeldeck finetune` sends: the flags given, and nothing for those not given
+    (deck.toml's [finetune] fills them in the verb, as it does for the console's form)."""
+    overrides = {name: getattr(args, f"set_{name}") for _, name, _, _, _ in SETTING_FLAGS
+                 if getattr(args, f"set_{name}") is not None}
+    return actions.FinetuneRequest(
         reference=args.reference, data=Path(args.data), overrides=overrides,
         config_file=args.finetune_config, on_bad_row=args.on_bad_row,
         keep_adapter=args.keep_adapter, deploy_if_better=args.deploy_if_better, nproc=args.nproc,
         nnodes=args.nnodes, rdzv_endpoint=args.rdzv_endpoint, node_rank=args.node_rank,
         reason=args.reason)
-    started = actions.finetune(deck, request)
+
+
+def finetune_command(args: argparse.Namespace, deck: Deck) -> int:
+    _check_launch(args)
+    started = actions.finetune(deck, finetune_request(args))
     if not args.wait:
         emit(args.json, "finetune", started.to_dict(),
              lambda: f"started job {started.job.id} ({started.data['rows']} rows, "

@@ -18,11 +18,30 @@ from textual import work
 from console import engine_calls, present
 from console.data import local_server_running
 from console.screens.details import DetailsScreen
-from console.screens.modals import ChoiceScreen, ConfirmScreen, FormScreen
-from console.widgets.models_pane import EMPTY_DECK_HINT
+from console.screens.finetune_form import FinetuneForm
+from console.screens.modals import ChoiceScreen, ConfirmScreen
+from console.widgets.jobs_pane import JobsPane
+from console.widgets.models_pane import EMPTY_DECK_HINT, ModelsPane
 
 if TYPE_CHECKING:
-    from console.screens.dashboard import DashboardScreen
+    from textual.screen import Screen
+
+    from console.data import Availability
+
+    class _DashboardState(Screen):
+        """What DashboardScreen gives the actions mixed into it (type checking only)."""
+
+        readonly: bool
+        availability: Availability
+        targets: tuple[str, ...]
+        follow_job: str | None
+
+        def poll(self, name: str) -> None: ...
+
+        def report(self, level: str, text: str, toast: bool = True,
+                   audited: tuple[str, dict[str, str], float] | None = None) -> None: ...
+else:
+    _DashboardState = object
 
 MUTATING = ("deploy", "rollback", "finetune", "compress", "cancel_job", "toggle_server")
 ACTION_TITLES = {"deploy": "Deploy the selected version", "rollback": "Roll back a target",
@@ -42,10 +61,10 @@ NAVIGATION = (("tab / shift+tab", "move between panes"),
 READ_ONLY_REFUSAL = "read-only console (started with --readonly): actions are disabled"
 
 
-class DashboardActions:
+class DashboardActions(_DashboardState):
     """Mixed into DashboardScreen; `self` is the screen."""
 
-    def refusal(self: "DashboardScreen", action: str) -> str | None:
+    def refusal(self, action: str) -> str | None:
         """Why `action` cannot run now, or None when it can."""
         if action in MUTATING and self.readonly:
             return READ_ONLY_REFUSAL
@@ -75,14 +94,14 @@ class DashboardActions:
                 return f"job {job.job_id} is {job.state}: nothing to cancel"
         return None
 
-    def check_action(self: "DashboardScreen", action: str, parameters: tuple) -> bool | None:
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action in MUTATING and self.readonly:
             return False  # hidden in the footer and refused
         if action in ACTION_TITLES and self.is_mounted:
             return None if self.refusal(action) else True
         return True
 
-    def palette_run(self: "DashboardScreen", action: str) -> None:
+    def palette_run(self, action: str) -> None:
         """From the command palette: say why instead of doing nothing."""
         reason = self.refusal(action)
         if reason:
@@ -92,12 +111,12 @@ class DashboardActions:
 
     # ---- deploy and roll back -------------------------------------------------------------------
 
-    def action_deploy(self: "DashboardScreen") -> None:
+    def action_deploy(self) -> None:
         if self.refusal("deploy") is None:
             self.deploy_flow(self.query_one("#models").selected_row().ref)  # type: ignore[attr-defined]
 
     @work(exclusive=True, group="action")
-    async def deploy_flow(self: "DashboardScreen", reference: str) -> None:
+    async def deploy_flow(self, reference: str) -> None:
         target = await self.app.push_screen_wait(
             ChoiceScreen(f"Deploy {reference} to which target?", [(t, t) for t in self.targets]))
         if target is None:
@@ -121,12 +140,12 @@ class DashboardActions:
         else:
             self.report("info", f"deploy {reference} to {target}: cancelled", toast=False)
 
-    def action_rollback(self: "DashboardScreen") -> None:
+    def action_rollback(self) -> None:
         if self.refusal("rollback") is None:
             self.rollback_flow()
 
     @work(exclusive=True, group="action")
-    async def rollback_flow(self: "DashboardScreen") -> None:
+    async def rollback_flow(self) -> None:
         deployments = self.query_one("#models").panel.deployments  # type: ignore[attr-defined]
         choices = [(d.target, f"{d.target}  (serves {d.ref})") for d in deployments]
         target = await self.app.push_screen_wait(ChoiceScreen("Roll back which target?", choices))
@@ -144,7 +163,7 @@ class DashboardActions:
         else:
             self.report("info", f"rollback {target}: cancelled", toast=False)
 
-    async def apply_change(self: "DashboardScreen", label: str,
+    async def apply_change(self, label: str,
                            audit: tuple[str, dict[str, str]], verb: Any, *args: Any) -> None:
         """Run a deploy or rollback; its outcome shows once (the audit's row replaces ours)."""
         began = time.time()
@@ -160,15 +179,15 @@ class DashboardActions:
 
     # ---- the local server -----------------------------------------------------------------------
 
-    def local_server_running(self: "DashboardScreen") -> bool:
+    def local_server_running(self) -> bool:
         return local_server_running(self.query_one("#endpoints").panel)  # type: ignore[attr-defined]
 
-    def action_toggle_server(self: "DashboardScreen") -> None:
+    def action_toggle_server(self) -> None:
         if self.refusal("toggle_server") is None:
             self.server_flow()
 
     @work(exclusive=True, group="action")
-    async def server_flow(self: "DashboardScreen") -> None:
+    async def server_flow(self) -> None:
         deck = self.app.deck  # type: ignore[attr-defined]
         state = await asyncio.to_thread(engine_calls.server_state, deck)
         if state["state"] == "running":
@@ -192,70 +211,88 @@ class DashboardActions:
 
     # ---- fine-tune, compress, cancel -------------------------------------------------------------
 
-    def action_finetune(self: "DashboardScreen") -> None:
+    def action_finetune(self) -> None:
         if self.refusal("finetune") is None:
             self.finetune_flow(self.query_one("#models").selected_row().ref)  # type: ignore[attr-defined]
 
     @work(exclusive=True, group="action")
-    async def finetune_flow(self: "DashboardScreen", reference: str) -> None:
-        settings = self.app.deck.config.finetune  # type: ignore[attr-defined]
-        values = await self.app.push_screen_wait(
-            FormScreen(f"Fine-tune {reference}", finetune_form(settings)))
-        if values is None:
-            return
+    async def finetune_flow(self, reference: str) -> None:
+        deck = self.app.deck  # type: ignore[attr-defined]
         try:
-            request_values = finetune_request_values(reference, values, settings)
-        except ValueError as error:
+            deck_defaults = await asyncio.to_thread(engine_calls.finetune_defaults, deck)
+        except Exception as error:
             self.report("error", f"fine-tune {reference}: {error}")
             return
-        await self.start_job(f"fine-tune {reference}", "finetune", "FinetuneRequest", request_values,
-                             audit=("finetune", {"parent": reference}))
+        values = await self.app.push_screen_wait(FinetuneForm(reference, deck_defaults))
+        if values is None:
+            return
+        result = await self.start_job(f"fine-tune {reference}", "finetune", "FinetuneRequest",
+                                      {**values, "reason": "console"},
+                                      audit=("finetune", {"parent": reference}))
+        job = getattr(result, "job", None)
+        if job is not None:
+            self.follow_job = job.id  # selected in Jobs (and so in Loss) once it is listed
+            self.select_followed_job()
 
-    def action_compress(self: "DashboardScreen") -> None:
+    def select_followed_job(self) -> None:
+        """Put the Jobs cursor on the job this console just started, once the pane lists it;
+        the Loss pane follows the Jobs selection."""
+        job_id = self.follow_job
+        table = self.query_one("#jobs", JobsPane).table
+        if job_id is None or job_id not in table.row_keys:
+            return
+        self.follow_job = None
+        table.move_cursor(table.row_keys.index(job_id))
+        self.poll("loss")
+
+    def action_compress(self) -> None:
         if self.refusal("compress") is None:
             self.compress_flow(self.query_one("#models").selected_row().ref)  # type: ignore[attr-defined]
 
     @work(exclusive=True, group="action")
-    async def compress_flow(self: "DashboardScreen", reference: str) -> None:
+    async def compress_flow(self, reference: str) -> None:
         methods = [(m, m) for m in self.availability.compress_methods]
         method = await self.app.push_screen_wait(ChoiceScreen(f"Compress {reference} how?", methods))
         if method is not None:
             values = {"reference": reference, "method": method}
             await self.start_job(f"compress {reference} ({method})", "compress", "CompressRequest", values)
 
-    def action_cancel_job(self: "DashboardScreen") -> None:
+    def action_cancel_job(self) -> None:
         if self.refusal("cancel_job") is None:
             self.cancel_flow(self.query_one("#jobs").selected_job().job_id)  # type: ignore[attr-defined]
 
     @work(exclusive=True, group="action")
-    async def cancel_flow(self: "DashboardScreen", job_id: str) -> None:
+    async def cancel_flow(self, job_id: str) -> None:
         if await self.app.push_screen_wait(ConfirmScreen("Cancel job?", f"cancel job {job_id}")):
             await self.start_job(f"cancel job {present.short_job_id(job_id)}", "cancel_job",
                                  "JobRequest",
                                  {"job_id": job_id, "reason": "cancelled from the console"},
                                  audit=("cancel_job", {"job_id": job_id}))
 
-    async def start_job(self: "DashboardScreen", label: str, verb: str, request_name: str,
+    async def start_job(self, label: str, verb: str, request_name: str,
                         values: dict[str, Any],
-                        audit: tuple[str, dict[str, str]] | None = None) -> None:
+                        audit: tuple[str, dict[str, str]] | None = None) -> Any:
         deck = self.app.deck  # type: ignore[attr-defined]
         began = time.time()
         audited = (*audit, began) if audit is not None else None
+        result = None
         try:
             result = await asyncio.to_thread(engine_calls.call_verb, deck, verb, request_name, values)
         except Exception as error:
-            self.report("error", f"{label} failed: {error}", audited=audited)  # type: ignore[arg-type]
+            self.report("error", f"{label} failed: {error}", audited=audited)
         else:
             self.report("info", f"{label}: {engine_calls.describe_result(result)}",
-                        audited=audited)  # type: ignore[arg-type]
+                        audited=audited)
         self.poll("jobs")
         self.poll("events")
+        return result
 
     # ---- details and help -------------------------------------------------------------------------
 
-    def show_details(self: "DashboardScreen", pane: Any) -> None:
-        if pane is self.query_one("#models") and pane.selected_row() is not None:
-            self.model_details(pane.selected_row().ref)
+    def show_details(self, pane: Any) -> None:
+        models = self.query_one("#models", ModelsPane)
+        if pane is models and (row := models.selected_row()) is not None:
+            self.model_details(row.ref)
             return
         for pane_id, getter, build in (("#jobs", "selected_job", present.job_details),
                                        ("#gpus", "selected_gpu", present.gpu_details),
@@ -268,7 +305,7 @@ class DashboardActions:
                 return
 
     @work(exclusive=True, group="details")
-    async def model_details(self: "DashboardScreen", reference: str) -> None:
+    async def model_details(self, reference: str) -> None:
         try:
             data = await asyncio.to_thread(engine_calls.show_model, self.app.deck, reference)  # type: ignore[attr-defined]
         except Exception as error:
@@ -276,7 +313,7 @@ class DashboardActions:
             return
         self.app.push_screen(DetailsScreen(present.model_details(data)))
 
-    def help_details(self: "DashboardScreen") -> present.Details:
+    def help_details(self) -> present.Details:
         rows = []
         for binding in self.BINDINGS:
             action = binding.action  # type: ignore[union-attr]
@@ -297,56 +334,5 @@ class DashboardActions:
             sections.append(present.Section("read-only", pairs=(("mode", READ_ONLY_REFUSAL),)))
         return present.Details("modeldeck keys", tuple(sections))
 
-    def help_text(self: "DashboardScreen") -> str:
+    def help_text(self) -> str:
         return present.sections_text(self.help_details())
-
-
-# Fields of engine.training.settings.FinetuneSettings offered in the form, with their types
-# (the dataclass annotates several as Optional, so the type is stated here).
-FINETUNE_FIELDS = {"method": str, "steps": int, "epochs": float, "learning_rate": float,
-                   "batch_size": int, "max_length": int, "lora_rank": int, "lora_alpha": int,
-                   "eval_split": float}
-
-
-def finetune_form(settings: Any) -> list[tuple[str, str, str]]:
-    """The fine-tune form, prefilled from deck.toml's [finetune] section."""
-    fields = [("data", "training data (a .jsonl, .txt or .csv file)", "")]
-    defaults = training_defaults()
-    for name in FINETUNE_FIELDS:
-        value = getattr(settings, name, None)  # deck.toml's [finetune] first
-        if value is None:
-            value = defaults.get(name)
-        fields.append((name, name.replace("_", " "), "" if value is None else str(value)))
-    fields.append(("deploy_if_better", "deploy to this target if it beats its parent (empty: no)", ""))
-    return fields
-
-
-def finetune_request_values(reference: str, values: dict[str, str], settings: Any) -> dict[str, Any]:
-    """Form text -> FinetuneRequest fields; each override typed like deck.toml's setting."""
-    data = values.get("data", "").strip()
-    if not data:
-        raise ValueError("the training data file is required")
-    overrides: dict[str, Any] = {}
-    for name, kind in FINETUNE_FIELDS.items():
-        text = values.get(name, "").strip()
-        if text:
-            overrides[name] = typed_as(kind, name, text)
-    return {"reference": reference, "data": Path(data).expanduser(), "overrides": overrides,
-            "deploy_if_better": values.get("deploy_if_better", "").strip() or None,
-            "reason": "console"}
-
-
-def typed_as(kind: type, name: str, text: str) -> Any:
-    try:
-        return kind(text)
-    except ValueError:
-        raise ValueError(f"{name.replace('_', ' ')}: {text!r} is not a number") from None
-
-
-def training_defaults() -> dict[str, Any]:
-    """The engine's fine-tuning defaults (a light module: no torch)."""
-    try:
-        from engine.training.settings import FinetuneSettings
-    except ImportError:
-        return {}
-    return {key: value for key, value in vars(FinetuneSettings()).items()}

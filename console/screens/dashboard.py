@@ -81,6 +81,7 @@ class DashboardScreen(DashboardActions, Screen):
         self.paused = False
         self.availability = Availability()
         self.targets: tuple[str, ...] = ("local",)
+        self.follow_job: str | None = None  # a job started here, to select once it is listed
         self.loaded: set[str] = set()
         self.in_flight: set[str] = set()
         self.last_errors: dict[str, str] = {}
@@ -167,6 +168,8 @@ class DashboardScreen(DashboardActions, Screen):
                 name == "endpoints" and local_server_running(previous) != local_server_running(value))
             if name == "endpoints":
                 self.update_header()
+            if name == "jobs":
+                self.select_followed_job()  # a job this console just started
             if name == "jobs" and self.loaded_loss_job() != self.loss_job_id():
                 self.poll("loss")  # the first jobs (or a new one): show its loss now
         if name == "endpoints" and value.warnings != self.server_warnings:

@@ -212,7 +212,7 @@ def linear_weight_bytes(model) -> int:
     """Bytes of the decoder's linear layers (the embedding and a head tied to it excluded)."""
     import torch
 
-    from engine.compression.int8 import Int8Linear
+    from engine.modelio.int8 import Int8Linear
 
     total = 0
     for name, module in model.named_modules():
@@ -228,7 +228,7 @@ def linear_weight_bytes(model) -> int:
 def measure(model, tokenizer, directory: Path, settings: EvalSettings) -> ModelMetrics:
     import torch
 
-    from engine.compression.storage import directory_bytes
+    from engine.modelio.storage import directory_bytes
 
     if settings.threads:
         torch.set_num_threads(settings.threads)

@@ -42,7 +42,7 @@ def apply_method(model, tokenizer, spec: CompressSpec, emit: Emit,
     if spec.method in ("bf16", "fp16"):
         return model.to(torch.bfloat16 if spec.method == "bf16" else torch.float16), None, {}
     if spec.method == "int8":
-        from engine.compression.int8 import quantize_int8
+        from engine.modelio.int8 import quantize_int8
 
         marker = quantize_int8(model, spec.keep)
         return model, marker, {"int8_format": marker["format"],
@@ -104,14 +104,15 @@ def _distill(teacher, tokenizer, spec, emit, cancelled):
 def compress_version(deck, spec: CompressSpec, workdir: Path, emit: Emit,
                      cancelled: Callable[[], bool] = lambda: False) -> dict[str, Any]:
     from engine.compression.evaluate import compare, measure
-    from engine.compression.storage import load_model, load_tokenizer, save_model
+    from engine.modelio.loader import load_model, load_tokenizer
+    from engine.modelio.storage import save_model
 
     parent = deck.registry.resolve(spec.reference)
     source = deck.registry.materialize(parent)
     settings = _eval_settings(spec)
-    tokenizer = load_tokenizer(source)
+    tokenizer = load_tokenizer(source, deck.paths.home)
     emit("phase", phase="evaluate-parent", ref=parent.ref)
-    model = load_model(source)
+    model = load_model(source, deck.paths.home)
     parent_metrics = measure(model, tokenizer, source, settings)
     emit("metrics", which="parent", **parent_metrics.to_dict())
     emit("phase", phase="compress", method=spec.method)
@@ -125,9 +126,9 @@ def compress_version(deck, spec: CompressSpec, workdir: Path, emit: Emit,
     result_model = load_model(output)
     result_metrics = measure(result_model, tokenizer, output, settings)
     emit("metrics", which="result", **result_metrics.to_dict())
-    parent_metrics, result_metrics, speed = _interleaved(load_model(source), result_model,
-                                                         tokenizer, settings, parent_metrics,
-                                                         result_metrics)
+    parent_model = load_model(source, deck.paths.home)
+    parent_metrics, result_metrics, speed = _interleaved(parent_model, result_model, tokenizer,
+                                                         settings, parent_metrics, result_metrics)
     emit("speed", **speed)
     report = {**compare(parent_metrics, result_metrics, spec.max_ppl_increase, speed),
               "method": spec.method, "settings": spec.settings(), "notes": notes,

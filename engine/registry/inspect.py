@@ -136,7 +136,9 @@ def _refuse_pickle(path: Path, allow_pickle: bool) -> None:
                        "convert it to safetensors or pass --allow-pickle")
 
 
-def _architecture(config: dict) -> str | None:
+def _architecture(config: dict | None) -> str | None:
+    if config is None:
+        return None
     architectures = config.get("architectures") or []
     return architectures[0] if architectures else config.get("model_type")
 

@@ -82,7 +82,7 @@ def _map_storage_errors(cls: type) -> type:
         if name.startswith("_") or isinstance(member, (staticmethod, classmethod)):
             continue
         if isinstance(member, property):
-            setattr(cls, name, property(_storage_errors(member.fget)))  # type: ignore[arg-type,type-var]
+            setattr(cls, name, property(_storage_errors(member.fget)))  # type: ignore[type-var]
         elif callable(member):
             setattr(cls, name, _storage_errors(member))
     return cls
@@ -212,6 +212,13 @@ class Registry:
         row = self.db.execute("SELECT * FROM history WHERE id=?", (history_id,)).fetchone()
         return HistoryEntry(**dict(row)) if row else None
 
+    def recorded_entry(self, history_id: int) -> HistoryEntry:
+        """A history entry this deck wrote (history rows are never deleted)."""
+        entry = self.history_entry(history_id)
+        if entry is None:
+            raise ActionFailed(f"history entry {history_id} is missing from {self.paths.registry_db}")
+        return entry
+
     def audit(self, limit: int = 100, verb: str | None = None) -> list[AuditEntry]:
         query = "SELECT * FROM audit" + (" WHERE verb=?" if verb else "")
         args: tuple = (verb,) if verb else ()
@@ -289,7 +296,8 @@ class Registry:
                 (target, now, action, chosen.model, chosen.version,
                  previous.model if previous else None, previous.version if previous else None,
                  current_user(), reason, "ok" if state == "active" else state))
-            history_id = int(cursor.lastrowid)
+            assert cursor.lastrowid is not None  # an INSERT always sets it
+            history_id = cursor.lastrowid
             pause_point("deploy:after-history")
             self.db.execute(
                 "INSERT INTO deployments (target, model, version, state, updated_at, history_id)"
@@ -301,7 +309,7 @@ class Registry:
             self._append_audit(action, arguments, "ok", reason=reason, history_id=history_id)
             pause_point("deploy:before-commit")
         pause_point("deploy:after-commit")
-        return self.history_entry(history_id)  # type: ignore[return-value]
+        return self.recorded_entry(history_id)
 
     def set_outcome(self, target: str, history_id: int, outcome: str, state: str) -> None:
         """Settle a pending deployment (used by the serving gate and remote targets)."""

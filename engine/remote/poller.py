@@ -22,7 +22,7 @@ from engine.config import EndpointSettings
 from engine.errors import DeckError
 from engine.remote.derive import Window, merge_histograms, percentiles, window
 from engine.remote.metrics import MalformedMetrics, Scrape, parse_scrape
-from engine.telemetry.snapshots import EndpointSnapshot, ModelStats
+from engine.snapshots import EndpointSnapshot, ModelStats
 
 HEALTH_PATHS = {"vllm": "/health", "tgi": "/health", "llamacpp": "/health",
                 "modeldeck": "/health", "openai": "/v1/models"}

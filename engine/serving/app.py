@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from engine.config import ServeSettings
 from engine.errors import BadInput
 from engine.serving.host import ModelHost, ServedVersion
 from engine.serving.http import (EXCEPTION_HANDLERS, BodyDeadline, api_error_response,
@@ -33,14 +34,18 @@ from engine.serving.scheduler import QueueFull, SchedulerClosed, Sequence, Token
 from engine.validate import MAX_INT64
 
 
+# (check_token, serve settings) -> routes; check_token(request) is None when the token is right
+ExtraRoutes = Callable[[Callable[[Request], Response | None], ServeSettings], list[Route]]
 DISCONNECT_CHECK_S = 0.25  # how often a waiting non-streamed request looks for its client
 
 
 def build_app(host: ModelHost, control_token: str | Callable[[], str | None],
-              api_key: str | None, on_stop: Callable[[], None], deck: Any = None) -> Starlette:
-    """deck: when given, the routes other decks push versions through are mounted too
-    (engine.targets.receiver), guarded by the same control token. control_token: the token, or
-    a function giving the current one (the token file, so a rotation needs no restart)."""
+              api_key: str | None, on_stop: Callable[[], None],
+              extra_routes: ExtraRoutes | None = None) -> Starlette:
+    """extra_routes(check_token, settings): more routes to mount, guarded by the same control
+    token (the deck's entry point, engine.targets.local, passes the receiving routes other decks
+    push versions through; the server itself knows nothing of targets). control_token: the
+    token, or a function giving the current one (the token file, so a rotation needs no restart)."""
     api = _Api(host, control_token, api_key, on_stop)
     routes = [
         Route("/health", api.health, methods=["GET"]),
@@ -51,10 +56,8 @@ def build_app(host: ModelHost, control_token: str | Callable[[], str | None],
         Route("/control/deploy", api.control_deploy, methods=["POST"]),
         Route("/control/stop", api.control_stop, methods=["POST"]),
     ]
-    if deck is not None:
-        from engine.targets.receiver import transfer_routes
-
-        routes += transfer_routes(deck, api._check_token, host.settings)
+    if extra_routes is not None:
+        routes += extra_routes(api._check_token, host.settings)
     middleware = [Middleware(BodyDeadline, read_timeout_s=host.settings.read_timeout_s)]
     return Starlette(routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
 
@@ -123,7 +126,10 @@ class _Api:
                                                                             asyncio.Queue]:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[TokenEvent] = asyncio.Queue()
-        deliver = lambda event: loop.call_soon_threadsafe(events.put_nowait, event)  # noqa: E731
+
+        def deliver(event: TokenEvent) -> None:  # called from the scheduler's thread
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
         for _ in range(3):  # a deploy may retire the version between reading and submitting
             served = self.host.active
             if served is None:

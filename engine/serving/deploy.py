@@ -1,10 +1,8 @@
-"""Deploy and roll back on the `local` target without dropping a request.
+"""What a starting server serves, gating a pending `local` deployment first.
 
-The embedded server is one more target driver for the shared flow (engine.targets.flow): the
-registry records the move as pending, the server loads the new version beside the old one and
-gates it (engine.serving.host) before switching, and the move is settled: active when the gate
-passed; otherwise failed, with an automatic rollback recorded and the audit saying why, while
-the server keeps serving the old version.
+Deploying to `local` goes through the shared flow (engine.targets.local drives the server as one
+more target): the registry records the move as pending, the server loads the new version beside
+the old one and gates it (engine.serving.host) before switching, and the move is settled.
 
 When no server runs, the pointer moves and stays `pending`: no gate has judged that version yet.
 A server serves only gated versions, so its start gates a pending deployment itself
@@ -26,73 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.deck import Deck
-from engine.errors import ActionFailed, BadInput, DeckError
-from engine.registry.records import Deployment, HistoryEntry, ModelRef, VersionInfo
-from engine.serving.runstate import control, running_server
-from engine.targets.base import GateCheck, GateReport, TargetHealth
+from engine.errors import DeckError
+from engine.registry.records import Deployment, ModelRef, VersionInfo
 
 if TYPE_CHECKING:
-    from engine.actions import DeployPlan
     from engine.serving.host import GateOutcome, ModelHost
 
 TARGET = "local"
-
-
-class LocalServerTarget:
-    """The running embedded server: apply() is its gated hot swap, so gate() reads that outcome."""
-
-    needs_files = False  # the server materializes and hash-checks the version itself
-
-    def __init__(self, deck: Deck) -> None:
-        self.deck = deck
-        self.outcome: dict[str, Any] = {}
-
-    def check(self) -> TargetHealth:
-        info = running_server(self.deck.paths)
-        return TargetHealth(TARGET, "local", info is not None,
-                            f"server at {info.url}" if info else "server not running")
-
-    def validate(self, version: VersionInfo) -> None:
-        if version.kind != "model":
-            raise BadInput(f"{version.ref} is a {version.kind}; the local server serves full models")
-
-    def apply(self, version: VersionInfo, files: Path | None, *, rollback: bool) -> None:
-        try:
-            self.outcome = control(self.deck.paths, "deploy",
-                                   {"model": version.model, "version": version.version})
-        except ActionFailed as error:
-            self.outcome = {"passed": False, "reason": str(error), "checks": []}
-
-    def gate(self, version: VersionInfo) -> GateReport:
-        checks = tuple(GateCheck(str(check.get("probe")), bool(check.get("ok")), None,
-                                 check.get("latency_s"), str(check.get("detail") or ""))
-                       for check in self.outcome.get("checks", ()))
-        passed = bool(self.outcome.get("passed"))
-        if not passed and all(check.ok for check in checks):  # the swap failed before gating
-            checks += (GateCheck("load", False, detail=str(self.outcome.get("reason", "failed"))),)
-        return GateReport(passed, checks)
-
-    def commit(self, version: VersionInfo, previous: VersionInfo | None) -> None:
-        """The server retires the old version itself once its requests finish."""
-
-    def revert(self, version: VersionInfo, previous: VersionInfo, previous_files: Path | None) -> None:
-        """Nothing to undo: a version that fails its gate never takes traffic."""
-
-
-def deliver_local(deck: Deck, plan: "DeployPlan", reason: str | None, arguments: dict[str, Any],
-                  current: VersionInfo | None, start_server: bool = False) -> HistoryEntry:
-    from engine.targets.flow import deliver
-
-    if running_server(deck.paths) is None:
-        if not start_server:  # pending: the next server start gates it (load_at_start)
-            return deck.registry.move_pointer(TARGET, plan.chosen, action=plan.action,
-                                              reason=reason, arguments=arguments, state="pending")
-        from engine.serving.process import start_detached
-
-        start_detached(deck)  # serves the current deployment (gated first if pending); the swap
-        # below gates the new one
-    return deliver(deck, plan.action, TARGET, plan.chosen, current, reason, arguments,
-                   driver=LocalServerTarget(deck))
 
 
 # ---- what a starting server serves --------------------------------------------------------

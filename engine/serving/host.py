@@ -19,8 +19,8 @@ from engine.errors import DeckError
 from engine.paths import DeckPaths
 from engine.serving.loader import LoadedModel, load_for_serving
 from engine.serving.metrics import ServerMetrics
+from engine.serving.probes import judge_text
 from engine.serving.scheduler import BatchScheduler, SamplingParams, generate_blocking
-from engine.targets.gate import judge_text
 
 
 @dataclass

@@ -200,10 +200,16 @@ def guarded_protocol(header_timeout_s: float, max_connections: int) -> type:
     """uvicorn's h11 protocol with a deadline for each request's headers and a connection cap."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
+    deadline_s, cap = header_timeout_s, max_connections  # a class body cannot see them by name
+
     class GuardedH11Protocol(H11Protocol):
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        header_timeout_s: float = deadline_s  # read by tests and by the methods below
+        max_connections: int = cap
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
-            self._header_timer: asyncio.TimerHandle | None = None
+            self._header_timer = None
             if len(self.connections) > self.max_connections:
                 transport.write(BUSY_RESPONSE)
                 transport.close()
@@ -217,7 +223,7 @@ def guarded_protocol(header_timeout_s: float, max_connections: int) -> type:
             self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
 
         def _cancel_header_timer(self) -> None:
-            if getattr(self, "_header_timer", None) is not None:
+            if self._header_timer is not None:
                 self._header_timer.cancel()
                 self._header_timer = None
 
@@ -241,8 +247,6 @@ def guarded_protocol(header_timeout_s: float, max_connections: int) -> type:
             self._cancel_header_timer()
             super().connection_lost(exc)
 
-    GuardedH11Protocol.header_timeout_s = header_timeout_s
-    GuardedH11Protocol.max_connections = max_connections
     return GuardedH11Protocol
 
 

@@ -1,7 +1,8 @@
 """Running the local server: in the foreground (`modeldeck serve`), detached (deploy, TUI), or in
 a thread (tests). All three share LocalServer, so they behave the same.
 
-Run as `python -m engine.serving.process` it is the detached server's entry point.
+Run as `python -m engine.serving.process` it is a detached server without extra routes; the
+deck's real entry point (engine.targets.local) passes the receiving routes in from above.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from engine.config import ServeSettings
 from engine.deck import Deck
@@ -26,6 +29,8 @@ from engine.serving.runstate import (ServerInfo, TokenFile, api_key_matches, cle
 
 API_KEY_ENV = "MODELDECK_API_KEY"
 LOG_FILE = "server.log"
+# deck -> build_app's extra_routes (engine.targets.local passes the receiver's)
+RoutesFor = Callable[[Deck], Any]
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,8 @@ def api_key_for(settings: ServeSettings, options: ServeOptions) -> str | None:
 
 
 class LocalServer:
-    def __init__(self, deck: Deck, options: ServeOptions = ServeOptions()) -> None:
+    def __init__(self, deck: Deck, options: ServeOptions = ServeOptions(),
+                 extra_routes: Any = None) -> None:
         import uvicorn
 
         from engine.serving.app import build_app
@@ -101,7 +107,7 @@ class LocalServer:
         self.url = f"http://{_url_host(self.settings.host)}:{self.port}"
         # The deck's one token, read from its file on each control request (rotation, no restart)
         app = build_app(self.host, TokenFile(self.paths).current, self.api_key,
-                        on_stop=self.request_stop, deck=deck)
+                        on_stop=self.request_stop, extra_routes=extra_routes)
         self.server = uvicorn.Server(uvicorn_config(app, self.settings))
         self.deck = deck
         self.notes: list[str] = []  # what the start did that its caller should hear about
@@ -172,9 +178,9 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def start_detached(deck: Deck, options: ServeOptions | None = None,
-                   timeout: float = 300.0) -> ServerInfo:
-    """Start `python -m engine.serving.process` in its own session; return once it answers.
+def start_detached(deck: Deck, options: ServeOptions | None = None, timeout: float = 300.0, *,
+                   entry: str = "engine.serving.process") -> ServerInfo:
+    """Start `python -m <entry>` in its own session; return once it answers.
 
     options None (deploy's autostart): any running server will do. Given (`serve --detach`):
     a running server must match its host, port and API key, else BadInput says how it differs;
@@ -190,13 +196,13 @@ def start_detached(deck: Deck, options: ServeOptions | None = None,
         with start_lock(paths, timeout):
             existing = running_server(paths)
             if existing is None:
-                return _spawn(deck, paths, requested, timeout)
+                return _spawn(deck, paths, requested, timeout, entry)
     if options is not None:
         refuse_if_different(existing, settings, api_key, options)
     return existing
 
 
-def start_foreground(deck: Deck, options: ServeOptions) -> LocalServer:
+def start_foreground(deck: Deck, options: ServeOptions, extra_routes: Any = None) -> LocalServer:
     """For `modeldeck serve`: bind, load (gating a pending deployment) and publish server.json
     under the start lock, so a concurrent detached start finds this server instead of racing it."""
     resolve_settings(deck, options)  # BadInput before anything is written
@@ -204,7 +210,7 @@ def start_foreground(deck: Deck, options: ServeOptions) -> LocalServer:
     paths = deck.paths.ensure()
     with start_lock(paths, timeout=300.0):
         _refuse_second_server(running_server(paths))
-        server = LocalServer(deck, options)
+        server = LocalServer(deck, options, extra_routes)
         server.load_deployed()
         server.announce()
     return server
@@ -245,8 +251,9 @@ def _undo(flag: str, given: object, setting: str) -> str:
     return f"drop {flag}" if given is not None else f"change [serve] {setting} in deck.toml"
 
 
-def _spawn(deck: Deck, paths: DeckPaths, options: ServeOptions, timeout: float) -> ServerInfo:
-    command = [sys.executable, "-m", "engine.serving.process", *_option_args(options)]
+def _spawn(deck: Deck, paths: DeckPaths, options: ServeOptions, timeout: float,
+           entry: str) -> ServerInfo:
+    command = [sys.executable, "-m", entry, *_option_args(options)]
     if deck.config_file:
         command += ["--config", str(deck.config_file)]
     environment = {**os.environ, "MODELDECK_HOME": str(paths.home)}
@@ -300,8 +307,9 @@ def _last_line(log: Path, tail_bytes: int = 4096) -> str:
     return last.removeprefix("modeldeck serve: ")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.serving.process")
+def main(argv: list[str] | None = None, extra_routes: RoutesFor | None = None) -> int:
+    """The detached server; extra_routes(deck): routes to mount beside the serving ones."""
+    parser = argparse.ArgumentParser(prog="modeldeck-server")
     parser.add_argument("--config")
     for name in ("host", "device", "dtype"):
         parser.add_argument(f"--{name}")
@@ -312,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                            args.max_queue)
     deck = Deck(config_file=args.config)
     try:
-        server = LocalServer(deck, options)  # validates everything before it writes
+        server = LocalServer(deck, options, extra_routes(deck) if extra_routes else None)
     except DeckError as error:  # a taken port, a bad setting: one line for whoever started us
         sys.stderr.write(f"modeldeck serve: {error}\n")
         return error.exit_code

@@ -127,8 +127,9 @@ def _content_text(content: Any, index: int) -> str:
     if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
         parts = [part.get("text") for part in content
                  if isinstance(part, dict) and part.get("type") == "text"]
-        if parts and all(isinstance(part, str) for part in parts):
-            return _text("".join(parts), f"messages[{index}].content")
+        texts = [part for part in parts if isinstance(part, str)]
+        if parts and len(texts) == len(parts):
+            return _text("".join(texts), f"messages[{index}].content")
     raise _invalid(f"messages[{index}].content must be text")
 
 

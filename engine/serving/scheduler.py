@@ -186,7 +186,7 @@ class BatchScheduler:
     def _admit(self) -> list[Sequence]:
         with self._lock:
             free = self.max_batch_size - len(self._batch.rows)
-            admitted = []
+            admitted: list[Sequence] = []
             while self._waiting and len(admitted) < free:
                 sequence = self._waiting.popleft()
                 if sequence.cancelled.is_set():
@@ -265,7 +265,7 @@ class BatchScheduler:
 
     def _emit(self, rows: list[Sequence], tokens: Any, failed: dict[int, str]) -> None:
         now = time.monotonic()
-        finished = []
+        finished: list[tuple[Sequence, str | None]] = []
         for sequence, token in zip(rows, tokens.tolist()):
             if sequence.sequence_id in failed:
                 finished.append((sequence, None))

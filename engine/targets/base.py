@@ -76,3 +76,12 @@ class TargetDriver(Protocol):
 
     def revert(self, version: VersionInfo, previous: VersionInfo,
                previous_files: Path | None) -> None: ...
+
+
+def needed(files: Path | None) -> Path:
+    """The version's files, which the flow always passes to a driver with needs_files = True."""
+    if files is None:
+        from engine.errors import ActionFailed
+
+        raise ActionFailed("this target needs the version's files, and the deploy gave none")
+    return files

@@ -19,7 +19,7 @@ from engine.config import TargetSettings
 from engine.errors import ActionFailed
 from engine.registry.records import VersionInfo
 from engine.targets import gate as gates
-from engine.targets.base import GateReport, TargetHealth
+from engine.targets.base import GateReport, TargetHealth, needed
 
 PLACEHOLDERS = ("model", "version", "path", "target")
 SECRET_ENV = "MODELDECK_TARGET_API_KEY"
@@ -56,7 +56,8 @@ class CommandTarget:
     def validate(self, version: VersionInfo) -> None:
         """Any version can be handed to a command."""
 
-    def apply(self, version: VersionInfo, files: Path, *, rollback: bool) -> None:
+    def apply(self, version: VersionInfo, files: Path | None, *, rollback: bool) -> None:
+        files = needed(files)
         template = (self.settings.rollback_command if rollback and self.settings.rollback_command
                     else self.settings.deploy_command)
         if not template:
@@ -116,7 +117,7 @@ class CommandTarget:
     def commit(self, version: VersionInfo, previous: VersionInfo | None) -> None:
         """Nothing to retire: the command already replaced what served."""
 
-    def revert(self, version: VersionInfo, previous: VersionInfo, previous_files: Path) -> None:
+    def revert(self, version: VersionInfo, previous: VersionInfo, previous_files: Path | None) -> None:
         self.apply(previous, previous_files, rollback=True)
 
 

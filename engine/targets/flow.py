@@ -77,7 +77,7 @@ def deliver(deck: Deck, action: str, target: str, chosen: VersionInfo,
         if report.passed:
             driver.commit(chosen, current)
             deck.registry.set_outcome(target, entry.id, "ok", "active")
-            return deck.registry.history_entry(entry.id)  # type: ignore[return-value]
+            return deck.registry.recorded_entry(entry.id)
         _fail_and_revert(deck, driver, entry, chosen, current, report, arguments)
     raise AssertionError("unreachable")
 

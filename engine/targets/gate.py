@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from engine.config import GateSettings
+from engine.serving.probes import judge_text
 from engine.targets.base import GateCheck, GateReport
 
 
@@ -69,15 +70,6 @@ def _judge(prompt: str, response: Any, latency_s: float, bound_s: float | None) 
         return GateCheck(prompt, False, 200, latency_s, "malformed completion")
     detail = judge_text(text, latency_s, bound_s)
     return GateCheck(prompt, not detail, 200, latency_s, detail)
-
-
-def judge_text(text: str, latency_s: float, bound_s: float | None) -> str:
-    """Why a gate prompt's answer fails ("" when it passes): empty, or slower than the bound."""
-    if not text.strip():
-        return "empty completion"
-    if bound_s is not None and latency_s > bound_s:
-        return f"took {latency_s:.3f}s, slower than the {bound_s}s bound"
-    return ""
 
 
 def combine(*groups: tuple[GateCheck, ...] | GateCheck | None) -> GateReport:

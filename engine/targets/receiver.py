@@ -167,9 +167,9 @@ def _pushed_version(body: dict[str, Any]) -> dict[str, Any]:
         raise BadInput("files must be a non-empty list of {name, sha256}")
     for entry in files:
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) \
-                or not SHA256.match(entry["sha256"]):
+                or not SHA256.match(entry["sha256"]) or not isinstance(entry.get("name"), str):
             raise BadInput("each file must be {\"name\": a file name, \"sha256\": a hex digest}")
-        safe_relative_name("pushed file name", entry.get("name"))
+        safe_relative_name("pushed file name", entry["name"])
     if not isinstance(metadata, dict):
         raise BadInput("metadata must be an object")
     _fields(metadata, required={"weight_format": str, "kind": str},
@@ -255,15 +255,30 @@ def _in_own_deck(deck: Deck, function: Callable[..., Any], *args: Any) -> Any:
 
 
 def _deploy_here(deck: Deck, body: dict[str, Any]) -> dict[str, Any]:
-    from engine import actions
+    """Deploy a pushed version to this deck's `local`, gated, through the same plan and flow as
+    `modeldeck deploy` (this runs inside the server, so the server is running: a pending
+    deployment is gated again rather than left pending)."""
+    from engine.targets import plans
 
-    request = actions.DeployRequest(body["ref"], "local", body.get("reason"),
-                                    bool(body.get("force")))
-    return actions.deploy(deck, request).to_dict()
+    force = bool(body.get("force"))
+    plan = plans.plan_deploy(deck, body["ref"], "local", force)
+    arguments = {"ref": plan.chosen.ref, "target": "local", "force": force}
+    return _moved(deck, plan, body.get("reason"), arguments,
+                  plan.changes_anything or plan.pending)
 
 
 def _rollback_here(deck: Deck, body: dict[str, Any]) -> dict[str, Any]:
-    from engine import actions
+    from engine.targets import plans
 
-    request = actions.RollbackRequest("local", body.get("to"), body.get("reason"))
-    return actions.rollback(deck, request).to_dict()
+    plan = plans.plan_rollback(deck, "local", body.get("to"))
+    arguments = {"target": "local", "to": plan.chosen.ref}
+    return _moved(deck, plan, body.get("reason"), arguments, plan.changes_anything)
+
+
+def _moved(deck: Deck, plan: Any, reason: str | None, arguments: dict[str, Any],
+           needed: bool) -> dict[str, Any]:
+    from engine.targets import plans
+
+    history = plans.move(deck, plan, reason, arguments) if needed else None
+    return {**plan.to_dict(), "changed": history is not None,
+            "history": history.to_dict() if history else None}

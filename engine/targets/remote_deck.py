@@ -16,7 +16,7 @@ from engine.config import TargetSettings
 from engine.errors import ActionFailed, BadInput
 from engine.paths import DeckPaths
 from engine.registry.records import FileEntry, VersionInfo
-from engine.targets.base import GateCheck, GateReport, TargetHealth
+from engine.targets.base import GateCheck, GateReport, TargetHealth, needed
 from engine.testhooks import pause_point
 
 TOKEN_HEADER = "X-Modeldeck-Token"
@@ -67,7 +67,8 @@ class RemoteDeckTarget:
                             f"HTTP {response.status_code}, serving {served or 'nothing'}",
                             {"serving": served})
 
-    def apply(self, version: VersionInfo, files: Path, *, rollback: bool) -> None:
+    def apply(self, version: VersionInfo, files: Path | None, *, rollback: bool) -> None:
+        files = needed(files)
         with self._client() as client:
             self._push_blobs(client, version.files, files)
             remote_ref = self._register(client, version)
@@ -155,7 +156,7 @@ class RemoteDeckTarget:
     def commit(self, version: VersionInfo, previous: VersionInfo | None) -> None:
         """The remote server retires its previous version itself."""
 
-    def revert(self, version: VersionInfo, previous: VersionInfo, previous_files: Path) -> None:
+    def revert(self, version: VersionInfo, previous: VersionInfo, previous_files: Path | None) -> None:
         self.apply(previous, previous_files, rollback=True)
 
 

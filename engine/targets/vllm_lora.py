@@ -19,7 +19,7 @@ from engine.errors import ActionFailed, BadInput
 from engine.fsutil import building_directory
 from engine.registry.records import VersionInfo
 from engine.targets import gate as gates
-from engine.targets.base import GateReport, TargetHealth
+from engine.targets.base import GateReport, TargetHealth, needed
 
 
 def adapter_name(version: VersionInfo) -> str:
@@ -61,14 +61,17 @@ class VllmLoraTarget:
             raise BadInput(f"{version.ref} is not a LoRA adapter; vllm-lora targets serve adapters "
                            "(fine-tune with --keep-adapter)")
 
-    def apply(self, version: VersionInfo, files: Path, *, rollback: bool) -> None:
+    def apply(self, version: VersionInfo, files: Path | None, *, rollback: bool) -> None:
+        files = needed(files)
         lora_path = self._materialize(version, files)
         self._post("/v1/load_lora_adapter", {"lora_name": adapter_name(version),
                                               "lora_path": str(lora_path)})
 
     def _materialize(self, version: VersionInfo, files: Path) -> Path:
         """Copy the adapter into the shared lora_dir (atomically: temp dir, then rename)."""
-        root = Path(self.settings.lora_dir).expanduser()  # type: ignore[arg-type]
+        if self.settings.lora_dir is None:
+            raise BadInput(f"target {self.settings.name!r}: lora_dir is required for vllm-lora")
+        root = Path(self.settings.lora_dir).expanduser()
         root.mkdir(parents=True, exist_ok=True)
         destination = root / adapter_name(version)
         complete = lambda directory: (directory / "adapter_config.json").exists()  # noqa: E731
@@ -100,7 +103,7 @@ class VllmLoraTarget:
         if previous is not None and previous.kind == "adapter" and previous != version:
             self._post("/v1/unload_lora_adapter", {"lora_name": adapter_name(previous)})
 
-    def revert(self, version: VersionInfo, previous: VersionInfo, previous_files: Path) -> None:
+    def revert(self, version: VersionInfo, previous: VersionInfo, previous_files: Path | None) -> None:
         # The previous adapter was never unloaded (commit runs only after a passed gate), so
         # reverting means dropping the new one.
         self._post("/v1/unload_lora_adapter", {"lora_name": adapter_name(version)})

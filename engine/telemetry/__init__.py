@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from engine.telemetry.snapshots import (EndpointSnapshot, FleetSeries, FleetSnapshot, GpuDevice,
+from engine.snapshots import (EndpointSnapshot, FleetSeries, FleetSnapshot, GpuDevice,
                                         GpuProcess, GpuSnapshot, HostSnapshot, ModelStats,
                                         TelemetrySnapshot)
 

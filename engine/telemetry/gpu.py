@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-from engine.telemetry.snapshots import GpuDevice, GpuProcess, GpuSnapshot, GpuStatus
+from engine.snapshots import GpuDevice, GpuProcess, GpuSnapshot, GpuStatus
 
 
 class GpuSource(Protocol):

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-from engine.telemetry.snapshots import HostSnapshot
+from engine.snapshots import HostSnapshot
 
 
 class HostSource:

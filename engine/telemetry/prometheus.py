@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from engine.telemetry.snapshots import FleetSeries, FleetSnapshot, GpuDevice
+from engine.snapshots import FleetSeries, FleetSnapshot, GpuDevice
 
 if TYPE_CHECKING:
     from engine.config import PrometheusSettings

@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from engine.telemetry.snapshots import (EndpointSnapshot, GpuDevice, GpuSnapshot, HostSnapshot,
+from engine.snapshots import (EndpointSnapshot, GpuDevice, GpuSnapshot, HostSnapshot,
                                         TelemetrySnapshot)
 
 if TYPE_CHECKING:

@@ -55,6 +55,7 @@ def load_dataset(path: Path, on_bad_row: str = "error") -> Dataset:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise BadInput(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    skipped: list[tuple[int, str]]
     if path.suffix == ".txt":
         fmt, examples, skipped = "text", _paragraphs(text), []
     else:
@@ -67,7 +68,9 @@ def load_dataset(path: Path, on_bad_row: str = "error") -> Dataset:
 
 
 def _paragraphs(text: str) -> list[Example]:
-    examples, current, start = [], [], 1
+    examples: list[Example] = []
+    current: list[str] = []
+    start = 1
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             if not current:

@@ -18,6 +18,7 @@ def build_features(dataset: Dataset, tokenizer: Any, max_length: int) -> list[di
     label_ids = {name: index for index, name in enumerate(dataset.labels)}
     features = []
     for example in dataset.examples:
+        feature: dict[str, Any] | None
         if dataset.format == "classification":
             feature = _classification(example, tokenizer, max_length, label_ids)
         elif dataset.format == "prompt-completion":

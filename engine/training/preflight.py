@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import BadInput
+from engine.modelio.loader import MARKER_KEY as INT8_MARKER
 
-INT8_MARKER = "modeldeck_compression"  # engine.compression.storage.MARKER_KEY (torch-free here)
 
 
 def read_config(config_path: Path | None) -> dict[str, Any]:

@@ -1,5 +1,7 @@
 """After training: save the weights (LoRA merged, or the adapter alone), register the next
-version with its lineage and metrics, and deploy it when asked and when it beats its parent."""
+version with its lineage and metrics, and judge whether it beats its parent. The deploy itself
+(deploy-if-better) is the job's post-step above the training layer (engine.actions.jobs
+run_finetune_job): training never calls a verb or a target."""
 
 from __future__ import annotations
 
@@ -8,11 +10,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from engine.errors import DeckError
 from engine.jobs import JobContext
 from engine.registry.records import VersionInfo
 from engine.testhooks import pause_point
-from engine.training.settings import FinetuneSettings
+from engine.finetune_settings import FinetuneSettings
 
 
 def publish_result(context: JobContext, deck: Any, parent: VersionInfo, model: Any, tokenizer: Any,
@@ -61,12 +62,13 @@ def _reuse(context: JobContext, deck: Any, version: VersionInfo, spec: dict[str,
 def _finish(context: JobContext, deck: Any, version: VersionInfo, metrics: dict[str, Any],
             spec: dict[str, Any], eval_loss: float | None,
             parent_eval_loss: float | None) -> dict[str, Any]:
-    """The job's result, after the deploy step when asked (a deploy of the version already
-    deployed changes nothing, so a resumed job cannot deploy twice either)."""
-    result = {"version": version.ref, "kind": version.kind, "metrics": metrics}
+    """The job's result; with deploy-if-better, what the post-step needs to decide (the same on
+    a resumed job that reused its version, so it cannot deploy twice either: a deploy of the
+    version already deployed changes nothing)."""
+    result: dict[str, Any] = {"version": version.ref, "kind": version.kind, "metrics": metrics}
     if spec.get("deploy_if_better"):
-        result["deploy"] = deploy_if_better(deck, version, spec["deploy_if_better"], eval_loss,
-                                            parent_eval_loss, context)
+        result["deploy_if_better"] = {"target": spec["deploy_if_better"], "eval_loss": eval_loss,
+                                      "parent_eval_loss": parent_eval_loss}
     return result
 
 
@@ -94,21 +96,11 @@ def _drop_local_base_path(output: Path) -> None:
     config_path.write_text(json.dumps(config, indent=2))
 
 
-def deploy_if_better(deck: Any, version: VersionInfo, target: str, eval_loss: float | None,
-                     parent_eval_loss: float | None, context: JobContext) -> dict[str, Any]:
-    from engine import actions
-
+def improvement(job_id: str, eval_loss: float | None,
+                parent_eval_loss: float | None) -> tuple[bool, str]:
+    """(beats the parent, why): the deploy-if-better judgement, from the two eval losses."""
     if eval_loss is None or parent_eval_loss is None:
-        decision = {"deployed": False, "reason": "no eval data to compare with the parent"}
-    elif eval_loss >= parent_eval_loss:
-        decision = {"deployed": False,
-                    "reason": f"eval loss {eval_loss:.4f} does not beat the parent's {parent_eval_loss:.4f}"}
-    else:
-        reason = f"finetune {context.job_id}: eval loss {eval_loss:.4f} < parent {parent_eval_loss:.4f}"
-        try:
-            outcome = actions.deploy(deck, actions.DeployRequest(version.ref, target, reason=reason))
-            decision = {"deployed": True, "reason": reason, "deploy": outcome.to_dict()}
-        except DeckError as error:  # the version stays registered; the deploy is what failed
-            decision = {"deployed": False, "reason": f"deploy failed: {error}"}
-    context.emit("deploy_decision", target=target, **{k: v for k, v in decision.items() if k != "deploy"})
-    return decision
+        return False, "no eval data to compare with the parent"
+    if eval_loss >= parent_eval_loss:
+        return False, f"eval loss {eval_loss:.4f} does not beat the parent's {parent_eval_loss:.4f}"
+    return True, f"finetune {job_id}: eval loss {eval_loss:.4f} < parent {parent_eval_loss:.4f}"

@@ -15,7 +15,7 @@ from typing import Any
 
 from engine.jobs import JobContext
 from engine.training.data import load_dataset
-from engine.training.settings import FinetuneSettings, settings_from_dict
+from engine.finetune_settings import FinetuneSettings, settings_from_dict
 
 
 def run_finetune(context: JobContext) -> dict[str, Any]:
@@ -38,10 +38,10 @@ def _train_and_publish(context: JobContext, deck: Any) -> dict[str, Any]:
 
     preflight.refuse_compressed(parent.ref, parent.lineage.get("parent"),
                                 preflight.read_config(model_dir / "config.json"))
-    tokenizer = load_tokenizer(model_dir, parent.weight_format)
+    tokenizer = load_tokenizer(model_dir, deck.paths.home)
     train, evaluation, data_info = _features(spec, settings, tokenizer)
     context.emit("data", **data_info)
-    model = load_model(model_dir, parent.weight_format, spec.get("task", "causal-lm"),
+    model = load_model(model_dir, deck.paths.home, spec.get("task", "causal-lm"),
                        spec.get("labels") or [], tokenizer)
     model = apply_method(model, settings, spec.get("task", "causal-lm"))
     context.emit("model", **trainable_summary(model))
@@ -88,52 +88,33 @@ def _features(spec: dict[str, Any], settings: FinetuneSettings, tokenizer: Any):
                                "train_tokens": sum(len(f["input_ids"]) for f in train)}
 
 
-def load_tokenizer(model_dir: Path, weight_format: str) -> Any:
-    from transformers import AutoTokenizer
+def load_tokenizer(model_dir: Path, cache_home: Path) -> Any:
+    from engine.modelio.loader import load_tokenizer as load
 
-    gguf = _gguf_file(model_dir, weight_format)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, gguf_file=gguf) if gguf \
-        else AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load(model_dir, cache_home)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_model(model_dir: Path, weight_format: str, task: str, labels: list[str], tokenizer: Any):
+def load_model(model_dir: Path, cache_home: Path, task: str, labels: list[str], tokenizer: Any):
+    """fp32 weights to train (a GGUF parent through the loader's cached conversion)."""
+    if task != "classification":
+        from engine.modelio.loader import load_model as load
+
+        return load(model_dir, cache_home, "float32")
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
-    options: dict[str, Any] = {"dtype": torch.float32}
-    gguf = _gguf_file(model_dir, weight_format)
-    if gguf:
-        options["gguf_file"] = gguf
-    if task == "classification":
-        options.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
-                       label2id={name: i for i, name in enumerate(labels)})
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir, **options)
-        if model.config.pad_token_id is None:
-            model.config.pad_token_id = tokenizer.pad_token_id
-    else:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, **options)
-    if gguf:
-        detach_gguf_quantizer(model)
+    from engine.modelio.loader import weights_directory
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        weights_directory(model_dir, cache_home, "float32"), dtype=torch.float32,
+        num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)}, trust_remote_code=False)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
     return model
-
-
-def _gguf_file(model_dir: Path, weight_format: str) -> str | None:
-    if weight_format != "gguf":
-        return None
-    return next(p.name for p in sorted(model_dir.iterdir()) if p.suffix == ".gguf")
-
-
-def detach_gguf_quantizer(model: Any) -> None:
-    """The GGUF weights are dense fp32 once loaded; without this save_pretrained refuses them."""
-    for attribute in ("hf_quantizer", "quantization_method"):
-        if hasattr(model, attribute):
-            setattr(model, attribute, None)
-    model.is_quantized = False
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
 
 
 def apply_method(model: Any, settings: FinetuneSettings, task: str) -> Any:
@@ -168,12 +149,16 @@ def freeze_all_but_top(model: Any, trainable_layers: int) -> None:
 def _transformer_blocks(model: Any) -> list[Any]:
     import torch
 
-    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    lists: list[torch.nn.ModuleList] = [m for m in model.modules()
+                                        if isinstance(m, torch.nn.ModuleList)]
     if not lists:
         from engine.errors import BadInput
 
         raise BadInput("freeze: this architecture has no list of transformer blocks")
-    return list(max(lists, key=len))
+    longest = lists[0]
+    for blocks in lists[1:]:  # the longest list of modules is the stack of transformer blocks
+        longest = blocks if len(blocks) > len(longest) else longest
+    return list(longest)
 
 
 def trainable_summary(model: Any) -> dict[str, int]:
@@ -188,6 +173,7 @@ def build_trainer(context: JobContext, settings: FinetuneSettings, model: Any, t
 
     from engine.training.callback import JobEventsCallback
 
+    collator: DataCollatorWithPadding | DataCollatorForSeq2Seq
     if spec.get("task") == "classification":
         collator = DataCollatorWithPadding(tokenizer)
     else:

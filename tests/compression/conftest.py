@@ -14,7 +14,8 @@ def trained_tiny_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFact
     import torch
 
     from engine.compression.spec import DEFAULT_TRAIN_TEXT
-    from engine.compression.storage import load_model, load_tokenizer, save_model
+    from engine.modelio.loader import load_model, load_tokenizer
+    from engine.modelio.storage import save_model
     from engine.compression.training import causal_lm_loss, text_batches, train_steps
 
     torch.manual_seed(0)

@@ -22,7 +22,7 @@ VARIANTS = {
 }
 CHILD = """
 import json, sys, torch
-from engine.compression import load_model, load_tokenizer
+from engine.modelio.loader import load_model, load_tokenizer
 results = {}
 for directory in sys.argv[2:]:
     model, tokenizer = load_model(directory), load_tokenizer(directory)
@@ -51,7 +51,8 @@ def round_trip(trained_tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     import torch
 
     from engine.compression.runner import apply_method
-    from engine.compression.storage import load_model, load_tokenizer, save_model
+    from engine.modelio.loader import load_model, load_tokenizer
+    from engine.modelio.storage import save_model
 
     root = tmp_path_factory.mktemp("roundtrip")
     expected, directories = {}, {}

@@ -8,7 +8,8 @@ import pytest
 from textual.widgets import Input
 
 from console.app import ModeldeckApp
-from console.screens.modals import ChoiceScreen, ConfirmScreen, FormScreen
+from console.screens.finetune_form import FinetuneForm
+from console.screens.modals import ChoiceScreen, ConfirmScreen
 from engine import actions, jobs
 from tests.conftest import REPO
 from tests.console.console_helpers import wait_until_loaded
@@ -51,16 +52,15 @@ async def test_finetune_form_starts_a_job_and_x_cancels_it(deck, deck_home, tiny
     async with app.run_test(size=(140, 45)) as pilot:
         await wait_until_loaded(pilot, app)
         await pilot.press("f")
-        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
+        await wait_for(pilot, lambda: isinstance(app.screen, FinetuneForm))
         form = app.screen
         assert form.query_one("#field-steps", Input).value == "5000"  # from deck.toml
         assert form.query_one("#field-batch_size", Input).value == "2"
-        await pilot.press("ctrl+s")  # no data file: refused before anything starts
-        await wait_for(pilot, lambda: "training data file is required" in session_texts(app))
-        assert jobs.list_jobs(deck) == []
-        await pilot.press("f")
-        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
-        app.screen.query_one("#field-data", Input).value = str(CORPUS)
+        await pilot.press("ctrl+s")  # no data file: refused in the form, nothing starts
+        await wait_for(pilot, lambda: "training data file is required"
+                       in str(form.query_one("#form-error").render()))
+        assert jobs.list_jobs(deck) == [] and app.screen is form
+        form.query_one("#field-data", Input).value = str(CORPUS)
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: "fine-tune tiny@1: job" in session_texts(app))
         job_id = await cancel_selected_job(pilot, app)

@@ -68,13 +68,14 @@ def two_version_deck(deck, deck_home: Path, deck_toml: str, tiny_model_dir: Path
 @pytest.fixture
 def start_server(two_version_deck) -> Iterator[Callable[..., RunningServer]]:
     """Start the server in-process (port 0, fp32 so greedy outputs are reproducible)."""
-    from engine.serving.process import LocalServer, ServeOptions
+    from engine.serving.process import ServeOptions
+    from engine.targets.local import local_server
 
     started: list[tuple[object, object]] = []
 
     def start(**overrides) -> RunningServer:
         options = ServeOptions(**{"port": 0, "dtype": "float32", **overrides})
-        server = LocalServer(two_version_deck, options)
+        server = local_server(two_version_deck, options)  # with the receiving routes
         server.load_deployed()
         thread = server.serve_in_thread()
         started.append((server, thread))
@@ -98,7 +99,8 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
     bodies, fuzzing): starting a server per case would cost seconds each."""
     from engine import actions
     from engine.deck import Deck
-    from engine.serving.process import LocalServer, ServeOptions
+    from engine.serving.process import ServeOptions
+    from engine.targets.local import local_server
 
     home = tmp_path_factory.mktemp("shared-deck") / "deck"
     with pytest.MonkeyPatch.context() as patch:
@@ -108,7 +110,7 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
         actions.import_model(deck, actions.ImportRequest(tiny_model_dir, "tiny"))
         actions.import_model(deck, actions.ImportRequest(tiny_model_dir_distinct, "tiny"))
         actions.deploy(deck, actions.DeployRequest("tiny@1", reason="test"))
-        server = LocalServer(deck, ServeOptions(port=0, dtype="float32"))
+        server = local_server(deck, ServeOptions(port=0, dtype="float32"))
         server.load_deployed()
         thread = server.serve_in_thread()
         try:

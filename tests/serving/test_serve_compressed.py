@@ -11,7 +11,8 @@ def int8_version(two_version_deck, tiny_model_dir, tmp_path):
     from engine import actions
     from engine.compression.runner import apply_method
     from engine.compression.spec import spec_for
-    from engine.compression.storage import load_model, load_tokenizer, save_model
+    from engine.modelio.loader import load_model, load_tokenizer
+    from engine.modelio.storage import save_model
 
     model, tokenizer = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
     spec = spec_for("tiny@1", "model", "LlamaForCausalLM", "int8", {})

@@ -238,7 +238,7 @@ def test_bad_flags_are_refused_before_anything_is_written(home, cli, detach):
 def test_the_detached_entry_point_validates_before_writing(home):
     before = deck_listing(home)
     for flag, value, message in BAD_FLAGS:
-        completed = subprocess.run([sys.executable, "-m", "engine.serving.process", flag, value],
+        completed = subprocess.run([sys.executable, "-m", "engine.targets.local", flag, value],
                                    cwd=REPO, capture_output=True, text=True, timeout=120,
                                    env={**os.environ, "MODELDECK_HOME": str(home)})
         assert completed.returncode == 2, completed
@@ -269,7 +269,7 @@ def test_concurrent_starts_converge_on_one_server(home):
             else json.loads(out)["pid"] for _, out, _ in outcomes}
     info = json.loads((home / "run" / "server.json").read_text())
     assert pids == {info["pid"]}
-    server_processes = [line for line in _process_list() if "engine.serving.process" in line
+    server_processes = [line for line in _process_list() if "engine.targets.local" in line
                         and f"MODELDECK_HOME={home}" in _environ_of(line)]
     assert len(server_processes) == 1, server_processes
     health = httpx.get(f"{info['url']}/health", timeout=30).json()

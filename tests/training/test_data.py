@@ -8,7 +8,7 @@ import pytest
 
 from engine.errors import BadInput
 from engine.training.data import load_dataset
-from engine.training.settings import build_settings
+from engine.finetune_settings import build_settings
 
 
 def write(path: Path, text: str) -> Path:

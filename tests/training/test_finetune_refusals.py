@@ -75,8 +75,9 @@ def test_cli_refuses_with_exit_2_and_one_line(tiny_deck, text_data):
 def test_an_int8_version_is_refused_before_a_job_exists(tiny_deck, text_data, tiny_model_dir, tmp_path):
     """A real int8 version (engine.compression's format) of the tiny model: training it would
     start from random weights (the loader skips qweight/scales), so it is refused up front."""
-    from engine.compression.int8 import quantize_int8
-    from engine.compression.storage import load_model, load_tokenizer, save_model
+    from engine.modelio.int8 import quantize_int8
+    from engine.modelio.loader import load_model, load_tokenizer
+    from engine.modelio.storage import save_model
 
     model = load_model(tiny_model_dir)
     marker = quantize_int8(model)

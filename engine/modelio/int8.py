@@ -12,7 +12,7 @@ activations it was 8x slower than fp32 here), hence bf16 everywhere else.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -29,8 +29,17 @@ def _quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return quantized.contiguous(), scales.to(ACTIVATION_DTYPE)
 
 
+# A transformers PreTrainedModel (get_input_embeddings and friends); Any keeps mypy away from
+# transformers' own types, which nn.Module's __getattr__ would otherwise answer as Tensor | Module.
+PretrainedModel = Any
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
 class Int8Linear(nn.Module):
     """y = x @ (qweight * scales).T (+ bias), without materializing the dequantized weight."""
+
+    qweight: torch.Tensor  # buffers, registered in __init__
+    scales: torch.Tensor
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
         super().__init__()
@@ -66,6 +75,9 @@ class Int8Linear(nn.Module):
 class Int8Embedding(nn.Module):
     """An embedding table stored as int8 rows; with tied weights the lm_head shares it."""
 
+    qweight: torch.Tensor  # buffers, registered in __init__
+    scales: torch.Tensor
+
     def __init__(self, num_embeddings: int, embedding_dim: int) -> None:
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
@@ -83,18 +95,25 @@ class Int8Embedding(nn.Module):
         return self.qweight[token_ids].to(scales.dtype) * scales
 
 
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+def _set_submodule(model: PretrainedModel, name: str, module: nn.Module) -> None:
     parent_name, _, child_name = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child_name, module)
 
 
-def _is_tied(model: nn.Module) -> bool:
+def _of_type(model: PretrainedModel, name: str, kind: type[ModuleT]) -> ModuleT:
+    module = model.get_submodule(name)
+    if not isinstance(module, kind):
+        raise TypeError(f"{name} is a {type(module).__name__}, not a {kind.__name__}")
+    return module
+
+
+def _is_tied(model: PretrainedModel) -> bool:
     head, embedding = model.get_output_embeddings(), model.get_input_embeddings()
     return (head is not None and embedding is not None
             and head.weight.data_ptr() == embedding.weight.data_ptr())
 
 
-def quantize_int8(model: nn.Module, keep: tuple[str, ...] = ()) -> dict[str, Any]:
+def quantize_int8(model: PretrainedModel, keep: tuple[str, ...] = ()) -> dict[str, Any]:
     """Swap every nn.Linear (and the embedding table) for int8, in place, except names containing
     a `keep` substring. Returns the storage marker that `build_int8_shell` rebuilds from."""
     model.to(ACTIVATION_DTYPE)
@@ -106,7 +125,7 @@ def quantize_int8(model: nn.Module, keep: tuple[str, ...] = ()) -> dict[str, Any
                     if isinstance(module, nn.Linear) and not any(k in name for k in keep)
                     and not (tied and name == head_name)]
     for name in linear_names:
-        _set_submodule(model, name, Int8Linear.from_linear(model.get_submodule(name)))
+        _set_submodule(model, name, Int8Linear.from_linear(_of_type(model, name, nn.Linear)))
     if quantize_embedding:
         _set_submodule(model, embedding_name,
                        Int8Embedding.from_embedding(model.get_input_embeddings()))
@@ -116,33 +135,33 @@ def quantize_int8(model: nn.Module, keep: tuple[str, ...] = ()) -> dict[str, Any
             "tied_head": head_name if quantize_embedding else None}
 
 
-def _module_name(model: nn.Module, target: nn.Module | None) -> str:
+def _module_name(model: PretrainedModel, target: nn.Module | None) -> str:
     for name, module in model.named_modules():
         if module is target:
             return name
     return ""
 
 
-def _tie_int8_head(model: nn.Module, embedding_name: str, head_name: str) -> None:
-    embedding = model.get_submodule(embedding_name)
+def _tie_int8_head(model: PretrainedModel, embedding_name: str, head_name: str) -> None:
+    embedding = _of_type(model, embedding_name, Int8Embedding)
     head = Int8Linear(embedding.embedding_dim, embedding.num_embeddings)
     head.qweight, head.scales = embedding.qweight, embedding.scales  # shared storage, not a copy
     _set_submodule(model, head_name, head)
 
 
-def build_int8_shell(model: nn.Module, marker: dict[str, Any]) -> None:
+def build_int8_shell(model: PretrainedModel, marker: dict[str, Any]) -> None:
     """Replace modules named in `marker` with empty int8 modules, ready for load_state_dict."""
     model.to(ACTIVATION_DTYPE)
     for name in marker["linear_modules"]:
-        linear = model.get_submodule(name)
+        linear = _of_type(model, name, nn.Linear)
         _set_submodule(model, name, Int8Linear(linear.in_features, linear.out_features,
                                                linear.bias is not None))
     if marker.get("embedding"):
-        embedding = model.get_submodule(marker["embedding"])
+        embedding = _of_type(model, marker["embedding"], nn.Embedding)
         _set_submodule(model, marker["embedding"],
                        Int8Embedding(embedding.num_embeddings, embedding.embedding_dim))
 
 
-def retie_after_load(model: nn.Module, marker: dict[str, Any]) -> None:
+def retie_after_load(model: PretrainedModel, marker: dict[str, Any]) -> None:
     if marker.get("embedding") and marker.get("tied_head"):
         _tie_int8_head(model, marker["embedding"], marker["tied_head"])

@@ -1,9 +1,9 @@
-"""Save and load compressed versions: safetensors only, never pickle.
+"""Save versions, and read the int8 format: safetensors only, never pickle.
 
 A plain (bf16/fp16/pruned/distilled) version is an ordinary Hugging Face directory. An int8 version
 is the same directory whose config.json carries a `modeldeck_compression` marker naming the int8
-modules; its safetensors hold `qweight` (int8) and `scales` (bf16) for them. `load_model` reads all
-of these (and GGUF parents), so the serving engine needs no other entry point.
+modules; its safetensors hold `qweight` (int8) and `scales` (bf16) for them. Loading any version
+goes through engine.modelio.loader.load_model, which calls load_int8 here for that format.
 """
 
 from __future__ import annotations
@@ -12,52 +12,20 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import BadInput
+from engine.modelio.loader import MARKER_KEY
 
-MARKER_KEY = "modeldeck_compression"
 WEIGHTS_FILE = "model.safetensors"
 
 
-def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
-def find_gguf(directory: Path) -> Path | None:
-    if directory.is_file() and directory.suffix == ".gguf":
-        return directory
-    ggufs = sorted(directory.glob("*.gguf")) if directory.is_dir() else []
-    has_safetensors = directory.is_dir() and any(directory.glob("*.safetensors"))
-    return ggufs[0] if ggufs and not has_safetensors else None
-
-
-def load_tokenizer(directory: Path):
-    from transformers import AutoTokenizer
-
-    _quiet_transformers()
-    gguf = find_gguf(Path(directory))
-    if gguf is not None:
-        return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    return AutoTokenizer.from_pretrained(directory)
-
-
-def load_model(directory: str | Path):
-    """Any version modeldeck stores (HF safetensors, int8 marker, GGUF) as an eval-mode model."""
+def load_int8(directory: Path) -> Any:
+    """An int8 version (its config.json names the int8 modules) as an eval-mode model."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    _quiet_transformers()
-    directory = Path(directory)
-    gguf = find_gguf(directory)
-    if gguf is not None:
-        return _load_gguf(gguf)
-    config = AutoConfig.from_pretrained(directory)
-    marker = getattr(config, MARKER_KEY, None)
-    if not marker:
-        return AutoModelForCausalLM.from_pretrained(directory).eval()
-    from engine.compression.int8 import build_int8_shell, retie_after_load
+    from engine.modelio.int8 import build_int8_shell, retie_after_load
 
+    config = AutoConfig.from_pretrained(directory)
+    marker = getattr(config, MARKER_KEY)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     build_int8_shell(model, marker)
     retie_after_load(model, marker)
@@ -77,21 +45,6 @@ def _load_state(model, weights_path: Path, marker: dict[str, Any]) -> None:
     if missing or result.unexpected_keys:
         raise BadInput(f"{weights_path}: does not match its int8 marker "
                        f"(missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})")
-
-
-def _load_gguf(gguf: Path):
-    """transformers dequantizes a GGUF to fp32; detach its quantizer so the model is plain."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                 dtype=torch.float32)
-    if hasattr(model, "hf_quantizer"):
-        model.hf_quantizer = None
-    if getattr(model.config, "quantization_config", None) is not None:
-        del model.config.quantization_config
-    model.is_quantized = False
-    return model.eval()
 
 
 def save_model(model, tokenizer, directory: Path, marker: dict[str, Any] | None = None) -> Path:

@@ -1,6 +1,15 @@
-"""Fine-tuning settings: defaults, a TOML file (--config), then command-line overrides.
+"""The one fine-tuning settings schema: its names, defaults and checks.
 
-Torch-free, so the whole request is validated before a job starts.
+deck.toml's [finetune] (engine.config), a --config TOML file, the CLI flags and the console's form
+all speak these names; a request layers them: defaults < deck.toml [finetune] < the TOML file <
+overrides. The older deck.toml names `seq_len` and `lora_r` are accepted as aliases of
+`max_length` and `lora_rank` (ALIASES); the rest of the code uses the new ones only.
+
+Steps or epochs: `steps` is a fixed number of optimizer steps, `epochs` passes over the data;
+when a layer sets both, steps wins, and a layer's choice replaces the one below it.
+
+Torch-free and below engine.config (pyproject's layers), so a broken [finetune] fails when deck.toml
+is read and the whole request is validated before a job starts.
 """
 
 from __future__ import annotations
@@ -59,33 +68,64 @@ class FinetuneSettings:
 SETTING_NAMES = tuple(f.name for f in fields(FinetuneSettings))
 
 
-# deck.toml's [finetune] section spells two settings differently
-DECK_TOML_NAMES = {"seq_len": "max_length", "lora_r": "lora_rank"}
+# Older names, accepted wherever settings are read (deck.toml [finetune] used them until 0.1)
+ALIASES = {"seq_len": "max_length", "lora_r": "lora_rank"}
+DEVICE_CHOICES = ("auto", "cpu", "cuda")  # and cuda:N
+
+
+def canonical(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """values with `-` spelled `_` and the old aliases renamed; unknown names and an alias given
+    beside its new name are BadInput naming `where`."""
+    renamed: dict[str, Any] = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        name = ALIASES.get(name, name)
+        if name in renamed:
+            raise BadInput(f"{where}: {key} and {name} are the same setting; keep {name}")
+        renamed[name] = value
+    unknown = sorted(set(renamed) - set(SETTING_NAMES))
+    if unknown:
+        raise BadInput(f"{where}: unknown setting {unknown[0]!r} (known: {', '.join(SETTING_NAMES)})")
+    return renamed
+
+
+def checked_values(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """The explicitly set values of one layer (deck.toml [finetune]), canonical and checked as
+    they would be in a request, minus this machine's devices (deck.toml is read by every verb)."""
+    values = canonical(values, where)
+    settings = check_settings(_replaced(FinetuneSettings(), values), check_machine=False)
+    return {name: getattr(settings, name) for name in values}
 
 
 def build_settings(config_file: str | Path | None, overrides: dict[str, Any],
-                   deck_defaults: dict[str, Any] | None = None) -> FinetuneSettings:
+                   deck_defaults: dict[str, Any] | None = None,
+                   check_machine: bool = True) -> FinetuneSettings:
     """Defaults < deck.toml [finetune] < the TOML file < overrides (None: not given); validated.
 
     Each layer's steps or epochs replaces the layers below it; within one layer steps wins.
     """
     values: dict[str, Any] = {}
-    layers = [{DECK_TOML_NAMES.get(k, k): v for k, v in (deck_defaults or {}).items()}]
+    layers = [canonical(deck_defaults or {}, "deck.toml [finetune]")]
     if config_file is not None:
         layers.append(_read_toml(Path(config_file).expanduser()))
-    layers.append({k: v for k, v in overrides.items() if v is not None})
+    layers.append(canonical({k: v for k, v in overrides.items() if v is not None}, "settings"))
     for layer in layers:
         if layer.get("steps") is not None:
             values.pop("epochs", None)
             layer = {k: v for k, v in layer.items() if k != "epochs"}
         elif layer.get("epochs") is not None:
             values.pop("steps", None)
-        values.update({k: v for k, v in layer.items() if k in SETTING_NAMES})
+        values.update(layer)
+    return check_settings(_replaced(FinetuneSettings(), values), check_machine)
+
+
+def _replaced(settings: FinetuneSettings, values: dict[str, Any]) -> FinetuneSettings:
+    values = dict(values)
     if isinstance(values.get("lora_targets"), (list, tuple)):
         values["lora_targets"] = tuple(values["lora_targets"])
     elif isinstance(values.get("lora_targets"), str):
         values["lora_targets"] = tuple(t.strip() for t in values["lora_targets"].split(",") if t.strip())
-    return check_settings(replace(FinetuneSettings(), **values))
+    return replace(settings, **values)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -96,13 +136,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as error:
         raise BadInput(f"config file {path}: not valid TOML ({error})") from None
     section = document.get("finetune", document)  # a [finetune] table, or top-level keys
-    values = {key.replace("-", "_"): value for key, value in section.items()}
-    values = {DECK_TOML_NAMES.get(key, key): value for key, value in values.items()}
-    unknown = sorted(set(values) - set(SETTING_NAMES))
-    if unknown:
-        raise BadInput(f"config file {path}: unknown setting {unknown[0]!r} "
-                       f"(known: {', '.join(SETTING_NAMES)})")
-    return values
+    return canonical(section, f"config file {path}")
 
 
 # Upper bounds: past these a run cannot finish on any machine modeldeck drives, and a typo
@@ -114,9 +148,10 @@ INT_BOUNDS = {"steps": (1, 10_000_000), "warmup_steps": (0, 10_000_000), "batch_
               "seed": (0, 2**32 - 1)}
 
 
-def check_settings(s: FinetuneSettings) -> FinetuneSettings:
+def check_settings(s: FinetuneSettings, check_machine: bool = True) -> FinetuneSettings:
     """Every value a run can only fail with, refused in one line; returns the settings with
-    numbers parsed (a TOML file may hold "5") and the device checked against this machine."""
+    numbers parsed (a TOML file may hold "5") and, with check_machine, the device checked
+    against this machine."""
     from engine.validate import parse_device, parse_float, parse_int
 
     _require(s.method in METHODS, f"method must be one of {', '.join(METHODS)}, not {s.method!r}")
@@ -140,7 +175,10 @@ def check_settings(s: FinetuneSettings) -> FinetuneSettings:
     _require(str(s.device).strip().lower() in ("auto", "cpu", "cuda")
              or str(s.device).strip().lower().startswith("cuda:"),
              f"device must be auto, cpu, cuda or cuda:N, not {str(s.device)[:40]!r}")
-    values["device"] = parse_device(s.device)  # a CUDA device this machine lacks is refused
+    if check_machine:
+        values["device"] = parse_device(s.device)  # a CUDA device this machine lacks is refused
+    else:
+        values["device"] = str(s.device).strip().lower()
     return replace(s, **values)
 
 

@@ -1,4 +1,6 @@
 """The published shape of telemetry: immutable snapshots the console and `modeldeck watch` render.
+It sits below engine.telemetry (the sampler) and engine.remote (the endpoint poller), which both
+build these; neither imports the other for them.
 
 Every snapshot is a frozen dataclass of scalars and tuples, safe to hand between threads. A value
 a source cannot report is None (JSON null), never an error. Units are in the field names:
@@ -18,7 +20,10 @@ Status vocabularies:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 GpuStatus = Literal["ok", "no-nvml", "no-gpu", "error", "pending"]
 EndpointStatus = Literal["up", "degraded", "down", "stale"]
@@ -34,8 +39,8 @@ def _plain(value: Any) -> Any:
 
 
 class _ToDict:
-    def to_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self))  # type: ignore[call-overload]
+    def to_dict(self: DataclassInstance) -> dict[str, Any]:
+        return _plain(asdict(self))
 
 
 @dataclass(frozen=True)
