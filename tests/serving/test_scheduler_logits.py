@@ -131,3 +131,25 @@ def test_a_seed_gives_the_same_text_alone_and_in_a_batch(trained):
     assert results["again"] == alone
     # And the seed matters: a different one gives a different text on this peaked model.
     assert alone != results["other-a"]
+
+
+def test_requests_arriving_within_one_step_are_prefilled_in_one_forward(trained):
+    model, tokenizer = trained
+    log = LogitsLog()
+    prefills: list[int] = []
+    scheduler = BatchScheduler(model, tokenizer, max_batch_size=4, context_length=256)
+    scheduler.logits_hook = lambda kind, seqs, logits: (
+        prefills.append(len(seqs)) if kind == "prefill" else None, log(kind, seqs, logits))
+    greedy = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True)
+    try:
+        events = [queue.Queue() for _ in range(3)]
+        # Holding the scheduler's lock: all three are queued before it can admit any.
+        with scheduler._lock:
+            sequences = [scheduler.submit(tokenizer(p).input_ids, greedy, e.put)
+                         for p, e in zip(("Hello", "The cat sat", "Once upon a time"), events)]
+        for queue_ in events:
+            assert drain(queue_).finish_reason == "length"
+    finally:
+        assert scheduler.close(timeout=30)
+    assert prefills == [3]
+    assert len({s.admitted_step for s in sequences}) == 1
