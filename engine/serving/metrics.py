@@ -38,6 +38,10 @@ class ServerMetrics:
                              labels, buckets=LATENCY_BUCKETS, registry=self.registry)
         self.e2e = Histogram("modeldeck_e2e_request_latency_seconds", "Request latency",
                              labels, buckets=E2E_BUCKETS, registry=self.registry)
+        # A fraction 0..1 like vLLM's series of the same name (the console's poller reads it).
+        self.kv_cache_usage = Gauge("modeldeck_kv_cache_usage_perc",
+                                    "Fraction of the KV cache's token slots in use",
+                                    labels, registry=self.registry)
         self.batch_size = Histogram("modeldeck_batch_size", "Sequences per decode step",
                                     labels, buckets=BATCH_BUCKETS, registry=self.registry)
         self.requests = Counter("modeldeck_requests", "Finished requests by outcome",
@@ -71,6 +75,7 @@ class VersionObserver:
         self._ttft, self._itl = metrics.ttft.labels(version_ref), metrics.itl.labels(version_ref)
         self._e2e, self._batch = metrics.e2e.labels(version_ref), metrics.batch_size.labels(version_ref)
         self._running, self._waiting = metrics.running.labels(version_ref), metrics.waiting.labels(version_ref)
+        self._kv_cache = metrics.kv_cache_usage.labels(version_ref)
 
     def prompt_tokens(self, count: int) -> None:
         self._prompt.inc(count)
@@ -89,6 +94,9 @@ class VersionObserver:
             self._batch.observe(batch_size)
         self._running.set(running)
         self._waiting.set(waiting)
+
+    def kv_cache_usage(self, fraction: float) -> None:
+        self._kv_cache.set(fraction)
 
 
 class _MemoryCollector:

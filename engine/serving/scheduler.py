@@ -1,10 +1,17 @@
 """Continuous batching at the granularity of one decode step.
 
 One thread owns the model. Each loop iteration it (1) drops sequences whose client went away,
-(2) admits waiting requests up to the batch limit and prefills them together, left-padded,
-(3) merges their KV cache into the running batch and (4) runs one decode step for every running
-sequence. A request that arrives while others decode therefore joins at the next step, and a
-finished sequence leaves the batch (its cache rows are dropped) at once.
+(2) admits the requests that arrived since the last step as one wave (up to the free cache
+slots), (3) runs one prefill chunk of that wave (all its prompts in one padded forward, at most
+`prefill_chunk` tokens, so a long prompt stalls running streams for one chunk at a time) and
+(4) runs one decode step for every running sequence. A request that arrives while others decode
+therefore joins within a step or two, and a finished sequence leaves at once.
+
+The KV cache (kvcache.SlotKVCache) is allocated once: one slot per batch place, written in place;
+nothing is concatenated per step and nothing is copied when a sequence joins. Each forward gets
+an explicit 4-D mask built from per-row positions, so rows of different lengths share it
+without left padding in the cache. Sampling (sampling.py) runs on the model's device over the
+whole batch; text is detokenized incrementally (detok.py).
 
 Why not transformers' own continuous batching (`generate_batch` with paged attention)? Measured
 on this machine's CPU it gave 34 tok/s where a static batch with `generate` gave 109 (DESIGN.md):
@@ -23,6 +30,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from engine.errors import BadInput
+from engine.serving.detok import Detokenizer, StopMatcher
+from engine.serving.kvcache import SlotKVCache, bytes_per_token
+from engine.serving.sampling import choose_tokens, make_generator
 
 
 class QueueFull(Exception):
@@ -60,6 +70,15 @@ class Observer(Protocol):
     def token(self, first: bool, seconds_since_previous: float) -> None: ...
     def finished(self, outcome: str, seconds: float, completion_tokens: int) -> None: ...
     def step(self, batch_size: int, running: int, waiting: int) -> None: ...
+    # Optional: kv_cache_usage(fraction) is called each iteration when the observer has it.
+
+
+# A logits hook sees every forward's next-token logits: (kind, sequences, logits (n, vocab)),
+# kind "prefill" or "decode". Tests use it to compare against unbatched forwards.
+LogitsHook = Callable[[str, list["Sequence"], Any], None]
+
+DEFAULT_KV_CACHE_BYTES = 512 * 2**20
+PREFILL_CHUNK_TOKENS = 256
 
 
 class NullObserver:
@@ -82,13 +101,16 @@ class Sequence:
     sequence_id: int = field(default_factory=lambda: next(_sequence_ids))
     submitted_at: float = field(default_factory=time.monotonic)
     generated_ids: list[int] = field(default_factory=list)
-    sent_chars: int = 0
     last_token_at: float = 0.0
     cancelled: threading.Event = field(default_factory=threading.Event)
     generator: Any = None
-    prompt_tensor: Any = None
     admitted_step: int | None = None
     finished_step: int | None = None
+    slot: int | None = None     # its place in the KV cache while it holds one
+    filled: int = 0             # tokens of it in the cache
+    decoding: bool = False      # False while its prompt is being prefilled
+    detokenizer: Any = None
+    stops: Any = None
 
     def cancel(self) -> None:
         """Safe from any thread: the slot is freed before the next decode step."""
@@ -97,20 +119,47 @@ class Sequence:
 
 class BatchScheduler:
     def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 8, max_queue: int = 64,
-                 context_length: int = 2048, observer: Observer | None = None) -> None:
+                 context_length: int = 2048, observer: Observer | None = None,
+                 kv_cache_bytes: int | None = None,
+                 prefill_chunk: int = PREFILL_CHUNK_TOKENS) -> None:
+        import torch
+
         self.model, self.tokenizer = model, tokenizer
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
-        self.context_length = context_length
         self.observer: Observer = observer or NullObserver()
+        self._kv_gauge = getattr(self.observer, "kv_cache_usage", None)
+        self.logits_hook: LogitsHook | None = None
         self.eos_ids = _eos_ids(model, tokenizer)
         self.vocabulary = model.get_input_embeddings().num_embeddings
-        self.device = next(model.parameters()).device
+        parameter = next(model.parameters())
+        self.device = parameter.device
+        self.pad_id = tokenizer.pad_token_id or 0
+        self.prefill_chunk = max(prefill_chunk, 1)
+        # Memory bounds admission: every slot can hold a whole sequence, so the slot length (the
+        # context a request may use) is what the cache budget allows per slot.
+        per_token = bytes_per_token(model.config, parameter.dtype)
+        budget = kv_cache_bytes or DEFAULT_KV_CACHE_BYTES
+        self.context_length = max(2, min(context_length, budget // (max_batch_size * per_token)))
+        with torch.inference_mode():
+            self.cache = SlotKVCache(model.config, max_batch_size, self.context_length,
+                                     parameter.dtype, self.device)
+            slots, device = max_batch_size, self.device
+            # Per-slot state on the device, so a decode step builds its inputs without a copy
+            # from the host: the token to feed next, its position, which slots are decoding.
+            self._next = torch.full((slots,), self.pad_id, dtype=torch.long, device=device)
+            self._position = torch.zeros(slots, dtype=torch.long, device=device)
+            self._decoding = torch.zeros(slots, dtype=torch.bool, device=device)
+            self._temperature = torch.zeros(slots, dtype=torch.float32, device=device)
+            self._top_p = torch.ones(slots, dtype=torch.float32, device=device)
+            self._columns = torch.arange(self.context_length + 1, device=device)
+        self._mask_min = torch.finfo(parameter.dtype if parameter.dtype.is_floating_point
+                                     else torch.float32).min
+        self._slots: list[Sequence | None] = [None] * max_batch_size
+        self._prefilling: list[Sequence] = []  # the wave being prefilled, chunk by chunk
         self._waiting: deque[Sequence] = deque()
         self._lock = threading.Condition()
         self._accepting = True
         self._stopping = False
-        self._batch = _RunningBatch()
-        self._admitting: list[Sequence] = []  # popped from the queue, not yet in the batch
         self.steps = 0  # decode steps run so far; tests read admitted/finished step numbers
         self._thread = threading.Thread(target=self._run, name="modeldeck-scheduler", daemon=True)
         self._thread.start()
@@ -130,8 +179,8 @@ class BatchScheduler:
         with self._lock:
             if not self._accepting:
                 raise SchedulerClosed("this version is being retired")
-            # Free batch slots take requests at the next step; only the rest count as queued.
-            free_slots = max(self.max_batch_size - len(self._batch.rows), 0)
+            # Free slots take requests at the next step; only the rest count as queued.
+            free_slots = self._slots.count(None)
             if len(self._waiting) >= self.max_queue + free_slots:
                 raise QueueFull(f"{len(self._waiting)} requests are waiting (limit {self.max_queue})")
             self._waiting.append(sequence)
@@ -142,7 +191,7 @@ class BatchScheduler:
     def load(self) -> tuple[int, int]:
         """(running, waiting) right now."""
         with self._lock:
-            return len(self._batch.rows), len(self._waiting)
+            return self.max_batch_size - self._slots.count(None), len(self._waiting)
 
     def close(self, timeout: float | None = None) -> bool:
         """Stop accepting, let in-flight work finish, then end the thread. True when drained."""
@@ -167,7 +216,7 @@ class BatchScheduler:
 
     def _wait_for_work(self) -> bool:
         with self._lock:
-            while not self._waiting and not self._batch.rows:
+            while not self._waiting and self._slots.count(None) == self.max_batch_size:
                 if self._stopping:
                     return False
                 self._lock.wait()
@@ -175,140 +224,219 @@ class BatchScheduler:
 
     def _iteration(self) -> None:
         self._drop_cancelled()
-        admitted = self._admit()
-        if admitted:
-            self._prefill(admitted)
-        if self._batch.rows:
-            self._decode_step()
+        if not self._prefilling:
+            self._prefilling = self._set_up(self._admit())
+        if self._prefilling:
+            self._prefill_chunk()
+        decoded = self._decode_step() if any(s is not None and s.decoding for s in self._slots) else 0
         running, waiting = self.load
-        self.observer.step(len(self._batch.rows), running, waiting)
+        self.observer.step(decoded, running, waiting)
+        if self._kv_gauge is not None:
+            used = sum(s.filled for s in self._slots if s is not None)
+            self._kv_gauge(used / (self.max_batch_size * self.context_length))
 
     def _admit(self) -> list[Sequence]:
+        """The wave: every waiting request that fits in a free slot."""
         with self._lock:
-            free = self.max_batch_size - len(self._batch.rows)
-            admitted: list[Sequence] = []
+            free = self._slots.count(None)
+            admitted = []
             while self._waiting and len(admitted) < free:
                 sequence = self._waiting.popleft()
                 if sequence.cancelled.is_set():
                     self._finish(sequence, "cancelled")
                     continue
                 admitted.append(sequence)
+            for sequence in admitted:  # in the slots before the lock is released: load is exact
+                self._take_slot(sequence)
             return admitted
 
-    def _prefill(self, admitted: list[Sequence]) -> None:
-        import torch
-
-        self._admitting = admitted = self._set_up(admitted)
-        if not admitted:
-            return
-        width = max(len(s.prompt_ids) for s in admitted)
-        pad_id = self.tokenizer.pad_token_id or 0
-        input_ids = torch.full((len(admitted), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(admitted), width), dtype=torch.long)
-        for row, sequence in enumerate(admitted):
-            input_ids[row, width - len(sequence.prompt_ids):] = sequence.prompt_tensor
-            mask[row, width - len(sequence.prompt_ids):] = 1
-            self.observer.prompt_tokens(len(sequence.prompt_ids))
-        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        output = self.model(input_ids=input_ids, attention_mask=_needed(mask),
-                            position_ids=positions, use_cache=True)
-        first_tokens, failed = self._sample(admitted, output.logits[:, -1, :])
-        self._batch.merge(admitted, output.past_key_values, mask, first_tokens)
-        self._admitting = []
-        self._emit(admitted, first_tokens, failed)
-
     def _set_up(self, admitted: list[Sequence]) -> list[Sequence]:
-        """Each sequence's own state (its seeded generator, its prompt as a tensor). One that
-        cannot be set up (a seed torch refuses, a token id out of range) fails alone."""
-        import torch
-
+        """Each sequence's own state (its seeded generator on the model's device, its text
+        decoder). One that cannot be set up (a seed torch refuses, a token id out of range)
+        fails alone."""
         ready = []
         for sequence in admitted:
             try:
-                sequence.generator = _generator(sequence.params.seed)
-                sequence.prompt_tensor = torch.tensor(sequence.prompt_ids, dtype=torch.long)
-                ids = sequence.prompt_tensor
-                if int(ids.min()) < 0 or int(ids.max()) >= self.vocabulary:
+                params = sequence.params
+                if params.temperature > 0:
+                    sequence.generator = make_generator(params.seed, self.device)
+                if min(sequence.prompt_ids) < 0 or max(sequence.prompt_ids) >= self.vocabulary:
                     raise ValueError("a prompt token id is outside the vocabulary")
+                sequence.detokenizer = Detokenizer(self.tokenizer)
+                sequence.stops = StopMatcher(params.stop)
+                self._temperature[sequence.slot] = max(params.temperature, 0.0)
+                self._top_p[sequence.slot] = params.top_p
             except Exception as error:  # noqa: BLE001 - any failure here is this request's alone
                 self._fail(sequence, _one_line(error))
                 continue
             sequence.admitted_step = self.steps
+            self.observer.prompt_tokens(len(sequence.prompt_ids))
             ready.append(sequence)
         return ready
 
-    def _decode_step(self) -> None:
-        batch = self._batch
-        output = self.model(input_ids=batch.next_tokens[:, None],
-                            attention_mask=_needed(batch.grow_mask()),
-                            position_ids=batch.positions[:, None], past_key_values=batch.cache,
-                            use_cache=True)
-        batch.positions += 1
+    def _take_slot(self, sequence: Sequence) -> None:
+        slot = self._slots.index(None)  # slots in use stay contiguous from 0 (see _free_slot)
+        self._slots[slot], sequence.slot, sequence.filled = sequence, slot, 0
+
+    def _free_slot(self, sequence: Sequence) -> None:
+        """Give the slot back; the last occupied slot moves into the hole (one sequence's
+        cache copied), so a decode step's rows are always slots [0, n)."""
+        slot = sequence.slot
+        if slot is None:
+            return
+        sequence.slot = None
+        self._decoding[slot] = False
+        last = max(i for i, s in enumerate(self._slots) if s is not None)
+        moved = self._slots[last]
+        self._slots[slot], self._slots[last] = moved, None
+        if last != slot and moved is not None:
+            self.cache.move(last, slot, moved.filled)
+            for state in (self._next, self._position, self._decoding, self._temperature, self._top_p):
+                state[slot] = state[last]
+            self._decoding[last] = False
+            moved.slot = slot
+
+    def _prefill_chunk(self) -> None:
+        """One forward over the wave's next prompt pieces, left-aligned to the chunk's end so
+        that every row's last piece token is the last column (its logits are the ones kept)."""
+        import torch
+
+        wave = self._prefilling
+        width_per_row = max(self.prefill_chunk // len(wave), 16)
+        pieces = {s.sequence_id: min(len(s.prompt_ids) - s.filled, width_per_row) for s in wave}
+        width = max(pieces.values())
+        first = min(s.slot for s in wave)
+        rows = max(s.slot for s in wave) + 1 - first
+        ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
+        positions = torch.zeros((rows, width), dtype=torch.long)
+        write = torch.full((rows, width), self.cache.scratch, dtype=torch.long)
+        for sequence in wave:
+            row, size, start = sequence.slot - first, pieces[sequence.sequence_id], sequence.filled
+            ids[row, width - size:] = torch.tensor(sequence.prompt_ids[start:start + size])
+            positions[row, width - size:] = torch.arange(start, start + size)
+            write[row, width - size:] = positions[row, width - size:]
+        kv_len = max(s.filled + pieces[s.sequence_id] for s in wave)
+        logits = self._forward(first, ids.to(self.device), positions.to(self.device),
+                               write.to(self.device), kv_len)
+        done = []
+        for sequence in wave:
+            sequence.filled += pieces[sequence.sequence_id]
+            if sequence.filled == len(sequence.prompt_ids):
+                done.append(sequence)
+        self._prefilling = [s for s in wave if s not in done]
+        if not done:
+            return
+        span = self._slots[first:first + rows]
+        tokens, failed = self._choose(logits, span, first, done)
+        for sequence in done:
+            self._decoding[sequence.slot] = True
+            sequence.decoding = True
+        self._next[first:first + rows] = torch.where(self._decoding[first:first + rows], tokens,
+                                                     self._next[first:first + rows])
+        self._position[first:first + rows] = torch.where(
+            self._decoding[first:first + rows],
+            torch.tensor([s.filled if s is not None else 0 for s in span], device=self.device),
+            self._position[first:first + rows])
+        if self.logits_hook is not None:
+            self.logits_hook("prefill", done, logits[[s.slot - first for s in done]])
+        self._emit([(s, s.slot - first) for s in done], tokens, failed)
+
+    def _decode_step(self) -> int:
+        rows = max(i for i, s in enumerate(self._slots) if s is not None and s.decoding) + 1
+        decoding = self._decoding[:rows]
+        positions = self._position[:rows]
+        kv_len = max(s.filled for s in self._slots[:rows] if s is not None and s.decoding) + 1
+        import torch
+
+        # Rows still prefilling (or free) ride along: they see column 0 and write to scratch.
+        logits = self._forward(0, self._next[:rows, None],
+                               torch.where(decoding, positions, 0)[:, None],
+                               torch.where(decoding, positions, self.cache.scratch)[:, None],
+                               kv_len)
         self.steps += 1
-        next_tokens, failed = self._sample(batch.rows, output.logits[:, -1, :])
-        batch.next_tokens = next_tokens
-        self._emit(list(batch.rows), next_tokens, failed)
+        span = self._slots[:rows]
+        active = [(s, row) for row, s in enumerate(span) if s is not None and s.decoding]
+        tokens, failed = self._choose(logits, span, 0, [s for s, _ in active])
+        self._next[:rows] = torch.where(decoding, tokens, self._next[:rows])
+        self._position[:rows] += decoding.long()
+        for sequence, _ in active:
+            sequence.filled += 1
+        if self.logits_hook is not None:
+            self.logits_hook("decode", [s for s, _ in active], logits[[r for _, r in active]])
+        self._emit(active, tokens, failed)
+        return len(active)
 
-    def _sample(self, rows: list[Sequence], logits: Any) -> tuple[Any, dict[int, str]]:
-        """The next token of every row, and {sequence id: why} for rows whose sampling failed
-        (their row keeps the greedy token; the sequence is ended in _emit, the others go on)."""
-        chosen = logits.argmax(dim=-1)
-        failed: dict[int, str] = {}
-        for row, sequence in enumerate(rows):
-            if sequence.params.temperature > 0:
-                try:
-                    chosen[row] = _sample_row(logits[row], sequence.params, sequence.generator)
-                except Exception as error:  # noqa: BLE001 - this row's parameters, not the batch
-                    failed[sequence.sequence_id] = _one_line(error)
-        return chosen, failed
+    def _forward(self, first: int, ids: Any, positions: Any, write: Any, kv_len: int) -> Any:
+        """Next-token logits (rows, vocab) of a forward over slots [first, first + rows).
+        A query sees the cache columns up to its own position: causal within the chunk, and
+        nothing past a row's own length (padding and other rows' lengths never leak in)."""
+        visible = self._columns[:kv_len] <= positions[:, :, None]  # (rows, q, kv)
+        mask = (~visible[:, None]).to(self.cache.keys[0].dtype) * self._mask_min
+        self.cache.plan(first, ids.shape[0], write, kv_len)
+        output = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                            cache=self.cache, use_cache=True, logits_to_keep=1)
+        return output.logits[:, -1, :]
 
-    def _emit(self, rows: list[Sequence], tokens: Any, failed: dict[int, str]) -> None:
+    def _choose(self, logits: Any, span: list[Sequence | None], first: int,
+                chosen_for: list[Sequence]) -> tuple[Any, Any]:
+        rows = len(span)
+        wanted = {s.sequence_id for s in chosen_for}
+        generators = [s.generator if s is not None and s.sequence_id in wanted else None
+                      for s in span]
+        sampled = [s.params for s in chosen_for if s.params.temperature > 0]
+        return choose_tokens(logits, self._temperature[first:first + rows],
+                             self._top_p[first:first + rows], generators, bool(sampled),
+                             any(p.top_p < 1.0 for p in sampled))
+
+    def _emit(self, rows: list[tuple[Sequence, int]], tokens: Any, failed: Any) -> None:
+        import torch
+
+        # One copy to the host per step: the tokens, and which rows' sampling failed.
+        if failed is None:
+            host_tokens, host_failed = tokens.tolist(), None
+        else:
+            host_tokens, host_failed = torch.stack([tokens, failed.long()]).tolist()
         now = time.monotonic()
-        finished: list[tuple[Sequence, str | None]] = []
-        for sequence, token in zip(rows, tokens.tolist()):
-            if sequence.sequence_id in failed:
-                finished.append((sequence, None))
+        finished: list[tuple[Sequence, str | None, str]] = []
+        for sequence, row in rows:
+            if host_failed is not None and host_failed[row]:
+                finished.append((sequence, None, "sampling failed: the distribution has no mass "
+                                 "(check temperature and top_p)"))
                 continue
             try:
                 first = not sequence.generated_ids
-                sequence.generated_ids.append(token)
+                sequence.generated_ids.append(host_tokens[row])
                 self.observer.token(first, now - (sequence.last_token_at or sequence.submitted_at))
                 sequence.last_token_at = now
-                reason = self._deliver_text(sequence, token)
+                reason = self._deliver_text(sequence, host_tokens[row])
             except Exception as error:  # noqa: BLE001 - decoding one sequence's text failed
-                failed[sequence.sequence_id] = _one_line(error)
-                finished.append((sequence, None))
+                finished.append((sequence, None, _one_line(error)))
                 continue
             if reason:
-                finished.append((sequence, reason))
-        for sequence, reason in finished:
-            self._batch.remove(sequence)
+                finished.append((sequence, reason, ""))
+        for sequence, reason, detail in finished:
             if reason is None:
-                self._fail(sequence, failed[sequence.sequence_id])
+                self._fail(sequence, detail)
             else:
+                self._free_slot(sequence)
                 self._finish(sequence, reason)
 
     def _deliver_text(self, sequence: Sequence, token: int) -> str | None:
         """Send the new text; return the finish reason when the sequence is done."""
         params = sequence.params
         at_eos = token in self.eos_ids and not params.ignore_eos
-        ids = sequence.generated_ids[:-1] if at_eos else sequence.generated_ids
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        stop_at = min((i for i in (text.find(s) for s in params.stop if s) if i >= 0), default=-1)
-        if stop_at >= 0:
-            reason, text = "stop", text[:stop_at]
-        elif at_eos:
-            reason = "stop"
+        piece = "" if at_eos else sequence.detokenizer.step(token)
+        text, stopped = sequence.stops.feed(piece)
+        if stopped or at_eos:
+            reason: str | None = "stop"
         elif len(sequence.generated_ids) >= params.max_tokens:
             reason = "length"
         else:
             reason = None
-        # Hold back what could be the start of a stop string or half a UTF-8 character.
-        safe = len(text) if reason else _safe_length(text, params.stop)
-        if safe > sequence.sent_chars:
-            sequence.deliver(TokenEvent(text[sequence.sent_chars:safe]))
-            sequence.sent_chars = safe
+        if reason and not stopped:
+            text += sequence.stops.flush()
+        if text:
+            sequence.deliver(TokenEvent(text))
         return reason
 
     def _finish(self, sequence: Sequence, reason: str, text: str = "") -> None:
@@ -322,133 +450,28 @@ class BatchScheduler:
 
     def _fail(self, sequence: Sequence, detail: str) -> None:
         """End one sequence with an error; the rest of the batch carries on."""
-        self._batch.remove(sequence)
+        self._free_slot(sequence)
+        self._prefilling = [s for s in self._prefilling if s is not sequence]
         self._finish(sequence, "error", detail)
 
     def _drop_cancelled(self) -> None:
-        for sequence in [s for s in self._batch.rows if s.cancelled.is_set()]:
-            self._batch.remove(sequence)
+        for sequence in [s for s in self._slots if s is not None and s.cancelled.is_set()]:
+            self._free_slot(sequence)
+            self._prefilling = [s for s in self._prefilling if s is not sequence]
             self._finish(sequence, "cancelled")
 
     def _fail_everything(self, detail: str) -> None:
         """A failure of the batch itself (the model's forward): every sequence it held ends,
-        including those being admitted, which are in neither the queue nor the batch yet."""
+        including those being prefilled and those still waiting."""
         with self._lock:
-            victims = list(self._batch.rows) + list(self._waiting)
+            victims = [s for s in self._slots if s is not None] + list(self._waiting)
             self._waiting.clear()
-        victims += [s for s in self._admitting if s not in victims]
-        self._admitting = []
-        self._batch = _RunningBatch()
+            self._slots = [None] * self.max_batch_size
+        self._prefilling = []
+        self._decoding.zero_()
         for sequence in victims:
+            sequence.slot = None
             self._finish(sequence, "error", detail)
-
-
-class _RunningBatch:
-    """The running sequences' shared KV cache, left-padded to one length, and per-row state."""
-
-    def __init__(self) -> None:
-        self.rows: list[Sequence] = []
-        self.cache: Any = None
-        self.mask: Any = None          # (rows, cached tokens): 1 real, 0 padding
-        self.positions: Any = None     # (rows,) position id of each row's next input token
-        self.next_tokens: Any = None   # (rows,) sampled but not yet fed to the model
-
-    def grow_mask(self) -> Any:
-        import torch
-
-        self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
-        return self.mask
-
-    def merge(self, sequences: list[Sequence], cache: Any, mask: Any, first_tokens: Any) -> None:
-        import torch
-
-        positions = mask.sum(dim=1)
-        if not self.rows:
-            self.rows, self.cache, self.mask = list(sequences), cache, mask
-            self.positions, self.next_tokens = positions, first_tokens
-            return
-        width = max(self.mask.shape[1], mask.shape[1])
-        for mine, theirs in zip(self.cache.layers, cache.layers):
-            mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)])
-            mine.values = torch.cat([_left_pad(mine.values, width), _left_pad(theirs.values, width)])
-        self.mask = torch.cat([_left_pad(self.mask, width), _left_pad(mask, width)])
-        self.positions = torch.cat([self.positions, positions])
-        self.next_tokens = torch.cat([self.next_tokens, first_tokens])
-        self.rows.extend(sequences)
-
-    def remove(self, sequence: Sequence) -> None:
-        import torch
-
-        if sequence not in self.rows:
-            return
-        keep = [i for i, row in enumerate(self.rows) if row is not sequence]
-        self.rows = [self.rows[i] for i in keep]
-        if not self.rows:
-            self.cache = self.mask = self.positions = self.next_tokens = None
-            return
-        index = torch.tensor(keep, device=self.mask.device)
-        self.mask, self.positions = self.mask[index], self.positions[index]
-        self.next_tokens = self.next_tokens[index]
-        # Columns that are padding in every remaining row are dead weight: drop them.
-        start = int((self.mask.sum(dim=0) > 0).nonzero()[0])
-        self.mask = self.mask[:, start:]
-        for layer in self.cache.layers:
-            layer.keys = layer.keys[index, :, start:]
-            layer.values = layer.values[index, :, start:]
-
-
-def _needed(mask: Any) -> Any:
-    """The mask, or None when nothing is padding: the model then takes its plain causal path,
-    which is markedly cheaper per step than building a padded 4-D mask."""
-    return None if bool(mask.all()) else mask
-
-
-def _left_pad(tensor: Any, width: int) -> Any:
-    """Pad dim 2 (cache tensors) or dim 1 (masks) on the left with zeros up to width."""
-    import torch
-
-    dim = 2 if tensor.dim() == 4 else 1
-    missing = width - tensor.shape[dim]
-    if missing == 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
-
-
-def _sample_row(logits: Any, params: SamplingParams, generator: Any) -> Any:
-    import torch
-
-    scaled = logits.float() / max(params.temperature, 1e-5)
-    probabilities = torch.softmax(scaled, dim=-1)
-    if params.top_p < 1.0:
-        sorted_probs, order = probabilities.sort(descending=True)
-        # Keep the smallest prefix whose mass reaches top_p (always at least one token).
-        outside = sorted_probs.cumsum(-1) - sorted_probs > params.top_p
-        sorted_probs[outside] = 0
-        probabilities = torch.zeros_like(probabilities).scatter(0, order, sorted_probs)
-    return torch.multinomial(probabilities, 1, generator=generator)[0]
-
-
-def _generator(seed: int | None) -> Any:
-    import torch
-
-    generator = torch.Generator()
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
-    return generator
-
-
-def _safe_length(text: str, stops: tuple[str, ...]) -> int:
-    safe = len(text) - (1 if text.endswith("\ufffd") else 0)
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), 0, -1):
-            if text.endswith(stop[:size]):
-                safe = min(safe, len(text) - size)
-                break
-    return safe
 
 
 def _one_line(error: BaseException) -> str:
