@@ -86,11 +86,10 @@ def load(tiny: bool):
         directory = build_tiny_model(Path(tempfile.mkdtemp()) / "tiny")
         name, dtype = "tiny-llama", torch.float32
     else:
-        from engine.paths import DeckPaths
-        from engine.serving.loader import converted_gguf
+        from engine.modelio.loader import converted_gguf
 
-        directory = converted_gguf(DeckPaths(Path(tempfile.gettempdir()) / "modeldeck-bench"),
-                                   gguf, "bfloat16")
+        directory = converted_gguf(Path(tempfile.gettempdir()) / "modeldeck-bench", gguf,
+                                   "bfloat16")
         name, dtype = "SmolLM2-135M bf16", torch.bfloat16
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype).eval()
     if torch.cuda.is_available():

@@ -116,6 +116,12 @@ class Sequence:
         """Safe from any thread: the slot is freed before the next decode step."""
         self.cancelled.set()
 
+    @property
+    def held_slot(self) -> int:
+        """The slot of a sequence being prefilled or decoded (it always holds one then)."""
+        assert self.slot is not None, "a running sequence holds a slot"
+        return self.slot
+
 
 class BatchScheduler:
     def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 8, max_queue: int = 64,
@@ -239,7 +245,7 @@ class BatchScheduler:
         """The wave: every waiting request that fits in a free slot."""
         with self._lock:
             free = self._slots.count(None)
-            admitted = []
+            admitted: list[Sequence] = []
             while self._waiting and len(admitted) < free:
                 sequence = self._waiting.popleft()
                 if sequence.cancelled.is_set():
@@ -305,13 +311,13 @@ class BatchScheduler:
         width_per_row = max(self.prefill_chunk // len(wave), 16)
         pieces = {s.sequence_id: min(len(s.prompt_ids) - s.filled, width_per_row) for s in wave}
         width = max(pieces.values())
-        first = min(s.slot for s in wave)
-        rows = max(s.slot for s in wave) + 1 - first
+        first = min(s.held_slot for s in wave)
+        rows = max(s.held_slot for s in wave) + 1 - first
         ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
         positions = torch.zeros((rows, width), dtype=torch.long)
         write = torch.full((rows, width), self.cache.scratch, dtype=torch.long)
         for sequence in wave:
-            row, size, start = sequence.slot - first, pieces[sequence.sequence_id], sequence.filled
+            row, size, start = sequence.held_slot - first, pieces[sequence.sequence_id], sequence.filled
             ids[row, width - size:] = torch.tensor(sequence.prompt_ids[start:start + size])
             positions[row, width - size:] = torch.arange(start, start + size)
             write[row, width - size:] = positions[row, width - size:]
@@ -329,7 +335,7 @@ class BatchScheduler:
         span = self._slots[first:first + rows]
         tokens, failed = self._choose(logits, span, first, done)
         for sequence in done:
-            self._decoding[sequence.slot] = True
+            self._decoding[sequence.held_slot] = True
             sequence.decoding = True
         self._next[first:first + rows] = torch.where(self._decoding[first:first + rows], tokens,
                                                      self._next[first:first + rows])
@@ -338,8 +344,8 @@ class BatchScheduler:
             torch.tensor([s.filled if s is not None else 0 for s in span], device=self.device),
             self._position[first:first + rows])
         if self.logits_hook is not None:
-            self.logits_hook("prefill", done, logits[[s.slot - first for s in done]])
-        self._emit([(s, s.slot - first) for s in done], tokens, failed)
+            self.logits_hook("prefill", done, logits[[s.held_slot - first for s in done]])
+        self._emit([(s, s.held_slot - first) for s in done], tokens, failed)
 
     def _decode_step(self) -> int:
         rows = max(i for i, s in enumerate(self._slots) if s is not None and s.decoding) + 1
