@@ -57,7 +57,9 @@ LOCAL_ENDPOINT = "local"  # the embedded server's row in the Throughput pane
 class EndpointRow:
     name: str
     kind: str
-    status: str  # up | degraded | down | stale; stopped: the local server is not running
+    # up | degraded | down | stale; for the local server also stopped (not running) and starting
+    # (its start lock is held while the model loads, or it has not answered /health yet)
+    status: str
     reason: str = ""
     tokens_per_s: float | None = None
     requests_per_s: float | None = None
@@ -78,6 +80,7 @@ class EndpointsPanel:
     reason: str = ""
     endpoints: tuple[EndpointRow, ...] = ()
     warnings: tuple[str, ...] = ()  # about the local server (reachable without an API key)
+    window_s: float | None = None  # rates and TTFT are over this many seconds (the sampler's)
 
 
 def local_server_running(panel: EndpointsPanel | None) -> bool:
@@ -217,10 +220,14 @@ def local_server_row(panel: EndpointsPanel | None) -> EndpointRow | None:
 
 
 def sparkline(values: tuple[float, ...] | list[float], width: int, top: float | None = None) -> str:
-    """The last `width` values as block characters, scaled to `top` (or their maximum)."""
+    """The last `width` values as block characters, scaled to `top` (or their maximum). Zero is
+    the lowest block, a baseline you can see (a blank would read as 'no data'); any value above
+    zero is at least one step higher, so idle and barely busy stay apart."""
     recent = list(values)[-width:] if width > 0 else []
     if not recent:
         return ""
     ceiling = top if top else max(recent) or 1.0
     steps = len(SPARK_BLOCKS) - 1
-    return "".join(SPARK_BLOCKS[max(0, min(steps, round(value / ceiling * steps)))] for value in recent)
+    return "".join(SPARK_BLOCKS[1] if value <= 0 else
+                   SPARK_BLOCKS[max(2, min(steps, round(value / ceiling * steps)))]
+                   for value in recent)

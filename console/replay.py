@@ -54,7 +54,7 @@ def endpoints(count: int, tick: int = 0, history: int = 120) -> EndpointsPanel:
             if status != "down" else (),
             LOCAL_URL if index == 0 else f"http://10.0.3.{10 + index}:8000",
             latency, EPOCH + 600 + tick))
-    return EndpointsPanel("ok", "", tuple(rows))
+    return EndpointsPanel("ok", "", tuple(rows), window_s=10.0)
 
 
 def models() -> ModelsPanel:

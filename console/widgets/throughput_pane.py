@@ -1,5 +1,7 @@
 """Throughput: per endpoint (the local server and remote ones) tokens/s, requests/s, TTFT p95,
-running/waiting, KV-cache use, a sparkline and up/down/stale status.
+running/waiting, KV-cache use, a sparkline and up/down/stale status (the local server also
+stopped or starting). Rates and TTFT are over the sampler's window (10 s, in the title), the
+sparkline one windowed point per poll.
 
 Narrowing, the pane keeps the endpoint, its state, tokens/s, TTFT and the history (which
 stretches to the room there is), and drops KV-cache, run/wait, then req/s."""
@@ -14,7 +16,7 @@ from console.widgets.table import Column
 
 STATUS_COLOURS = {"up": ("deck-good", "green"), "down": ("deck-bad", "red"),
                   "stale": ("deck-warn", "yellow"), "degraded": ("deck-warn", "yellow"),
-                  "stopped": ("deck-muted", "grey50")}
+                  "stopped": ("deck-muted", "grey50"), "starting": ("deck-warn", "yellow")}
 
 
 class ThroughputPane(TablePane):
@@ -25,10 +27,19 @@ class ThroughputPane(TablePane):
 
     panel: EndpointsPanel | None
 
+    def compose_title(self) -> str:
+        """`Throughput, 10 s window`: rates and TTFT p95 are over the sampler's window."""
+        title = super().compose_title()
+        window = self.panel.window_s if self.panel is not None else None
+        return f"{title}, {window:.0f} s window" if window else title
+
     def redraw(self) -> None:
         panel = self.panel
         if panel is None:
             return
+        title = self.compose_title()
+        if title != self.border_title:
+            self.border_title = title
         rows = [(endpoint.name, self.cells(endpoint)) for endpoint in panel.endpoints
                 if matches(self.filter_text, (endpoint.name, endpoint.kind, endpoint.status))]
         self.fill(rows)
