@@ -240,8 +240,12 @@ class JobReader:
 def series_of(job_id: str, stream: JobStream) -> LossSeries:
     train = sorted(stream.train.items())
     evals = sorted(stream.evals.items())
+    progress = stream.last_progress or {}
+    eta = progress.get("eta_s")
     return LossSeries(job_id, tuple(float(s) for s, _ in train), tuple(v for _, v in train),
-                      tuple(float(s) for s, _ in evals), tuple(v for _, v in evals))
+                      tuple(float(s) for s, _ in evals), tuple(v for _, v in evals),
+                      max_steps=_int(progress.get("max_steps")),
+                      eta_s=float(eta) if isinstance(eta, (int, float)) and eta > 0 else None)
 
 
 # ---- which verbs exist ------------------------------------------------------------------------

@@ -156,6 +156,8 @@ class LossSeries:
     eval_loss: tuple[float, ...] = ()
     status: str = "ok"  # ok | no-job | not-available
     reason: str = ""
+    max_steps: int | None = None  # from the job's last progress event, for the pane's title
+    eta_s: float | None = None  # while the job runs
 
 
 @dataclass(frozen=True)
