@@ -66,7 +66,8 @@ class TelemetryReader:
             (row for row in rows if row.name == LOCAL_ENDPOINT), None))
         others = tuple(row for row in rows if row.name != LOCAL_ENDPOINT)
         return EndpointsPanel("ok", "", (local, *others), warnings,
-                              getattr(sampler, "rate_window_s", None))
+                              getattr(sampler, "rate_window_s", None),
+                              getattr(sampler, "interval_s", None))
 
     def close(self) -> None:
         """Stops the sampler. In its own thread: the app calls this from its event loop, and

@@ -81,6 +81,15 @@ class EndpointsPanel:
     endpoints: tuple[EndpointRow, ...] = ()
     warnings: tuple[str, ...] = ()  # about the local server (reachable without an API key)
     window_s: float | None = None  # rates and TTFT are over this many seconds (the sampler's)
+    interval_s: float | None = None  # one history point per poll, this far apart
+
+
+def history_columns(history: tuple[float, ...], window_s: float | None,
+                    interval_s: float | None) -> tuple[float, ...]:
+    """One sparkline column per rate window (every window_s / interval_s-th point, the newest
+    kept): each point already averages its window, so a 15-column sparkline covers minutes."""
+    step = round(window_s / interval_s) if window_s and interval_s else 1
+    return history[::-1][::max(1, step)][::-1]
 
 
 def local_server_running(panel: EndpointsPanel | None) -> bool:

@@ -116,10 +116,13 @@ class LossPane(Vertical):
 
     def show(self, series: LossSeries) -> None:
         self.series = series
-        title = title_of(series, self.log_scale, self.title_room)
-        if title != self.border_title:  # the title follows every read; the plot may wait
-            self.border_title = title
-        self.redraw()
+        self.redraw()  # the title changes with the plot: a new title every tick repaints the pane
+
+    def on_resize(self) -> None:
+        """Title and ticks fit the pane's size: drawn again when it gets (or changes) its size."""
+        if self._drawn_signature is not None:
+            self._drawn_signature = None
+            self.redraw()
 
     @property
     def title_room(self) -> int:
@@ -193,7 +196,9 @@ class LossPane(Vertical):
                 pad = max(abs(high_y) * 0.1, 0.05)
                 low_y, high_y = low_y - pad, high_y + pad
                 plt.ylim(low_y, high_y)
-            plt.yticks(*even_ticks(low_y, high_y, max(3, self.size.height // 2)))
+            rows = plot_widget.size.height - 4  # less the frame, the x ticks and the labels
+            if rows >= 3:  # fewer rows: plotext's own ticks (two of ours would share a row)
+                plt.yticks(*even_ticks(low_y, high_y, rows))  # spacing >= a row: one a row
         plt.xlabel("step")
         plt.ylabel("loss")
         plot_widget.refresh()

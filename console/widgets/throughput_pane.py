@@ -1,7 +1,7 @@
 """Throughput: per endpoint (the local server and remote ones) tokens/s, requests/s, TTFT p95,
 running/waiting, KV-cache use, a sparkline and up/down/stale status (the local server also
 stopped or starting). Rates and TTFT are over the sampler's window (10 s, in the title), the
-sparkline one windowed point per poll.
+sparkline one column per window (so its width covers minutes).
 
 Narrowing, the pane keeps the endpoint, its state, tokens/s, TTFT and the history (which
 stretches to the room there is), and drops KV-cache, run/wait, then req/s."""
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from console.data import LOCAL_ENDPOINT, EndpointRow, EndpointsPanel
+from console.data import LOCAL_ENDPOINT, EndpointRow, EndpointsPanel, history_columns
 from console.widgets.common import SparkCell, TablePane, fmt_number, matches, theme_colour
 from console.widgets.table import Column
 
@@ -59,7 +59,9 @@ class ThroughputPane(TablePane):
         queue = (f"{endpoint.running if endpoint.running is not None else '-'}/"
                  f"{endpoint.waiting if endpoint.waiting is not None else '-'}")
         return (endpoint.name, state, fmt_number(endpoint.tokens_per_s), ttft,
-                SparkCell(endpoint.tokens_history), fmt_number(endpoint.requests_per_s, 2),
+                SparkCell(history_columns(endpoint.tokens_history, self.panel.window_s,
+                                          self.panel.interval_s) if self.panel else ()),
+                fmt_number(endpoint.requests_per_s, 2),
                 queue, fmt_number(endpoint.kv_cache_pct, 0, "%"))
 
     def selected_endpoint(self) -> EndpointRow | None:

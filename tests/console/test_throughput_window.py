@@ -9,7 +9,7 @@ import pytest
 
 from console import replay
 from console.app import ModeldeckApp
-from console.data import EndpointRow, EndpointsPanel, sparkline
+from console.data import EndpointRow, EndpointsPanel, history_columns, sparkline
 from console.sources import FixedSource
 from console.widgets.throughput_pane import ThroughputPane
 from engine.deck import Deck
@@ -20,6 +20,13 @@ def test_zero_is_a_baseline_and_any_traffic_stands_above_it():
     assert sparkline((0.0, 0.0, 100.0), 3) == "▁▁█"
     assert sparkline((0.0, 1.0, 100.0), 3)[1] not in (" ", "▁")
     assert sparkline((0.0, 0.0), 2) == "▁▁"
+
+
+def test_history_has_one_column_per_window():
+    history = tuple(float(second) for second in range(1, 601))  # 10 minutes at 1 s
+    columns = history_columns(history, 10.0, 1.0)
+    assert len(columns) == 60 and columns[-1] == 600.0 and columns[-2] == 590.0
+    assert history_columns(history, None, None) == history  # unknown spacing: every point
 
 
 @pytest.mark.anyio
