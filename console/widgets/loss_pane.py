@@ -173,6 +173,8 @@ class LossPane(Vertical):
         # More points than the plot can show only cost time: one per drawable column.
         points = max(50, min(MAX_DRAWN_POINTS, self.size.width * MARKERS_PER_CELL))
         drawn: list[tuple[list[float], list[float]]] = []
+        rows = plot_widget.size.height - 4  # less the frame, the x ticks and the labels
+        legend = rows >= 3  # in a one-row plot the legend would cover the curve
         for steps, values, label in ((series.train_steps, series.train_loss, "train"),
                                      (series.eval_steps, series.eval_loss, "eval")):
             if not values:
@@ -180,9 +182,9 @@ class LossPane(Vertical):
             xs, ys = downsample(steps, values, points)
             drawn.append((xs, ys))
             if len(xs) == 1:  # one point: marked, so it reads as a reading, not a speck
-                plt.scatter(xs, ys, label=label, marker="●")
+                plt.scatter(xs, ys, label=label if legend else None, marker="●")
             else:
-                plt.plot(xs, ys, label=label)
+                plt.plot(xs, ys, label=label if legend else None)
         all_x = [x for xs, _ in drawn for x in xs]
         all_y = [y for _, ys in drawn for y in ys]
         low_x, high_x = min(all_x), max(all_x)
@@ -196,9 +198,11 @@ class LossPane(Vertical):
                 pad = max(abs(high_y) * 0.1, 0.05)
                 low_y, high_y = low_y - pad, high_y + pad
                 plt.ylim(low_y, high_y)
-            rows = plot_widget.size.height - 4  # less the frame, the x ticks and the labels
-            if rows >= 3:  # fewer rows: plotext's own ticks (two of ours would share a row)
+            if rows >= 3:
                 plt.yticks(*even_ticks(low_y, high_y, rows))  # spacing >= a row: one a row
+            else:  # one row or two: one tick, the middle of what is drawn
+                middle = (low_y + high_y) / 2
+                plt.yticks([middle], [f"{middle:.3g}"])
         plt.xlabel("step")
         plt.ylabel("loss")
         plot_widget.refresh()
