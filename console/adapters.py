@@ -259,9 +259,12 @@ def engine_availability() -> Availability:
         return None if callable(getattr(actions, verb, None)) else \
             f"{words} is not part of this build (engine.actions.{verb} is missing)"
 
+    methods: tuple[str, ...] = ()
     try:
-        from engine.compression.spec import METHODS as methods
+        from engine.compression.spec import METHODS
+
+        methods = tuple(METHODS)
     except ImportError:
-        methods = ()
+        pass
     return Availability(missing("finetune", "fine-tuning"), missing("compress", "compression"),
-                        missing("cancel_job", "cancelling jobs"), tuple(methods))
+                        missing("cancel_job", "cancelling jobs"), methods)

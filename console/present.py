@@ -378,12 +378,12 @@ def job_report(job: Mapping[str, Any], data: Mapping[str, Any]) -> Details:
     result = _mapping(job.get("result"))
     progress = _mapping(data.get("last_progress"))
     last_eval = _mapping(data.get("last_eval"))
-    attempt = job.get("attempt")
+    attempt = job.get("attempt") if _finite(job.get("attempt")) else 1
     sections = [Section("job", pairs([
         ("kind", job.get("kind")), ("state", job.get("state")), ("reason", job.get("reason")),
         ("from", job_source(spec)), ("method", spec.get("method")),
         ("produced", result.get("version")),
-        ("attempt", attempt if _finite(attempt) and attempt > 1 else None),
+        ("attempt", attempt if attempt > 1 else None),  # type: ignore[operator]
         ("created", when(job.get("created_at"), seconds=True)),
         ("directory", home_path(str(job["directory"])) if job.get("directory") else None),
     ]))]
