@@ -133,7 +133,7 @@ def prepare(home: Path):
     deck = Deck.at(home)
     version = actions.import_model(deck, actions.ImportRequest(gguf, "smollm2"))
     actions.deploy(deck, actions.DeployRequest(version.ref, start_server=True))
-    from engine.serving.runstate import running_server
+    from engine.runstate import running_server
 
     info = running_server(deck.paths)
     loaded = load_for_serving(deck.paths, version.ref, deck.registry.materialize(version))
@@ -141,7 +141,7 @@ def prepare(home: Path):
 
 
 def main() -> None:
-    from engine.serving.runstate import stop_server
+    from engine.runstate import stop_server
 
     if sys.argv[1:2] == ["--baseline"]:
         return baseline_worker(sys.argv[2])

@@ -7,8 +7,8 @@ data with the reason; nothing here raises into the UI. Called from thread worker
 from __future__ import annotations
 
 import threading
-from collections import deque
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -17,147 +17,142 @@ from console.data import (LOCAL_ENDPOINT, Availability, EndpointRow, EndpointsPa
                           GpuRow, HostView, JobRow, JobsPanel, LossSeries, ProcessRow)
 from engine.deck import Deck
 
-HISTORY_POINTS = 120
+
+# ---- GPUs, host and endpoints: one reader, the engine's sampler --------------------------------
 
 
-# ---- GPUs and host ----------------------------------------------------------------------------
+class TelemetryReader:
+    """The console's view of engine.telemetry's sampler (build_sampler(deck)): the same GPUs,
+    host and endpoints (the local server included) as `modeldeck watch`, with the sampler's
+    histories and windowed rates. Started on the first read, in a worker thread; its own
+    threads sample every [telemetry] interval_s."""
+
+    def __init__(self, deck: Deck, build: Any = None) -> None:
+        self.deck = deck
+        self.build = build  # tests: a function deck -> Sampler (replayed GPUs)
+        self.sampler: Any = None
+        self.problem: str | None = None
+        self.lock = threading.Lock()
+
+    def current(self) -> Any:
+        with self.lock:
+            if self.sampler is None and self.problem is None:
+                try:
+                    self.sampler = self.started(self.build or default_sampler)
+                except Exception as error:  # a build without telemetry: shown as data
+                    self.problem = f"telemetry failed to start: {error}"
+            return self.sampler
+
+    def started(self, build: Any) -> Any:
+        sampler = build(self.deck).start()
+        deadline = time.monotonic() + FIRST_SAMPLE_WAIT_S
+        while sampler.latest().sequence == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the first paint shows readings, not "pending"
+        return sampler
+
+    def gpus(self) -> GpuPanel:
+        sampler = self.current()
+        if sampler is None:
+            return GpuPanel("not-available", self.problem or "")
+        snapshot = sampler.latest()
+        return gpu_panel(snapshot.gpus, host_view(snapshot.host))
+
+    def endpoints(self) -> EndpointsPanel:
+        sampler = self.current()
+        if sampler is None:
+            return EndpointsPanel("not-available", self.problem or "")
+        rows = tuple(endpoint_row(snapshot) for snapshot in sampler.latest().endpoints)
+        local, warnings = local_row(self.deck, next(
+            (row for row in rows if row.name == LOCAL_ENDPOINT), None))
+        others = tuple(row for row in rows if row.name != LOCAL_ENDPOINT)
+        return EndpointsPanel("ok", "", (local, *others), warnings,
+                              getattr(sampler, "rate_window_s", None),
+                              getattr(sampler, "interval_s", None))
+
+    def close(self) -> None:
+        """Stops the sampler. In its own thread: the app calls this from its event loop, and
+        the endpoint poller closes its connections on an event loop of its own."""
+        with self.lock:
+            sampler, self.sampler = self.sampler, None
+        if sampler is not None:
+            closing = threading.Thread(target=sampler.close, name="modeldeck-sampler-close",
+                                       daemon=True)
+            closing.start()
+            closing.join(timeout=10)
 
 
-class GpuHistory:
-    """Utilization history per GPU when the snapshot carries none (one-shot reads)."""
-
-    def __init__(self) -> None:
-        self.by_index: dict[int, deque[float]] = {}
-
-    def add(self, index: int, value: float | None) -> tuple[float, ...]:
-        history = self.by_index.setdefault(index, deque(maxlen=HISTORY_POINTS))
-        if value is not None:
-            history.append(float(value))
-        return tuple(history)
+FIRST_SAMPLE_WAIT_S = 2.0
 
 
-def gpu_panel_from_telemetry(telemetry: ModuleType | None, history: GpuHistory) -> GpuPanel:
-    if telemetry is None or not hasattr(telemetry, "gpu_snapshot"):
-        return GpuPanel("no-nvml", "GPU telemetry is not part of this build")
-    try:
-        snapshot = telemetry.gpu_snapshot()
-    except Exception as error:  # telemetry failing is shown, never raised into the UI
-        return GpuPanel("error", f"GPU telemetry failed: {error}")
-    rows = tuple(gpu_row(device, history) for device in snapshot.devices)
-    status = snapshot.status if rows or snapshot.status != "ok" else "no-gpu"
-    return GpuPanel(status, snapshot.reason or "", rows)
+def default_sampler(deck: Deck) -> Any:
+    from engine.telemetry import build_sampler
+
+    return build_sampler(deck)
 
 
-def gpu_row(device: Any, history: GpuHistory) -> GpuRow:
+def gpu_panel(gpus: Any, host: HostView | None) -> GpuPanel:
+    rows = tuple(gpu_row(device) for device in gpus.devices)
+    status = gpus.status if rows or gpus.status != "ok" else "no-gpu"
+    if status == "pending":
+        status = "ok"  # the sampler's first tick is under way: no rows for a moment
+    return GpuPanel(status, gpus.reason or "", rows, host)
+
+
+def gpu_row(device: Any) -> GpuRow:
     processes = tuple(ProcessRow(process.pid, process.name or "?", process.memory_bytes)
                       for process in device.processes)
-    utilization_history = tuple(device.utilization_history) or history.add(
-        device.index, device.utilization_pct)
     return GpuRow(device.index, device.name or "GPU", device.utilization_pct,
                   device.memory_used_bytes, device.memory_total_bytes, device.temperature_c,
-                  device.power_w, utilization_history, processes)
+                  device.power_w, tuple(device.utilization_history), processes)
 
 
-class HostReader:
-    """The host's CPU and memory through psutil. CPU use comes from cpu_times() deltas kept
-    here: psutil 7 keeps cpu_percent()'s previous sample per thread, and every poll runs in a
-    new worker thread, where cpu_percent() would always read 0."""
-
-    def __init__(self) -> None:
-        self.previous: Any = None
-        self.history: deque[float] = deque(maxlen=HISTORY_POINTS)
-
-    def read(self) -> HostView:
-        import psutil
-
-        times = psutil.cpu_times()
-        cpu = busy_pct(self.previous, times) if self.previous is not None else 0.0
-        self.previous = times
-        self.history.append(cpu)
-        memory = psutil.virtual_memory()
-        return HostView(cpu, psutil.cpu_count() or 1, memory.total - memory.available,
-                        memory.total, tuple(self.history))
+def host_view(host: Any) -> HostView | None:
+    if host is None or host.memory_total_bytes is None:
+        return None
+    return HostView(host.cpu_pct or 0.0, host.cpu_count, host.memory_used_bytes or 0,
+                    host.memory_total_bytes, tuple(host.cpu_history))
 
 
-def busy_pct(before: Any, after: Any) -> float:
-    total = sum(after) - sum(before)
-    idle = (after.idle + getattr(after, "iowait", 0.0)) - (before.idle + getattr(before, "iowait", 0.0))
-    return max(0.0, min(100.0, 100.0 * (1 - idle / total))) if total > 0 else 0.0
-
-
-# ---- endpoints: the local server and the configured remote ones -------------------------------
-
-
-class EndpointReader:
-    """Keeps one poller (rates need the previous scrape) for the local server plus deck.toml's
-    [[endpoints]]; rebuilt when the local server's address changes."""
-
-    def __init__(self) -> None:
-        self.poller: Any = None
-        self.key: tuple | None = None
-        self.history: dict[str, deque[float]] = {}
-
-    def read(self, deck: Deck) -> EndpointsPanel:
-        try:
-            from engine.remote.poller import EndpointPoller
-        except ImportError:
-            return EndpointsPanel("not-available", "endpoint telemetry is not part of this build")
-        try:
-            from engine import actions
-
-            server = actions.local_server_state(deck)
-            endpoints = self.endpoint_settings(deck, server)
-            rows = tuple(self.row(snapshot) for snapshot in self.poll(endpoints, EndpointPoller))
-        except Exception as error:
-            return EndpointsPanel("not-available", f"endpoint telemetry failed: {error}")
-        if server.get("state") != "running":  # the local server is a row even when it is down
-            rows = (stopped_local_row(server), *rows)
-        return EndpointsPanel("ok", "", rows, tuple(server.get("warnings", ())))
-
-    def poll(self, endpoints: list[Any], poller_type: Any) -> list[Any]:
-        if not endpoints:
-            return []
-        key = tuple(endpoint.model_dump_json() for endpoint in endpoints)
-        if key != self.key:
-            if self.poller is not None:
-                self.poller.close()
-            self.poller, self.key = poller_type(endpoints, HISTORY_POINTS), key
-        return self.poller.poll_blocking()
-
-    @staticmethod
-    def endpoint_settings(deck: Deck, server: dict[str, Any]) -> list[Any]:
-        from engine.config import EndpointSettings
-
-        endpoints = list(deck.config.endpoints)
-        if server.get("state") == "running" and server.get("url"):
-            endpoints.insert(0, EndpointSettings(name=LOCAL_ENDPOINT, kind="modeldeck", url=server["url"],
-                                                 api_key_env=deck.config.serve.api_key_env,
-                                                 api_key_file=deck.config.serve.api_key_file))
-        return endpoints
-
-    def row(self, snapshot: Any) -> EndpointRow:
-        history = tuple(snapshot.tokens_history)
-        if not history:
-            kept = self.history.setdefault(snapshot.name, deque(maxlen=HISTORY_POINTS))
-            kept.append(snapshot.tokens_per_s or 0.0)
-            history = tuple(kept)
-        latency = tuple((label, getattr(snapshot, f"{key}_p50_s", None),
-                         getattr(snapshot, f"{key}_p95_s", None), getattr(snapshot, f"{key}_p99_s", None))
-                        for label, key in LATENCY_MEASURES)
-        return EndpointRow(snapshot.name, snapshot.kind, snapshot.status, snapshot.reason or "",
-                           snapshot.tokens_per_s, snapshot.requests_per_s, snapshot.ttft_p95_s,
-                           _int(snapshot.running), _int(snapshot.waiting), snapshot.kv_cache_pct,
-                           history, str(getattr(snapshot, "url", "") or ""), latency,
-                           getattr(snapshot, "checked_at", None))
+def endpoint_row(snapshot: Any) -> EndpointRow:
+    latency = tuple((label, getattr(snapshot, f"{key}_p50_s", None),
+                     getattr(snapshot, f"{key}_p95_s", None), getattr(snapshot, f"{key}_p99_s", None))
+                    for label, key in LATENCY_MEASURES)
+    return EndpointRow(snapshot.name, snapshot.kind, snapshot.status, snapshot.reason or "",
+                       snapshot.tokens_per_s, snapshot.requests_per_s, snapshot.ttft_p95_s,
+                       _int(snapshot.running), _int(snapshot.waiting), snapshot.kv_cache_pct,
+                       tuple(snapshot.tokens_history), str(snapshot.url or ""), latency,
+                       snapshot.checked_at)
 
 
 LATENCY_MEASURES = (("time to first token", "ttft"), ("inter-token", "itl"), ("end to end", "e2e"))
+STARTING_GRACE_S = 120.0  # a server announced this recently that never answered is still starting
 
 
-def stopped_local_row(server: dict[str, Any]) -> EndpointRow:
-    reason = ("its pid is gone (stale run file)" if server.get("state") == "stale"
-              else "not running: `s` or `modeldeck serve --detach` starts it")
-    return EndpointRow(LOCAL_ENDPOINT, "modeldeck", "stopped", reason)
+def local_row(deck: Deck, polled: EndpointRow | None) -> tuple[EndpointRow, tuple[str, ...]]:
+    """The local server's row, which is there even when it is down: stopped, starting (its
+    start lock held while the model loads, or announced and not answering yet), or as polled."""
+    from engine.runstate import read_server_info
+    from engine.procs import process_alive
+    from engine.telemetry import local_server_starting
+
+    info = read_server_info(deck.paths)
+    alive = info is not None and process_alive(info.pid)
+    warnings = tuple(info.warnings) if alive and info is not None else ()
+    if not alive:
+        if local_server_starting(deck):
+            return EndpointRow(LOCAL_ENDPOINT, "modeldeck", "starting",
+                               "loading the model (a start is under way)"), ()
+        reason = ("its pid is gone (stale run file)" if info is not None
+                  else "not running: `s` or `modeldeck serve --detach` starts it")
+        return EndpointRow(LOCAL_ENDPOINT, "modeldeck", "stopped", reason), ()
+    assert info is not None
+    if polled is None:  # the sampler has not polled it yet
+        polled = EndpointRow(LOCAL_ENDPOINT, "modeldeck", "stale", "not polled yet", url=info.url)
+    never_answered = polled.status in ("down", "stale") and not polled.tokens_history
+    if never_answered and time.time() - info.started_at < STARTING_GRACE_S:
+        return replace(polled, status="starting",
+                       reason="waiting for its first answer on /health"), warnings
+    return polled, warnings
 
 
 def _int(value: Any) -> int | None:
@@ -246,8 +241,12 @@ class JobReader:
 def series_of(job_id: str, stream: JobStream) -> LossSeries:
     train = sorted(stream.train.items())
     evals = sorted(stream.evals.items())
+    progress = stream.last_progress or {}
+    eta = progress.get("eta_s")
     return LossSeries(job_id, tuple(float(s) for s, _ in train), tuple(v for _, v in train),
-                      tuple(float(s) for s, _ in evals), tuple(v for _, v in evals))
+                      tuple(float(s) for s, _ in evals), tuple(v for _, v in evals),
+                      max_steps=_int(progress.get("max_steps")),
+                      eta_s=float(eta) if isinstance(eta, (int, float)) and eta > 0 else None)
 
 
 # ---- which verbs exist ------------------------------------------------------------------------
@@ -260,11 +259,12 @@ def engine_availability() -> Availability:
         return None if callable(getattr(actions, verb, None)) else \
             f"{words} is not part of this build (engine.actions.{verb} is missing)"
 
-    methods: tuple[str, ...]
+    methods: tuple[str, ...] = ()
     try:
         from engine.compression.spec import METHODS
+
         methods = tuple(METHODS)
     except ImportError:
-        methods = ()
+        pass
     return Availability(missing("finetune", "fine-tuning"), missing("compress", "compression"),
-                        missing("cancel_job", "cancelling jobs"), tuple(methods))
+                        missing("cancel_job", "cancelling jobs"), methods)

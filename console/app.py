@@ -66,6 +66,11 @@ class ModeldeckApp(App[int]):
     def on_mount(self) -> None:
         self.push_screen(self.dashboard)
 
+    def on_unmount(self) -> None:
+        close = getattr(self.source, "close", None)  # the sampler's threads and NVML
+        if callable(close):
+            close()
+
     def action_next_theme(self) -> None:
         names = self.deck_theme_names or (self.theme,)
         position = names.index(self.theme) if self.theme in names else -1

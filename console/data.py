@@ -57,7 +57,9 @@ LOCAL_ENDPOINT = "local"  # the embedded server's row in the Throughput pane
 class EndpointRow:
     name: str
     kind: str
-    status: str  # up | degraded | down | stale; stopped: the local server is not running
+    # up | degraded | down | stale; for the local server also stopped (not running) and starting
+    # (its start lock is held while the model loads, or it has not answered /health yet)
+    status: str
     reason: str = ""
     tokens_per_s: float | None = None
     requests_per_s: float | None = None
@@ -78,6 +80,16 @@ class EndpointsPanel:
     reason: str = ""
     endpoints: tuple[EndpointRow, ...] = ()
     warnings: tuple[str, ...] = ()  # about the local server (reachable without an API key)
+    window_s: float | None = None  # rates and TTFT are over this many seconds (the sampler's)
+    interval_s: float | None = None  # one history point per poll, this far apart
+
+
+def history_columns(history: tuple[float, ...], window_s: float | None,
+                    interval_s: float | None) -> tuple[float, ...]:
+    """One sparkline column per rate window (every window_s / interval_s-th point, the newest
+    kept): each point already averages its window, so a 15-column sparkline covers minutes."""
+    step = round(window_s / interval_s) if window_s and interval_s else 1
+    return history[::-1][::max(1, step)][::-1]
 
 
 def local_server_running(panel: EndpointsPanel | None) -> bool:
@@ -153,6 +165,8 @@ class LossSeries:
     eval_loss: tuple[float, ...] = ()
     status: str = "ok"  # ok | no-job | not-available
     reason: str = ""
+    max_steps: int | None = None  # from the job's last progress event, for the pane's title
+    eta_s: float | None = None  # while the job runs
 
 
 @dataclass(frozen=True)
@@ -217,10 +231,14 @@ def local_server_row(panel: EndpointsPanel | None) -> EndpointRow | None:
 
 
 def sparkline(values: tuple[float, ...] | list[float], width: int, top: float | None = None) -> str:
-    """The last `width` values as block characters, scaled to `top` (or their maximum)."""
+    """The last `width` values as block characters, scaled to `top` (or their maximum). Zero is
+    the lowest block, a baseline you can see (a blank would read as 'no data'); any value above
+    zero is at least one step higher, so idle and barely busy stay apart."""
     recent = list(values)[-width:] if width > 0 else []
     if not recent:
         return ""
     ceiling = top if top else max(recent) or 1.0
     steps = len(SPARK_BLOCKS) - 1
-    return "".join(SPARK_BLOCKS[max(0, min(steps, round(value / ceiling * steps)))] for value in recent)
+    return "".join(SPARK_BLOCKS[1] if value <= 0 else
+                   SPARK_BLOCKS[max(2, min(steps, round(value / ceiling * steps)))]
+                   for value in recent)

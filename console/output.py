@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import math
 import sys
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from console import present
 from engine import SCHEMA
 
 MAX_ERROR_LENGTH = 1000  # characters of one error line; the rest of a huge value is cut
@@ -83,27 +83,18 @@ def _cell(value: Any) -> str:
 
 
 def human_bytes(size: int | float | None, separator: str = " ") -> str:
-    if size is None or not math.isfinite(size):
-        return "-"
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            digits = 0 if unit == "B" else 1
-            return f"{value:.{digits}f}{separator}{unit}"
-        value /= 1000
-    return f"{value:.1f}{separator}TB"
+    """Sizes on disk, as the console writes them (console.present: one spelling)."""
+    return present.size(size, separator)
+
+
+def human_memory(size: int | float | None) -> str:
+    """GPU and host memory in binary units (GiB), as the console and nvidia-smi write them."""
+    return present.memory(size)
 
 
 def human_count(count: int | float | None) -> str:
-    if count is None or not math.isfinite(count):
-        return "-"
-    for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if count >= threshold:
-            return f"{count / threshold:.1f}{suffix}"
-    return str(count)
+    return present.count(count)
 
 
 def human_time(timestamp: float | None) -> str:
-    if timestamp is None:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+    return present.when(timestamp, seconds=True)

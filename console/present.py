@@ -14,6 +14,7 @@ them as plain text for a terminal without the console.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -110,6 +111,28 @@ def ratio(value: float | None) -> str:
 
 def signed_percent(value: float | None) -> str:
     return MISSING if not _finite(value) else f"{float(value):+.1f}%"  # type: ignore[arg-type]
+
+
+ARCHITECTURE_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration", "Model")
+
+
+def architecture(value: Any) -> str:
+    """One spelling of a model's architecture: an import records config.json's model_type
+    (`llama`), a compressed or fine-tuned child its class (`LlamaForCausalLM`); both read
+    `llama` (`GPT2LMHeadModel` reads `gpt2`)."""
+    if not isinstance(value, str) or not value:
+        return MISSING
+    for suffix in ARCHITECTURE_SUFFIXES:
+        if value.endswith(suffix) and len(value) > len(suffix):
+            return value[: -len(suffix)].lower()
+    return value.lower()
+
+
+def version_ref(model: str | None, version: Any) -> str:
+    """A parent as the full reference a person can type back: `smollm2@1`, never `1`."""
+    if version in (None, ""):
+        return MISSING
+    return f"{model}@{version}" if model else str(version)
 
 
 def short_job_id(job_id: str) -> str:
@@ -247,7 +270,8 @@ def model_details(data: Mapping[str, Any]) -> Details:
     files = data.get("files") or ()
     overview = Section("version", pairs([
         ("status", data.get("status")), ("kind", data.get("kind")),
-        ("format", data.get("weight_format")), ("architecture", data.get("architecture")),
+        ("format", data.get("weight_format")), ("architecture", architecture(data.get("architecture"))),
+        ("parent", version_ref(data.get("model"), data.get("parent_version"))),
         ("parameters", count(data.get("param_count"))), ("size", size(data.get("size_bytes"))),
         ("created", when(data.get("created_at"))), ("produced by", data.get("produced_by")),
         ("source", data.get("source")), ("aliases", data.get("aliases")),
@@ -305,10 +329,16 @@ def sections_text(details: Details) -> str:
     return "\n".join(lines)
 
 
+NUMERIC_CELL = re.compile(r"^([-+x]?[0-9.]|-$)")  # numbers, ratios, changes: right-aligned
+
+
 def _table_lines(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     cells = [list(headers), *[list(row) for row in rows]]
     widths = [max(len(row[index]) for row in cells) for index in range(len(headers))]
-    return ["  " + "  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip()
+    numeric = [index > 0 and bool(rows) and all(NUMERIC_CELL.match(row[index]) for row in rows)
+               for index in range(len(headers))]
+    return ["  " + "  ".join(value.rjust(width) if right else value.ljust(width)
+                             for value, width, right in zip(row, widths, numeric)).rstrip()
             for row in cells]
 
 
@@ -332,6 +362,52 @@ def job_details(job: Mapping[str, Any]) -> Details:
         ("attempt", job.get("attempt") if (job.get("attempt") or 1) > 1 else None),
         ("produced", job.get("result")),
     ])),))
+
+
+def job_source(spec: Mapping[str, Any]) -> str | None:
+    """What a job starts from: a fine-tune's `parent`, a compression's `reference`."""
+    value = spec.get("parent") or spec.get("reference") or spec.get("model")
+    return str(value) if value else None
+
+
+def job_report(job: Mapping[str, Any], data: Mapping[str, Any]) -> Details:
+    """`jobs show`: the engine's job (to_dict()) and what its events say (last progress, last
+    eval), with the result as the side-by-side table its kind has (compression report, or the
+    fine-tune's eval loss against the parent's)."""
+    spec = _mapping(job.get("spec"))
+    result = _mapping(job.get("result"))
+    progress = _mapping(data.get("last_progress"))
+    last_eval = _mapping(data.get("last_eval"))
+    attempt = job.get("attempt") if _finite(job.get("attempt")) else 1
+    sections = [Section("job", pairs([
+        ("kind", job.get("kind")), ("state", job.get("state")), ("reason", job.get("reason")),
+        ("from", job_source(spec)), ("method", spec.get("method")),
+        ("produced", result.get("version")),
+        ("attempt", attempt if attempt > 1 else None),  # type: ignore[operator]
+        ("created", when(job.get("created_at"), seconds=True)),
+        ("directory", home_path(str(job["directory"])) if job.get("directory") else None),
+    ]))]
+    if progress:
+        sections.append(Section("progress", pairs(progress_items(progress) + [
+            ("last eval loss", number(last_eval.get("eval_loss"), 4))])))
+    report = result.get("report")
+    if isinstance(report, Mapping):
+        sections.insert(0, compression_section(report))
+    tuned = finetune_section(_mapping(result.get("metrics")))
+    if tuned is not None:
+        sections.insert(0, tuned)
+    return Details(f"job {job.get('id', '')}", tuple(sections))
+
+
+def progress_items(progress: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    step, most = progress.get("step"), progress.get("max_steps")
+    return [("phase", progress.get("phase")),
+            ("step", f"{step} of {most}" if _finite(step) and _finite(most) else plain(step)),
+            ("loss", number(progress.get("loss"), 4)),
+            ("learning rate", f"{progress['learning_rate']:.2e}"
+             if _finite(progress.get("learning_rate")) else None),
+            ("tokens/s", number(progress.get("tokens_per_s"), 0)),
+            ("ETA", duration(progress.get("eta_s")) if _finite(progress.get("eta_s")) else None)]
 
 
 def endpoint_details(endpoint: Mapping[str, Any]) -> Details:

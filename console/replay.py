@@ -54,7 +54,7 @@ def endpoints(count: int, tick: int = 0, history: int = 120) -> EndpointsPanel:
             if status != "down" else (),
             LOCAL_URL if index == 0 else f"http://10.0.3.{10 + index}:8000",
             latency, EPOCH + 600 + tick))
-    return EndpointsPanel("ok", "", tuple(rows))
+    return EndpointsPanel("ok", "", tuple(rows), window_s=10.0)
 
 
 def models() -> ModelsPanel:
@@ -88,7 +88,8 @@ def loss(points: int, job_id: str = "finetune-20260101-001000-2f182e") -> LossSe
     eval_every = max(1, points // 20)
     eval_steps = steps[eval_every - 1::eval_every]
     eval_loss = tuple(2.1 / math.sqrt(step) + 0.85 for step in eval_steps)
-    return LossSeries(job_id, steps, train, eval_steps, eval_loss)
+    return LossSeries(job_id, steps, train, eval_steps, eval_loss,
+                      max_steps=points + points // 4, eta_s=754.0)
 
 
 GATE_REPORT = ('{"passed": false, "reason": "probe 1 answered http 500", "checks": '

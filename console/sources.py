@@ -12,7 +12,6 @@ import importlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any, Protocol
 
 from console import present
@@ -91,23 +90,24 @@ class EngineSource:
     """The engine as the panes' source. Each poll runs in its own worker thread; the readers
     keep what makes the next read cheap (pollers for rates, event-file offsets)."""
 
-    def __init__(self, deck: Deck) -> None:
-        from console.adapters import EndpointReader, GpuHistory, HostReader, JobReader
+    def __init__(self, deck: Deck, sampler: Any = None) -> None:
+        """sampler: a function deck -> engine.telemetry.Sampler (tests replay GPUs); default
+        engine.telemetry.build_sampler, the reader `modeldeck watch` uses too."""
+        from console.adapters import JobReader, TelemetryReader
 
         self.deck = deck
-        self._host = HostReader()
-        self._gpu_history = GpuHistory()
-        self._endpoints = EndpointReader()
+        self._telemetry = TelemetryReader(deck, sampler)
         self._jobs = JobReader()
 
     def gpus(self) -> GpuPanel:
-        from console.adapters import gpu_panel_from_telemetry
-
-        panel = gpu_panel_from_telemetry(optional_module("engine.telemetry"), self._gpu_history)
-        return replace(panel, host=self._host.read())
+        return self._telemetry.gpus()
 
     def endpoints(self) -> EndpointsPanel:
-        return self._endpoints.read(self.deck)
+        return self._telemetry.endpoints()
+
+    def close(self) -> None:
+        """Stops the sampler's threads (the app calls it when it exits)."""
+        self._telemetry.close()
 
     def jobs(self) -> JobsPanel:
         return self._jobs.jobs(optional_module("engine.jobs"), self.deck)

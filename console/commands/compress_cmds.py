@@ -8,7 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 from console.commands.arguments import existing_file, number, text, whole
-from console.output import emit, human_bytes, human_count, table
+from console import present
+from console.output import emit
 from engine import actions
 from engine.deck import Deck
 
@@ -64,10 +65,10 @@ def compress_command(args: argparse.Namespace, deck: Deck) -> int:
 
 def _print_event(event: dict[str, Any]) -> None:
     if event.get("type") == "progress":
-        line = (f"{event.get('phase')} step {event.get('step')}/{event.get('max_steps')}"
-                f"  loss {event.get('loss')}")
+        line = (f"{present.plain(event.get('phase'))} step {present.plain(event.get('step'))}/"
+                f"{present.plain(event.get('max_steps'))}  loss {present.number(event.get('loss'), 4)}")
     elif event.get("type") == "phase":
-        line = f"-- {event.get('phase')}"
+        line = f"-- {present.plain(event.get('phase'))}"
     else:
         return
     sys.stdout.write(line + "\n")
@@ -82,23 +83,7 @@ def _summary(result: actions.CompressResult) -> str:
 
 
 def report_table(report: dict[str, Any]) -> str:
-    """Parent and result side by side, with the change."""
-    parent, result, change = report["parent"], report["result"], report["change"]
-    rows = [
-        ("perplexity", f"{parent['perplexity']:.2f}", f"{result['perplexity']:.2f}",
-         f"{change['perplexity_pct']:+.1f}%"),
-        ("decode tok/s", parent["decode_tokens_per_s"], result["decode_tokens_per_s"],
-         f"x{change['decode_speedup']}"),
-        ("time to first token", f"{parent['ttft_s'] * 1000:.0f} ms", f"{result['ttft_s'] * 1000:.0f} ms",
-         f"x{change['ttft_ratio']}"),
-        ("size on disk", human_bytes(parent["size_bytes"]), human_bytes(result["size_bytes"]),
-         f"x{change['size_ratio']}"),
-        ("peak memory generating", human_bytes(parent["peak_memory_bytes"]),
-         human_bytes(result["peak_memory_bytes"]), f"x{change['peak_memory_ratio']}"),
-        ("parameters", human_count(parent["param_count"]), human_count(result["param_count"]),
-         f"x{change['param_ratio']}"),
-        ("linear weight bytes", human_bytes(parent["linear_weight_bytes"]),
-         human_bytes(result["linear_weight_bytes"]), f"x{change['linear_weight_ratio']}"),
-    ]
-    verdict = f"verdict: {report['verdict']} ({report['verdict_reason']})"
-    return table(("", "PARENT", "RESULT", "CHANGE"), rows) + "\n" + verdict
+    """Parent and result side by side, with the change: the table `models show` and the
+    console's details view show (console.present)."""
+    section = present.compression_section(report)
+    return present.sections_text(present.Details("", (section,))).lstrip("\n")

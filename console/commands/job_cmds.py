@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from console import present
 from console.commands.arguments import (device, existing_file, job_id, number, text,
                                          whole)
 from console.output import emit, human_time, table
@@ -178,7 +179,7 @@ def list_command(args: argparse.Namespace, deck: Deck) -> int:
 def _jobs_table(jobs: list[Any]) -> str:
     if not jobs:
         return "no jobs yet: `modeldeck finetune NAME@VERSION --data FILE`"
-    rows = [(j.id, j.kind, j.state, j.spec.get("parent"), (j.result or {}).get("version"),
+    rows = [(j.id, j.kind, j.state, present.job_source(j.spec), (j.result or {}).get("version"),
              human_time(j.created_at), j.reason) for j in jobs]
     return table(("ID", "KIND", "STATE", "FROM", "RESULT", "CREATED", "REASON"), rows)
 
@@ -190,17 +191,9 @@ def show_command(args: argparse.Namespace, deck: Deck) -> int:
 
 
 def _details_text(details: actions.JobResult) -> str:
-    job, progress = details.job, details.data.get("last_progress") or {}
-    lines = [f"{job.id}  ({job.kind}, {job.state}: {job.reason or '-'})",
-             f"  attempt     {job.attempt}", f"  created     {human_time(job.created_at)}",
-             f"  directory   {job.directory}", f"  from        {job.spec.get('parent', '-')}"]
-    if progress:
-        lines.append(f"  progress    {_progress_text(progress)}")
-    if details.data.get("last_eval"):
-        lines.append(f"  eval loss   {_fixed(details.data['last_eval'].get('eval_loss'), '{:.4f}')}")
-    if job.result:
-        lines.append(f"  result      {json.dumps(job.result, default=str)}")
-    return "\n".join(lines)
+    """The job as a designed view (console.present): state, source, progress, and its result
+    as the parent-vs-result table its kind has."""
+    return present.sections_text(present.job_report(details.job.to_dict(), details.data))
 
 
 def cancel_command(args: argparse.Namespace, deck: Deck) -> int:

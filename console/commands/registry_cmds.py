@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from console import present
 from console.commands.arguments import path_text, text
 from console.output import emit, human_bytes, human_count, human_time, table
 from engine import actions
@@ -60,7 +61,8 @@ def list_command(args: argparse.Namespace, deck: Deck) -> int:
 def _versions_table(versions: list[VersionInfo], deployed: dict) -> str:
     if not versions:
         return "no models yet: `modeldeck models import PATH --name NAME` or `modeldeck demo`"
-    rows = [(v.ref, v.produced_by, v.parent_version, v.architecture, human_count(v.param_count),
+    rows = [(v.ref, v.produced_by, present.version_ref(v.model, v.parent_version),
+             present.architecture(v.architecture), human_count(v.param_count),
              human_bytes(v.size_bytes), v.status, ",".join(v.aliases) or None,
              ",".join(deployed.get((v.model, v.version), [])) or None, human_time(v.created_at))
             for v in versions]
@@ -75,26 +77,8 @@ def show_command(args: argparse.Namespace, deck: Deck) -> int:
 
 
 def _details_text(details: actions.ModelDetails) -> str:
-    v = details.version
-    lines = [
-        f"{v.ref}  ({v.kind}, {v.weight_format}, {v.status})",
-        f"  architecture  {v.architecture or '-'}",
-        f"  parameters    {human_count(v.param_count)} ({v.param_count or '-'})",
-        f"  size          {human_bytes(v.size_bytes)}",
-        f"  created       {human_time(v.created_at)}",
-        f"  produced by   {v.produced_by}" + (f" ({v.source})" if v.source else ""),
-        f"  parent        {f'{v.model}@{v.parent_version}' if v.parent_version else '-'}",
-        f"  aliases       {', '.join(v.aliases) or '-'}",
-        f"  serving on    {', '.join(details.deployed_on) or '-'}",
-        f"  versions      {', '.join(map(str, details.all_versions))}",
-    ]
-    for key, value in sorted(v.metrics.items()):
-        lines.append(f"  metric        {key} = {value}")
-    for key, value in sorted(v.lineage.items()):
-        lines.append(f"  lineage       {key} = {value}")
-    lines.append("  files")
-    lines += [f"    {f.name}  {human_bytes(f.size_bytes)}  sha256:{f.sha256[:16]}" for f in v.files]
-    return "\n".join(lines)
+    """The version as the console's details view shows it (console.present), as text."""
+    return present.sections_text(present.model_details(details.to_dict()))
 
 
 def alias_command(args: argparse.Namespace, deck: Deck) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from console.commands.arguments import existing_file, number, text, whole
-from console.output import emit, human_bytes, table
+from console.output import emit, human_bytes, human_memory, table
 from engine import actions
 from engine.deck import Deck
 
@@ -69,7 +69,7 @@ def watch_text(snapshot: Any) -> str:
     host = snapshot.host
     if host is not None:
         lines.append(f"host  cpu {_pct(host.cpu_pct) or '-'} of {host.cpu_count} cores  "
-                     f"mem {human_bytes(host.memory_used_bytes)} / {human_bytes(host.memory_total_bytes)}"
+                     f"mem {human_memory(host.memory_used_bytes)} / {human_memory(host.memory_total_bytes)}"
                      f"  load {_num(host.load_1m) or '-'}  net rx {_rate(host.net_rx_bytes_per_s)} "
                      f"tx {_rate(host.net_tx_bytes_per_s)}  disk r {_rate(host.disk_read_bytes_per_s)} "
                      f"w {_rate(host.disk_write_bytes_per_s)}")
@@ -87,7 +87,7 @@ def _fleet_text(fleet: Any) -> str:
     if fleet.status != "ok":
         return f"fleet  {fleet.status}: {fleet.reason or ''}".rstrip()
     rows = [(d.host, d.index, d.name, _pct(d.utilization_pct),
-             f"{human_bytes(d.memory_used_bytes)} / {human_bytes(d.memory_total_bytes)}",
+             f"{human_memory(d.memory_used_bytes)} / {human_memory(d.memory_total_bytes)}",
              _unit(d.temperature_c, "C"), _unit(d.power_w, "W")) for d in fleet.gpus]
     serving = [(s.label_dict.get("model_name") or s.label_dict.get("job"), s.label_dict.get("instance"),
                 _num(s.points[-1][1]) if s.points else None) for s in fleet.serving]
@@ -102,7 +102,7 @@ def _gpu_text(gpus: Any) -> str:
     if gpus.status != "ok":
         return f"gpus  {gpus.status}: {gpus.reason or ''}".rstrip()
     rows = [(d.index, d.name, _pct(d.utilization_pct),
-             f"{human_bytes(d.memory_used_bytes)} / {human_bytes(d.memory_total_bytes)}",
+             f"{human_memory(d.memory_used_bytes)} / {human_memory(d.memory_total_bytes)}",
              _unit(d.temperature_c, "C"), _unit(d.power_w, "W"), len(d.processes))
             for d in gpus.devices]
     return table(("GPU", "NAME", "UTIL", "MEMORY", "TEMP", "POWER", "PROCS"), rows)

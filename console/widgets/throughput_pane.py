@@ -1,5 +1,7 @@
 """Throughput: per endpoint (the local server and remote ones) tokens/s, requests/s, TTFT p95,
-running/waiting, KV-cache use, a sparkline and up/down/stale status.
+running/waiting, KV-cache use, a sparkline and up/down/stale status (the local server also
+stopped or starting). Rates and TTFT are over the sampler's window (10 s, in the title), the
+sparkline one column per window (so its width covers minutes).
 
 Narrowing, the pane keeps the endpoint, its state, tokens/s, TTFT and the history (which
 stretches to the room there is), and drops KV-cache, run/wait, then req/s."""
@@ -8,13 +10,13 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from console.data import LOCAL_ENDPOINT, EndpointRow, EndpointsPanel
+from console.data import LOCAL_ENDPOINT, EndpointRow, EndpointsPanel, history_columns
 from console.widgets.common import SparkCell, TablePane, fmt_number, matches, theme_colour
 from console.widgets.table import Column
 
 STATUS_COLOURS = {"up": ("deck-good", "green"), "down": ("deck-bad", "red"),
                   "stale": ("deck-warn", "yellow"), "degraded": ("deck-warn", "yellow"),
-                  "stopped": ("deck-muted", "grey50")}
+                  "stopped": ("deck-muted", "grey50"), "starting": ("deck-warn", "yellow")}
 
 
 class ThroughputPane(TablePane):
@@ -25,10 +27,19 @@ class ThroughputPane(TablePane):
 
     panel: EndpointsPanel | None
 
+    def compose_title(self) -> str:
+        """`Throughput, 10 s window`: rates and TTFT p95 are over the sampler's window."""
+        title = super().compose_title()
+        window = self.panel.window_s if self.panel is not None else None
+        return f"{title}, {window:.0f} s window" if window else title
+
     def redraw(self) -> None:
         panel = self.panel
         if panel is None:
             return
+        title = self.compose_title()
+        if title != self.border_title:
+            self.border_title = title
         rows = [(endpoint.name, self.cells(endpoint)) for endpoint in panel.endpoints
                 if matches(self.filter_text, (endpoint.name, endpoint.kind, endpoint.status))]
         self.fill(rows)
@@ -48,7 +59,9 @@ class ThroughputPane(TablePane):
         queue = (f"{endpoint.running if endpoint.running is not None else '-'}/"
                  f"{endpoint.waiting if endpoint.waiting is not None else '-'}")
         return (endpoint.name, state, fmt_number(endpoint.tokens_per_s), ttft,
-                SparkCell(endpoint.tokens_history), fmt_number(endpoint.requests_per_s, 2),
+                SparkCell(history_columns(endpoint.tokens_history, self.panel.window_s,
+                                          self.panel.interval_s) if self.panel else ()),
+                fmt_number(endpoint.requests_per_s, 2),
                 queue, fmt_number(endpoint.kv_cache_pct, 0, "%"))
 
     def selected_endpoint(self) -> EndpointRow | None:

@@ -36,7 +36,7 @@ def start_server(deck: Deck, options: Any = None) -> dict[str, Any]:
 
 
 def stop_server(deck: Deck) -> dict[str, Any]:
-    from engine.serving.runstate import stop_server as stop
+    from engine.runstate import stop_server as stop
 
     stopped = stop(deck.paths)
     return {"stopped": stopped is not None, "pid": stopped.pid if stopped else None}
@@ -46,7 +46,7 @@ def rotate_control_token(deck: Deck) -> dict[str, Any]:
     """Replace the deck's control token. A running server reads the token file on each control
     request, so it accepts only the new token from now on, with no restart; copies of the old
     one (a remote deck's api_key_file) must be replaced. The token itself is never returned."""
-    from engine.serving.runstate import TOKEN_FILE, rotate_control_token as rotate, running_server
+    from engine.runstate import TOKEN_FILE, rotate_control_token as rotate, running_server
 
     deck.paths.ensure()
     rotate(deck.paths)

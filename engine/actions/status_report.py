@@ -51,7 +51,7 @@ def local_server_state(deck: Deck) -> dict[str, Any]:
     warnings: what a user must know about a running one (reachable from other machines with /v1
     open to anyone)."""
     from engine.procs import process_alive
-    from engine.serving.runstate import read_server_info  # light: no torch
+    from engine.runstate import read_server_info  # light: no torch
 
     info = read_server_info(deck.paths)
     if info is None:

@@ -2,5 +2,5 @@
 server, Prometheus metrics and the run-state files under the deck home's run/.
 
 Nothing here imports torch at module level except the modules that only the server process
-loads (loader, scheduler); `engine.serving.runstate` stays light for the status path.
+loads (loader, scheduler); `engine.runstate` stays light for the status path.
 """

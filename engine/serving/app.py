@@ -29,7 +29,7 @@ from engine.serving.http import (EXCEPTION_HANDLERS, BodyDeadline, api_error_res
                                  error_response, read_json_object)
 from engine.serving.requests import (ApiError, CompletionJob, parse_chat, parse_completion,
                                      stream_flags)
-from engine.serving.runstate import TOKEN_HEADER, VERSION_HEADER
+from engine.runstate import TOKEN_HEADER, VERSION_HEADER
 from engine.serving.scheduler import QueueFull, SchedulerClosed, Sequence, TokenEvent
 from engine.validate import MAX_INT64
 

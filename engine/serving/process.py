@@ -23,7 +23,7 @@ from engine.config import ServeSettings
 from engine.deck import Deck
 from engine.errors import ActionFailed, BadInput, DeckError
 from engine.paths import DeckPaths
-from engine.serving.runstate import (ServerInfo, TokenFile, api_key_matches, clear_server_info,
+from engine.runstate import (ServerInfo, TokenFile, api_key_matches, clear_server_info,
                                      exposure_warnings, hash_api_key, running_server, start_lock,
                                      write_server_info)
 

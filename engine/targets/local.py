@@ -17,7 +17,7 @@ from engine.deck import Deck
 from engine.errors import ActionFailed, BadInput
 from engine.registry.records import HistoryEntry, VersionInfo
 from engine.serving.process import LocalServer, ServeOptions, start_detached, start_foreground
-from engine.serving.runstate import ServerInfo, control, running_server
+from engine.runstate import ServerInfo, control, running_server
 from engine.targets.base import GateCheck, GateReport, TargetHealth
 
 TARGET = "local"

@@ -4,7 +4,8 @@ through Prometheus, published as immutable snapshots (see snapshots.py for their
 Importing this package is cheap (dataclasses only); sources import their libraries when built.
 
 - `Sampler` (sampler.py): background threads, ring-buffer history, `latest()` snapshot.
-- `build_sampler(deck)`: a sampler wired from deck.toml (NVML, psutil, `[[endpoints]]`).
+- `build_sampler(deck)`: a sampler wired from deck.toml (NVML, psutil, `[[endpoints]]`) plus the
+  deck's local server as the endpoint `local` while it runs (the console and `watch` agree).
 - `gpu_snapshot()`, `host_snapshot()`, `endpoint_snapshots(deck)`, `fleet_snapshot(deck)`:
   one-shot reads for callers
   without a sampler (the console's adapters); endpoint rates appear from the second call on.
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
 
 __all__ = ["EndpointSnapshot", "FleetSeries", "FleetSnapshot", "GpuDevice", "GpuProcess",
            "GpuSnapshot", "HostSnapshot", "ModelStats", "TelemetrySnapshot", "build_sampler",
-           "endpoint_snapshots", "fleet_snapshot", "gpu_snapshot", "host_snapshot"]
+           "deck_endpoints", "endpoint_snapshots", "fleet_snapshot", "gpu_snapshot",
+           "host_snapshot", "local_endpoint", "local_server_starting"]
 
 _shared_lock = threading.Lock()
 _shared: dict[str, Any] = {}
@@ -39,17 +41,61 @@ def build_sampler(deck: "Deck", gpu_source: Any = None, interval_s: float | None
     from engine.telemetry.sampler import Sampler
 
     settings = deck.config.telemetry
-    poller, fleet = None, None
-    if with_endpoints and deck.config.endpoints:
-        from engine.remote.poller import EndpointPoller
-
-        poller = EndpointPoller(deck.config.endpoints, settings.history_points)
+    fleet = None
     if with_endpoints and deck.config.prometheus.url:
         from engine.telemetry.prometheus import FleetClient
 
         fleet = FleetClient(deck.config.prometheus)
-    return Sampler(gpu_source or NvmlSource(), HostSource(), poller,
-                   interval_s or settings.interval_s, settings.history_points, fleet=fleet)
+    return Sampler(gpu_source or NvmlSource(), HostSource(), None,
+                   interval_s or settings.interval_s, settings.history_points, fleet=fleet,
+                   endpoints=(lambda: deck_endpoints(deck)) if with_endpoints else None)
+
+
+LOCAL_ENDPOINT = "local"  # the deck's own server, as the console and `watch` name it
+
+
+def deck_endpoints(deck: "Deck") -> list[Any]:
+    """deck.toml's [[endpoints]], the local server first while it runs (read from run/server.json
+    on each call: it starts and stops while a sampler lives)."""
+    endpoints = list(deck.config.endpoints)
+    local = local_endpoint(deck)
+    if local is not None and all(endpoint.name != LOCAL_ENDPOINT for endpoint in endpoints):
+        endpoints.insert(0, local)
+    return endpoints
+
+
+def local_endpoint(deck: "Deck") -> Any:
+    """The running local server as endpoint settings (its API key from [serve]), else None."""
+    from engine.config import EndpointSettings
+    from engine.runstate import running_server  # light: no torch
+
+    info = running_server(deck.paths)
+    if info is None:
+        return None
+    serve = deck.config.serve
+    return EndpointSettings(name=LOCAL_ENDPOINT, kind="modeldeck", url=info.url,
+                            api_key_env=serve.api_key_env, api_key_file=serve.api_key_file)
+
+
+def local_server_starting(deck: "Deck") -> bool:
+    """Whether a start of the local server is under way: its start lock is held (the model is
+    loading; server.json comes after). Probed without waiting and released at once."""
+    import fcntl
+
+    from engine.runstate import START_LOCK
+
+    path = deck.paths.run / "locks" / START_LOCK
+    try:
+        handle = open(path, "a")
+    except OSError:
+        return False  # no lock file: no start has ever run here
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
 
 
 def gpu_snapshot() -> GpuSnapshot:

@@ -11,6 +11,17 @@ History: a ring buffer (deque with maxlen) per series, e.g. `gpu.0.utilization_p
 `host.cpu_pct`, `endpoint.<name>.tokens_per_s`, `fleet.<host>.<gpu>.utilization_pct`;
 `history(series)` copies one out.
 
+Endpoint rates and latency percentiles are over a sliding window of `rate_window_s` (10 s), not
+the last poll: a server that finishes a batch every few seconds reads as its steady rate instead
+of flickering between a burst and zero. The window is the difference between the newest scrape
+and the newest one at least `rate_window_s` older (counters and histogram buckets are cumulative,
+so that is exact, and a restart inside the window is handled as derive.window handles it).
+Each endpoint's `tokens_history` is this windowed rate, one point per poll, zero kept as zero.
+
+`endpoints`, when given, is asked for the endpoint list on every remote tick (build_sampler
+passes deck.toml's `[[endpoints]]` plus the local server while it runs); the poller is rebuilt
+when the list changes, and the histories, kept by endpoint name, carry over.
+
 This module imports no torch and no textual (a test checks it).
 """
 
@@ -19,6 +30,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +38,8 @@ from engine.snapshots import (EndpointSnapshot, GpuDevice, GpuSnapshot, HostSnap
                                         TelemetrySnapshot)
 
 if TYPE_CHECKING:
+    from engine.config import EndpointSettings
+    from engine.remote.metrics import Scrape
     from engine.remote.poller import EndpointPoller
     from engine.telemetry.gpu import GpuSource
     from engine.telemetry.host import HostSource
@@ -34,18 +48,28 @@ if TYPE_CHECKING:
 GPU_SERIES = ("utilization_pct", "memory_used_bytes", "temperature_c", "power_w")
 HOST_SERIES = ("cpu_pct", "memory_pct", "net_rx_bytes_per_s", "net_tx_bytes_per_s")
 ENDPOINT_SERIES = ("tokens_per_s", "requests_per_s", "ttft_p95_s", "e2e_p95_s")
+RATE_WINDOW_S = 10.0
 
 
 class Sampler:
     def __init__(self, gpu_source: "GpuSource | None" = None, host_source: "HostSource | None" = None,
                  poller: "EndpointPoller | None" = None, interval_s: float = 1.0,
                  history_points: int = 600, stale_after_s: float | None = None,
-                 fleet: "FleetClient | None" = None) -> None:
+                 fleet: "FleetClient | None" = None,
+                 endpoints: "Callable[[], Sequence[EndpointSettings]] | None" = None,
+                 rate_window_s: float = RATE_WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.gpu_source, self.host_source, self.poller = gpu_source, host_source, poller
         self.fleet = fleet
+        self.endpoints = endpoints
+        self._endpoints_key: tuple | None = None
+        self.rate_window_s = rate_window_s
+        self.clock = clock  # stamps each scrape the window uses (tests step it by hand)
+        self._scrapes: dict[str, deque[tuple[float, "Scrape"]]] = {}
         self._fleet_history_loaded = False
         self.interval_s = interval_s
         self.history_points = history_points
+        self._stale_given = stale_after_s
         self.stale_after_s = stale_after_s or 3 * interval_s + _longest_timeout(poller)
         self._lock = threading.Lock()
         self._history: dict[str, deque] = {}
@@ -86,9 +110,13 @@ class Sampler:
     def tick(self) -> TelemetrySnapshot:
         """One synchronous round of everything (what `modeldeck watch` calls)."""
         self.sample_local()
-        if self.poller is not None or self.fleet is not None:
+        if self._has_remote:
             self.sample_remote()
         return self.latest()
+
+    @property
+    def _has_remote(self) -> bool:
+        return self.poller is not None or self.fleet is not None or self.endpoints is not None
 
     def sample_local(self) -> None:
         gpus = _read_gpus(self.gpu_source)
@@ -102,17 +130,62 @@ class Sampler:
 
     def sample_remote(self) -> None:
         """Endpoints and fleet (network: called from its own thread, or from tick())."""
-        if self.poller is not None:
-            endpoints = self.poller.poll_blocking()
-            models = self.poller.models()
+        poller = self._current_poller()
+        if poller is not None:
+            polled = poller.poll_blocking()
+            models = poller.models()
+            scrapes = _last_scrapes(poller)
+            now = self.clock()
             with self._lock:
-                for endpoint in endpoints:
-                    for series in ENDPOINT_SERIES:
-                        self._append(f"endpoint.{endpoint.name}.{series}", getattr(endpoint, series))
+                endpoints = tuple(self._record_endpoint(endpoint, scrapes.get(endpoint.name), now)
+                                  for endpoint in polled)
                 self._latest = replace(self._latest, taken_at=time.time(), endpoints=endpoints,
                                        models=models)
+        elif self.endpoints is not None and self._latest.endpoints:
+            with self._lock:  # the last endpoint went away (the local server stopped)
+                self._latest = replace(self._latest, taken_at=time.time(), endpoints=(), models=())
         if self.fleet is not None:
             self._sample_fleet(self.fleet)
+
+    def _current_poller(self) -> "EndpointPoller | None":
+        """The poller for the endpoints as they are now (rebuilt when the list changed)."""
+        if self.endpoints is None:
+            return self.poller
+        wanted = list(self.endpoints())
+        key = tuple(endpoint.model_dump_json() for endpoint in wanted)
+        if key != self._endpoints_key:
+            from engine.remote.poller import EndpointPoller
+
+            if self.poller is not None:
+                self.poller.close()
+            self.poller = EndpointPoller(wanted, self.history_points) if wanted else None
+            self._endpoints_key = key
+            if self._stale_given is None:
+                self.stale_after_s = 3 * self.interval_s + _longest_timeout(self.poller)
+        return self.poller
+
+    def _record_endpoint(self, endpoint: EndpointSnapshot, scrape: "Scrape | None",
+                         now: float) -> EndpointSnapshot:
+        """The endpoint's rates and percentiles over the window; its histories appended."""
+        endpoint = self._windowed(endpoint, scrape, now)
+        for series in ENDPOINT_SERIES:
+            self._append(f"endpoint.{endpoint.name}.{series}", getattr(endpoint, series))
+        return replace(endpoint, tokens_history=tuple(
+            self._history.get(f"endpoint.{endpoint.name}.tokens_per_s", ())))
+
+    def _windowed(self, endpoint: EndpointSnapshot, scrape: "Scrape | None",
+                  now: float) -> EndpointSnapshot:
+        kept = self._scrapes.setdefault(endpoint.name, deque())
+        if endpoint.status not in ("up", "degraded") or scrape is None:
+            kept.clear()  # down: counting starts again when it is back
+            return endpoint
+        if not kept or kept[-1][1] is not scrape:
+            kept.append((now, scrape))
+        while len(kept) > 2 and kept[1][0] <= now - self.rate_window_s:
+            kept.popleft()  # keep one scrape at or before the window's start as its base
+        if len(kept) < 2:
+            return endpoint
+        return _with_window(endpoint, kept[0], kept[-1])
 
     def _sample_fleet(self, fleet: "FleetClient") -> None:
         if not self._fleet_history_loaded:
@@ -165,7 +238,7 @@ class Sampler:
         self._stop.clear()
         self._threads = [threading.Thread(target=self._every_interval, args=(self.sample_local,),
                                           name="modeldeck-sampler-local", daemon=True)]
-        if self.poller is not None or self.fleet is not None:
+        if self._has_remote:
             self._threads.append(threading.Thread(
                 target=self._every_interval, args=(self.sample_remote,),
                 name="modeldeck-sampler-remote", daemon=True))
@@ -224,6 +297,28 @@ def _read_host(source: "HostSource | None") -> HostSnapshot | None:
 def _too_old(endpoint: EndpointSnapshot, now: float, limit: float) -> bool:
     return (endpoint.status != "stale" and endpoint.checked_at is not None
             and now - endpoint.checked_at > limit)
+
+
+def _last_scrapes(poller: "EndpointPoller") -> dict[str, "Scrape"]:
+    """Each endpoint's newest parsed /metrics (the poller keeps it for its per-poll rates)."""
+    states = getattr(poller, "_states", ())
+    return {state.settings.name: state.last_scrape for state in states
+            if getattr(state, "last_scrape", None) is not None}
+
+
+def _with_window(endpoint: EndpointSnapshot, base: tuple[float, "Scrape"],
+                 newest: tuple[float, "Scrape"]) -> EndpointSnapshot:
+    """Rates and percentiles between two scrapes, stamped with the sampler's clock."""
+    from engine.remote.derive import percentiles, window
+
+    measured = window(replace(base[1], at=base[0]), replace(newest[1], at=newest[0]))
+    fields: dict[str, Any] = {"tokens_per_s": measured.tokens_per_s,
+                              "prompt_tokens_per_s": measured.prompt_tokens_per_s,
+                              "requests_per_s": measured.requests_per_s}
+    for logical in ("ttft", "itl", "e2e"):
+        p50, p95, p99 = percentiles(measured.latency_deltas.get(logical))
+        fields.update({f"{logical}_p50_s": p50, f"{logical}_p95_s": p95, f"{logical}_p99_s": p99})
+    return replace(endpoint, **fields)
 
 
 def _longest_timeout(poller: "EndpointPoller | None") -> float:

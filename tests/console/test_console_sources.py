@@ -3,13 +3,14 @@ thread, registry rows, and the loss of a real job's events.jsonl read incrementa
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
-from console.adapters import HostReader
 from console.sources import EngineSource
 from console.widgets.loss_pane import downsample
 from engine import jobs
+from tests.conftest import REPO
 
 
 def in_new_thread(function):
@@ -20,16 +21,59 @@ def in_new_thread(function):
     return box["value"]
 
 
-def test_host_cpu_is_measured_across_threads():
-    reader = HostReader()
-    in_new_thread(reader.read)
-    deadline = time.process_time() + 0.3
-    while time.process_time() < deadline:  # this process keeps a core busy for a while
-        pass
-    host = in_new_thread(reader.read)
-    assert host.cpu_pct > 0, host
-    assert host.memory_total_bytes > host.memory_used_bytes > 0
-    assert len(host.cpu_history) == 2
+GPU_READINGS = REPO / "tests" / "telemetry" / "fixtures" / "gpu-8x-h100.jsonl"
+
+
+def replayed_sampler(deck):
+    """build_sampler itself (the console's one reader), with recorded GPUs instead of NVML."""
+    from engine.telemetry import build_sampler
+    from engine.telemetry.gpu import ReplaySource
+
+    return build_sampler(deck, ReplaySource.from_file(GPU_READINGS), interval_s=0.05)
+
+
+def test_gpus_and_host_come_from_the_engines_sampler(deck):
+    source = EngineSource(deck, sampler=replayed_sampler)
+    try:
+        first = in_new_thread(source.gpus)
+        assert first.status == "ok" and len(first.gpus) == 8  # the first read waits for a tick
+        sampler = source._telemetry.sampler
+        deadline = time.monotonic() + 10
+        while sampler.latest().sequence < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        later = in_new_thread(source.gpus)
+        assert later.gpus[0].utilization_history == sampler.history("gpu.0.utilization_pct")[
+            -len(later.gpus[0].utilization_history):]
+        assert later.host.memory_total_bytes > later.host.memory_used_bytes > 0
+        assert later.host.cpu_history == sampler.history("host.cpu_pct")[-len(later.host.cpu_history):]
+    finally:
+        source.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("modeldeck-sampler")]
+
+
+def test_the_local_server_row_is_stopped_starting_or_polled(deck, tmp_path):
+    from engine.runstate import ServerInfo, start_lock, write_server_info
+    from tests.telemetry.replay_server import ReplayServer, Script
+
+    source = EngineSource(deck, sampler=replayed_sampler)
+    server = ReplayServer().start()
+    try:
+        local = lambda: in_new_thread(source.endpoints).endpoints[0]  # noqa: E731
+        assert (local().name, local().status) == ("local", "stopped")
+        with start_lock(deck.paths.ensure(), timeout=5):  # a start under way: the model loads
+            assert local().status == "starting"
+        assert local().status == "stopped"
+        url = server.add("local", Script(bodies=["vllm:generation_tokens_total 5\n"]))
+        write_server_info(deck.paths, ServerInfo(os.getpid(), "127.0.0.1", 1, url, time.time()))
+        deadline = time.monotonic() + 10
+        while local().status != "up" and time.monotonic() < deadline:
+            assert local().status == "starting"  # announced, not polled yet
+            time.sleep(0.05)
+        panel = in_new_thread(source.endpoints)
+        assert panel.endpoints[0].status == "up" and panel.window_s == 10.0
+    finally:
+        source.close()
+        server.stop()
 
 
 def test_loss_follows_a_real_job_and_what_is_appended_later(deck):

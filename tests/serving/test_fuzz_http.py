@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.serving.runstate import TOKEN_HEADER, read_control_token
+from engine.runstate import TOKEN_HEADER, read_control_token
 
 REQUEST_TIMEOUT = 15.0
 FUZZ = settings(deadline=None, database=None, derandomize=False,

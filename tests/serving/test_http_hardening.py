@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from engine.serving.runstate import TOKEN_HEADER, read_control_token
+from engine.runstate import TOKEN_HEADER, read_control_token
 
 REQUEST_TIMEOUT = 15.0  # no single answer may take longer (the tiny model answers in well under 1 s)
 

@@ -159,7 +159,7 @@ def test_a_public_address_without_a_key_is_warned_about(home):
 
 
 def test_the_warning_is_only_for_a_reachable_server_without_a_key():
-    from engine.serving.runstate import exposure_warnings
+    from engine.runstate import exposure_warnings
 
     assert exposure_warnings("0.0.0.0", 8471, api_key_set=False)
     assert exposure_warnings("::", 8471, api_key_set=False)
@@ -177,7 +177,7 @@ async def test_the_console_header_shows_the_warning(deck):
     from console import replay
     from console.app import ModeldeckApp
     from console.sources import FixedSource
-    from engine.serving.runstate import exposure_warnings
+    from engine.runstate import exposure_warnings
 
     snapshot = replay.snapshot()
     warning = tuple(exposure_warnings("0.0.0.0", 8471, api_key_set=False))
