@@ -104,7 +104,7 @@ def test_at_80x24_the_header_and_the_help_and_quit_keys_are_on_screen(deck, tiny
     tmux = Tmux()
     try:
         tmux.run("new-session", "-d", "-s", "deck", "-x", "80", "-y", "24", command)
-        screen = tmux.wait_for("tiny@1", "Deploy", "? Help", "q Quit")
+        screen = tmux.wait_for("tiny@1", "Deploy", "? Help", "q Quit", "local stopped")
         lines = screen.rstrip("\n").splitlines()
         assert "? Help" in lines[-1] and "q Quit" in lines[-1], lines[-1]
         assert lines[0].lstrip().startswith("modeldeck") and "local stopped" in lines[0], lines[0]
