@@ -93,6 +93,8 @@ def demo_command(args: argparse.Namespace, deck: Deck) -> int:
     def human() -> str:
         if not result.created or result.version is None:
             return "the deck already has models; demo left it unchanged"
-        return f"demo: imported and deployed {result.version.ref} to local ({result.source})"
+        return (f"demo: imported {result.version.ref} ({result.source}) and pointed local at it; "
+                "the server gates it when it starts (`s` in the console, or `modeldeck serve "
+                "--detach`)")
     emit(args.json, "demo", result.to_dict(), human)
     return 0

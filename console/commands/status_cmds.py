@@ -23,7 +23,8 @@ def status_command(args: argparse.Namespace, deck: Deck) -> int:
 def _status_text(report: actions.StatusReport) -> str:
     server = report.server
     lines = [f"deck      {report.home}",
-             f"models    {report.model_count} ({report.version_count} versions)",
+             f"models    {report.model_count} ({report.version_count} "
+             f"version{'' if report.version_count == 1 else 's'})",
              f"server    {server['state']}" + (f" at {server['url']} (pid {server['pid']})"
                                                if server.get("url") else ""),
              "jobs      " + (", ".join(f"{count} {state}" for state, count in sorted(report.jobs.items()) if count)
