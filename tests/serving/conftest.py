@@ -119,3 +119,13 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
             server.request_stop()
             thread.join(timeout=30)
             deck.close()
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir: Path):
+    """The tiny model and its tokenizer in fp32, for scheduler tests that drive it directly."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(tiny_model_dir)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import queue
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -12,15 +11,6 @@ from engine.serving.scheduler import (BatchScheduler, QueueFull, SamplingParams,
                                       generate_blocking)
 
 PROMPTS = ("The cat", "Once upon a time there was", "1, 2, 3,", "Hello", "A long road to the sea")
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir: Path):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
-    return model, AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
 class Recorder:

@@ -4,20 +4,10 @@ keeps decoding. Driven directly (no HTTP), with faults the HTTP layer now refuse
 from __future__ import annotations
 
 import queue
-from pathlib import Path
 
 import pytest
 
 from engine.serving.scheduler import BatchScheduler, SamplingParams, TokenEvent
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir: Path):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
-    return model, AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
 class Recorder:
