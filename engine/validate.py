@@ -64,16 +64,14 @@ def parse_port(text: str | int, allow_zero: bool = True) -> int:
 def parse_device(text: str) -> str:
     """`auto`, `cpu`, `mps`, `cuda` or `cuda:N`, and only a device this machine has.
 
-    The syntax check is free; checking a CUDA device imports torch, which every verb that takes
-    a device (serve, finetune, compress) loads anyway.
+    The syntax check is free; a CUDA device is counted without importing torch (see
+    cuda_device_count); `mps` asks torch.
     """
     device = str(text).strip().lower()
     if not DEVICE_PATTERN.match(device):
         raise BadInput(f"device must be auto, cpu, cuda or cuda:N, not {_shown(text)}")
     if device.startswith("cuda"):
-        import torch
-
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        count = cuda_device_count()
         index = int(device.partition(":")[2] or 0)
         if count == 0:
             raise BadInput(f"device {device}: this machine has no CUDA device "
@@ -95,6 +93,26 @@ def parse_job_id(job_id: str) -> str:
         raise BadInput(f"invalid job id {_shown(job_id)}: expected letters, digits, '.', '_' or "
                        "'-' (at most 128), as `modeldeck jobs list` shows them")
     return job_id
+
+
+def cuda_device_count() -> int:
+    """CUDA devices on this machine: torch's count when torch is already loaded, else NVML's
+    (the driver's library: milliseconds, and the console's process must never import torch)."""
+    import sys
+
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no driver, no library, no GPU: no CUDA device  # noqa: BLE001
+        return 0
 
 
 def safe_relative_name(what: str, name: str) -> str:

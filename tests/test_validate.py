@@ -61,3 +61,17 @@ def test_a_symlink_out_of_the_directory_is_refused(tmp_path):
     assert inside(tmp_path / "d", "sub/model.safetensors") == (tmp_path / "d" / "sub" / "model.safetensors").resolve()
     with pytest.raises(BadInput):
         inside(tmp_path / "d", "escape/x")
+
+
+def test_checking_a_cuda_device_imports_no_torch():
+    """The console's fine-tune form takes a device, and its process never imports torch."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    probe = ("import sys\nfrom engine.validate import parse_device\ntry:\n    parse_device('cuda')\n"
+             "except Exception:\n    pass\nprint('torch' in sys.modules)")
+    shown = subprocess.run([sys.executable, "-c", probe], cwd=REPO, check=True, capture_output=True,
+                           text=True, timeout=60).stdout.strip()
+    assert shown == "False"

@@ -61,7 +61,9 @@ def finetune(deck: Deck, request: FinetuneRequest) -> JobResult:
     if request.nproc < 1 or request.nnodes < 1:
         raise BadInput("--nproc and --nnodes must be at least 1")
     if settings.method == "lora":
-        preflight.check_lora_targets(config, settings.lora_targets)
+        weights = [deck.registry.blobs.path_of(f.sha256) for f in parent.files
+                   if f.name.endswith(".safetensors")]
+        preflight.check_lora_targets(weights, parent_config, settings.lora_targets)
     spec = {"parent": parent.ref, "model": parent.model, "data": str(dataset.path),
             "data_sha256": dataset.sha256, "format": dataset.format,
             "task": "classification" if dataset.format == "classification" else "causal-lm",

@@ -157,6 +157,13 @@ def _read_json(path: Path) -> dict | None:
 
 def safetensors_param_count(path: Path) -> int:
     """Validate a safetensors file's header against its size; return its element count."""
+    header, data_size = safetensors_header(path)
+    return _check_tensors(path, header, data_size)
+
+
+def safetensors_header(path: Path) -> tuple[dict, int]:
+    """A safetensors file's JSON header (tensor name -> dtype, shape, offsets) and the size of
+    the data after it; read without torch, refused when it does not fit the file."""
     file_size = path.stat().st_size
     with path.open("rb") as handle:
         prefix = handle.read(8)
@@ -171,7 +178,7 @@ def safetensors_param_count(path: Path) -> int:
             raise BadInput(f"{path}: corrupt safetensors header (not JSON)") from None
     if not isinstance(header, dict):
         raise BadInput(f"{path}: corrupt safetensors header")
-    return _check_tensors(path, header, file_size - 8 - header_size)
+    return header, file_size - 8 - header_size
 
 
 def _check_tensors(path: Path, header: dict, data_size: int) -> int:

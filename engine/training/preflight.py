@@ -5,7 +5,7 @@ An int8 version (engine.compression's format: qweight/scales, a marker in config
 refused: transformers' loader does not know the marker, skips qweight/scales and starts from
 randomly initialized weights, so training "succeeds" on garbage (measured: eval loss 11.6 where
 the parent's is 3.5). LoRA target names are checked against the architecture's real module
-names, built on the meta device from config.json (no weights are read, so it is cheap).
+names, read from the safetensors headers (no torch, no weights read).
 """
 
 from __future__ import annotations
@@ -39,29 +39,29 @@ def refuse_compressed(reference: str, parent_ref: str | None, config: dict[str, 
                    f"trained; fine-tune {source} instead, then compress the result")
 
 
-def module_names(config_path: Path) -> set[str]:
+def module_names(weight_files: list[Path], config: dict[str, Any]) -> set[str]:
     """The leaf names LoRA can target (peft matches a target against a module name's suffix):
-    every Linear, Embedding and GPT-2 style Conv1D of the architecture, built on the meta device."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.pytorch_utils import Conv1D
+    every module with a 2-D weight (Linear, Embedding, GPT-2's Conv1D; norms are 1-D), read from
+    the safetensors headers. No torch: the console runs this verb in its own process, which
+    must never import torch. A head tied to the embedding has no tensor of its own."""
+    from engine.registry.inspect import safetensors_header
 
-    values = read_config(config_path)  # a blob path: not named config.json, so no from_pretrained
-    model_type = values.pop("model_type", None)
-    if not model_type:
-        raise BadInput(f"{config_path}: config.json names no model_type; cannot check --lora-targets")
-    config = AutoConfig.for_model(model_type, **values)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    kinds = (torch.nn.Linear, torch.nn.Embedding, Conv1D)
-    return {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-            if name and isinstance(module, kinds)}
+    names: set[str] = set()
+    for path in weight_files:
+        header, _ = safetensors_header(path)
+        names |= {name.removesuffix(".weight").rsplit(".", 1)[-1] for name, info in header.items()
+                  if name.endswith(".weight") and isinstance(info, dict)
+                  and len(info.get("shape") or ()) == 2}
+    if config.get("tie_word_embeddings", True) and "embed_tokens" in names | {"wte"}:
+        names.add("lm_head")
+    return names
 
 
-def check_lora_targets(config_path: Path | None, targets: tuple[str, ...] | None) -> None:
-    if not targets or config_path is None:  # peft's default for the architecture, or a GGUF
+def check_lora_targets(weight_files: list[Path], config: dict[str, Any],
+                       targets: tuple[str, ...] | None) -> None:
+    if not targets or not weight_files:  # peft's default for the architecture, or a GGUF
         return
-    valid = module_names(config_path)
+    valid = module_names(weight_files, config)
     unknown = [target for target in targets
                if not any(name == target or name.endswith(target) for name in valid)]
     if unknown:

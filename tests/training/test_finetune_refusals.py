@@ -58,10 +58,28 @@ def test_lora_targets_are_checked_against_the_model(tiny_deck, text_data):
 
 
 def test_lora_targets_that_exist_pass_validation(tiny_deck, text_data):
-    from engine.training.preflight import check_lora_targets
+    from engine.training.preflight import check_lora_targets, read_config
 
-    config = tiny_deck.registry.materialize(tiny_deck.registry.resolve("tiny@1")) / "config.json"
-    check_lora_targets(config, ("q_proj", "v_proj", "down_proj"))
+    files = tiny_deck.registry.materialize(tiny_deck.registry.resolve("tiny@1"))
+    weights = sorted(files.glob("*.safetensors"))
+    check_lora_targets(weights, read_config(files / "config.json"), ("q_proj", "v_proj", "down_proj"))
+
+
+def test_checking_lora_targets_imports_no_torch(tiny_deck):
+    """The console calls the finetune verb in its own process, which never imports torch."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    files = tiny_deck.registry.materialize(tiny_deck.registry.resolve("tiny@1"))
+    probe = ("import sys, pathlib; from engine.training.preflight import check_lora_targets, read_config; "
+             "d = pathlib.Path(sys.argv[1]); "
+             "check_lora_targets(sorted(d.glob('*.safetensors')), read_config(d / 'config.json'), ('q_proj',)); "
+             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    shown = subprocess.run([sys.executable, "-c", probe, str(files)], cwd=REPO, check=True,
+                           capture_output=True, text=True, timeout=60).stdout.strip()
+    assert shown == "[]", shown
 
 
 def test_cli_refuses_with_exit_2_and_one_line(tiny_deck, text_data):
