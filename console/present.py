@@ -464,10 +464,12 @@ def detail_section(detail: str) -> Section:
     except ValueError:
         return Section("detail", pairs([("detail", detail)]))
     if isinstance(data, Mapping) and isinstance(data.get("checks"), list):
-        rows = tuple((str(check.get("name", MISSING)),
-                      "passed" if check.get("passed") else "failed",
+        # The engine's one check shape (engine.targets.base.GateCheck, and the server's own
+        # gate, which writes the same keys): `probe`, `ok`, then status, latency and detail.
+        rows = tuple((str(check.get("probe", MISSING)),
+                      "passed" if check.get("ok") else "failed",
                       plain({key: value for key, value in check.items()
-                             if key not in ("name", "passed")}))
+                             if key not in ("probe", "ok") and value not in (None, "")}))
                      for check in data["checks"] if isinstance(check, Mapping))
         return Section("gate checks", headers=("check", "result", "detail"), rows=rows,
                        note=f"reason: {data['reason']}" if data.get("reason") else "")

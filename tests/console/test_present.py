@@ -1,0 +1,19 @@
+"""console.present reads the engine's records as they are written."""
+
+from __future__ import annotations
+
+import json
+
+from console.present import detail_section
+from engine.targets.base import GateCheck, GateReport
+
+
+def test_a_gate_report_shows_each_check_with_its_real_result():
+    """The gate writes `probe`/`ok`; the details view once read `name`/`passed`, so every check
+    of every gate showed as `-` and `failed`, passed ones included."""
+    report = GateReport(False, (GateCheck("Hello", True, 200, 0.12, ""),
+                                GateCheck("The capital of France is", False, 200, 3.5, "too slow")))
+    section = detail_section(json.dumps(report.to_dict()))
+    assert [row[:2] for row in section.rows] == [("Hello", "passed"),
+                                                 ("The capital of France is", "failed")]
+    assert "too slow" in section.rows[1][2] and "None" not in repr(section.rows)
