@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from engine.errors import BadInput
+from engine.validate import NAME_PATTERN
 from engine.finetune_settings import checked_values
 from engine.paths import deck_home
 
@@ -151,6 +152,8 @@ class TargetSettings(SecretSource):
     def _not_local(cls, name: str) -> str:
         if name == "local":
             raise ValueError("'local' is built in; configure it under [serve]")
+        if not NAME_PATTERN.match(name):  # it names a lock file under run/locks/
+            raise ValueError("use letters, digits, '.', '_' or '-' (max 64)")
         return name
 
     @model_validator(mode="after")

@@ -16,6 +16,8 @@ from engine.errors import BadInput
 # SQLite integers and most of our counters are signed 64-bit: a larger number cannot name anything.
 MAX_INT64 = 2**63 - 1
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
+# Model, alias and target names: each becomes a file or directory name somewhere under the deck.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # What engine.jobs.new_job_id makes; an id becomes a directory name under jobs/.
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -85,6 +87,14 @@ def parse_device(text: str) -> str:
         if not torch.backends.mps.is_available():
             raise BadInput("device mps: not available on this machine")
     return device
+
+
+def check_name(kind: str, name: str) -> str:
+    """A name that becomes a path component (a model, an alias, a target)."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise BadInput(f"invalid {kind} {_shown(name)}: use letters, digits, '.', '_' or '-' "
+                       "(max 64)")
+    return name
 
 
 def parse_job_id(job_id: str) -> str:

@@ -8,9 +8,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from engine.errors import BadInput
-from engine.validate import parse_int
+from engine.validate import NAME_PATTERN, check_name, parse_int
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -62,12 +61,6 @@ def _shown(value: object, limit: int = 60) -> str:
         value = f"{value.model}@{value.selector}" if value.selector is not None else value.model
     text = str(value)
     return repr(text[:limit] + "..." if len(text) > limit else text)
-
-
-def check_name(kind: str, name: str) -> str:
-    if not NAME_PATTERN.match(name):
-        raise BadInput(f"invalid {kind} {name!r}: use letters, digits, '.', '_' or '-' (max 64)")
-    return name
 
 
 @dataclass(frozen=True)

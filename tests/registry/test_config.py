@@ -60,3 +60,12 @@ def test_every_sample_config_is_valid():
     assert len(samples) >= 2, "sample_configs/ should hold deck.toml examples"
     for sample in samples:
         load_config(sample)
+
+
+def test_a_target_name_that_would_leave_run_locks_is_refused(tmp_path):
+    """A target's name becomes run/locks/NAME.lock: `../../x` once wrote outside the deck."""
+    config = tmp_path / "deck.toml"
+    config.write_text('[[targets]]\nname = "../../x"\nkind = "command"\n'
+                      'health_url = "http://127.0.0.1:9/health"\n')
+    with pytest.raises(BadInput, match="targets.0.name"):
+        load_config(config)
