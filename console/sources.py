@@ -191,9 +191,8 @@ WARNING_RESULTS = ("rejected", "rolled-back", "cancelled", "pending", "cancellin
 
 
 def audit_events(entries: list[Any], outcomes: dict[int, str]) -> tuple[EventRow, ...]:
-    """One row per action, its result as it stands. A deploy or rollback writes its audit row
-    as 'ok' when the pointer moves and the history row carries the real outcome (pending until
-    the gate answers, then ok or failed): the history's word wins. A failed gate also appends
+    """One row per action, its result as it stands (the registry reads a move's result from its
+    history row; `outcomes` also covers rows read before that). A failed gate also appends
     its own 'failed' row with the gate's report; that row stands for the action, and the
     row of the move is left out."""
     failed_keys = {(entry.verb, _argument_key(entry.arguments)) for entry in entries

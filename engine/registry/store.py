@@ -220,9 +220,15 @@ class Registry:
         return entry
 
     def audit(self, limit: int = 100, verb: str | None = None) -> list[AuditEntry]:
-        query = "SELECT * FROM audit" + (" WHERE verb=?" if verb else "")
+        """Newest first. A pointer move is written when the move happens, before its gate has
+        answered: its result is the history row's outcome as it stands now (pending, then ok
+        or failed), so every reader, CLI and console, sees the same word."""
+        query = ("SELECT audit.id, audit.at, audit.user, audit.verb, audit.arguments,"
+                 " COALESCE(history.outcome, audit.result) AS result, audit.detail, audit.reason,"
+                 " audit.history_id FROM audit LEFT JOIN history ON history.id = audit.history_id"
+                 + (" WHERE audit.verb=?" if verb else ""))
         args: tuple = (verb,) if verb else ()
-        rows = self.db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        rows = self.db.execute(query + " ORDER BY audit.id DESC LIMIT ?", (*args, limit)).fetchall()
         return [AuditEntry.from_row(row) for row in rows]
 
     # ---- writing -------------------------------------------------------------------------

@@ -51,7 +51,9 @@ def test_every_action_is_audited(cli, two_versions):
     deploy_entry = entries[1]
     assert deploy_entry["arguments"]["ref"] == "tiny@1"
     assert deploy_entry["reason"] == "canary"
-    assert deploy_entry["result"] == "ok"
+    # No server ran (the tests turn autostart off), so the move was never gated: the audit says
+    # what its history row says, pending, not the 'ok' written when the pointer moved.
+    assert deploy_entry["result"] == "pending"
     assert deploy_entry["user"]
     assert deploy_entry["history_id"] is not None
 
