@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from engine.paths import DeckPaths, deck_paths
 
-if TYPE_CHECKING:  # pydantic stays out of the status path
+if TYPE_CHECKING:  # loaded when first used: `import engine` stays light
     from engine.config import DeckConfig
     from engine.registry import Registry
 

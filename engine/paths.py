@@ -9,8 +9,6 @@ from pathlib import Path
 from engine.errors import BadInput
 from engine.validate import parse_job_id
 
-# What new_job_id makes (`finetune-20261125-210530-a1b2c3`), with room to spare; anything else
-# (a 300-character id, '../x', '.hidden') never becomes a path under jobs/.
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ whole batch; text is detokenized incrementally (detok.py).
 
 Why not transformers' own continuous batching (`generate_batch` with paged attention)? Measured
 on this machine's CPU it gave 34 tok/s where a static batch with `generate` gave 109 (DESIGN.md):
-the step loop below runs the same model forward as `generate` over one batched DynamicCache.
+the step loop below runs the same model forward as `generate`, over the slot cache.
 """
 
 from __future__ import annotations
