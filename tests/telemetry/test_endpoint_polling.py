@@ -143,23 +143,6 @@ def test_api_key_is_sent_and_never_published(replay_server, monkeypatch, tmp_pat
     assert secret not in str([snapshot.to_dict() for snapshot in result.values()])
 
 
-def test_console_entry_points_keep_state_between_calls(replay_server, deck_home):
-    from engine.deck import Deck
-    from engine.telemetry import endpoint_snapshots, fleet_snapshot
-
-    url = replay_server.add("v", Script(bodies=[IDLE, AFTER]))
-    deck_home.mkdir(parents=True, exist_ok=True)
-    (deck_home / "deck.toml").write_text(f'[[endpoints]]\nname = "v"\nkind = "vllm"\nurl = "{url}"\n')
-    deck = Deck.at(deck_home)
-    try:
-        first, second = endpoint_snapshots(deck), endpoint_snapshots(deck)
-        assert first[0].status == "up" and first[0].tokens_per_s is None
-        assert second[0].tokens_per_s > 0  # the second call had the first call's scrape to compare
-        assert fleet_snapshot(deck).status == "off"
-    finally:
-        deck.close()
-
-
 def test_tls_is_verified_by_default(tls_replay_server):
     url = tls_replay_server.add("secure", Script(bodies=[AFTER]))
     assert url.startswith("https://")
