@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -241,16 +240,20 @@ def _event_line(event: dict[str, Any]) -> str:
         return _progress_text(event)
     if kind == "eval":
         return f"eval step {event.get('step')}: loss {_fixed(event.get('eval_loss'), '{:.4f}')}"
+    # Other events (data, model, registered, deploy_decision, ...): their fields as a person
+    # reads them (`key=value`, numbers rounded), never JSON.
     fields = {k: v for k, v in event.items() if k not in ("t", "type")}
-    return f"{kind}: {json.dumps(fields, default=str)}"
+    return f"{kind}: {present.plain(fields)}"
 
 
 def _progress_text(event: dict[str, Any]) -> str:
     parts = [f"step {event.get('step')}/{event.get('max_steps')}"]
     for key, label, fmt in (("loss", "loss", "{:.4f}"), ("learning_rate", "lr", "{:.2e}"),
-                            ("tokens_per_s", "tok/s", "{:.0f}"), ("eta_s", "eta", "{:.0f}s")):
+                            ("tokens_per_s", "tok/s", "{:.0f}")):
         if event.get(key) is not None:
             parts.append(f"{label} {_fixed(event[key], fmt)}")
+    if event.get("eta_s") is not None:
+        parts.append(f"eta {present.duration(event['eta_s'])}")  # `1h02m`, not `3725s`
     return "  ".join(parts)
 
 

@@ -17,3 +17,15 @@ def test_a_gate_report_shows_each_check_with_its_real_result():
     assert [row[:2] for row in section.rows] == [("Hello", "passed"),
                                                  ("The capital of France is", "failed")]
     assert "too slow" in section.rows[1][2] and "None" not in repr(section.rows)
+
+
+def test_jobs_logs_text_is_for_people():
+    """`jobs logs` printed other events as JSON and ETAs as `3725s`."""
+    from console.commands.job_cmds import _event_line
+
+    progress = _event_line({"type": "progress", "step": 3, "max_steps": 10, "loss": 2.5,
+                            "eta_s": 3725.2})
+    assert progress.endswith("eta 1h02m"), progress
+    registered = _event_line({"type": "registered", "version": "tiny@2",
+                              "metrics": {"eval_loss": 3.14159265, "perplexity": None}})
+    assert "{" not in registered and '"' not in registered and "3.142" in registered, registered
