@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import math
-import time
 from pathlib import Path
 from typing import Any
 
+from console import present
 from console.commands.arguments import existing_file, number, text, whole
-from console.output import emit, human_bytes, human_memory, table
+from console.output import emit, human_memory, table
 from engine import actions
 from engine.deck import Deck
 
@@ -64,13 +63,13 @@ def watch_command(args: argparse.Namespace, deck: Deck) -> int:
 
 
 def watch_text(snapshot: Any) -> str:
-    stamp = time.strftime("%H:%M:%S", time.localtime(snapshot.taken_at))
+    stamp = present.clock(snapshot.taken_at)
     lines = [f"== {stamp}  #{snapshot.sequence}"]
     host = snapshot.host
     if host is not None:
-        lines.append(f"host  cpu {_pct(host.cpu_pct) or '-'} of {host.cpu_count} cores  "
+        lines.append(f"host  cpu {_pct(host.cpu_pct)} of {host.cpu_count} cores  "
                      f"mem {human_memory(host.memory_used_bytes)} / {human_memory(host.memory_total_bytes)}"
-                     f"  load {_num(host.load_1m) or '-'}  net rx {_rate(host.net_rx_bytes_per_s)} "
+                     f"  load {_num(host.load_1m)}  net rx {_rate(host.net_rx_bytes_per_s)} "
                      f"tx {_rate(host.net_tx_bytes_per_s)}  disk r {_rate(host.disk_read_bytes_per_s)} "
                      f"w {_rate(host.disk_write_bytes_per_s)}")
     lines.append(_gpu_text(snapshot.gpus))
@@ -124,34 +123,27 @@ def models_table(models: Any) -> str:
     return table(("MODEL", "UP", "TOK/S", "REQ/S", "TTFT95", "ITL95", "E2E95"), rows)
 
 
-def _known(value: float | None) -> float | None:
-    """None for unknown, NaN and ±Inf alike: a table shows `-` for all three."""
-    return value if value is not None and math.isfinite(value) else None
+# One way to write a number (console.present), named for what these tables show.
+def _pct(value: float | None) -> str:
+    """A value already in percent (CPU, GPU utilization, KV cache): `42%`."""
+    return present.number(value, 0, "%")
 
 
-def _pct(value: float | None) -> str | None:
-    known = _known(value)
-    return None if known is None else f"{known:.0f}%"
+def _num(value: float | None, digits: int = 1) -> str:
+    return present.number(value, digits)
 
 
-def _num(value: float | None, digits: int = 1) -> str | None:
-    known = _known(value)
-    return None if known is None else f"{known:.{digits}f}"
-
-
-def _unit(value: float | None, unit: str) -> str | None:
-    known = _known(value)
-    return None if known is None else f"{known:.0f} {unit}"
+def _unit(value: float | None, unit: str) -> str:
+    return present.number(value, 0, f" {unit}")
 
 
 def _rate(value: float | None) -> str:
-    known = _known(value)
-    return "-" if known is None else f"{human_bytes(int(known))}/s"
+    shown = present.size(value)
+    return shown if shown == present.MISSING else f"{shown}/s"
 
 
-def _ms(value: float | None) -> str | None:
-    known = _known(value)
-    return None if known is None else f"{known * 1000:.0f} ms"
+def _ms(value: float | None) -> str:
+    return present.seconds_ms(value)
 
 
 # ---- endpoints --------------------------------------------------------------------------------
