@@ -131,25 +131,21 @@ STARTING_GRACE_S = 120.0  # a server announced this recently that never answered
 def local_row(deck: Deck, polled: EndpointRow | None) -> tuple[EndpointRow, tuple[str, ...]]:
     """The local server's row, which is there even when it is down: stopped, starting (its
     start lock held while the model loads, or announced and not answering yet), or as polled."""
-    from engine.runstate import read_server_info
-    from engine.procs import process_alive
-    from engine.telemetry import local_server_starting
+    from engine.actions import local_server_state  # the one reader, shared with `status`
 
-    info = read_server_info(deck.paths)
-    alive = info is not None and process_alive(info.pid)
-    warnings = tuple(info.warnings) if alive and info is not None else ()
-    if not alive:
-        if local_server_starting(deck):
-            return EndpointRow(LOCAL_ENDPOINT, "modeldeck", "starting",
-                               "loading the model (a start is under way)"), ()
-        reason = ("its pid is gone (stale run file)" if info is not None
+    server = local_server_state(deck)
+    if server["state"] == "starting":
+        return EndpointRow(LOCAL_ENDPOINT, "modeldeck", "starting",
+                           "loading the model (a start is under way)"), ()
+    if server["state"] != "running":
+        reason = ("its pid is gone (stale run file)" if server["state"] == "stale"
                   else "not running: `s` or `modeldeck serve --detach` starts it")
         return EndpointRow(LOCAL_ENDPOINT, "modeldeck", "stopped", reason), ()
-    assert info is not None
+    warnings = tuple(server.get("warnings", ()))
     if polled is None:  # the sampler has not polled it yet
-        polled = EndpointRow(LOCAL_ENDPOINT, "modeldeck", "stale", "not polled yet", url=info.url)
+        polled = EndpointRow(LOCAL_ENDPOINT, "modeldeck", "stale", "not polled yet", url=server["url"])
     never_answered = polled.status in ("down", "stale") and not polled.tokens_history
-    if never_answered and time.time() - info.started_at < STARTING_GRACE_S:
+    if never_answered and time.time() - server["started_at"] < STARTING_GRACE_S:
         return replace(polled, status="starting",
                        reason="waiting for its first answer on /health"), warnings
     return polled, warnings

@@ -177,26 +177,54 @@ class TokenFile:
 
 
 @contextmanager
-def start_lock(paths: DeckPaths, timeout: float) -> Iterator[None]:
-    """One server start per deck at a time (across processes): the others wait here, then find
-    the server the first one started. Same kind of lock as the deploy targets' (run/locks/)."""
+def run_lock(paths: DeckPaths, name: str, wait_s: float = 0.0) -> Iterator[bool]:
+    """An exclusive lock file under run/locks/ (fcntl.flock: released when its process dies),
+    shared by every process of this deck. Yields True once held; after `wait_s` seconds of
+    waiting (0: none), yields False instead. The one lock mechanism of the run directory."""
     lock_dir = paths.run / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / START_LOCK, "w") as handle:
-        deadline = time.monotonic() + timeout
+    with open(lock_dir / name, "w") as handle:
+        deadline = time.monotonic() + wait_s
         while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise ActionFailed(f"another start of the local server has been in progress "
-                                       f"for over {timeout:.0f}s; see {paths.run / 'server.log'}") from None
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
                 time.sleep(0.1)
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def lock_held(paths: DeckPaths, name: str) -> bool:
+    """Whether another process holds run/locks/NAME now (probed without waiting, never created:
+    a read-only deck can be asked)."""
+    try:
+        handle = open(paths.run / "locks" / name, "a")
+    except OSError:
+        return False  # no lock file: nobody ever took it here
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+@contextmanager
+def start_lock(paths: DeckPaths, timeout: float) -> Iterator[None]:
+    """One server start per deck at a time (across processes): the others wait here, then find
+    the server the first one started."""
+    with run_lock(paths, START_LOCK, wait_s=timeout) as held:
+        if not held:
+            raise ActionFailed(f"another start of the local server has been in progress "
+                               f"for over {timeout:.0f}s; see {paths.run / 'server.log'}")
+        yield
 
 
 # ---- server.json ------------------------------------------------------------------------------

@@ -51,12 +51,15 @@ def local_server_state(deck: Deck) -> dict[str, Any]:
     warnings: what a user must know about a running one (reachable from other machines with /v1
     open to anyone)."""
     from engine.procs import process_alive
-    from engine.runstate import read_server_info  # light: no torch
+    from engine.runstate import START_LOCK, lock_held, read_server_info  # light: no torch
 
     info = read_server_info(deck.paths)
     if info is None:
-        return {"state": "stopped", "pid": None, "url": None, "warnings": []}
+        # A start in progress holds the start lock while the model loads (server.json comes
+        # after): `starting`, as the console's Throughput pane says too.
+        state = "starting" if lock_held(deck.paths, START_LOCK) else "stopped"
+        return {"state": state, "pid": None, "url": None, "warnings": []}
     alive = process_alive(info.pid)
     return {"state": "running" if alive else "stale", "pid": info.pid, "url": info.url,
-            "host": info.host, "api_key": info.api_key_set,
+            "host": info.host, "api_key": info.api_key_set, "started_at": info.started_at,
             "warnings": info.warnings if alive else []}

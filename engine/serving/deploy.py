@@ -16,16 +16,14 @@ nor the targets layer for it.
 
 from __future__ import annotations
 
-import fcntl
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.deck import Deck
 from engine.errors import DeckError
 from engine.registry.records import Deployment, ModelRef, VersionInfo
+from engine.runstate import run_lock
 
 if TYPE_CHECKING:
     from engine.serving.host import GateOutcome, ModelHost
@@ -42,7 +40,7 @@ def load_at_start(deck: Deck, host: "ModelHost") -> tuple[str | None, list[str]]
     if deployment is None or deployment.state == "failed":
         return None, []
     if deployment.state == "pending":
-        with _target_lock(deck) as held:
+        with run_lock(deck.paths, f"{TARGET}.lock") as held:  # the lock a deploy holds
             if held:
                 return _gate_pending(deck, host, deployment)
         # A deploy holds the target and will settle this one: serve the last gated version.
@@ -102,21 +100,3 @@ def _last_good(deck: Deck) -> VersionInfo | None:
     good = next((entry for entry in deck.registry.history(TARGET, limit=1000)
                  if entry.outcome == "ok"), None)
     return deck.registry.resolve(ModelRef(good.model, str(good.version))) if good else None
-
-
-@contextmanager
-def _target_lock(deck: Deck) -> Iterator[bool]:
-    """The lock engine.targets.flow holds while it deploys to `local` (same file, taken without
-    waiting): held by someone else means that deploy settles the pending entry itself."""
-    lock_dir = deck.paths.run / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / f"{TARGET}.lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

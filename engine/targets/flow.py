@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,17 +39,12 @@ def driver_for(settings: TargetSettings, paths: DeckPaths | None = None) -> Targ
 @contextmanager
 def target_lock(paths: DeckPaths, target: str) -> Iterator[None]:
     """Two deploys to one target never run at once (across processes)."""
-    lock_dir = paths.run / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / f"{target}.lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ActionFailed(f"another deploy to target {target!r} is in progress") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    from engine.runstate import run_lock
+
+    with run_lock(paths, f"{target}.lock") as held:
+        if not held:
+            raise ActionFailed(f"another deploy to target {target!r} is in progress")
+        yield
 
 
 def deliver(deck: Deck, action: str, target: str, chosen: VersionInfo,

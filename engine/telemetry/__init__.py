@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EndpointSnapshot", "FleetSeries", "FleetSnapshot", "GpuDevice", "GpuProcess",
            "GpuSnapshot", "HostSnapshot", "ModelStats", "TelemetrySnapshot", "build_sampler",
-           "deck_endpoints", "local_endpoint", "local_server_starting"]
+           "deck_endpoints", "local_endpoint"]
 
 
 
@@ -68,24 +68,3 @@ def local_endpoint(deck: "Deck") -> Any:
     serve = deck.config.serve
     return EndpointSettings(name=LOCAL_ENDPOINT, kind="modeldeck", url=info.url,
                             api_key_env=serve.api_key_env, api_key_file=serve.api_key_file)
-
-
-def local_server_starting(deck: "Deck") -> bool:
-    """Whether a start of the local server is under way: its start lock is held (the model is
-    loading; server.json comes after). Probed without waiting and released at once."""
-    import fcntl
-
-    from engine.runstate import START_LOCK
-
-    path = deck.paths.run / "locks" / START_LOCK
-    try:
-        handle = open(path, "a")
-    except OSError:
-        return False  # no lock file: no start has ever run here
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False

@@ -338,3 +338,15 @@ def test_a_pending_version_that_passes_is_served_and_settled(home):
     gate = run_modeldeck("audit", "--verb", "gate", "--json", home=home).json["entries"][0]
     assert gate["result"] == "ok" and gate["arguments"]["ref"] == "tiny@1"
     stop(home)
+
+
+def test_status_says_starting_while_a_start_holds_its_lock(cli, deck_home):
+    """The console said `starting` while `modeldeck status` said `stopped`: one reader now."""
+    from engine.paths import deck_paths
+    from engine.runstate import START_LOCK, run_lock
+
+    assert cli("status", "--json").json["server"]["state"] == "stopped"
+    with run_lock(deck_paths(deck_home), START_LOCK) as held:
+        assert held
+        assert cli("status", "--json").json["server"]["state"] == "starting"
+    assert cli("status", "--json").json["server"]["state"] == "stopped"
