@@ -229,10 +229,10 @@ def start_modeldeck(deck, version) -> Server:
 # ---- vLLM --------------------------------------------------------------------------------------
 
 def ensure_vllm() -> Path:
-    """vLLM's CPU build in its own venv, installed once; returns its `vllm` executable."""
-    marker, vllm = VLLM_VENV / ".modeldeck-installed", VLLM_VENV / "bin" / "vllm"
-    if marker.exists() and vllm.exists():
-        return vllm
+    """vLLM's CPU build in its own venv, installed once; returns that venv's python."""
+    marker, python = VLLM_VENV / ".modeldeck-installed", VLLM_VENV / "bin" / "python"
+    if marker.exists() and python.exists():
+        return python
     print(f"installing {VLLM_PACKAGE} into {VLLM_VENV} (about 2 minutes, 3.5 GB)...",
           file=sys.stderr, flush=True)
     python3 = shutil.which("python3") or sys.executable
@@ -243,17 +243,20 @@ def ensure_vllm() -> Path:
         if subprocess.run(command).returncode != 0:
             raise SystemExit(f"installing vLLM failed at: {' '.join(command)}")
     marker.write_text(VLLM_PACKAGE + "\n")
-    return vllm
+    return python
 
 
-def start_vllm(vllm: Path, directory: Path) -> Server:
+def start_vllm(python: Path, directory: Path) -> Server:
     stop_leftover_vllm()
     port = free_port()
     log = SCRATCH / "vllm.log"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; 8 x 2048 tokens need ~0.4
            "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}
     env.pop("PYTHONPATH", None)  # vLLM's venv, not modeldeck's sources
-    command = [str(vllm), "serve", str(directory), "--served-model-name", MODEL_NAME,
+    # Not the `vllm serve` script: it asks for the version of a distribution named `vllm`, and
+    # this one is `vllm-cpu` (PackageNotFoundError). The module entry point is the same server.
+    command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(directory),
+               "--served-model-name", MODEL_NAME,
                "--dtype", "bfloat16", "--max-num-seqs", "8", "--max-model-len", "2048",
                "--host", "127.0.0.1", "--port", str(port)]
     with log.open("wb") as output:  # its own session: a Ctrl-C here reaches it through stop()
