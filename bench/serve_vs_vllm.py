@@ -498,6 +498,8 @@ def print_report(results: Results, client_counts: tuple[int, ...], rounds: int,
           f"(tok/s: median of rounds; TTFT: percentiles over all requests)")
     for line in idle_lines:
         print(line)
+    if with_vllm:
+        print("ratio rows: modeldeck/vLLM of tok/s (per round, then the median) and of TTFT p50/p95")
     print(f"{'clients':>7}  {'server':<15} {'tok/s':>8} {'TTFT p50':>9} {'TTFT p95':>9}")
     for clients in client_counts:
         print(f"{clients:>7}  {'modeldeck bf16':<15} {figures(results, 'modeldeck', clients)}")
@@ -505,9 +507,9 @@ def print_report(results: Results, client_counts: tuple[int, ...], rounds: int,
             continue
         print(f"{clients:>7}  {'vLLM bf16':<15} {figures(results, 'vllm', clients)}")
         ratio = median_ratio(results.rates("modeldeck", clients), results.rates("vllm", clients))
-        p95 = (percentile(results.ttfts("modeldeck", clients), 0.95)
-               / percentile(results.ttfts("vllm", clients), 0.95))
-        line = f"{clients:>7}  {'modeldeck/vLLM':<15} {ratio:7.2f}x {'':>9} {p95:8.2f}x"
+        p50, p95 = (percentile(results.ttfts("modeldeck", clients), fraction)
+                    / percentile(results.ttfts("vllm", clients), fraction) for fraction in (0.5, 0.95))
+        line = f"{clients:>7}  {'modeldeck/vLLM':<15} {ratio:7.2f}x {p50:8.2f}x {p95:8.2f}x"
         if clients in (1, 4, 8):
             line += (f"   target tok/s >= 1.0x, TTFT p95 <= 1.0x: "
                      f"{verdict(ratio >= 1.0 and p95 <= 1.0)}")
@@ -568,6 +570,9 @@ def main() -> None:
     finally:
         for server in servers.values():
             server.stop()
+        from engine.runstate import stop_server
+
+        stop_server(deck.paths)  # one a Ctrl-C caught between its start and `servers`
     print_report(results, client_counts, rounds, idle_lines,
                  None if int8 is None else (int8[0].ref, int8[1]), vllm is not None)
 
