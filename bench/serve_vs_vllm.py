@@ -591,4 +591,7 @@ def int8_rounds(servers: dict[str, Server], rounds: int, results: Results) -> No
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # the servers were stopped on the way out
+        sys.exit("interrupted; both servers stopped")
