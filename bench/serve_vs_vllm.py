@@ -93,7 +93,7 @@ class Server:
     url: str
     model: str
     pid: int
-    stop_fn: Callable[[], None]
+    stop_fn: Callable[[], object]
     suspended: bool = False
     suspend_when_idle: bool = False
 
