@@ -30,7 +30,8 @@ from engine.serving.http import (EXCEPTION_HANDLERS, BodyDeadline, api_error_res
 from engine.serving.requests import (ApiError, CompletionJob, parse_chat, parse_completion,
                                      stream_flags)
 from engine.runstate import TOKEN_HEADER, VERSION_HEADER
-from engine.serving.scheduler import QueueFull, SchedulerClosed, Sequence, TokenEvent
+from engine.serving.scheduler import Sequence
+from engine.serving.work import QueueFull, SchedulerClosed, TokenEvent
 from engine.validate import MAX_INT64
 
 

@@ -20,7 +20,8 @@ from engine.paths import DeckPaths
 from engine.serving.loader import LoadedModel, load_for_serving
 from engine.serving.metrics import ServerMetrics
 from engine.serving.probes import judge_text
-from engine.serving.scheduler import BatchScheduler, SamplingParams, generate_blocking
+from engine.serving.scheduler import BatchScheduler, generate_blocking
+from engine.serving.work import SamplingParams
 
 
 @dataclass

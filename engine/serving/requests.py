@@ -11,7 +11,7 @@ from typing import Any
 
 from engine.config import ServeSettings
 from engine.errors import BadInput
-from engine.serving.scheduler import SamplingParams, TokenEvent
+from engine.serving.work import SamplingParams, TokenEvent
 from engine.validate import MAX_INT64, parse_int
 
 MAX_STOP_SEQUENCES = 4

@@ -27,50 +27,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 from engine.errors import BadInput
 from engine.serving.detok import Detokenizer, StopMatcher
 from engine.serving.kvcache import SlotKVCache, bytes_per_token
 from engine.serving.sampling import choose_tokens, make_generator
-
-
-class QueueFull(Exception):
-    """The waiting queue is at its limit: the server answers 429."""
-
-
-class SchedulerClosed(Exception):
-    """The scheduler no longer accepts work (its version is being retired)."""
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    max_tokens: int = 16
-    temperature: float = 1.0
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    ignore_eos: bool = False  # benchmarks: always generate max_tokens (vLLM's extension)
-
-
-@dataclass(frozen=True)
-class TokenEvent:
-    """What a sequence reports to its consumer: new text, or the end with its reason."""
-
-    text: str
-    finish_reason: str | None = None  # "stop" | "length" | "cancelled" | "error"
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-class Observer(Protocol):
-    """Metrics hooks, called from the scheduler thread."""
-
-    def prompt_tokens(self, count: int) -> None: ...
-    def token(self, first: bool, seconds_since_previous: float) -> None: ...
-    def finished(self, outcome: str, seconds: float, completion_tokens: int) -> None: ...
-    def step(self, batch_size: int, running: int, waiting: int) -> None: ...
-    # Optional: kv_cache_usage(fraction) is called each iteration when the observer has it.
+from engine.serving.work import (NullObserver, Observer, QueueFull, SamplingParams,
+                                 SchedulerClosed, TokenEvent)
 
 
 # A logits hook sees every forward's next-token logits: (kind, sequences, logits (n, vocab)),
@@ -79,13 +43,6 @@ LogitsHook = Callable[[str, list["Sequence"], Any], None]
 
 DEFAULT_KV_CACHE_BYTES = 512 * 2**20
 PREFILL_CHUNK_TOKENS = 256
-
-
-class NullObserver:
-    def prompt_tokens(self, count: int) -> None: ...
-    def token(self, first: bool, seconds_since_previous: float) -> None: ...
-    def finished(self, outcome: str, seconds: float, completion_tokens: int) -> None: ...
-    def step(self, batch_size: int, running: int, waiting: int) -> None: ...
 
 
 _sequence_ids = itertools.count(1)
