@@ -22,3 +22,8 @@ class BadInput(DeckError):
 
 class ActionFailed(DeckError):
     """The input was fine but the action did not succeed (failed gate, unreachable target)."""
+
+
+def brief(error: BaseException, limit: int = 160) -> str:
+    """An exception as one short line a client may read (whitespace folded, bounded)."""
+    return " ".join(str(error).split())[:limit] or type(error).__name__

@@ -16,6 +16,8 @@ from engine.errors import BadInput
 # SQLite integers and most of our counters are signed 64-bit: a larger number cannot name anything.
 MAX_INT64 = 2**63 - 1
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
+# A content digest (blob names, pushed file lists, upload routes): lowercase hex sha256.
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 # Model, alias and target names: each becomes a file or directory name somewhere under the deck.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # What engine.jobs.new_job_id makes; an id becomes a directory name under jobs/.

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from engine.errors import BadInput
+from engine.validate import SHA256_PATTERN
 from engine.paths import DeckPaths
 from engine.procs import process_alive
 from engine.testhooks import pause_point
 
 CHUNK_BYTES = 4 << 20
-SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 TEMP_PREFIX = "incoming-"
 TEMP_PATTERN = re.compile(r"^incoming-(\d+)-[0-9a-f]+$")
 # Temps from before writers recorded their pid: a live writer appends every few milliseconds,

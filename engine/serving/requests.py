@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.config import ServeSettings
-from engine.errors import BadInput
+from engine.errors import BadInput, brief
 from engine.serving.work import SamplingParams, TokenEvent
 from engine.validate import MAX_INT64, parse_int
 
@@ -110,7 +110,7 @@ def parse_chat(body: dict[str, Any], tokenizer: Any,
     try:
         text = tokenizer.apply_chat_template(cleaned, add_generation_prompt=True, tokenize=False)
     except Exception as error:  # noqa: BLE001 - templates raise what they like (jinja errors)
-        raise _invalid(f"the model's chat template refused these messages: {_brief(error)}") from None
+        raise _invalid(f"the model's chat template refused these messages: {brief(error)}") from None
     return _encode(tokenizer, text, "messages", add_special_tokens=False), params
 
 
@@ -118,7 +118,7 @@ def _encode(tokenizer: Any, text: str, what: str, **options: Any) -> list[int]:
     try:
         return tokenizer(text, **options).input_ids
     except Exception as error:  # noqa: BLE001 - the tokenizer's own refusal is the client's 400
-        raise _invalid(f"{what} could not be tokenized: {_brief(error)}") from None
+        raise _invalid(f"{what} could not be tokenized: {brief(error)}") from None
 
 
 def _content_text(content: Any, index: int) -> str:
@@ -188,11 +188,6 @@ def _flag(body: dict[str, Any], key: str, name: str | None = None) -> bool:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _brief(error: BaseException) -> str:
-    text = " ".join(str(error).split())[:160]
-    return text or type(error).__name__
 
 
 @dataclass(frozen=True)

@@ -16,18 +16,16 @@ All routes need the server's control token (the caller passes a check function).
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from engine.config import ServeSettings
 from engine.deck import Deck
-from engine.errors import BadInput, DeckError
+from engine.errors import BadInput, DeckError, brief
 from engine.registry.blobs import file_sha256
-from engine.validate import MAX_INT64, parse_int, safe_relative_name
+from engine.validate import MAX_INT64, SHA256_PATTERN, parse_int, safe_relative_name
 
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
 TokenCheck = Callable[[Any], Any]  # request -> None when allowed, else an error response
 
 
@@ -110,7 +108,7 @@ def transfer_routes(deck: Deck, check_token: TokenCheck,
                                       "invalid_request_error" if bad else "conflict", error.kind)
             except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
                 # Shapes are checked below; this is the net for what slipped past them.
-                return error_response(400, f"malformed request: {_brief(error)}",
+                return error_response(400, f"malformed request: {brief(error)}",
                                       "invalid_request_error", "bad-input")
         return endpoint
 
@@ -154,7 +152,7 @@ def _sha_list(body: dict[str, Any]) -> list[str]:
     if (not isinstance(wanted, list) or len(wanted) > MAX_LISTED_BLOBS
             or not all(isinstance(sha, str) for sha in wanted)):
         raise BadInput(f"sha256 must be a list of up to {MAX_LISTED_BLOBS} hex digests")
-    return [sha for sha in wanted if SHA256.match(sha)]
+    return [sha for sha in wanted if SHA256_PATTERN.match(sha)]
 
 
 def _pushed_version(body: dict[str, Any]) -> dict[str, Any]:
@@ -167,7 +165,7 @@ def _pushed_version(body: dict[str, Any]) -> dict[str, Any]:
         raise BadInput("files must be a non-empty list of {name, sha256}")
     for entry in files:
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) \
-                or not SHA256.match(entry["sha256"]) or not isinstance(entry.get("name"), str):
+                or not SHA256_PATTERN.match(entry["sha256"]) or not isinstance(entry.get("name"), str):
             raise BadInput("each file must be {\"name\": a file name, \"sha256\": a hex digest}")
         safe_relative_name("pushed file name", entry["name"])
     if not isinstance(metadata, dict):
@@ -200,17 +198,13 @@ _TYPE_NAMES = {str: "a non-empty string", bool: "true or false", int: "an intege
                dict: "an object"}
 
 
-def _brief(error: BaseException) -> str:
-    return " ".join(str(error).split())[:160] or type(error).__name__
-
-
 async def _receive_blob(deck: Deck, request: Any, run_in_threadpool: Callable) -> Any:
     from starlette.responses import JSONResponse
 
     from engine.serving.http import error_response
 
     sha256 = request.path_params["sha256"]
-    if not SHA256.match(sha256):
+    if not SHA256_PATTERN.match(sha256):
         return error_response(400, "not a sha256 hex digest", "invalid_request_error", "bad-input")
     if deck.registry.blobs.has(sha256):
         return JSONResponse({"stored": True, "offset": None})
