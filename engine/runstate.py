@@ -32,6 +32,7 @@ from engine.fsutil import write_atomically
 from engine.procs import process_alive
 
 SERVER_FILE = "server.json"
+ENGINE_FILE = "engine.json"  # the active version's model step: which path, device, dtype, threads
 TOKEN_FILE = "control.token"
 TOKEN_HEADER = "X-Modeldeck-Token"
 VERSION_HEADER = "X-Modeldeck-Version"
@@ -250,6 +251,23 @@ def read_server_info(paths: DeckPaths) -> ServerInfo | None:
                           str(key_hash) if key_hash else None)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def write_engine_info(paths: DeckPaths, pid: int, engine: dict[str, Any]) -> None:
+    """What computes the active version (its model step, device, dtype, torch threads): the
+    server rewrites it on every switch so `status` can say so without asking the server."""
+    write_atomically(paths.run / ENGINE_FILE, json.dumps({"pid": pid, **engine}))
+
+
+def read_engine_info(paths: DeckPaths, pid: int) -> dict[str, Any] | None:
+    """engine.json when it belongs to server process `pid` (an older server's file is not it)."""
+    try:
+        raw = json.loads((paths.run / ENGINE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(raw, dict) or raw.pop("pid", None) != pid:
+        return None
+    return {str(key): value for key, value in raw.items() if isinstance(value, (str, int, float))}
 
 
 def running_server(paths: DeckPaths) -> ServerInfo | None:

@@ -20,6 +20,17 @@ def status_command(args: argparse.Namespace, deck: Deck) -> int:
     return 0
 
 
+def _engine_lines(engine: dict | None) -> list[str]:
+    """What computes the served version: `engine    fused (Llama block, oneDNN prepacked) on
+    cpu, bfloat16, 1 torch thread`."""
+    if not engine:
+        return []
+    threads = engine.get("torch_threads")
+    thread_text = f", {threads} torch thread{'' if threads == 1 else 's'}" if threads else ""
+    return [f"engine    {engine.get('engine_path', '?')} ({engine.get('engine_detail', '')}) on "
+            f"{engine.get('device', '?')}, {engine.get('dtype', '?')}{thread_text}"]
+
+
 def _status_text(report: actions.StatusReport) -> str:
     server = report.server
     lines = [f"deck      {report.home}",
@@ -27,6 +38,7 @@ def _status_text(report: actions.StatusReport) -> str:
              f"version{'' if report.version_count == 1 else 's'})",
              f"server    {server['state']}" + (f" at {server['url']} (pid {server['pid']})"
                                                if server.get("url") else ""),
+             *_engine_lines(server.get("engine")),
              "jobs      " + (", ".join(f"{count} {state}" for state, count in sorted(report.jobs.items()) if count)
                              or "none")]
     lines += [f"warning   {warning}" for warning in report.warnings]

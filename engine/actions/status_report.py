@@ -51,7 +51,8 @@ def local_server_state(deck: Deck) -> dict[str, Any]:
     warnings: what a user must know about a running one (reachable from other machines with /v1
     open to anyone)."""
     from engine.procs import process_alive
-    from engine.runstate import START_LOCK, lock_held, read_server_info  # light: no torch
+    from engine.runstate import (START_LOCK, lock_held, read_engine_info,  # light: no torch
+                                 read_server_info)
 
     info = read_server_info(deck.paths)
     if info is None:
@@ -62,4 +63,5 @@ def local_server_state(deck: Deck) -> dict[str, Any]:
     alive = process_alive(info.pid)
     return {"state": "running" if alive else "stale", "pid": info.pid, "url": info.url,
             "host": info.host, "api_key": info.api_key_set, "started_at": info.started_at,
-            "warnings": info.warnings if alive else []}
+            "warnings": info.warnings if alive else [],
+            "engine": read_engine_info(deck.paths, info.pid) if alive else None}

@@ -33,6 +33,16 @@ class ServedVersion:
     def ref(self) -> str:
         return self.loaded.ref
 
+    @property
+    def engine(self) -> dict[str, Any]:
+        """What computes this version: device, dtype, model step (fused / eager) and why."""
+        import torch
+
+        step = self.scheduler.step
+        return {"device": self.loaded.device, "dtype": self.loaded.dtype,
+                "engine_path": step.path, "engine_detail": step.reason,
+                "torch_threads": torch.get_num_threads()}
+
     def retire(self) -> None:
         """Finish in-flight requests, then drop the model so its memory can be freed."""
         self.scheduler.close()
@@ -80,12 +90,13 @@ class ModelHost:
                                    max_batch_size=self.settings.max_batch_size,
                                    max_queue=self.settings.max_queue,
                                    context_length=loaded.context_length,
-                                   observer=self.metrics.observer(info.ref))
+                                   observer=self.metrics.observer(info.ref),
+                                   release_unfused=True)
         return ServedVersion(loaded, scheduler)
 
     def start_with(self, served: ServedVersion) -> None:
         self.active = served
-        self.metrics.serving(served.ref, served.loaded.device, served.loaded.dtype)
+        self._announce(served)
 
     def swap_to(self, model: str, version: int) -> GateOutcome:
         """Load model@version beside the active one, gate it, and switch when it passes."""
@@ -102,10 +113,23 @@ class ModelHost:
                 return GateOutcome(False, outcome.reason, outcome.checks,
                                    self.active.ref if self.active else None)
             previous, self.active = self.active, candidate
-            self.metrics.serving(candidate.ref, candidate.loaded.device, candidate.loaded.dtype)
+            self._announce(candidate)
         if previous is not None:
             threading.Thread(target=previous.retire, name="modeldeck-retire", daemon=True).start()
         return GateOutcome(True, "gate passed", outcome.checks, candidate.ref)
+
+    def _announce(self, served: ServedVersion) -> None:
+        """The active version's engine on /metrics and in run/engine.json (for `status`)."""
+        import os
+
+        from engine.runstate import write_engine_info
+
+        engine = served.engine
+        self.metrics.serving(served.ref, engine)
+        try:
+            write_engine_info(self.paths, os.getpid(), {"version": served.ref, **engine})
+        except OSError:
+            pass  # status then shows no engine line; serving is unaffected
 
     def close(self) -> None:
         if self.active is not None:

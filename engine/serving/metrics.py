@@ -53,10 +53,11 @@ class ServerMetrics:
     def observer(self, version_ref: str) -> "VersionObserver":
         return VersionObserver(self, version_ref)
 
-    def serving(self, version_ref: str, device: str, dtype: str) -> None:
+    def serving(self, version_ref: str, engine: dict[str, Any]) -> None:
+        """engine: device, dtype, engine_path (fused / eager) and engine_detail (why)."""
         model, _, version = version_ref.rpartition("@")
         self.model_info.info({"model": model, "version": version, "ref": version_ref,
-                              "device": device, "dtype": dtype})
+                              **{key: str(value) for key, value in engine.items()}})
 
     def count_rejection(self, version_ref: str, outcome: str) -> None:
         self.requests.labels(version_ref, outcome).inc()

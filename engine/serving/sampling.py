@@ -30,7 +30,7 @@ def choose_tokens(logits: Any, temperature: Any, top_p: Any, generators: list[An
     A row whose distribution has no mass (top_p <= 0, non-finite logits) is marked failed."""
     import torch
 
-    greedy_tokens = logits.argmax(dim=-1)
+    greedy_tokens = argmax_rows(logits)
     if not any_sampled:
         return greedy_tokens, None
     greedy = temperature <= 0
@@ -44,9 +44,33 @@ def choose_tokens(logits: Any, temperature: Any, top_p: Any, generators: list[An
             noise[row].exponential_(generator=generator)
         else:
             noise[row].fill_(1.0)  # a greedy or idle row: its sample is not used
-    sampled = (probabilities / noise).argmax(dim=-1)
+    sampled = argmax_rows(probabilities / noise)
     failed = ~(probabilities.sum(dim=-1) > 0) & ~greedy  # NaN compares False: failed too
     return torch.where(greedy, greedy_tokens, sampled), failed
+
+
+ARGMAX_BLOCK = 128
+
+
+def argmax_rows(values: Any) -> Any:
+    """Each row's argmax (the first index of its maximum, as `Tensor.argmax`).
+
+    On the CPU, `argmax` over a 49k vocabulary is not vectorized (1.5 ms for 8 rows in bf16,
+    0.35 ms in fp32, measured on this box) while `amax` is (0.03 ms): so find the block holding
+    the maximum with `amax`, then the index inside that block."""
+    import torch
+
+    if values.device.type != "cpu":
+        return values.argmax(dim=-1)
+    rows, width = values.shape
+    scores = values.float()
+    padding = -width % ARGMAX_BLOCK
+    if padding:
+        scores = torch.nn.functional.pad(scores, (0, padding), value=float("-inf"))
+    blocks = scores.view(rows, -1, ARGMAX_BLOCK)
+    best_block = blocks.amax(dim=-1).argmax(dim=-1)
+    within = blocks[torch.arange(rows, device=values.device), best_block].argmax(dim=-1)
+    return best_block * ARGMAX_BLOCK + within
 
 
 def _top_p(probabilities: Any, top_p: Any) -> Any:

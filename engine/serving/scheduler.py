@@ -32,6 +32,7 @@ from typing import Any
 from engine.errors import BadInput
 from engine.serving.detok import Detokenizer, StopMatcher
 from engine.serving.kvcache import SlotKVCache, bytes_per_token
+from engine.serving.modelstep import choose_step
 from engine.serving.sampling import choose_tokens, make_generator
 from engine.serving.work import (NullObserver, Observer, QueueFull, SamplingParams,
                                  SchedulerClosed, TokenEvent)
@@ -84,10 +85,12 @@ class BatchScheduler:
     def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 8, max_queue: int = 64,
                  context_length: int = 2048, observer: Observer | None = None,
                  kv_cache_bytes: int | None = None,
-                 prefill_chunk: int = PREFILL_CHUNK_TOKENS) -> None:
+                 prefill_chunk: int = PREFILL_CHUNK_TOKENS, release_unfused: bool = False) -> None:
         import torch
 
         self.model, self.tokenizer = model, tokenizer
+        # The forward each step runs (modelstep.py): fused for Llama-family models, else eager.
+        self.step = choose_step(model, release_unfused)
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
         self.observer: Observer = observer or NullObserver()
         self._kv_gauge = getattr(self.observer, "kv_cache_usage", None)
@@ -336,9 +339,7 @@ class BatchScheduler:
         visible = self._columns[:kv_len] <= positions[:, :, None]  # (rows, q, kv)
         mask = (~visible[:, None]).to(self.cache.keys[0].dtype) * self._mask_min
         self.cache.plan(first, ids.shape[0], write, kv_len)
-        output = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                            cache=self.cache, use_cache=True, logits_to_keep=1)
-        return output.logits[:, -1, :]
+        return self.step(ids, positions, mask, self.cache)
 
     def _choose(self, logits: Any, span: list[Sequence | None], first: int,
                 chosen_for: list[Sequence]) -> tuple[Any, Any]:

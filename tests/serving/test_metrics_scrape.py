@@ -26,6 +26,7 @@ def test_prometheus_scrapes_the_serving_metrics(running, tmp_path):
             assert prometheus.query(name), name
         info = prometheus.query("modeldeck_model_info")
         assert info[0]["metric"]["ref"] == "tiny@1" and info[0]["metric"]["dtype"] == "float32"
+        assert info[0]["metric"]["engine_path"] == "fused", info[0]["metric"]
         outcomes = prometheus.query('modeldeck_requests_total{outcome="length"}')
         assert float(outcomes[0]["value"][1]) == 3
         memory = prometheus.query('modeldeck_memory_used_bytes{kind="rss"}')

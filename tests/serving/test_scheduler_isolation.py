@@ -89,21 +89,21 @@ def test_a_batch_failure_ends_the_sequences_being_admitted_too(tiny):
     the batch, so their clients waited forever and the server could not shut down."""
     model, tokenizer = tiny
     scheduler = BatchScheduler(model, tokenizer, max_batch_size=4, context_length=512)
-    original = scheduler.model
+    original = scheduler.step
 
     def broken(*args, **kwargs):
         raise RuntimeError("device lost")
 
     try:
-        scheduler.model = broken
+        scheduler.step = broken
         events: queue.Queue = queue.Queue()
         scheduler.submit(tokenizer("Hello").input_ids, SamplingParams(max_tokens=4), events.put)
         end = end_of(events, timeout=20)[1]
         assert end.finish_reason == "error" and "device lost" in end.text
-        scheduler.model = original
+        scheduler.step = original
         events = queue.Queue()
         scheduler.submit(tokenizer("Hello").input_ids, SamplingParams(max_tokens=2), events.put)
         assert end_of(events)[1].finish_reason in ("length", "stop")
     finally:
-        scheduler.model = original
+        scheduler.step = original
         assert scheduler.close(timeout=10)

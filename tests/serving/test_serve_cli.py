@@ -56,11 +56,19 @@ def test_deploy_wait_starts_the_server_gates_and_stops(detached_home):
     assert stat.S_IMODE((home / "run" / "control.token").stat().st_mode) == 0o600
     status = run_modeldeck("status", "--json", home=home).json
     assert status["server"]["state"] == "running" and status["server"]["pid"] == info["pid"]
+    # The tiny model is a Llama: the fused step serves it, and status says so (engine.json).
+    engine = status["server"]["engine"]
+    assert engine["engine_path"] == "fused" and engine["version"] == "tiny@1", engine
+    assert engine["device"] == "cpu" and engine["dtype"] == "float32" and engine["torch_threads"] >= 1
+    text = run_modeldeck("status", home=home).stdout
+    assert "engine    fused (Llama block" in text and "on cpu, float32" in text, text
     assert served_version(info["url"]) == "tiny@1"
 
     second = run_modeldeck("deploy", "tiny@2", "--wait", "--yes", home=home)
     assert second.code == 0, second
     assert served_version(info["url"]) == "tiny@2"
+    engine = run_modeldeck("status", "--json", home=home).json["server"]["engine"]
+    assert engine["version"] == "tiny@2"  # rewritten on the switch
 
     stopped = run_modeldeck("serve", "--stop", "--json", home=home)
     assert stopped.json["stopped"] is True and stopped.json["pid"] == info["pid"]

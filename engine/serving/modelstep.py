@@ -1,0 +1,258 @@
+"""The model forward the scheduler runs each step: a fused path for Llama-family models, the
+model's own (eager transformers) forward for everything else.
+
+Why a fused path (measured on this project's 2-core CPU box with SmolLM2-135M bf16, one torch
+thread; `bench/decode_step.py`): through transformers, a decode step at batch 8 spends ~40 ms in
+`F.linear` (seven GEMMs per layer, weights re-laid-out by oneDNN on every call) and most of the
+rest in attention, which repeats the key/value heads for grouped-query attention and runs SDPA's
+flash kernel, slow for one query token (1.9 ms a layer at 200 cached tokens, against 0.26 ms when
+the query heads of a key/value group are packed as that group's queries). This path:
+
+- fuses q/k/v into one GEMM and gate/up into one (four GEMMs a layer instead of seven);
+- on the CPU, prepacks every weight once into oneDNN's blocked layout (`mkldnn._linear_pointwise`,
+  the kernels Inductor's freezing pass and vLLM's CPU build use): all linears of a step take
+  ~20-25 ms instead of ~36-43 ms at batch 1-8; elsewhere (CUDA) the fused weights go to cuBLAS;
+- attends one-token queries per key/value group (no repeat), longer ones with SDPA's native
+  grouped-query support.
+
+`torch.compile` over the whole step was measured too: 363 s of compilation on this box before the
+first token, then 46/55/64 ms at batch 1/4/8, slower than this path (38/41/54 ms), so it is not
+used. Any model this path does not recognise runs the eager forward (`EagerStep`); which one a
+version got is reported in `status` and on /metrics (`engine_path`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The decoder block this path computes: pre-norm RMSNorm, rotary attention, SiLU-gated MLP.
+FUSED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+BATCH_HINT = 8  # oneDNN picks a blocking for this many rows; any row count still works
+
+
+class EagerStep:
+    """transformers' own forward over the slot cache: works for any decoder it can load."""
+
+    def __init__(self, model: Any, reason: str) -> None:
+        self.model = model
+        self.path = "eager"
+        self.reason = reason
+
+    def __call__(self, ids: Any, positions: Any, mask: Any, cache: Any) -> Any:
+        output = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                            cache=cache, use_cache=True, logits_to_keep=1)
+        return output.logits[:, -1, :]
+
+
+def choose_step(model: Any, release_unfused: bool = False) -> EagerStep | "FusedLlamaStep":
+    """The fused step when the model is one it computes exactly, else the eager one (with why).
+    release_unfused: drop the model's own copies of the fused weights (serving holds only the
+    step; the model's eager forward no longer works afterwards)."""
+    reason = unsupported_reason(model)
+    if reason is not None:
+        return EagerStep(model, reason)
+    try:
+        step = FusedLlamaStep(model)
+    except (RuntimeError, ValueError) as error:  # a kernel this build or device lacks
+        return EagerStep(model, f"fused path unavailable: {' '.join(str(error).split())[:120]}")
+    if release_unfused:
+        step.release_unfused_weights()
+    return step
+
+
+def unsupported_reason(model: Any) -> str | None:
+    config = model.config
+    model_type = getattr(config, "model_type", "")
+    if model_type not in FUSED_MODEL_TYPES:
+        return f"model type {model_type or 'unknown'} has no fused path"
+    if getattr(config, "hidden_act", "silu") != "silu":
+        return f"activation {config.hidden_act} has no fused path"
+    if getattr(config, "use_sliding_window", False) or (
+            model_type == "mistral" and getattr(config, "sliding_window", None)):
+        return "sliding-window attention has no fused path"
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if not layers or not hasattr(model, "lm_head"):
+        return "the model's layout is not the Llama layout"
+    return None
+
+
+class FusedLinear:
+    """One GEMM over several linears' weights stacked by rows (their outputs concatenated)."""
+
+    def __init__(self, modules: list[Any]) -> None:
+        import torch
+
+        weights = [_dense_weight(module) for module in modules]
+        biases = [getattr(module, "bias", None) for module in modules]
+        weight = torch.cat(weights) if len(weights) > 1 else weights[0]
+        self.bias = (torch.cat([b if b is not None else torch.zeros(w.shape[0], dtype=w.dtype,
+                                                                    device=w.device)
+                                for b, w in zip(biases, weights)])
+                     if any(b is not None for b in biases) else None)
+        self.sizes = [w.shape[0] for w in weights]
+        self.onednn = weight.device.type == "cpu" and _onednn_usable(weight.dtype)
+        self.weight = (torch.ops.mkldnn._reorder_linear_weight(weight, BATCH_HINT)
+                       if self.onednn else weight.contiguous())
+
+    def __call__(self, hidden: Any) -> Any:
+        import torch
+
+        if not self.onednn:
+            return torch.nn.functional.linear(hidden, self.weight, self.bias)
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        output = torch.ops.mkldnn._linear_pointwise(flat, self.weight, self.bias, "none", [], "")
+        return output.view(*hidden.shape[:-1], output.shape[-1])
+
+
+class _Layer:
+    def __init__(self, layer: Any, config: Any) -> None:
+        attention, mlp = layer.self_attn, layer.mlp
+        self.qkv = FusedLinear([attention.q_proj, attention.k_proj, attention.v_proj])
+        self.o = FusedLinear([attention.o_proj])
+        self.gate_up = FusedLinear([mlp.gate_proj, mlp.up_proj])
+        self.down = FusedLinear([mlp.down_proj])
+        self.input_norm = RmsNorm(layer.input_layernorm)
+        self.post_norm = RmsNorm(layer.post_attention_layernorm)
+
+
+class RmsNorm:
+    """transformers' Llama RMSNorm (in fp32, weight applied after casting back) in three ops
+    instead of seven: `F.rms_norm` fuses the mean, rsqrt and scale."""
+
+    def __init__(self, module: Any) -> None:
+        self.weight = module.weight
+        self.epsilon = getattr(module, "variance_epsilon", None) or getattr(module, "eps", 1e-6)
+        self.shape = (module.weight.shape[-1],)
+
+    def __call__(self, hidden: Any) -> Any:
+        import torch
+
+        normed = torch.nn.functional.rms_norm(hidden.float(), self.shape, eps=self.epsilon)
+        return self.weight * normed.to(hidden.dtype)
+
+
+class FusedLlamaStep:
+    """The Llama block computed op by op with fused, prepacked GEMMs; numerically the model's
+    own forward (the scheduler's logits test compares the two on a trained model)."""
+
+    path = "fused"
+
+    def __init__(self, model: Any) -> None:
+        import torch
+
+        config = model.config
+        self.model = model
+        self.heads = config.num_attention_heads
+        self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.scale = self.head_dim ** -0.5
+        with torch.inference_mode():
+            self.layers = [_Layer(layer, config) for layer in model.model.layers]
+            self.head = FusedLinear([model.lm_head])
+        self.embed = model.get_input_embeddings()
+        self.norm = RmsNorm(model.model.norm)
+        self.rotary = model.model.rotary_emb
+        kernel = "oneDNN prepacked" if self.head.onednn else "fused GEMMs"
+        self.reason = f"Llama block, {kernel}"
+
+    def release_unfused_weights(self) -> None:
+        """Free the per-projection weights the fused GEMMs copied (not a tied embedding)."""
+        import torch
+
+        embedding = self.embed.weight if hasattr(self.embed, "weight") else None
+        for layer in self.model.model.layers:
+            for module in (*_projections(layer), ):
+                _release(module, torch)
+        if getattr(self.model.lm_head, "weight", None) is not embedding:
+            _release(self.model.lm_head, torch)
+
+    def __call__(self, ids: Any, positions: Any, mask: Any, cache: Any) -> Any:
+        hidden = self.embed(ids)
+        cos, sin = self.rotary(hidden, positions)
+        cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
+        for index, layer in enumerate(self.layers):
+            hidden = hidden + self._attention(layer, layer.input_norm(hidden), cos, sin, mask,
+                                              cache, index)
+            hidden = hidden + self._mlp(layer, layer.post_norm(hidden))
+        return self.head(self.norm(hidden[:, -1, :]))
+
+    def _attention(self, layer: _Layer, hidden: Any, cos: Any, sin: Any, mask: Any, cache: Any,
+                   index: int) -> Any:
+        import torch
+
+        rows, length, _ = hidden.shape
+        query, key, value = layer.qkv(hidden).split(layer.qkv.sizes, dim=-1)
+        query = query.view(rows, length, self.heads, self.head_dim).transpose(1, 2)
+        key = key.view(rows, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        value = value.view(rows, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        query, key = _rotate(query, cos, sin), _rotate(key, cos, sin)
+        keys, values = cache.update(key, value, index)
+        attend = torch.nn.functional.scaled_dot_product_attention
+        if length == 1:
+            # One query token: a key/value head's query heads act as that head's queries.
+            group = self.heads // self.kv_heads
+            packed = query.reshape(rows, self.kv_heads, group, self.head_dim)
+            output = attend(packed, keys, values, attn_mask=mask, scale=self.scale)
+            output = output.reshape(rows, 1, self.heads * self.head_dim)
+        else:
+            output = attend(query, keys, values, attn_mask=mask, scale=self.scale,
+                            enable_gqa=self.kv_heads != self.heads)
+            output = output.transpose(1, 2).reshape(rows, length, self.heads * self.head_dim)
+        return layer.o(output)
+
+    @staticmethod
+    def _mlp(layer: _Layer, hidden: Any) -> Any:
+        import torch
+
+        gate, up = layer.gate_up(hidden).split(layer.gate_up.sizes, dim=-1)
+        return layer.down(torch.nn.functional.silu(gate) * up)
+
+
+def _rotate(states: Any, cos: Any, sin: Any) -> Any:
+    import torch
+
+    half = states.shape[-1] // 2
+    rotated = torch.cat((-states[..., half:], states[..., :half]), dim=-1)
+    return states * cos + rotated * sin
+
+
+def _projections(layer: Any) -> tuple[Any, ...]:
+    attention, mlp = layer.self_attn, layer.mlp
+    return (attention.q_proj, attention.k_proj, attention.v_proj, attention.o_proj,
+            mlp.gate_proj, mlp.up_proj, mlp.down_proj)
+
+
+def _dense_weight(module: Any) -> Any:
+    """A linear's weight as a dense (out, in) tensor; an int8 layer is dequantized once, so the
+    step computes with exactly the weights the int8 version stores."""
+    weight = getattr(module, "weight", None)
+    if weight is not None:
+        return weight.detach()
+    scales = module.scales
+    return (module.qweight.to(scales.dtype) * scales[:, None]).to(scales.dtype)
+
+
+def _release(module: Any, torch: Any) -> None:
+    for name in ("weight", "qweight"):
+        tensor = getattr(module, name, None)
+        if tensor is not None:
+            tensor.data = torch.empty(0, dtype=tensor.dtype, device=tensor.device)
+
+
+_ONEDNN_USABLE: dict[Any, bool] = {}
+
+
+def _onednn_usable(dtype: Any) -> bool:
+    """Whether this torch build packs and runs oneDNN linears for `dtype` (tried once)."""
+    import torch
+
+    if dtype not in _ONEDNN_USABLE:
+        try:
+            weight = torch.ones(4, 8, dtype=dtype)
+            packed = torch.ops.mkldnn._reorder_linear_weight(weight, 2)
+            result = torch.ops.mkldnn._linear_pointwise(torch.ones(2, 8, dtype=dtype), packed,
+                                                        None, "none", [], "")
+            _ONEDNN_USABLE[dtype] = bool(torch.allclose(result.float(), torch.full((2, 4), 8.0)))
+        except (RuntimeError, AttributeError):
+            _ONEDNN_USABLE[dtype] = False
+    return _ONEDNN_USABLE[dtype]
