@@ -253,16 +253,17 @@ class RolloutSettings(Section):
     @field_validator("steps", mode="before")
     @classmethod
     def _steps_as_percent(cls, steps: Any) -> Any:
-        """deck.toml writes percentages (5, 25, 50, 100), as the --steps flag does."""
+        """deck.toml writes percentages (5, 25, 50, 100), as the --steps flag does; a list
+        whose largest value is 1 is read as fractions (what model_dump gives back)."""
         from engine.validate import parse_percent_steps
 
         if isinstance(steps, (list, tuple)) and all(isinstance(step, (int, float))
                                                     and not isinstance(step, bool)
                                                     for step in steps):
-            if steps and max(steps) <= 1.0 and any(0 < step < 1 for step in steps):
-                return tuple(steps)  # already fractions (a model_copy / model_validate)
+            fractions = bool(steps) and max(steps) <= 1.0
             try:
-                return parse_percent_steps("steps", ",".join(f"{step:g}" for step in steps))
+                return parse_percent_steps("steps", ",".join(
+                    f"{step * 100 if fractions else step:g}" for step in steps))
             except BadInput as error:
                 raise ValueError(str(error).removeprefix("steps ")) from None
         return steps
