@@ -138,9 +138,10 @@ def test_shadow_copies_are_measured_and_never_answer_a_client(running, deck_home
     assert running.deck.registry.deployment("local").ref == "tiny@1"
 
 
-def test_a_good_candidate_ramps_through_every_step_and_is_deployed(running, deck_home):
+@pytest.mark.parametrize("shadow", [0.0, 0.5], ids=["canary", "shadow-first"])
+def test_a_good_candidate_ramps_through_every_step_and_is_deployed(running, deck_home, shadow):
     settings = {"steps": [5, 25, 50, 100], "hold_s": 0.3, "min_requests": 3,
-                "latency_floor_s": 0.05}
+                "latency_floor_s": 0.05, "shadow": shadow}
     with Clients(running.url) as clients:
         wait_for(lambda: len(clients.answers) >= 3)
         started = post(running, deck_home, "start", {"model": "tiny", "version": 2,
@@ -151,7 +152,8 @@ def test_a_good_candidate_ramps_through_every_step_and_is_deployed(running, deck
         wait_for(lambda: len(clients.answers) >= count + 3)
     assert clients.failures == []
     assert state["status"] == "promoted", state["message"]
-    assert [step["step"] for step in state["steps"]] == ["5%", "25%", "50%", "100%"]
+    expected = ["shadow"] * (shadow > 0) + ["5%", "25%", "50%", "100%"]
+    assert [step["step"] for step in state["steps"]] == expected
     assert all(step["outcome"] == "passed" for step in state["steps"])
     assert clients.answers[-1][0] == "tiny@2"
     registry = running.deck.registry
@@ -161,7 +163,7 @@ def test_a_good_candidate_ramps_through_every_step_and_is_deployed(running, deck
     assert (entry.action, entry.version, entry.previous_version, entry.outcome) == (
         "rollout", 2, 1, "ok")
     audit = registry.audit(verb="rollout")[0]
-    assert audit.history_id == entry.id and len(json.loads(audit.detail)["steps"]) == 4
+    assert audit.history_id == entry.id and len(json.loads(audit.detail)["steps"]) == len(expected)
     assert read_state(running.deck.paths).status == "promoted"
 
 
