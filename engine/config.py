@@ -230,6 +230,45 @@ class CompressSettings(Section):
     eval_file: Path | None = None
 
 
+class RolloutSettings(Section):
+    """deck.toml [rollout]: how `modeldeck rollout` ramps a candidate (flags override each).
+
+    Gates compare the candidate with the live version over the same window, from the server's
+    per-version histograms. Latencies below latency_floor_s count as equal: the histograms'
+    first bucket ends at 10 ms, so smaller differences are not measured, only noise."""
+
+    steps: tuple[float, ...] = (0.05, 0.25, 0.5, 1.0)  # traffic fractions, the last one 1.0
+    hold_s: float = Field(default=60.0, ge=0, le=7 * 86400)
+    min_requests: int = Field(default=20, ge=1, le=1_000_000)
+    shadow: float = Field(default=0.0, ge=0, le=1)  # fraction of live requests mirrored first
+    ttft_p95_ratio: float = Field(default=1.2, gt=0)
+    itl_p95_ratio: float = Field(default=1.2, gt=0)
+    error_rate_margin: float = Field(default=0.01, ge=0, le=1)
+    latency_floor_s: float = Field(default=0.01, ge=0)
+    # Eval gate before any traffic: candidate perplexity against live on the same text.
+    eval_file: Path | None = None  # default: the held-out text the compression report uses
+    promote_ppl_ratio: float = Field(default=1.02, gt=0)
+    hold_ppl_ratio: float = Field(default=1.10, gt=0)
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _steps_as_percent(cls, steps: Any) -> Any:
+        """deck.toml writes percentages (5, 25, 50, 100), as the --steps flag does; a list
+        whose largest value is 1 is read as fractions (what model_dump gives back)."""
+        from engine.validate import parse_percent_steps
+
+        if isinstance(steps, (list, tuple)) and all(isinstance(step, (int, float))
+                                                    and not isinstance(step, bool)
+                                                    for step in steps):
+            fractions = bool(steps) and max(steps) <= 1.0
+            try:
+                return parse_percent_steps("steps", ",".join(
+                    f"{step * 100 if fractions else step:g}" for step in steps))
+            except BadInput as error:
+                raise ValueError(str(error).removeprefix("steps ")) from None
+        return steps
+
+
 class DeckConfig(Section):
     serve: ServeSettings = ServeSettings()
     endpoints: tuple[EndpointSettings, ...] = ()
@@ -239,6 +278,7 @@ class DeckConfig(Section):
     console: ConsoleSettings = ConsoleSettings()
     finetune: FinetuneDefaults = FinetuneDefaults()
     compress: CompressSettings = CompressSettings()
+    rollout: RolloutSettings = RolloutSettings()
     source: Path | None = None  # the file these settings came from, if any
 
     @field_validator("endpoints", "targets")

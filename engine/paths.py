@@ -41,6 +41,11 @@ class DeckPaths:
     def run(self) -> Path:
         return self.home / "run"
 
+    @property
+    def rollout_state(self) -> Path:
+        """The local server's current (or last) rollout, rewritten whole at every change."""
+        return self.run / "rollout.json"
+
     def job(self, job_id: str) -> Path:
         """jobs/<job_id>, refused (BadInput) unless the id is one new_job_id could have made."""
         return self.jobs / parse_job_id(job_id)

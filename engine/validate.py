@@ -60,6 +60,42 @@ def parse_float(what: str, text: str | float, minimum: float | None = None,
     return value
 
 
+def parse_percent(what: str, text: str | float, allow_zero: bool = True) -> float:
+    """A share of traffic written as a percentage ('20%' or '20'), returned as a fraction 0..1."""
+    shown = str(text).strip()
+    value = parse_float(what, shown.removesuffix("%").strip() if isinstance(text, str) else text,
+                        0.0, 100.0, exclusive_minimum=not allow_zero)
+    return value / 100.0
+
+
+def parse_percent_steps(what: str, text: str) -> tuple[float, ...]:
+    """'5,25,50,100': strictly increasing percentages ending at 100, as fractions."""
+    parts = [part for part in str(text).split(",")]
+    if not str(text).strip() or len(parts) > 20:
+        raise BadInput(f"{what} must be 1 to 20 comma-separated percentages ending at 100")
+    steps = tuple(parse_percent(what, part, allow_zero=False) for part in parts)
+    if any(later <= earlier for earlier, later in zip(steps, steps[1:])):
+        raise BadInput(f"{what} must increase step by step, not {_shown(text)}")
+    if steps[-1] != 1.0:
+        raise BadInput(f"{what} must end at 100 (the candidate takes all traffic last)")
+    return steps
+
+
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(what: str, text: str | float, minimum: float = 0.0,
+                   maximum: float = 7 * 86400.0) -> float:
+    """Seconds from '60s', '2m', '500ms', '1h' or a plain number of seconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return parse_float(what, text, minimum, maximum)
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*", str(text))
+    if match is None:
+        raise BadInput(f"{what} must be a duration such as 60s, 2m or 500ms, not {_shown(text)}")
+    seconds = float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
+    return parse_float(what, seconds, minimum, maximum)
+
+
 def parse_port(text: str | int, allow_zero: bool = True) -> int:
     """A TCP port; 0 asks the system for a free one."""
     return parse_int("port", text, 0 if allow_zero else 1, 65535)

@@ -6,6 +6,7 @@ Nothing here imports textual: these paths must stay fast and usable without a te
 COMMAND_MODULES = (
     "console.commands.registry_cmds",
     "console.commands.deploy_cmds",
+    "console.commands.rollout_cmds",
     "console.commands.serve_cmds",
     "console.commands.status_cmds",
     "console.commands.target_cmds",

@@ -103,3 +103,18 @@ def text(flag: str, max_length: int = 1024):
 
 def _cut(value: str, limit: int = 80) -> str:
     return value if len(value) <= limit else value[:limit] + "..."
+
+
+def percent(flag: str):
+    """A share of traffic, '20%' or '20', as a fraction 0..1."""
+    return _adapted(lambda value: validate.parse_percent(flag, value), "percent")
+
+
+def percent_steps(flag: str):
+    """'5,25,50,100': increasing percentages ending at 100, as fractions."""
+    return _adapted(lambda value: validate.parse_percent_steps(flag, value), "steps")
+
+
+def duration(flag: str):
+    """'60s', '2m', '500ms' or plain seconds."""
+    return _adapted(lambda value: validate.parse_duration(flag, value), "duration")

@@ -84,10 +84,39 @@ def history_command(args: argparse.Namespace, deck: Deck) -> int:
     rows = [(human_time(e.at), e.target, e.action, f"{e.model}@{e.version}",
              f"{e.previous_model}@{e.previous_version}" if e.previous_model else None,
              e.outcome, e.user, e.reason) for e in entries]
-    emit(args.json, "history", {"entries": [e.to_dict() for e in entries]},
-         lambda: table(("WHEN", "TARGET", "ACTION", "VERSION", "PREVIOUS", "OUTCOME", "USER",
-                        "REASON"), rows) if rows else "no deployments yet")
+    steps = rollout_steps(deck, entries)
+    emit(args.json, "history", {"entries": [{**e.to_dict(), **({"rollout_steps": steps[e.id]}
+                                                              if e.id in steps else {})}
+                                            for e in entries]},
+         lambda: _history_text(rows, entries, steps) if rows else "no deployments yet")
     return 0
+
+
+def rollout_steps(deck: Deck, entries: list) -> dict[int, list]:
+    """history id -> the steps of the rollout it ended (kept in its audit row's detail)."""
+    wanted = {entry.id for entry in entries if entry.action == "rollout"}
+    found: dict[int, list] = {}
+    if not wanted:
+        return found
+    for audit in actions.audit(deck, 1000, "rollout"):
+        if audit.history_id is not None and audit.history_id in wanted and audit.detail:
+            try:
+                found[audit.history_id] = json.loads(audit.detail).get("steps", [])
+            except (ValueError, AttributeError):
+                continue
+    return found
+
+
+def _history_text(rows: list, entries: list, steps: dict[int, list]) -> str:
+    from console.commands.rollout_cmds import step_lines
+
+    lines = table(("WHEN", "TARGET", "ACTION", "VERSION", "PREVIOUS", "OUTCOME", "USER",
+                   "REASON"), rows).splitlines()
+    out = lines[:1]
+    for line, entry in zip(lines[1:], entries):
+        out.append(line)
+        out.extend(step_lines(steps.get(entry.id, [])))
+    return "\n".join(out)
 
 
 def audit_command(args: argparse.Namespace, deck: Deck) -> int:

@@ -317,6 +317,33 @@ class Registry:
         pause_point("deploy:after-commit")
         return self.recorded_entry(history_id)
 
+    def record_rollout(self, target: str, chosen: VersionInfo, *, outcome: str, reason: str,
+                       arguments: dict[str, Any], detail: str, move: bool) -> HistoryEntry:
+        """A rollout's end in one transaction: a history row (action `rollout`), the pointer
+        moved to `chosen` when it was promoted (move), and an audit row whose detail holds the
+        steps and gate numbers. A failed, aborted or interrupted rollout moves nothing."""
+        self._require_writable(f"rollout {target}")
+        with transaction(self.db):
+            previous = self.deployment(target)
+            now = time.time()
+            cursor = self.db.execute(
+                "INSERT INTO history (target, at, action, model, version, previous_model,"
+                " previous_version, user, reason, outcome) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (target, now, "rollout", chosen.model, chosen.version,
+                 previous.model if previous else None, previous.version if previous else None,
+                 current_user(), reason, outcome))
+            assert cursor.lastrowid is not None  # an INSERT always sets it
+            if move:
+                self.db.execute(
+                    "INSERT INTO deployments (target, model, version, state, updated_at, history_id)"
+                    " VALUES (?,?,?,'active',?,?) ON CONFLICT(target) DO UPDATE SET"
+                    " model=excluded.model, version=excluded.version, state=excluded.state,"
+                    " updated_at=excluded.updated_at, history_id=excluded.history_id",
+                    (target, chosen.model, chosen.version, now, cursor.lastrowid))
+            self._append_audit("rollout", arguments, outcome, detail=detail, reason=reason,
+                               history_id=cursor.lastrowid)
+        return self.recorded_entry(cursor.lastrowid)
+
     def set_outcome(self, target: str, history_id: int, outcome: str, state: str) -> None:
         """Settle a pending deployment (used by the serving gate and remote targets)."""
         self._require_writable(f"record the outcome on {target}")

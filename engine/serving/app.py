@@ -2,7 +2,9 @@
 
 Each response names the version that produced it in the X-Modeldeck-Version header: a request
 is bound to one version when it is admitted and finishes there, even if a deploy switches the
-active version meanwhile.
+active version meanwhile. During a rollout the host picks the version (the candidate with the
+rollout's weight, sticky on X-Session-Id), and a shadow copy of a live request runs on the
+candidate in the background: its answer is compared with the live one and dropped.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hmac
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -25,15 +28,18 @@ from starlette.routing import Route
 from engine.config import ServeSettings
 from engine.errors import BadInput
 from engine.serving.host import ModelHost, ServedVersion
+from engine.serving.rollout_routes import rollout_routes
 from engine.serving.http import (EXCEPTION_HANDLERS, BodyDeadline, api_error_response,
                                  error_response, read_json_object)
 from engine.serving.requests import (ApiError, CompletionJob, parse_chat, parse_completion,
                                      stream_flags)
 from engine.runstate import TOKEN_HEADER, VERSION_HEADER
 from engine.serving.scheduler import Sequence
-from engine.serving.work import QueueFull, SchedulerClosed, TokenEvent
+from engine.serving.work import QueueFull, SamplingParams, SchedulerClosed, TokenEvent
 from engine.validate import MAX_INT64
 
+SESSION_HEADER = "X-Session-Id"
+SHADOW_WAIT_S = 300.0  # the longest a shadow copy waits for its live answer to compare with
 
 # (check_token, serve settings) -> routes; check_token(request) is None when the token is right
 ExtraRoutes = Callable[[Callable[[Request], Response | None], ServeSettings], list[Route]]
@@ -56,6 +62,7 @@ def build_app(host: ModelHost, control_token: str | Callable[[], str | None],
         Route("/v1/chat/completions", api.chat_completions, methods=["POST"]),
         Route("/control/deploy", api.control_deploy, methods=["POST"]),
         Route("/control/stop", api.control_stop, methods=["POST"]),
+        *rollout_routes(host, api._check_token),
     ]
     if extra_routes is not None:
         routes += extra_routes(api._check_token, host.settings)
@@ -67,6 +74,7 @@ class _Api:
     def __init__(self, host: ModelHost, control_token: str | Callable[[], str | None],
                  api_key: str | None, on_stop: Callable[[], None]) -> None:
         self.host, self.control_token, self.api_key, self.on_stop = host, control_token, api_key, on_stop
+        self._shadow_tasks: set[asyncio.Task] = set()
 
     # ---- plain routes --------------------------------------------------------------------
 
@@ -105,34 +113,32 @@ class _Api:
         try:
             body = await read_json_object(request, self.host.settings)
             stream, include_usage = stream_flags(body)
-            served, sequence, events = await self._submit(body, parse)
+            admitted = await self._submit(body, parse, request.headers.get(SESSION_HEADER))
         except ApiError as error:
             return api_error_response(error)
+        served, sequence, events = admitted.served, admitted.sequence, admitted.events
         try:  # from here a sequence is queued: whatever goes wrong must free it
             job = CompletionJob(chat=chat, version_ref=served.ref, created=int(time.time()),
                                 request_id=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}")
             headers = {VERSION_HEADER: served.ref}
+            shadow = self._start_shadow(admitted)
             if stream:
                 # The background task also runs when the client left before the first chunk,
                 # when the generator's own `finally` never does.
-                return StreamingResponse(self._stream(job, sequence, events, include_usage),
+                return StreamingResponse(self._stream(job, sequence, events, include_usage, shadow),
                                          media_type="text/event-stream", headers=headers,
                                          background=BackgroundTask(sequence.cancel))
-            return await self._complete(request, job, sequence, events, headers)
+            return await self._complete(request, job, sequence, events, headers, shadow)
         except BaseException:
             sequence.cancel()
             raise
 
-    async def _submit(self, body: dict[str, Any], parse: Callable) -> tuple[ServedVersion, Sequence,
-                                                                            asyncio.Queue]:
-        loop = asyncio.get_running_loop()
+    async def _submit(self, body: dict[str, Any], parse: Callable,
+                      session_id: str | None) -> "_Admitted":
         events: asyncio.Queue[TokenEvent] = asyncio.Queue()
-
-        def deliver(event: TokenEvent) -> None:  # called from the scheduler's thread
-            loop.call_soon_threadsafe(events.put_nowait, event)
-
+        deliver = _deliverer(events)
         for _ in range(3):  # a deploy may retire the version between reading and submitting
-            served = self.host.active
+            served = self.host.pick(session_id)
             if served is None:
                 raise ApiError(503, "no model is deployed to this server", "service_unavailable")
             # Rendering a chat template and tokenizing a prompt of up to max_body_bytes take
@@ -140,7 +146,8 @@ class _Api:
             prompt_ids, params = await asyncio.to_thread(parse, body, served.loaded.tokenizer,
                                                          self.host.settings)
             try:
-                return served, served.scheduler.submit(prompt_ids, params, deliver), events
+                sequence = served.scheduler.submit(prompt_ids, params, deliver)
+                return _Admitted(served, sequence, events, prompt_ids, params)
             except SchedulerClosed:
                 continue
             except QueueFull as error:
@@ -150,9 +157,23 @@ class _Api:
                 raise ApiError(400, str(error), "invalid_request_error", "context_length_exceeded") from None
         raise ApiError(503, "the server is switching versions; retry", "service_unavailable")
 
+    def _start_shadow(self, admitted: "_Admitted") -> "asyncio.Future[str | None] | None":
+        """Mirror this live request to the candidate when the rollout's shadow share says so;
+        returns the future the live path fills with its answer (None: no shadow copy)."""
+        candidate = self.host.shadow_copy(admitted.served)
+        if candidate is None:
+            return None
+        live_answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(_run_shadow(self.host, candidate, admitted, live_answer))
+        self._shadow_tasks.add(task)  # a reference, so the task is not collected mid-run
+        task.add_done_callback(self._shadow_tasks.discard)
+        return live_answer
+
     async def _complete(self, request: Request, job: CompletionJob, sequence: Sequence,
-                        events: asyncio.Queue, headers: dict[str, str]) -> Response:
+                        events: asyncio.Queue, headers: dict[str, str],
+                        shadow: "asyncio.Future[str | None] | None" = None) -> Response:
         pieces: list[str] = []
+        event = TokenEvent("", "cancelled")
         watcher = asyncio.create_task(_cancel_when_disconnected(request, sequence))
         try:
             while (event := await events.get()).finish_reason is None:
@@ -162,18 +183,23 @@ class _Api:
         finally:
             watcher.cancel()
             sequence.cancel()  # no-op when finished; frees the slot if this task was cancelled
+            _settle(shadow, "".join(pieces) if event.finish_reason in ("stop", "length") else None)
         if event.finish_reason == "error":
             return error_response(500, f"generation failed: {event.text}", "server_error",
                                   headers=headers)
         return JSONResponse(job.full_response("".join(pieces), event), headers=headers)
 
     async def _stream(self, job: CompletionJob, sequence: Sequence, events: asyncio.Queue,
-                      include_usage: bool) -> AsyncIterator[str]:
+                      include_usage: bool,
+                      shadow: "asyncio.Future[str | None] | None" = None) -> AsyncIterator[str]:
+        pieces: list[str] = []
         try:
             if job.chat:
                 yield _sse(job.chunk(None, None, role=True))
             while (event := await events.get()).finish_reason is None:
+                pieces.append(event.text)
                 yield _sse(job.chunk(event.text, None))
+            _settle(shadow, "".join(pieces) if event.finish_reason in ("stop", "length") else None)
             if event.finish_reason == "error":
                 yield _sse({"error": {"message": f"generation failed: {event.text}",
                                       "type": "server_error", "param": None, "code": None}})
@@ -184,6 +210,7 @@ class _Api:
             yield "data: [DONE]\n\n"
         finally:
             sequence.cancel()  # the client went away (or we finished): free the slot
+            _settle(shadow, None)
 
     # ---- control -------------------------------------------------------------------------
 
@@ -194,6 +221,9 @@ class _Api:
             body = await read_json_object(request, self.host.settings)
         except ApiError as error:
             return api_error_response(error)
+        if self.host.candidate is not None:
+            return error_response(409, "a rollout is in progress; abort it first "
+                                       "(`modeldeck rollout abort`)", "conflict")
         model, version = body.get("model"), body.get("version")
         if (not isinstance(model, str) or not model or isinstance(version, bool)
                 or not isinstance(version, int) or not 1 <= version <= MAX_INT64):
@@ -232,6 +262,72 @@ class _Api:
             return None
         return error_response(403, "control routes need the server's control token",
                               "permission_error")
+
+
+@dataclass(frozen=True)
+class _Admitted:
+    """A request queued on one version, with what a shadow copy of it needs."""
+
+    served: ServedVersion
+    sequence: Sequence
+    events: asyncio.Queue
+    prompt_ids: list[int]
+    params: SamplingParams
+
+
+def _deliverer(events: asyncio.Queue) -> Callable[[TokenEvent], None]:
+    loop = asyncio.get_running_loop()
+
+    def deliver(event: TokenEvent) -> None:  # called from the scheduler's thread
+        loop.call_soon_threadsafe(events.put_nowait, event)
+
+    return deliver
+
+
+def _settle(shadow: "asyncio.Future[str | None] | None", answer: str | None) -> None:
+    if shadow is not None and not shadow.done():
+        shadow.set_result(answer)
+
+
+async def _run_shadow(host: ModelHost, candidate: ServedVersion, admitted: _Admitted,
+                      live_answer: "asyncio.Future[str | None]") -> None:
+    """Run the copy on the candidate, record its latency and its agreement with the live answer
+    (temperature 0 only: sampled answers differ by design), drop its text. A refused copy (full
+    queue, candidate unloaded) is simply not run: no client waits on it."""
+    events: asyncio.Queue[TokenEvent] = asyncio.Queue()
+    started = time.monotonic()
+    try:
+        sequence = candidate.scheduler.submit(admitted.prompt_ids, admitted.params,
+                                              _deliverer(events))
+    except (SchedulerClosed, QueueFull, BadInput):
+        return
+    pieces: list[str] = []
+    try:
+        while (event := await events.get()).finish_reason is None:
+            pieces.append(event.text)
+    finally:
+        sequence.cancel()
+    if event.finish_reason not in ("stop", "length"):
+        return
+    latency = time.monotonic() - started
+    try:
+        live = await asyncio.wait_for(asyncio.shield(live_answer), SHADOW_WAIT_S)
+    except TimeoutError:
+        live = None
+    overlap = None
+    if live is not None and admitted.params.temperature == 0:
+        tokenizer = candidate.loaded.tokenizer
+        overlap = token_overlap(tokenizer("".join(pieces), add_special_tokens=False).input_ids,
+                                tokenizer(live, add_special_tokens=False).input_ids)
+    host.record_shadow(latency, overlap)
+
+
+def token_overlap(ours: list[int], theirs: list[int]) -> float:
+    """Share of positions where the two token sequences agree (1.0: the same answer)."""
+    longest = max(len(ours), len(theirs))
+    if longest == 0:
+        return 1.0
+    return sum(a == b for a, b in zip(ours, theirs)) / longest
 
 
 async def _cancel_when_disconnected(request: Request, sequence: Sequence) -> None:

@@ -4,13 +4,21 @@ loaded beside it and the old one draining.
 A swap is: load the candidate -> run the health gate on it -> make it active (new requests go
 to it) -> close the old scheduler (its in-flight requests finish first) -> free the old model.
 A failed load or gate leaves the active version untouched.
+
+During a rollout (engine.serving.rollout) a gated candidate stays loaded beside the active
+version: pick() sends a request to it with probability `weight` (sticky on a session id), and
+shadow_copy() says whether a live request should also be mirrored to it.
 """
 
 from __future__ import annotations
 
 import gc
+import hashlib
+import itertools
+import random
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +30,9 @@ from engine.serving.metrics import ServerMetrics
 from engine.serving.probes import judge_text
 from engine.serving.scheduler import BatchScheduler, generate_blocking
 from engine.serving.work import SamplingParams
+
+
+GOLDEN = (5 ** 0.5 - 1) / 2  # its multiples mod 1 spread evenly over [0, 1)
 
 
 @dataclass
@@ -71,7 +82,114 @@ class ModelHost:
     settings: ServeSettings
     metrics: ServerMetrics
     active: ServedVersion | None = None
+    candidate: ServedVersion | None = None
+    weight: float = 0.0  # share of new requests the candidate takes (0..1)
+    shadow: float = 0.0  # share of live requests also run on the candidate, answer dropped
     _swap_lock: threading.Lock = field(default_factory=threading.Lock)
+    _shadow_lock: threading.Lock = field(default_factory=threading.Lock)
+    _shadow: dict[str, float] = field(default_factory=dict)
+    _draws: Iterator[int] = field(default_factory=itertools.count)
+
+    # ---- routing during a rollout --------------------------------------------------------
+
+    def pick(self, session_id: str | None = None) -> ServedVersion | None:
+        """The version a new request goes to: the candidate for a share `weight` of requests;
+        with a session id, the same side every time for a given weight (its hash decides).
+        Without one, the draws are a golden-ratio sequence rather than random: any run of N
+        requests is split to within a few requests of N * weight, so even a 5% step sees its
+        share of traffic in a short window."""
+        candidate, weight = self.candidate, self.weight
+        if candidate is None or weight <= 0:
+            return self.active
+        draw = session_draw(session_id) if session_id else next(self._draws) * GOLDEN % 1.0
+        return candidate if draw < weight else self.active
+
+    def shadow_copy(self, served: ServedVersion) -> ServedVersion | None:
+        """The candidate, when this live request should also run on it."""
+        candidate = self.candidate
+        if candidate is None or served is candidate or self.shadow <= 0:
+            return None
+        return candidate if random.random() < self.shadow else None
+
+    def record_shadow(self, latency_s: float, overlap: float | None) -> None:
+        candidate = self.candidate
+        ref = candidate.ref if candidate else "unknown"
+        agreement = "unknown" if overlap is None else "exact" if overlap == 1.0 else "differs"
+        self.metrics.shadow_requests.labels(ref, agreement).inc()
+        self.metrics.shadow_latency.labels(ref).observe(latency_s)
+        if overlap is not None:
+            self.metrics.shadow_overlap.labels(ref).observe(overlap)
+        with self._shadow_lock:
+            stats = self._shadow
+            stats["requests"] = stats.get("requests", 0) + 1
+            stats["latency_sum_s"] = stats.get("latency_sum_s", 0.0) + latency_s
+            if overlap is not None:
+                stats["compared"] = stats.get("compared", 0) + 1
+                stats["exact"] = stats.get("exact", 0) + (overlap == 1.0)
+                stats["overlap_sum"] = stats.get("overlap_sum", 0.0) + overlap
+
+    def shadow_summary(self) -> dict[str, Any]:
+        with self._shadow_lock:
+            stats = dict(self._shadow)
+        requests, compared = int(stats.get("requests", 0)), int(stats.get("compared", 0))
+        return {"requests": requests, "compared": compared,
+                "mean_latency_s": round(stats["latency_sum_s"] / requests, 4) if requests else None,
+                "exact_match": round(stats["exact"] / compared, 4) if compared else None,
+                "token_overlap": round(stats["overlap_sum"] / compared, 4) if compared else None}
+
+    def add_candidate(self, model: str, version: int) -> GateOutcome:
+        """Load model@version beside the active one and gate it; it takes no traffic yet."""
+        with self._swap_lock:
+            try:
+                candidate = self.load(model, version)
+            except (DeckError, OSError, ValueError, RuntimeError) as error:
+                return GateOutcome(False, f"load failed: {error}",
+                                   ({"probe": "load", "ok": False, "detail": str(error)},))
+            outcome = run_gate(candidate, self.settings.gate)
+            if not outcome.passed:
+                candidate.retire()
+                return outcome
+            self.weight, self.shadow, self._shadow = 0.0, 0.0, {}
+            self.candidate = candidate
+            self._publish_weights()
+        return GateOutcome(True, "gate passed", outcome.checks, candidate.ref)
+
+    def drop_candidate(self) -> None:
+        """Weight back to 0 first (no new request goes there), then unload: requests already
+        on the candidate finish before its scheduler closes."""
+        with self._swap_lock:
+            self.weight, self.shadow = 0.0, 0.0
+            candidate, self.candidate = self.candidate, None
+            self._publish_weights(dropped=candidate)
+        if candidate is not None:
+            candidate.retire()
+
+    def promote_candidate(self) -> None:
+        with self._swap_lock:
+            candidate = self.candidate
+            if candidate is None:
+                return
+            previous, self.active, self.candidate = self.active, candidate, None
+            self.weight, self.shadow = 0.0, 0.0
+            self.metrics.serving(candidate.ref, candidate.loaded.device, candidate.loaded.dtype)
+            self._publish_weights(dropped=previous)
+        if previous is not None:
+            threading.Thread(target=previous.retire, name="modeldeck-retire", daemon=True).start()
+
+    def _publish_weights(self, dropped: ServedVersion | None = None) -> None:
+        if dropped is not None:
+            self.metrics.traffic_weight.labels(dropped.ref).set(0.0)
+        if self.candidate is not None:
+            self.metrics.traffic_weight.labels(self.candidate.ref).set(self.weight)
+        if self.active is not None:
+            share = 1.0 - self.weight if self.candidate is not None else 1.0
+            self.metrics.traffic_weight.labels(self.active.ref).set(share)
+
+    def set_weight(self, weight: float) -> None:
+        self.weight = weight
+        self._publish_weights()
+
+    # ---- loading and swapping ------------------------------------------------------------
 
     def load(self, model: str, version: int) -> ServedVersion:
         from engine.registry import Registry
@@ -86,6 +204,7 @@ class ModelHost:
                                   self.settings.dtype)
         if loaded.device == "cpu":
             _leave_a_core_for_http()
+        _slow_down_for_tests(loaded.model, info.ref)
         scheduler = BatchScheduler(loaded.model, loaded.tokenizer,
                                    max_batch_size=self.settings.max_batch_size,
                                    max_queue=self.settings.max_queue,
@@ -132,8 +251,25 @@ class ModelHost:
             pass  # status then shows no engine line; serving is unaffected
 
     def close(self) -> None:
+        if self.candidate is not None:
+            self.candidate.retire()
         if self.active is not None:
             self.active.retire()
+
+
+def session_draw(session_id: str) -> float:
+    """A number in [0, 1) fixed by the session id: the same session, the same side."""
+    digest = hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+
+
+def _slow_down_for_tests(model: Any, version_ref: str) -> None:
+    """The rollout tests' slow candidate (engine.testhooks; inert unless its variable is set)."""
+    from engine.testhooks import slow_version_delay
+
+    delay = slow_version_delay(version_ref)
+    if delay > 0 and model is not None:
+        model.register_forward_pre_hook(lambda module, args: time.sleep(delay))
 
 
 def run_gate(candidate: ServedVersion, gate: GateSettings) -> GateOutcome:

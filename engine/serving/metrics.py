@@ -46,6 +46,22 @@ class ServerMetrics:
                                     labels, buckets=BATCH_BUCKETS, registry=self.registry)
         self.requests = Counter("modeldeck_requests", "Finished requests by outcome",
                                 ("version", "outcome"), registry=self.registry)
+        # Rollouts (engine.serving.rollout): each version's share of new requests, and the
+        # candidate's shadow copies: their latency and agreement with the live answer.
+        self.traffic_weight = Gauge("modeldeck_traffic_weight",
+                                    "Share of new requests routed to the version (0..1)",
+                                    labels, registry=self.registry)
+        self.shadow_requests = Counter("modeldeck_shadow_requests",
+                                       "Shadow copies run on the version, by agreement with live",
+                                       ("version", "agreement"), registry=self.registry)
+        self.shadow_latency = Histogram("modeldeck_shadow_request_latency_seconds",
+                                        "Latency of the version's shadow copies", labels,
+                                        buckets=E2E_BUCKETS, registry=self.registry)
+        self.shadow_overlap = Histogram("modeldeck_shadow_token_overlap",
+                                        "Share of tokens equal to the live answer's, position "
+                                        "by position (temperature 0 only)", labels,
+                                        buckets=(0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0),
+                                        registry=self.registry)
         self.model_info = Info("modeldeck_model", "The version serving new requests",
                                registry=self.registry)
         self.registry.register(_MemoryCollector())

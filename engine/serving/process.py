@@ -122,8 +122,12 @@ class LocalServer:
         mid-gate, `deploy --no-start`) only after it passes the gate here (engine.serving.deploy);
         a failed one not at all."""
         from engine.serving.deploy import load_at_start
+        from engine.serving.rollout import settle_interrupted
 
+        interrupted = settle_interrupted(self.paths)  # the pointer never moved: live serves
         served, self.notes = load_at_start(self.deck, self.host)
+        if interrupted is not None:
+            self.notes.append(f"rollout of {interrupted.candidate}: {interrupted.message}")
         return served
 
     def announce(self) -> None:
