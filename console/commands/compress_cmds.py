@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from console.commands.arguments import existing_file, number, text, whole
+from console.commands.arguments import device, existing_file, number, text, whole
 from console import present
 from console.output import emit
 from engine import actions
@@ -49,6 +49,9 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     parser.add_argument("--eval", dest="eval_file", default=None, metavar="FILE",
                         type=existing_file("--eval"),
                         help="held-out text for perplexity (default: the shipped eval text)")
+    parser.add_argument("--device", default=None, type=device(), metavar="DEVICE",
+                        help="where to compress and measure: auto, cpu, cuda, cuda:N "
+                             "(default: deck.toml [serve] device, where the result will serve)")
     parser.add_argument("--wait", action="store_true", help="follow the job until the version exists")
     parser.set_defaults(handler=compress_command)
 
@@ -56,7 +59,7 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
 def compress_command(args: argparse.Namespace, deck: Deck) -> int:
     names = (*OPTION_FLAGS, "structured", "keep", "eval_file")
     options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    request = actions.CompressRequest(args.reference, args.method, options, args.wait)
+    request = actions.CompressRequest(args.reference, args.method, options, args.wait, args.device)
     on_event = None if args.json else _print_event
     result = actions.compress(deck, request, on_event=on_event)
     emit(args.json, "compress", result.to_dict(), lambda: _summary(result))

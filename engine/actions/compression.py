@@ -15,6 +15,7 @@ class CompressRequest:
     method: str | None = None  # None: deck.toml [compress] method
     options: dict[str, Any] = field(default_factory=dict)  # CompressSpec field names
     wait: bool = False
+    device: str | None = None  # None: deck.toml [serve] device (measure where it will serve)
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,12 @@ class CompressResult:
 def compress(deck: Deck, request: CompressRequest, on_event: Any = None) -> CompressResult:
     """Start a compression job (validated first: nothing is written on bad input); with wait,
     follow its events (passed to on_event) until the new version is registered."""
+    from dataclasses import replace
+
     from engine import jobs
     from engine.compression.spec import parent_layer_count, spec_for
     from engine.errors import ActionFailed
+    from engine.validate import parse_device
 
     parent = deck.registry.resolve(request.reference)
     defaults = deck.config.compress  # deck.toml [compress]; the request's own options win
@@ -45,7 +49,11 @@ def compress(deck: Deck, request: CompressRequest, on_event: Any = None) -> Comp
     layers = parent_layer_count(config)
     spec = spec_for(parent.ref, parent.kind, parent.architecture,
                     request.method or defaults.method, options, layers)
-    job = jobs.start_job(deck, "compress", spec.to_dict())
+    # where the result will serve is where it is compressed and measured; a device this machine
+    # lacks is refused here, before the job exists
+    device = parse_device(request.device or deck.config.serve.device)
+    spec = replace(spec, device=device)
+    job = jobs.start_job(deck, "compress", spec.to_dict(), device=device)
     if not request.wait:
         return CompressResult(job, None, None)
     for event in jobs.follow_events(deck, job.id, poll_s=0.2):

@@ -73,7 +73,10 @@ def finetune(deck: Deck, request: FinetuneRequest) -> JobResult:
             "settings": settings.to_dict(), "keep_adapter": request.keep_adapter,
             "deploy_if_better": request.deploy_if_better, "reason": request.reason}
     launch = JobLaunch(request.nproc, request.nnodes, request.rdzv_endpoint, request.node_rank)
-    job = start_job(deck, "finetune", spec, launch=launch)
+    if launch.distributed and settings.device.startswith("cuda:"):
+        raise BadInput(f"--device {settings.device} pins one GPU; with --nproc/--nnodes use "
+                       "--device cuda (each process takes its own GPU)")
+    job = start_job(deck, "finetune", spec, launch=launch, device=settings.device)
     deck.registry.append_audit("finetune", {"job_id": job.id, "parent": parent.ref,
                                             "data": str(dataset.path), "method": settings.method},
                                "started", reason=request.reason)

@@ -56,7 +56,7 @@ def perplexity(model, tokenizer, text: str, window_tokens: int = 512) -> float:
     """exp(mean next-token loss) over consecutive non-overlapping windows of the text."""
     import torch
 
-    token_ids = tokenizer(text, return_tensors="pt").input_ids[0]
+    token_ids = tokenizer(text, return_tensors="pt").input_ids[0].to(device_of(model))
     total_loss, counted = 0.0, 0
     with torch.inference_mode():
         for start in range(0, len(token_ids) - 1, window_tokens):
@@ -72,13 +72,30 @@ def perplexity(model, tokenizer, text: str, window_tokens: int = 512) -> float:
     return math.exp(total_loss / counted)
 
 
+def device_of(model) -> Any:
+    """Where the model's weights are: its inputs go there."""
+    return next(model.parameters()).device
+
+
+def _synchronize(device: Any) -> None:
+    """A GPU runs ahead of the host: wait for it, so a timer measures the work, not its launch."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _generate(model, inputs: dict, new_tokens: int) -> float:
     import torch
 
+    device = device_of(model)
+    inputs = {name: value.to(device) for name, value in inputs.items()}
+    _synchronize(device)
     started = time.perf_counter()
     with torch.inference_mode():
         model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                        do_sample=False, pad_token_id=_pad_id(model))
+    _synchronize(device)
     return time.perf_counter() - started
 
 
@@ -187,6 +204,35 @@ class _RssSampler:
         self._thread.join()
 
 
+class _PeakMemory:
+    """Peak memory growth while generating, on the model's device: the process's RSS on the
+    CPU, the CUDA allocator's peak on a GPU (the weights sit there, not in RSS)."""
+
+    def __init__(self, device: Any) -> None:
+        self.device = device
+        self.growth = 0
+        self._rss = _RssSampler() if device.type != "cuda" else None
+
+    def __enter__(self) -> "_PeakMemory":
+        if self._rss is not None:
+            self._rss.__enter__()
+        else:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._baseline = torch.cuda.memory_allocated(self.device)
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        if self._rss is not None:
+            self._rss.__exit__()
+            self.growth = max(0, self._rss.peak - self._rss.baseline)
+        else:
+            import torch
+
+            self.growth = max(0, torch.cuda.max_memory_allocated(self.device) - self._baseline)
+
+
 def unique_tensors(model) -> list:
     seen, tensors = set(), []
     for tensor in list(model.parameters()) + list(model.buffers()):
@@ -234,13 +280,13 @@ def measure(model, tokenizer, directory: Path, settings: EvalSettings) -> ModelM
         torch.set_num_threads(settings.threads)
     text = Path(settings.eval_file).read_text()
     ppl = perplexity(model, tokenizer, text, settings.window_tokens)
-    with _RssSampler() as sampler:
+    with _PeakMemory(device_of(model)) as sampler:
         speed, ttft = decode_speed(model, tokenizer, settings.batch_size, settings.decode_tokens)
     weights_bytes = sum(t.numel() * t.element_size() for t in unique_tensors(model))
     return ModelMetrics(
         perplexity=round(ppl, 4), decode_tokens_per_s=round(speed, 2), ttft_s=round(ttft, 4),
         size_bytes=directory_bytes(directory), weights_memory_bytes=weights_bytes,
-        peak_memory_bytes=weights_bytes + max(0, sampler.peak - sampler.baseline),
+        peak_memory_bytes=weights_bytes + sampler.growth,
         param_count=param_count(model), linear_weight_bytes=linear_weight_bytes(model))
 
 

@@ -83,7 +83,7 @@ def input_magnitudes(model, calibration_ids, suffix: str) -> dict[str, Any]:
             hooks.append(module.register_forward_hook(record))
     try:
         with torch.inference_mode():
-            model(input_ids=calibration_ids)
+            model(input_ids=calibration_ids.to(next(model.parameters()).device))
     finally:
         for hook in hooks:
             hook.remove()

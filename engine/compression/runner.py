@@ -102,40 +102,65 @@ def _distill(teacher, tokenizer, spec, emit, cancelled):
 
 
 def compress_version(deck, spec: CompressSpec, workdir: Path, emit: Emit,
-                     cancelled: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+                     cancelled: Callable[[], bool] = lambda: False,
+                     device: str | None = None) -> dict[str, Any]:
+    """Compress and measure on `device` (default: spec.device through the one device policy;
+    the job worker passes its pinned device, engine.jobs.JobContext.device)."""
     from engine.compression.evaluate import compare, measure
+    from engine.modelio.devices import resolve_device
     from engine.modelio.loader import load_model, load_tokenizer
     from engine.modelio.storage import save_model
 
     parent = deck.registry.resolve(spec.reference)
     source = deck.registry.materialize(parent)
     settings = _eval_settings(spec)
+    device_name = resolve_device(device or spec.device)
     tokenizer = load_tokenizer(source, deck.paths.home)
-    emit("phase", phase="evaluate-parent", ref=parent.ref)
-    model = load_model(source, deck.paths.home)
+    emit("phase", phase="evaluate-parent", ref=parent.ref, device=device_name)
+    model = load_model(source, deck.paths.home).to(device_name)
     parent_metrics = measure(model, tokenizer, source, settings)
     emit("metrics", which="parent", **parent_metrics.to_dict())
     emit("phase", phase="compress", method=spec.method)
     model, marker, notes = apply_method(model, tokenizer, spec, emit, cancelled)
     output = workdir / "output"
     shutil.rmtree(output, ignore_errors=True)
-    save_model(model, tokenizer, output, marker)
+    save_model(model.to("cpu"), tokenizer, output, marker)  # the files never depend on the device
     del model
-    gc.collect()
+    _release(device_name)
     emit("phase", phase="evaluate-result")
-    result_model = load_model(output)
+    result_model = load_model(output).to(device_name)
     result_metrics = measure(result_model, tokenizer, output, settings)
     emit("metrics", which="result", **result_metrics.to_dict())
-    parent_model = load_model(source, deck.paths.home)
+    parent_model = load_model(source, deck.paths.home).to(device_name)
     parent_metrics, result_metrics, speed = _interleaved(parent_model, result_model, tokenizer,
                                                          settings, parent_metrics, result_metrics)
     emit("speed", **speed)
     report = {**compare(parent_metrics, result_metrics, spec.max_ppl_increase, speed),
               "method": spec.method, "settings": spec.settings(), "notes": notes,
-              "eval_file": str(settings.eval_file), "parent_ref": parent.ref}
+              "eval_file": str(settings.eval_file), "parent_ref": parent.ref,
+              **measured_on(spec.device, device_name)}
     version = _register(deck, parent, spec, output, report)
     emit("registered", ref=version.ref, status=version.status, verdict=report["verdict"])
     return {"version": version.ref, "status": version.status, "report": report}
+
+
+def _release(device_name: str) -> None:
+    gc.collect()
+    if device_name.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()  # the compressed model's memory, before two models load
+
+
+def measured_on(requested: str, device_name: str) -> dict[str, str]:
+    """What the report says about where it measured: the device as the user named it (cuda:N,
+    which the job's worker sees as "cuda": engine.jobs pins it) and what that device is."""
+    shown = requested if requested.startswith("cuda:") else device_name
+    if not device_name.startswith("cuda"):
+        return {"device": shown, "device_name": device_name}
+    import torch
+
+    return {"device": shown, "device_name": torch.cuda.get_device_name(torch.device(device_name))}
 
 
 def _interleaved(parent_model, result_model, tokenizer, settings, parent_metrics, result_metrics):

@@ -34,6 +34,7 @@ class CompressSpec:
     batch_size: int = 1
     seq_len: int = 128
     train_batch: int = 4
+    device: str = "auto"  # where it is compressed and measured: the deck's [serve] device by default
     options: tuple[str, ...] = field(default=(), compare=False)  # flags the user actually gave
 
     def to_dict(self) -> dict[str, Any]:

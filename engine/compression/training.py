@@ -35,8 +35,9 @@ def train_steps(model, batches: Iterator[Any], steps: int, loss_of: Callable[[An
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.0)
     losses = []
+    device = next(model.parameters()).device  # batches are made on the CPU
     for step in range(1, steps + 1):
-        loss = loss_of(model, next(batches))
+        loss = loss_of(model, next(batches).to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)

@@ -12,6 +12,9 @@ def run_compress(context) -> dict[str, Any]:
     spec = CompressSpec.from_dict(context.spec)
     deck = context.deck()
     try:
-        return compress_version(deck, spec, context.checkpoints, context.emit, context.cancelled)
+        # context.device: a cuda:N job sees only GPU N (engine.jobs pins it), as "cuda"
+        device = context.device if context.requested_device else None
+        return compress_version(deck, spec, context.checkpoints, context.emit, context.cancelled,
+                                device)
     finally:
         deck.close()

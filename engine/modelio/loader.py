@@ -16,8 +16,11 @@ from engine.errors import BadInput
 from engine.fsutil import building_directory
 from engine.paths import deck_home
 from engine.registry.blobs import file_sha256
+# The device and dtype policy lives in engine.modelio.devices (one policy for serve, fine-tune
+# and compress); re-exported here for the callers that load models.
+from engine.modelio.devices import (DTYPE_NAMES, cpu_has_bf16, resolve_device,  # noqa: F401
+                                    resolve_dtype)
 
-DTYPE_NAMES = ("float32", "bfloat16", "float16")
 MARKER_KEY = "modeldeck_compression"  # config.json key naming the int8 modules (storage.py)
 
 
@@ -26,38 +29,6 @@ def quiet_transformers() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-
-
-# ---- device and dtype policy ----------------------------------------------------------------
-
-
-def resolve_device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInput(f"device {requested!r} requested but no CUDA GPU is available")
-    return requested
-
-
-def cpu_has_bf16() -> bool:
-    """AVX512-BF16 or AMX makes bf16 matmuls fast on the CPU; without them bf16 is slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def resolve_dtype(requested: str, device: str) -> str:
-    if requested != "auto":
-        if requested not in DTYPE_NAMES:
-            raise BadInput(f"unknown dtype {requested!r} (use auto, {', '.join(DTYPE_NAMES)})")
-        return requested
-    if device.startswith("cuda") or cpu_has_bf16():
-        return "bfloat16"
-    return "float32"
 
 
 # ---- where the weights are: GGUF converted once ---------------------------------------------

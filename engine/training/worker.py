@@ -184,12 +184,9 @@ def build_trainer(context: JobContext, settings: FinetuneSettings, model: Any, t
 
 
 def training_arguments(context: JobContext, settings: FinetuneSettings, has_eval: bool) -> Any:
-    import torch
     from transformers import TrainingArguments
 
-    use_cpu = settings.device == "cpu" or (settings.device == "auto" and not torch.cuda.is_available())
-    bf16 = settings.precision == "bf16" or (settings.precision == "auto" and not use_cpu
-                                            and torch.cuda.is_bf16_supported())
+    use_cpu, precision = device_and_precision(context, settings)
     eval_every = settings.eval_every or settings.checkpoint_every
     return TrainingArguments(
         output_dir=str(context.checkpoints), max_steps=settings.steps or -1,
@@ -201,10 +198,24 @@ def training_arguments(context: JobContext, settings: FinetuneSettings, has_eval
         logging_steps=settings.logging_steps, logging_nan_inf_filter=False,
         save_strategy="steps", save_steps=settings.checkpoint_every, save_total_limit=2,
         eval_strategy="steps" if has_eval else "no", eval_steps=eval_every if has_eval else None,
-        seed=settings.seed, data_seed=settings.seed, use_cpu=use_cpu, bf16=bf16,
+        seed=settings.seed, data_seed=settings.seed, use_cpu=use_cpu,
+        bf16=precision == "bf16", fp16=precision == "fp16",
         ddp_backend="gloo" if use_cpu and context.world_size > 1 else None,
         include_num_input_tokens_seen="non_padding", report_to="none", disable_tqdm=True,
         remove_unused_columns=False, dataloader_num_workers=0, save_only_model=False)
+
+
+def device_and_precision(context: JobContext, settings: FinetuneSettings,
+                         machine: Any = None) -> tuple[bool, str]:
+    """(use_cpu, fp32 | bf16 | fp16) through the one device policy (engine.modelio.devices).
+    A job started on cuda:N runs with CUDA_VISIBLE_DEVICES=N (engine.jobs), so its device here
+    is "cuda": the Trainer's cuda:0 is GPU N."""
+    from engine.modelio.devices import choose_device, this_machine, training_precision
+
+    machine = machine or this_machine()
+    requested = context.device if context.requested_device else settings.device
+    device = choose_device(requested, machine)
+    return device == "cpu", training_precision(settings.precision, device, machine)
 
 
 def last_checkpoint(directory: Path) -> str | None:
