@@ -204,13 +204,13 @@ class ModelHost:
                                   self.settings.dtype)
         if loaded.device == "cpu":
             _leave_a_core_for_http()
-        _slow_down_for_tests(loaded.model, info.ref)
         scheduler = BatchScheduler(loaded.model, loaded.tokenizer,
                                    max_batch_size=self.settings.max_batch_size,
                                    max_queue=self.settings.max_queue,
                                    context_length=loaded.context_length,
                                    observer=self.metrics.observer(info.ref),
                                    release_unfused=True)
+        _slow_down_for_tests(scheduler, info.ref)
         return ServedVersion(loaded, scheduler)
 
     def start_with(self, served: ServedVersion) -> None:
@@ -263,13 +263,25 @@ def session_draw(session_id: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0 ** 64
 
 
-def _slow_down_for_tests(model: Any, version_ref: str) -> None:
+class _SlowStep:
+    """A model step that sleeps first: the rollout tests' slow candidate."""
+
+    def __init__(self, step: Any, delay: float) -> None:
+        self.step, self.delay = step, delay
+        self.path, self.reason = step.path, step.reason
+
+    def __call__(self, *args: Any) -> Any:
+        time.sleep(self.delay)
+        return self.step(*args)
+
+
+def _slow_down_for_tests(scheduler: BatchScheduler, version_ref: str) -> None:
     """The rollout tests' slow candidate (engine.testhooks; inert unless its variable is set)."""
     from engine.testhooks import slow_version_delay
 
     delay = slow_version_delay(version_ref)
-    if delay > 0 and model is not None:
-        model.register_forward_pre_hook(lambda module, args: time.sleep(delay))
+    if delay > 0:
+        scheduler.step = _SlowStep(scheduler.step, delay)
 
 
 def run_gate(candidate: ServedVersion, gate: GateSettings) -> GateOutcome:
