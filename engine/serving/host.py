@@ -28,6 +28,7 @@ from engine.paths import DeckPaths
 from engine.serving.loader import LoadedModel, load_for_serving
 from engine.serving.metrics import ServerMetrics
 from engine.serving.probes import judge_text
+from engine.serving.modelstep import ModelStep
 from engine.serving.scheduler import BatchScheduler, generate_blocking
 from engine.serving.work import SamplingParams
 
@@ -171,7 +172,7 @@ class ModelHost:
                 return
             previous, self.active, self.candidate = self.active, candidate, None
             self.weight, self.shadow = 0.0, 0.0
-            self.metrics.serving(candidate.ref, candidate.loaded.device, candidate.loaded.dtype)
+            self._announce(candidate)
             self._publish_weights(dropped=previous)
         if previous is not None:
             threading.Thread(target=previous.retire, name="modeldeck-retire", daemon=True).start()
@@ -266,13 +267,14 @@ def session_draw(session_id: str) -> float:
 class _SlowStep:
     """A model step that sleeps first: the rollout tests' slow candidate."""
 
-    def __init__(self, step: Any, delay: float) -> None:
+    def __init__(self, step: ModelStep, delay: float) -> None:
         self.step, self.delay = step, delay
-        self.path, self.reason = step.path, step.reason
+        self.path: str = step.path
+        self.reason: str = step.reason
 
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, ids: Any, positions: Any, mask: Any, cache: Any) -> Any:
         time.sleep(self.delay)
-        return self.step(*args)
+        return self.step(ids, positions, mask, cache)
 
 
 def _slow_down_for_tests(scheduler: BatchScheduler, version_ref: str) -> None:

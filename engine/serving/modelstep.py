@@ -23,11 +23,20 @@ version got is reported in `status` and on /metrics (`engine_path`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 # The decoder block this path computes: pre-norm RMSNorm, rotary attention, SiLU-gated MLP.
 FUSED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 BATCH_HINT = 8  # oneDNN picks a blocking for this many rows; any row count still works
+
+
+class ModelStep(Protocol):
+    """What the scheduler calls each forward: next-token logits (rows, vocab)."""
+
+    path: str    # "fused" or "eager": reported in status and on /metrics
+    reason: str  # why this path (the kernel it runs, or why the fused one does not apply)
+
+    def __call__(self, ids: Any, positions: Any, mask: Any, cache: Any) -> Any: ...
 
 
 class EagerStep:
@@ -44,7 +53,7 @@ class EagerStep:
         return output.logits[:, -1, :]
 
 
-def choose_step(model: Any, release_unfused: bool = False) -> EagerStep | "FusedLlamaStep":
+def choose_step(model: Any, release_unfused: bool = False) -> ModelStep:
     """The fused step when the model is one it computes exactly, else the eager one (with why).
     release_unfused: drop the model's own copies of the fused weights (serving holds only the
     step; the model's eager forward no longer works afterwards)."""

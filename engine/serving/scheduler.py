@@ -32,7 +32,7 @@ from typing import Any
 from engine.errors import BadInput
 from engine.serving.detok import Detokenizer, StopMatcher
 from engine.serving.kvcache import SlotKVCache, bytes_per_token
-from engine.serving.modelstep import choose_step
+from engine.serving.modelstep import ModelStep, choose_step
 from engine.serving.sampling import choose_tokens, make_generator
 from engine.serving.work import (NullObserver, Observer, QueueFull, SamplingParams,
                                  SchedulerClosed, TokenEvent)
@@ -90,7 +90,7 @@ class BatchScheduler:
 
         self.model, self.tokenizer = model, tokenizer
         # The forward each step runs (modelstep.py): fused for Llama-family models, else eager.
-        self.step = choose_step(model, release_unfused)
+        self.step: ModelStep = choose_step(model, release_unfused)
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
         self.observer: Observer = observer or NullObserver()
         self._kv_gauge = getattr(self.observer, "kv_cache_usage", None)
