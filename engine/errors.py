@@ -24,6 +24,8 @@ class ActionFailed(DeckError):
     """The input was fine but the action did not succeed (failed gate, unreachable target)."""
 
 
-def brief(error: BaseException, limit: int = 160) -> str:
-    """An exception as one short line a client may read (whitespace folded, bounded)."""
-    return " ".join(str(error).split())[:limit] or type(error).__name__
+def brief(error: BaseException, limit: int = 160, named: bool = False) -> str:
+    """An exception as one short line a client may read (whitespace folded, bounded);
+    named: prefixed with its type ("RuntimeError: device lost"), where the type says something."""
+    text = " ".join(str(error).split())[:limit] or type(error).__name__
+    return f"{type(error).__name__}: {text}" if named else text

@@ -28,6 +28,7 @@ from engine.paths import DeckPaths
 from engine.serving.loader import LoadedModel, load_for_serving
 from engine.serving.metrics import ServerMetrics
 from engine.serving.probes import judge_text
+from engine.serving.kvcache import ForwardPart, SlotKVCache
 from engine.serving.modelstep import ModelStep
 from engine.serving.scheduler import BatchScheduler, generate_blocking
 from engine.serving.work import SamplingParams
@@ -272,9 +273,9 @@ class _SlowStep:
         self.path: str = step.path
         self.reason: str = step.reason
 
-    def __call__(self, ids: Any, positions: Any, mask: Any, cache: Any) -> Any:
+    def run(self, parts: list[ForwardPart], cache: SlotKVCache) -> list[Any]:
         time.sleep(self.delay)
-        return self.step(ids, positions, mask, cache)
+        return self.step.run(parts, cache)
 
 
 def _slow_down_for_tests(scheduler: BatchScheduler, version_ref: str) -> None:

@@ -6,14 +6,16 @@ joining or leaving the batch copies nothing (a leave moves at most one other seq
 hole, to keep occupied slots contiguous). The extra last column is scratch: padding queries and
 idle rows write there, and no mask ever shows it.
 
-The model calls `update()` once per layer per forward; the scheduler says beforehand, with
-`plan()`, which slots the forward's rows are and where each query's key goes. transformers' own
+The fused step (modelstep.py) calls `write_read()` per layer for each part of a forward (a
+prefill chunk and the decode rows can share one forward); transformers' eager forward calls
+`update()`, after the scheduler named the part with `plan()`. transformers' own
 StaticCache keeps one write offset for the whole batch (`cumulative_length`), which cannot hold
 sequences of different lengths side by side without left padding, hence this class.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -25,6 +27,27 @@ def bytes_per_token(config: Any, dtype: Any) -> int:
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     size = torch.tensor([], dtype=dtype).element_size()
     return 2 * config.num_hidden_layers * heads * head_dim * size
+
+
+@dataclass(frozen=True)
+class ForwardPart:
+    """A block of rows in one forward: slots [first, first + rows), each row `q` queries.
+
+    ids, positions and write are (rows, q): token ids, their positions, and the cache column
+    each query's key/value goes to (padding writes to the scratch column). mask (rows, 1, q,
+    kv_len) is additive: 0 where a query may look, the dtype's minimum elsewhere."""
+
+    first: int
+    ids: Any
+    positions: Any
+    write: Any
+    kv_len: int
+    mask: Any
+    slots: Any  # (rows, 1) slot index of each row, for the cache writes
+
+    @property
+    def span(self) -> slice:
+        return slice(self.first, self.first + self.ids.shape[0])
 
 
 class SlotKVCache:
@@ -41,31 +64,32 @@ class SlotKVCache:
                      for _ in range(config.num_hidden_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device)
                        for _ in range(config.num_hidden_layers)]
-        self._rows: Any = None       # (n, 1) slot of each row of the next forward
-        self._write: Any = None      # (n, q) column each query's key/value goes to
-        self._span: slice = slice(0)  # the slots the next forward reads, contiguous
-        self._kv_len = 0
+        self._part: ForwardPart | None = None  # what the next transformers forward covers
 
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
-    def plan(self, first_slot: int, rows: int, write: Any, kv_len: int) -> None:
-        """The next forward covers slots [first_slot, first_slot + rows); `write` (rows, q)
-        gives each query's column; attention reads columns [0, kv_len)."""
-        import torch
-
-        self._span = slice(first_slot, first_slot + rows)
-        self._rows = torch.arange(first_slot, first_slot + rows, device=write.device)[:, None]
-        self._write, self._kv_len = write, kv_len
+    def plan(self, part: "ForwardPart") -> None:
+        """The next transformers forward covers `part` (the eager step's one part at a time)."""
+        self._part = part
 
     def update(self, key_states: Any, value_states: Any, layer_idx: int, *args: Any,
                **kwargs: Any) -> tuple[Any, Any]:
-        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        """transformers' entry point: write and read for the part `plan()` named."""
+        assert self._part is not None, "plan() comes before a forward"
+        return self.write_read(layer_idx, self._part, key_states, value_states)
+
+    def write_read(self, layer: int, part: "ForwardPart", key_states: Any,
+                   value_states: Any) -> tuple[Any, Any]:
+        """Write a part's (rows, heads, q, dim) keys/values at its columns; return its slots'
+        columns [0, kv_len). One forward may call this for several parts (a prefill chunk and
+        the decode rows of the same step)."""
+        keys, values = self.keys[layer], self.values[layer]
         # Advanced indices on dims 0 and 2 put the (rows, q) index dims first: (rows, q, heads, dim).
-        keys[self._rows, :, self._write] = key_states.transpose(1, 2)
-        values[self._rows, :, self._write] = value_states.transpose(1, 2)
-        return keys[self._span, :, :self._kv_len], values[self._span, :, :self._kv_len]
+        keys[part.slots, :, part.write] = key_states.transpose(1, 2)
+        values[part.slots, :, part.write] = value_states.transpose(1, 2)
+        return keys[part.span, :, :part.kv_len], values[part.span, :, :part.kv_len]
 
     def move(self, source: int, destination: int, length: int) -> None:
         """Copy one slot's first `length` columns into another (compaction after a leave)."""

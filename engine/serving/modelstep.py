@@ -25,18 +25,21 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from engine.serving.kvcache import ForwardPart, SlotKVCache
+
 # The decoder block this path computes: pre-norm RMSNorm, rotary attention, SiLU-gated MLP.
 FUSED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 BATCH_HINT = 8  # oneDNN picks a blocking for this many rows; any row count still works
 
 
 class ModelStep(Protocol):
-    """What the scheduler calls each forward: next-token logits (rows, vocab)."""
+    """What the scheduler calls once per iteration: for each part of the forward (a prefill
+    chunk, the decode rows), the next-token logits of its rows' last queries (rows, vocab)."""
 
     path: str    # "fused" or "eager": reported in status and on /metrics
     reason: str  # why this path (the kernel it runs, or why the fused one does not apply)
 
-    def __call__(self, ids: Any, positions: Any, mask: Any, cache: Any) -> Any: ...
+    def run(self, parts: list[ForwardPart], cache: SlotKVCache) -> list[Any]: ...
 
 
 class EagerStep:
@@ -47,10 +50,16 @@ class EagerStep:
         self.path = "eager"
         self.reason = reason
 
-    def __call__(self, ids: Any, positions: Any, mask: Any, cache: Any) -> Any:
-        output = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                            cache=cache, use_cache=True, logits_to_keep=1)
-        return output.logits[:, -1, :]
+    def run(self, parts: list[ForwardPart], cache: SlotKVCache) -> list[Any]:
+        """One transformers forward per part (its rows must share one query length)."""
+        logits = []
+        for part in parts:
+            cache.plan(part)
+            output = self.model(input_ids=part.ids, attention_mask=part.mask,
+                                position_ids=part.positions, cache=cache, use_cache=True,
+                                logits_to_keep=1)
+            logits.append(output.logits[:, -1, :])
+        return logits
 
 
 def choose_step(model: Any, release_unfused: bool = False) -> ModelStep:
@@ -175,39 +184,65 @@ class FusedLlamaStep:
         if getattr(self.model.lm_head, "weight", None) is not embedding:
             _release(self.model.lm_head, torch)
 
-    def __call__(self, ids: Any, positions: Any, mask: Any, cache: Any) -> Any:
-        hidden = self.embed(ids)
-        cos, sin = self.rotary(hidden, positions)
-        cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
-        for index, layer in enumerate(self.layers):
-            hidden = hidden + self._attention(layer, layer.input_norm(hidden), cos, sin, mask,
-                                              cache, index)
-            hidden = hidden + self._mlp(layer, layer.post_norm(hidden))
-        return self.head(self.norm(hidden[:, -1, :]))
+    def run(self, parts: list[ForwardPart], cache: SlotKVCache) -> list[Any]:
+        """All parts in one pass: their tokens flattened into one (tokens, hidden) matrix for
+        every GEMM (a prefill chunk and the decode rows read the weights once between them),
+        attention per part over its own slots."""
+        import torch
 
-    def _attention(self, layer: _Layer, hidden: Any, cos: Any, sin: Any, mask: Any, cache: Any,
+        shapes = [tuple(part.ids.shape) for part in parts]
+        hidden = self.embed(torch.cat([part.ids.reshape(-1) for part in parts]))
+        positions = torch.cat([part.positions.reshape(-1) for part in parts])
+        cos, sin = self.rotary(hidden[None], positions[None])
+        cos, sin = cos[0, :, None, :], sin[0, :, None, :]  # (tokens, 1, dim): over heads
+        for index, layer in enumerate(self.layers):
+            hidden = hidden + self._attention(layer, layer.input_norm(hidden), cos, sin, parts,
+                                              shapes, cache, index)
+            hidden = hidden + self._mlp(layer, layer.post_norm(hidden))
+        # Each row's last query: the offset of each part's rows' ends in the flat tokens.
+        ends, offset = [], 0
+        for rows, length in shapes:
+            ends.append(torch.arange(1, rows + 1, device=hidden.device) * length - 1 + offset)
+            offset += rows * length
+        logits = self.head(self.norm(hidden[torch.cat(ends)]))
+        return list(logits.split([rows for rows, _ in shapes]))
+
+    def _attention(self, layer: _Layer, hidden: Any, cos: Any, sin: Any,
+                   parts: list[ForwardPart], shapes: list[tuple[int, int]], cache: SlotKVCache,
                    index: int) -> Any:
         import torch
 
-        rows, length, _ = hidden.shape
+        tokens = hidden.shape[0]
         query, key, value = layer.qkv(hidden).split(layer.qkv.sizes, dim=-1)
-        query = query.view(rows, length, self.heads, self.head_dim).transpose(1, 2)
-        key = key.view(rows, length, self.kv_heads, self.head_dim).transpose(1, 2)
-        value = value.view(rows, length, self.kv_heads, self.head_dim).transpose(1, 2)
-        query, key = _rotate(query, cos, sin), _rotate(key, cos, sin)
-        keys, values = cache.update(key, value, index)
+        query = _rotate(query.view(tokens, self.heads, self.head_dim), cos, sin)
+        key = _rotate(key.view(tokens, self.kv_heads, self.head_dim), cos, sin)
+        value = value.view(tokens, self.kv_heads, self.head_dim)
+        outputs, offset = [], 0
+        for part, (rows, length) in zip(parts, shapes):
+            piece = slice(offset, offset + rows * length)
+            offset += rows * length
+            keys, values = cache.write_read(
+                index, part, key[piece].view(rows, length, self.kv_heads, self.head_dim).transpose(1, 2),
+                value[piece].view(rows, length, self.kv_heads, self.head_dim).transpose(1, 2))
+            outputs.append(self._attend(query[piece].view(rows, length, self.heads, self.head_dim),
+                                        keys, values, part.mask))
+        return layer.o(torch.cat(outputs) if len(outputs) > 1 else outputs[0])
+
+    def _attend(self, query: Any, keys: Any, values: Any, mask: Any) -> Any:
+        """(rows, q, heads, dim) queries over (rows, kv_heads, kv, dim): (rows * q, heads * dim)."""
+        import torch
+
+        rows, length = query.shape[:2]
         attend = torch.nn.functional.scaled_dot_product_attention
         if length == 1:
             # One query token: a key/value head's query heads act as that head's queries.
             group = self.heads // self.kv_heads
             packed = query.reshape(rows, self.kv_heads, group, self.head_dim)
             output = attend(packed, keys, values, attn_mask=mask, scale=self.scale)
-            output = output.reshape(rows, 1, self.heads * self.head_dim)
-        else:
-            output = attend(query, keys, values, attn_mask=mask, scale=self.scale,
-                            enable_gqa=self.kv_heads != self.heads)
-            output = output.transpose(1, 2).reshape(rows, length, self.heads * self.head_dim)
-        return layer.o(output)
+            return output.reshape(rows, self.heads * self.head_dim)
+        output = attend(query.transpose(1, 2), keys, values, attn_mask=mask, scale=self.scale,
+                        enable_gqa=self.kv_heads != self.heads)
+        return output.transpose(1, 2).reshape(rows * length, self.heads * self.head_dim)
 
     @staticmethod
     def _mlp(layer: _Layer, hidden: Any) -> Any:

@@ -4,8 +4,10 @@ One thread owns the model. Each loop iteration it (1) drops sequences whose clie
 (2) admits the requests that arrived since the last step as one wave (up to the free cache
 slots), (3) runs one prefill chunk of that wave (all its prompts in one padded forward, at most
 `prefill_chunk` tokens, so a long prompt stalls running streams for one chunk at a time) and
-(4) runs one decode step for every running sequence. A request that arrives while others decode
-therefore joins within a step or two, and a finished sequence leaves at once.
+(4) runs one decode step for every running sequence, (3) and (4) in one forward (the fused
+model step flattens their tokens for every GEMM, so the weights are read once for both). A
+request that arrives while others decode therefore joins within a step or two, and a finished
+sequence leaves at once.
 
 The KV cache (kvcache.SlotKVCache) is allocated once: one slot per batch place, written in place;
 nothing is concatenated per step and nothing is copied when a sequence joins. Each forward gets
@@ -29,9 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from engine.errors import BadInput
+from engine.errors import BadInput, brief
 from engine.serving.detok import Detokenizer, StopMatcher
-from engine.serving.kvcache import SlotKVCache, bytes_per_token
+from engine.serving.kvcache import ForwardPart, SlotKVCache, bytes_per_token
 from engine.serving.modelstep import ModelStep, choose_step
 from engine.serving.sampling import choose_tokens, make_generator
 from engine.serving.work import (NullObserver, Observer, QueueFull, SamplingParams,
@@ -79,6 +81,10 @@ class Sequence:
         """The slot of a sequence being prefilled or decoded (it always holds one then)."""
         assert self.slot is not None, "a running sequence holds a slot"
         return self.slot
+
+
+# A sequence that ended in an iteration: (it, its finish reason or None for an error, the error).
+Ended = tuple[Sequence, str | None, str]
 
 
 class BatchScheduler:
@@ -178,7 +184,7 @@ class BatchScheduler:
                 try:
                     self._iteration()
                 except Exception as error:  # a model failure must end requests, not hang them
-                    self._fail_everything(_one_line(error))
+                    self._fail_everything(brief(error, 200, named=True))
 
     def _wait_for_work(self) -> bool:
         with self._lock:
@@ -192,9 +198,23 @@ class BatchScheduler:
         self._drop_cancelled()
         if not self._prefilling:
             self._prefilling = self._set_up(self._admit())
-        if self._prefilling:
-            self._prefill_chunk()
-        decoded = self._decode_step() if any(s is not None and s.decoding for s in self._slots) else 0
+        # One forward per iteration: the wave's next prefill chunk and one decode step for every
+        # running sequence share it, so the weights are read once for both.
+        prefill = self._prefill_inputs() if self._prefilling else None
+        decode = (self._decode_inputs()
+                  if any(s is not None and s.decoding for s in self._slots) else None)
+        parts = [inputs[0] for inputs in (prefill, decode) if inputs is not None]
+        decoded, ended = 0, list[Ended]()
+        if parts:
+            logits = self.step.run(parts, self.cache)
+            # Decode rows first: finishing a prefill marks its slot as decoding, which the
+            # decode rows' bookkeeping must not see. Slots are freed only after both (a free
+            # compacts slots, which would shift the other part's rows).
+            if decode is not None:
+                decoded, ended = self._after_decode(logits[-1], decode[0].ids.shape[0])
+            if prefill is not None:
+                ended += self._after_prefill(logits[0], *prefill)
+        self._settle(ended)
         running, waiting = self.load
         self.observer.step(decoded, running, waiting)
         if self._kv_gauge is not None:
@@ -233,7 +253,7 @@ class BatchScheduler:
                 self._temperature[sequence.slot] = max(params.temperature, 0.0)
                 self._top_p[sequence.slot] = params.top_p
             except Exception as error:  # noqa: BLE001 - any failure here is this request's alone
-                self._fail(sequence, _one_line(error))
+                self._fail(sequence, brief(error, 200, named=True))
                 continue
             sequence.admitted_step = self.steps
             self.observer.prompt_tokens(len(sequence.prompt_ids))
@@ -262,9 +282,9 @@ class BatchScheduler:
             self._decoding[last] = False
             moved.slot = slot
 
-    def _prefill_chunk(self) -> None:
-        """One forward over the wave's next prompt pieces, left-aligned to the chunk's end so
-        that every row's last piece token is the last column (its logits are the ones kept)."""
+    def _prefill_inputs(self) -> tuple[ForwardPart, dict[int, int]]:
+        """The wave's next prompt pieces, left-aligned to the chunk's end so that every row's
+        last piece token is the last column (its logits are the ones kept)."""
         import torch
 
         wave = self._prefilling
@@ -282,8 +302,14 @@ class BatchScheduler:
             positions[row, width - size:] = torch.arange(start, start + size)
             write[row, width - size:] = positions[row, width - size:]
         kv_len = max(s.filled + pieces[s.sequence_id] for s in wave)
-        logits = self._forward(first, ids.to(self.device), positions.to(self.device),
-                               write.to(self.device), kv_len)
+        return self._part(first, ids.to(self.device), positions.to(self.device),
+                          write.to(self.device), kv_len), pieces
+
+    def _after_prefill(self, logits: Any, part: ForwardPart,
+                       pieces: dict[int, int]) -> list[Ended]:
+        import torch
+
+        wave, first, rows = self._prefilling, part.first, part.ids.shape[0]
         done = []
         for sequence in wave:
             sequence.filled += pieces[sequence.sequence_id]
@@ -291,7 +317,7 @@ class BatchScheduler:
                 done.append(sequence)
         self._prefilling = [s for s in wave if s not in done]
         if not done:
-            return
+            return []
         span = self._slots[first:first + rows]
         tokens, failed = self._choose(logits, span, first, done)
         for sequence in done:
@@ -305,20 +331,23 @@ class BatchScheduler:
             self._position[first:first + rows])
         if self.logits_hook is not None:
             self.logits_hook("prefill", done, logits[[s.held_slot - first for s in done]])
-        self._emit([(s, s.held_slot - first) for s in done], tokens, failed)
+        return self._emit([(s, s.held_slot - first) for s in done], tokens, failed)
 
-    def _decode_step(self) -> int:
+    def _decode_inputs(self) -> tuple[ForwardPart]:
+        import torch
+
         rows = max(i for i, s in enumerate(self._slots) if s is not None and s.decoding) + 1
         decoding = self._decoding[:rows]
         positions = self._position[:rows]
         kv_len = max(s.filled for s in self._slots[:rows] if s is not None and s.decoding) + 1
+        # Rows still prefilling (or free) ride along: they see column 0 and write to scratch.
+        return (self._part(0, self._next[:rows, None], torch.where(decoding, positions, 0)[:, None],
+                           torch.where(decoding, positions, self.cache.scratch)[:, None], kv_len),)
+
+    def _after_decode(self, logits: Any, rows: int) -> tuple[int, list[Ended]]:
         import torch
 
-        # Rows still prefilling (or free) ride along: they see column 0 and write to scratch.
-        logits = self._forward(0, self._next[:rows, None],
-                               torch.where(decoding, positions, 0)[:, None],
-                               torch.where(decoding, positions, self.cache.scratch)[:, None],
-                               kv_len)
+        decoding = self._decoding[:rows]
         self.steps += 1
         span = self._slots[:rows]
         active = [(s, row) for row, s in enumerate(span) if s is not None and s.decoding]
@@ -329,17 +358,18 @@ class BatchScheduler:
             sequence.filled += 1
         if self.logits_hook is not None:
             self.logits_hook("decode", [s for s, _ in active], logits[[r for _, r in active]])
-        self._emit(active, tokens, failed)
-        return len(active)
+        return len(active), self._emit(active, tokens, failed)
 
-    def _forward(self, first: int, ids: Any, positions: Any, write: Any, kv_len: int) -> Any:
-        """Next-token logits (rows, vocab) of a forward over slots [first, first + rows).
-        A query sees the cache columns up to its own position: causal within the chunk, and
-        nothing past a row's own length (padding and other rows' lengths never leak in)."""
+    def _part(self, first: int, ids: Any, positions: Any, write: Any, kv_len: int) -> ForwardPart:
+        """A forward part over slots [first, first + rows). A query sees the cache columns up to
+        its own position: causal within a chunk, and nothing past a row's own length (padding
+        and other rows' lengths never leak in)."""
+        import torch
+
         visible = self._columns[:kv_len] <= positions[:, :, None]  # (rows, q, kv)
         mask = (~visible[:, None]).to(self.cache.keys[0].dtype) * self._mask_min
-        self.cache.plan(first, ids.shape[0], write, kv_len)
-        return self.step(ids, positions, mask, self.cache)
+        slots = torch.arange(first, first + ids.shape[0], device=ids.device)[:, None]
+        return ForwardPart(first, ids, positions, write, kv_len, mask, slots)
 
     def _choose(self, logits: Any, span: list[Sequence | None], first: int,
                 chosen_for: list[Sequence]) -> tuple[Any, Any]:
@@ -352,7 +382,8 @@ class BatchScheduler:
                              self._top_p[first:first + rows], generators, bool(sampled),
                              any(p.top_p < 1.0 for p in sampled))
 
-    def _emit(self, rows: list[tuple[Sequence, int]], tokens: Any, failed: Any) -> None:
+    def _emit(self, rows: list[tuple[Sequence, int]], tokens: Any, failed: Any) -> list[Ended]:
+        """Deliver each row's new text; return the sequences that ended (see _settle)."""
         import torch
 
         # One copy to the host per step: the tokens, and which rows' sampling failed.
@@ -361,7 +392,7 @@ class BatchScheduler:
         else:
             host_tokens, host_failed = torch.stack([tokens, failed.long()]).tolist()
         now = time.monotonic()
-        finished: list[tuple[Sequence, str | None, str]] = []
+        finished: list[Ended] = []
         for sequence, row in rows:
             if host_failed is not None and host_failed[row]:
                 finished.append((sequence, None, "sampling failed: the distribution has no mass "
@@ -374,11 +405,15 @@ class BatchScheduler:
                 sequence.last_token_at = now
                 reason = self._deliver_text(sequence, host_tokens[row])
             except Exception as error:  # noqa: BLE001 - decoding one sequence's text failed
-                finished.append((sequence, None, _one_line(error)))
+                finished.append((sequence, None, brief(error, 200, named=True)))
                 continue
             if reason:
                 finished.append((sequence, reason, ""))
-        for sequence, reason, detail in finished:
+        return finished
+
+    def _settle(self, ended: list[Ended]) -> None:
+        """Free the slots of the sequences that ended this iteration and tell their clients."""
+        for sequence, reason, detail in ended:
             if reason is None:
                 self._fail(sequence, detail)
             else:
@@ -436,12 +471,6 @@ class BatchScheduler:
         for sequence in victims:
             sequence.slot = None
             self._finish(sequence, "error", detail)
-
-
-def _one_line(error: BaseException) -> str:
-    """An exception as one short line for the client (no traceback, no huge repr)."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    return f"{type(error).__name__}: {text[:200]}"
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:

@@ -3,6 +3,8 @@ keeps decoding. Driven directly (no HTTP), with faults the HTTP layer now refuse
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import queue
 
 import pytest
@@ -95,7 +97,7 @@ def test_a_batch_failure_ends_the_sequences_being_admitted_too(tiny):
         raise RuntimeError("device lost")
 
     try:
-        scheduler.step = broken
+        scheduler.step = SimpleNamespace(run=broken, path="broken", reason="test")
         events: queue.Queue = queue.Queue()
         scheduler.submit(tokenizer("Hello").input_ids, SamplingParams(max_tokens=4), events.put)
         end = end_of(events, timeout=20)[1]

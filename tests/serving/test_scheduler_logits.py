@@ -169,3 +169,40 @@ def test_requests_arriving_within_one_step_are_prefilled_in_one_forward(trained)
         assert scheduler.close(timeout=30)
     assert prefills == [3]
     assert len({s.admitted_step for s in sequences}) == 1
+
+
+def test_a_prompt_still_prefilling_when_compaction_moves_it_among_decoding_rows(trained):
+    """A wave A, S, M, L (slots 0-3): S leaves after two tokens while L's long prompt is still
+    being prefilled, so compaction moves L into slot 1, among the decode rows. L's last prefill
+    chunk then shares a forward with the decode rows of A and M: its first token and every later
+    one must still be what a lone forward computes (seen failing with the decode rows' results
+    applied after the prefill's, which marked L as decoding a step early)."""
+    import torch
+
+    model, tokenizer = trained
+    log = LogitsLog()
+    scheduler = BatchScheduler(model, tokenizer, max_batch_size=4, context_length=256,
+                               prefill_chunk=16)
+    scheduler.logits_hook = log
+    greedy = dict(temperature=0, ignore_eos=True)
+    long_prompt = tokenizer(" ".join(["the model learned to serve many requests at once"] * 6)
+                            ).input_ids
+    plans = [("The cat", 12), ("Hello", 2), ("A long road", 12), (long_prompt, 6)]
+    try:
+        queues = [queue.Queue() for _ in plans]
+        with scheduler._lock:  # one wave, admitted in this order: slots 0, 1, 2, 3
+            sequences = [scheduler.submit(p if isinstance(p, list) else tokenizer(p).input_ids,
+                                          SamplingParams(max_tokens=n, **greedy), q.put)
+                         for (p, n), q in zip(plans, queues)]
+        for events in queues:
+            assert drain(events).finish_reason == "length"
+    finally:
+        assert scheduler.close(timeout=30)
+    short, late = sequences[1], sequences[3]
+    assert len(long_prompt) > 4 * 16 and short.finished_step < 4  # S left mid-prefill of L
+    for sequence in sequences:
+        captured = torch.stack(log.by_sequence[sequence.sequence_id])
+        assert captured.shape[0] == len(sequence.generated_ids)
+        torch.testing.assert_close(captured, unbatched_logits(model, sequence), rtol=1e-4,
+                                   atol=1e-4)
+    assert late.generated_ids and len(late.generated_ids) == 6
