@@ -14,7 +14,8 @@ from types import ModuleType
 from typing import Any
 
 from console.data import (LOCAL_ENDPOINT, Availability, EndpointRow, EndpointsPanel, GpuPanel,
-                          GpuRow, HostView, JobRow, JobsPanel, LossSeries, ProcessRow)
+                          GpuRow, HostView, JobRow, JobsPanel, LossSeries, ProcessRow,
+                          RolloutView, VersionRow)
 from engine.deck import Deck
 
 
@@ -65,9 +66,10 @@ class TelemetryReader:
         local, warnings = local_row(self.deck, next(
             (row for row in rows if row.name == LOCAL_ENDPOINT), None))
         others = tuple(row for row in rows if row.name != LOCAL_ENDPOINT)
+        rollout = local_rollout(self.deck) if local.status not in ("stopped", "starting") else None
         return EndpointsPanel("ok", "", (local, *others), warnings,
                               getattr(sampler, "rate_window_s", None),
-                              getattr(sampler, "interval_s", None))
+                              getattr(sampler, "interval_s", None), rollout)
 
     def close(self) -> None:
         """Stops the sampler. In its own thread: the app calls this from its event loop, and
@@ -121,7 +123,26 @@ def endpoint_row(snapshot: Any) -> EndpointRow:
                        snapshot.tokens_per_s, snapshot.requests_per_s, snapshot.ttft_p95_s,
                        _int(snapshot.running), _int(snapshot.waiting), snapshot.kv_cache_pct,
                        tuple(snapshot.tokens_history), str(snapshot.url or ""), latency,
-                       snapshot.checked_at)
+                       snapshot.checked_at,
+                       tuple(VersionRow(part.version, part.tokens_per_s, part.ttft_p95_s,
+                                        part.requests, part.failed)
+                             for part in getattr(snapshot, "versions", ())))
+
+
+def local_rollout(deck: Deck) -> RolloutView | None:
+    """The local server's rollout while it is in progress, as its state file says (the
+    engine's reader: no request to the server)."""
+    from engine.actions import rollout_state
+
+    state = rollout_state(deck).rollout
+    if not state or state.get("status") not in ("running", "paused"):
+        return None
+    settings = state.get("settings") or {}
+    return RolloutView(str(state["candidate"]), str(state.get("live") or "?"), str(state["status"]),
+                       int(state.get("step", -1)),
+                       tuple(float(step) for step in settings.get("steps") or ()),
+                       float(state.get("weight") or 0.0), float(state.get("shadow") or 0.0),
+                       str(state.get("message") or ""))
 
 
 LATENCY_MEASURES = (("time to first token", "ttft"), ("inter-token", "itl"), ("end to end", "e2e"))

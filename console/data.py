@@ -54,6 +54,35 @@ LOCAL_ENDPOINT = "local"  # the embedded server's row in the Throughput pane
 
 
 @dataclass(frozen=True)
+class VersionRow:
+    """One version an endpoint serves, over the pane's window (rollouts and deploys serve two)."""
+
+    ref: str
+    tokens_per_s: float | None = None
+    ttft_p95_s: float | None = None
+    requests: float | None = None  # finished in the window
+    failed: float | None = None  # of which failed (error or rejected)
+
+
+@dataclass(frozen=True)
+class RolloutView:
+    """The local server's rollout as run/rollout.json last said (engine.actions.rollout_state)."""
+
+    candidate: str
+    live: str
+    status: str  # running | paused | promoted | failed | aborted | interrupted
+    step: int  # index into the steps; -1 the shadow phase
+    steps: tuple[float, ...]  # candidate weights, 0..1
+    weight: float
+    shadow: float
+    message: str
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("running", "paused")
+
+
+@dataclass(frozen=True)
 class EndpointRow:
     name: str
     kind: str
@@ -72,6 +101,7 @@ class EndpointRow:
     # (measure, p50, p95, p99) in seconds: time to first token, inter-token, end to end
     latency: tuple[tuple[str, float | None, float | None, float | None], ...] = ()
     checked_at: float | None = None
+    versions: tuple[VersionRow, ...] = ()  # per version, when the server labels its series
 
 
 @dataclass(frozen=True)
@@ -82,6 +112,7 @@ class EndpointsPanel:
     warnings: tuple[str, ...] = ()  # about the local server (reachable without an API key)
     window_s: float | None = None  # rates and TTFT are over this many seconds (the sampler's)
     interval_s: float | None = None  # one history point per poll, this far apart
+    rollout: RolloutView | None = None  # the local server's rollout, while one is in progress
 
 
 def history_columns(history: tuple[float, ...], window_s: float | None,

@@ -82,3 +82,17 @@ def describe_result(result: Any) -> str:
         keys = ("job_id", "id", "state", "ref", "status")
         return " ".join(f"{key}={data[key]}" for key in keys if key in data) or "done"
     return str(result)
+
+
+def start_rollout(deck: Deck, reference: str) -> actions.RolloutResult:
+    """`modeldeck rollout REF` with deck.toml's [rollout] (the eval gate runs first: seconds)."""
+    with fresh_deck(deck) as opened:
+        return actions.rollout(opened, actions.RolloutRequest(reference, "local", reason="console"))
+
+
+def steer_rollout(deck: Deck, verb: str) -> actions.RolloutResult:
+    """`modeldeck rollout pause|resume|abort`."""
+    run = {"pause": actions.pause_rollout, "resume": actions.resume_rollout,
+           "abort": actions.abort_rollout}[verb]
+    with fresh_deck(deck) as opened:
+        return run(opened)

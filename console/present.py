@@ -495,3 +495,64 @@ def gpu_details(gpu: Mapping[str, Any]) -> Details:
             (str(process.get("pid")), str(process.get("name") or MISSING),
              memory(process.get("memory_bytes"))) for process in processes)))
     return Details(f"GPU {gpu.get('index')}", tuple(sections))
+
+
+# ---- rollouts (the Throughput pane's step line and version rows) -------------------------------
+
+ROLLOUT_HOLDING = re.compile(r"holding (\d+)s of (\d+)s, (\d+) requests")
+ROLLOUT_WAITING = re.compile(r"waiting for traffic: (\d+) of (\d+) requests")
+
+
+def rollout_step(rollout: Mapping[str, Any]) -> str:
+    """`step 2 of 4 (25%)`, or `shadow 20%` before the first step."""
+    step, steps = int(rollout.get("step", -1)), rollout.get("steps") or ()
+    if step < 0:
+        return f"shadow {percent(rollout.get('shadow'))}"
+    return f"step {step + 1} of {len(steps)} ({percent(rollout.get('weight'))})"
+
+
+def rollout_line(rollout: Mapping[str, Any], short: bool = False) -> str:
+    """What the rollout does now, from its state: `rollout tiny@2: step 2 of 4 (25%), holding
+    40 s of 60 s, 3 requests`; short (a narrow pane): `rollout 2/4 25%: hold 40/60 s`."""
+    message, status = str(rollout.get("message") or ""), str(rollout.get("status") or "")
+    holding, waiting = ROLLOUT_HOLDING.search(message), ROLLOUT_WAITING.search(message)
+    if status == "paused":
+        detail, brief = "paused", "paused"
+    elif holding:
+        held, hold, requests = holding.groups()
+        detail = f"holding {held} s of {hold} s, {requests} requests"
+        brief = f"hold {held}/{hold} s"
+    elif waiting:
+        detail = f"waiting for traffic: {waiting[1]} of {waiting[2]} requests"
+        brief = f"wait {waiting[1]}/{waiting[2]} req"
+    else:
+        detail = brief = message.split(": ", 1)[-1] if message.startswith("step ") else message
+    if not short:
+        return f"rollout {rollout.get('candidate')}: {rollout_step(rollout)}, {detail}"
+    step, steps = int(rollout.get("step", -1)), rollout.get("steps") or ()
+    where = "shadow" if step < 0 else f"{step + 1}/{len(steps)} {percent(rollout.get('weight'))}"
+    return f"rollout {where}: {brief}"
+
+
+def version_weight(ref: str, rollout: Mapping[str, Any]) -> str:
+    """A version's share of new requests: the candidate's weight, live the rest (in the shadow
+    phase the candidate only gets copies: `shadow 20%`)."""
+    weight = float(rollout.get("weight") or 0.0)
+    if ref == rollout.get("candidate"):
+        return f"sh {percent(rollout.get('shadow'))}" if int(rollout.get("step", -1)) < 0 \
+            else percent(weight)
+    return percent(1.0 - weight)
+
+
+def failures(failed: float | None, requests: float | None) -> str:
+    """Failed requests in the window: `0 err`, `3 err` (`-` when unknown)."""
+    return MISSING if not _finite(failed) or not _finite(requests) else f"{float(failed):.0f} err"  # type: ignore[arg-type]
+
+
+def eval_verdict(evaluation: Mapping[str, Any] | None) -> str:
+    """`eval gate PROMOTE (perplexity 515 against live 522)`."""
+    if not evaluation:
+        return "no eval gate"
+    return (f"eval gate {evaluation.get('verdict')} (perplexity "
+            f"{number(evaluation.get('candidate_ppl'), 1)} against live "
+            f"{number(evaluation.get('live_ppl'), 1)})")

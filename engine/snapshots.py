@@ -112,6 +112,21 @@ class HostSnapshot(_ToDict):
 
 
 @dataclass(frozen=True)
+class VersionStats(_ToDict):
+    """One version served by an endpoint, over the same window as the endpoint's rates (a
+    modeldeck server labels every series with `version`: two serve side by side during a
+    deploy or a rollout). requests / failed: finished in the window / of which failed."""
+
+    version: str
+    tokens_per_s: float | None = None
+    requests_per_s: float | None = None
+    ttft_p95_s: float | None = None
+    itl_p95_s: float | None = None
+    requests: float | None = None
+    failed: float | None = None
+
+
+@dataclass(frozen=True)
 class EndpointSnapshot(_ToDict):
     """One remote serving endpoint after a poll. Rates and percentiles need two scrapes and a
     change in between: they are None until then. The API key is never part of a snapshot."""
@@ -142,6 +157,7 @@ class EndpointSnapshot(_ToDict):
     e2e_p95_s: float | None = None
     e2e_p99_s: float | None = None
     tokens_history: tuple[float, ...] = ()
+    versions: tuple[VersionStats, ...] = ()  # per `version` label, when the series carry one
 
     def as_stale(self, reason: str) -> "EndpointSnapshot":
         return replace(self, status="stale", reason=reason)

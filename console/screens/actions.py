@@ -26,7 +26,7 @@ from console.widgets.models_pane import EMPTY_DECK_HINT, ModelsPane
 if TYPE_CHECKING:
     from textual.screen import Screen
 
-    from console.data import Availability
+    from console.data import Availability, RolloutView
 
     class _DashboardState(Screen):
         """What DashboardScreen gives the actions mixed into it (type checking only)."""
@@ -43,9 +43,12 @@ if TYPE_CHECKING:
 else:
     _DashboardState = object
 
-MUTATING = ("deploy", "rollback", "finetune", "compress", "cancel_job", "toggle_server")
+MUTATING = ("deploy", "rollback", "finetune", "compress", "cancel_job", "toggle_server",
+            "rollout_pause", "rollout_abort")
 ACTION_TITLES = {"deploy": "Deploy the selected version", "rollback": "Roll back a target",
                  "toggle_server": "Start or stop the local server",
+                 "rollout_pause": "Rollout: pause/resume (local server)",
+                 "rollout_abort": "Rollout: abort (local server)",
                  "finetune": "Fine-tune the selected version", "compress": "Compress the selected version",
                  "cancel_job": "Cancel the selected job", "log_scale": "Toggle log scale of the loss plot",
                  "filter": "Filter rows", "pause": "Pause or resume refreshing",
@@ -59,6 +62,9 @@ NAVIGATION = (("tab / shift+tab", "move between panes"),
               ("esc", "clear the focused pane's filter; close a dialog"),
               ("ctrl+p", "command palette: every action and theme"))
 READ_ONLY_REFUSAL = "read-only console (started with --readonly): actions are disabled"
+NO_ROLLOUT = "no rollout is in progress on the local server (d offers one)"
+GRADUAL = ("g", "Roll out gradually")
+ROLLOUT_ACTIONS = ("rollout_pause", "rollout_abort")
 
 
 class DashboardActions(_DashboardState):
@@ -80,6 +86,8 @@ class DashboardActions(_DashboardState):
         if action == "toggle_server" and not self.local_server_running() and not any(
                 d.target == "local" for d in (models.panel.deployments if models.panel else ())):  # type: ignore[attr-defined]
             return "nothing is deployed to local: deploy a version first"
+        if action in ("rollout_pause", "rollout_abort") and self.local_rollout() is None:
+            return NO_ROLLOUT
         if action == "finetune" and self.availability.finetune:
             return self.availability.finetune
         if action == "compress" and self.availability.compress:
@@ -97,6 +105,8 @@ class DashboardActions(_DashboardState):
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action in MUTATING and self.readonly:
             return False  # hidden in the footer and refused
+        if action in ROLLOUT_ACTIONS and self.is_mounted and self.local_rollout() is None:
+            return False  # footer room goes to keys that can act; help lists these with why
         if action in ACTION_TITLES and self.is_mounted:
             return None if self.refusal(action) else True
         return True
@@ -133,7 +143,17 @@ class DashboardActions(_DashboardState):
         changes = plan.describe()
         if target == "local" and deck.config.serve.autostart and not self.local_server_running():
             changes += "\nand start the local server (it is not running)"
-        if await self.app.push_screen_wait(ConfirmScreen("Deploy?", changes)):
+        # A rollout runs inside the local server: offered while it runs.
+        gradual = target == "local" and self.local_server_running()
+        if gradual:
+            changes += ("\n\ny: deploy now (all traffic at once)\ng: roll out gradually "
+                        "(deck.toml [rollout] steps, behind latency and error gates)")
+        answer = await self.app.push_screen_wait(ConfirmScreen(
+            "Deploy?", changes, yes="Deploy now" if gradual else "Yes",
+            alternative=GRADUAL if gradual else None))
+        if answer == GRADUAL[0]:
+            await self.apply_rollout(reference)
+        elif answer:
             await self.apply_change(f"deploy {reference} to {target}",
                                     ("deploy", {"ref": reference, "target": target}),
                                     engine_calls.deploy, deck, reference, target)
@@ -175,6 +195,56 @@ class DashboardActions(_DashboardState):
             self.report("info", result.plan.describe() if result.changed
                         else f"{label}: nothing changed", audited=(*audit, began))
         self.poll("models")
+        self.poll("events")
+
+    # ---- rollouts on the local server ---------------------------------------------------------
+
+    def local_rollout(self) -> "RolloutView | None":
+        panel = self.query_one("#endpoints").panel  # type: ignore[attr-defined]
+        return panel.rollout if panel is not None else None
+
+    async def apply_rollout(self, reference: str) -> None:
+        """`modeldeck rollout REF`: the eval gate, then the server ramps it up (or says why not)."""
+        deck = self.app.deck  # type: ignore[attr-defined]
+        self.notify(f"rollout {reference}: eval gate (perplexity of both versions)...", timeout=4)
+        try:
+            result = await asyncio.to_thread(engine_calls.start_rollout, deck, reference)
+        except Exception as error:
+            self.report("error", f"rollout {reference} failed: {error}")
+        else:
+            state = result.rollout or {}
+            self.report("info", f"rollout {reference} started: {present.eval_verdict(result.eval)}"
+                        f"; {state.get('message', '')}")
+        self.poll("endpoints")
+        self.poll("events")
+
+    def action_rollout_pause(self) -> None:
+        rollout = self.local_rollout()
+        if self.refusal("rollout_pause") is None and rollout is not None:
+            verb = "resume" if rollout.status == "paused" else "pause"
+            self.rollout_flow(verb, rollout.candidate)
+
+    def action_rollout_abort(self) -> None:
+        rollout = self.local_rollout()
+        if self.refusal("rollout_abort") is None and rollout is not None:
+            self.rollout_flow("abort", rollout.candidate)
+
+    @work(exclusive=True, group="action")
+    async def rollout_flow(self, verb: str, candidate: str) -> None:
+        if verb == "abort" and not await self.app.push_screen_wait(ConfirmScreen(
+                "Abort the rollout?", f"abort the rollout of {candidate}: its weight goes back "
+                "to 0 and it is unloaded; the live version serves all traffic")):
+            self.report("info", f"abort rollout {candidate}: cancelled", toast=False)
+            return
+        try:
+            result = await asyncio.to_thread(engine_calls.steer_rollout, self.app.deck, verb)  # type: ignore[attr-defined]
+        except Exception as error:
+            self.report("error", f"{verb} rollout {candidate} failed: {error}")
+        else:
+            state = result.rollout or {}
+            self.report("info", f"rollout {candidate}: {state.get('status', verb)}"
+                        f" ({state.get('message', '')})")
+        self.poll("endpoints")
         self.poll("events")
 
     # ---- the local server -----------------------------------------------------------------------

@@ -35,10 +35,12 @@ from console.widgets.throughput_pane import ThroughputPane
 
 # Keys of actions that change something; a refused one says why in a toast.
 MUTATING_KEYS = {"d": "deploy", "r": "rollback", "f": "finetune", "c": "compress",
-                 "x": "cancel_job", "s": "toggle_server"}
+                 "x": "cancel_job", "s": "toggle_server", "o": "rollout_pause",
+                 "a": "rollout_abort"}
 ACTION_WORDS = {"deploy": "d: deploy", "rollback": "r: roll back", "finetune": "f: fine-tune",
                 "compress": "c: compress", "cancel_job": "x: cancel job",
-                "toggle_server": "s: server"}
+                "toggle_server": "s: server", "rollout_pause": "o: pause/resume rollout",
+                "rollout_abort": "a: abort rollout"}
 
 # Registry-backed panes change only when someone acts: poll them less often than telemetry.
 SLOW_POLL_FACTOR = 3
@@ -47,6 +49,12 @@ SLOW = {"models", "events", "availability"}
 ONCE = {"deck_info"}  # the host and the deck home do not change while the console runs
 SERVER_COLOURS = {"running": ("deck-good", "green"), "stopped": ("deck-muted", "grey50"),
                   "stale": ("deck-warn", "yellow")}
+
+
+def rollout_of(panel: Any) -> tuple[str, str] | None:
+    """Which rollout is in progress and whether it is paused: what the rollout keys depend on."""
+    rollout = getattr(panel, "rollout", None)
+    return (rollout.candidate, rollout.status) if rollout is not None else None
 
 
 @dataclass
@@ -64,6 +72,8 @@ class DashboardScreen(DashboardActions, Screen):
         Binding("c", "compress", "Compress", id="compress"),
         Binding("x", "cancel_job", "Cancel job", id="cancel"),
         Binding("s", "toggle_server", "Server", id="server"),
+        Binding("o", "rollout_pause", "Pause rollout", id="rollout-pause"),
+        Binding("a", "rollout_abort", "Abort rollout", id="rollout-abort"),
         Binding("l", "log_scale", "Log y", id="log-scale"),
         Binding("slash", "filter", "Filter", id="filter"),
         Binding("p", "pause", "Pause", id="pause"),
@@ -165,7 +175,8 @@ class DashboardScreen(DashboardActions, Screen):
             previous = pane.panel if name in ("jobs", "endpoints") else None  # type: ignore[attr-defined]
             pane.show(value)  # type: ignore[attr-defined]
             changed = (name == "jobs" and value != previous) or (
-                name == "endpoints" and local_server_running(previous) != local_server_running(value))
+                name == "endpoints" and (local_server_running(previous) != local_server_running(value)
+                                         or rollout_of(previous) != rollout_of(value)))
             if name == "endpoints":
                 self.update_header()
             if name == "jobs":

@@ -10,35 +10,50 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.events import Key
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 
-class ConfirmScreen(ModalScreen[bool]):
-    """Shows what will change and asks; y/enter confirms, n/escape cancels."""
+class ConfirmScreen(ModalScreen[bool | str]):
+    """Shows what will change and asks; y/enter confirms, n/escape cancels. `alternative`
+    (key, label) offers a second way to go ahead (deploy: roll out gradually): its key
+    dismisses with that key instead of True."""
 
     BINDINGS = [Binding("y", "answer(True)", "Yes", id="confirm-yes"),
                 Binding("n", "answer(False)", "No", id="confirm-no"),
                 Binding("escape", "answer(False)", "Cancel", show=False)]
 
-    def __init__(self, title: str, changes: str) -> None:
+    def __init__(self, title: str, changes: str, yes: str = "Yes",
+                 alternative: tuple[str, str] | None = None) -> None:
         super().__init__()
-        self.title_text, self.changes = title, changes
+        self.title_text, self.changes, self.yes = title, changes, yes
+        self.alternative = alternative
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(self.title_text, classes="dialog-title")
             yield Static(self.changes, classes="dialog-body")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Yes (y)", id="yes", variant="primary")
+                yield Button(f"{self.yes} (y)", id="yes", variant="primary")
+                if self.alternative is not None:
+                    key, label = self.alternative
+                    yield Button(f"{label} ({key})", id=f"alternative-{key}")
                 yield Button("No (n)", id="no")
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()  # the safe answer has the focus
 
+    def on_key(self, event: Key) -> None:
+        if self.alternative is not None and event.key == self.alternative[0]:
+            event.stop()
+            self.dismiss(self.alternative[0])
+
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
+        button = str(event.button.id)
+        self.dismiss(button.removeprefix("alternative-") if button.startswith("alternative-")
+                     else button == "yes")
 
     def action_answer(self, answer: bool) -> None:
         self.dismiss(answer)

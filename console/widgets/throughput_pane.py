@@ -3,14 +3,22 @@ running/waiting, KV-cache use, a sparkline and up/down/stale status (the local s
 stopped or starting). Rates and TTFT are over the sampler's window (10 s, in the title), the
 sparkline one column per window (so its width covers minutes).
 
+While a rollout is in progress on the local server, a row per version follows `local` (live
+first, then the candidate): its share of traffic, failed requests, tok/s and TTFT p95 in the
+same columns, and the pane's line says the step (shortened to fit a narrow pane).
+
 Narrowing, the pane keeps the endpoint, its state, tokens/s, TTFT and the history (which
 stretches to the room there is), and drops KV-cache, run/wait, then req/s."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from rich.text import Text
 
-from console.data import LOCAL_ENDPOINT, EndpointRow, EndpointsPanel, history_columns
+from console import present
+from console.data import (LOCAL_ENDPOINT, EndpointRow, EndpointsPanel, RolloutView, VersionRow,
+                          history_columns)
 from console.widgets.common import SparkCell, TablePane, fmt_number, matches, theme_colour
 from console.widgets.table import Column
 
@@ -40,13 +48,19 @@ class ThroughputPane(TablePane):
         title = self.compose_title()
         if title != self.border_title:
             self.border_title = title
-        rows = [(endpoint.name, self.cells(endpoint)) for endpoint in panel.endpoints
-                if matches(self.filter_text, (endpoint.name, endpoint.kind, endpoint.status))]
+        rows = []
+        for endpoint in panel.endpoints:
+            if matches(self.filter_text, (endpoint.name, endpoint.kind, endpoint.status)):
+                rows.append((endpoint.name, self.cells(endpoint)))
+                if endpoint.name == LOCAL_ENDPOINT and panel.rollout is not None:
+                    rows.extend(self.version_rows(endpoint, panel.rollout))
         self.fill(rows)
         if panel.status != "ok":
             self.show_message(f"not available: {panel.reason}")
         elif panel.endpoints and not rows:
             self.show_message(f"no endpoint matches the filter '{self.filter_text}'")
+        elif panel.rollout is not None:
+            self.show_message(self.rollout_line(panel.rollout))
         elif all(endpoint.name == LOCAL_ENDPOINT for endpoint in panel.endpoints):
             self.show_message("no remote endpoints (add [[endpoints]] to deck.toml)")
         else:
@@ -63,6 +77,34 @@ class ThroughputPane(TablePane):
                                           self.panel.interval_s) if self.panel else ()),
                 fmt_number(endpoint.requests_per_s, 2),
                 queue, fmt_number(endpoint.kv_cache_pct, 0, "%"))
+
+    def version_rows(self, local: EndpointRow, rollout: RolloutView) -> list[tuple[str, tuple]]:
+        """Live, then the candidate, with what the server's per-version series say."""
+        measured = {row.ref: row for row in local.versions}
+        state = dataclasses.asdict(rollout)
+        rows = []
+        for ref in (rollout.live, rollout.candidate):
+            version = measured.get(ref, VersionRow(ref))
+            failed = version.failed or 0.0
+            variable, fallback = ("deck-bad", "red") if failed > 0 else ("deck-good", "green")
+            errors = Text(present.failures(version.failed, version.requests),
+                          style=theme_colour(self, variable, fallback))
+            ttft = (fmt_number(version.ttft_p95_s * 1000, 0, "ms")
+                    if version.ttft_p95_s is not None else "-")
+            rows.append((f"{LOCAL_ENDPOINT} {ref}", (
+                f"└{ref} {present.version_weight(ref, state)}", errors,
+                fmt_number(version.tokens_per_s), ttft, SparkCell(()), "", "", "")))
+        return rows
+
+    def rollout_line(self, rollout: RolloutView) -> str:
+        state = dataclasses.asdict(rollout)
+        full = present.rollout_line(state)
+        room = self.size.width - 4  # the border and the line's padding
+        return full if room <= 0 or len(full) <= room else present.rollout_line(state, short=True)
+
+    def on_resize(self) -> None:
+        if self.panel is not None and self.panel.rollout is not None:
+            self.redraw()  # the step line is shortened to the pane's width
 
     def selected_endpoint(self) -> EndpointRow | None:
         return self.selected_item(self.panel.endpoints, lambda row: row.name) if self.panel else None

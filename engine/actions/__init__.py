@@ -19,7 +19,8 @@ from engine.actions.jobs import (FinetuneRequest, JobRequest, JobResult, cancel_
 from engine.actions.registry import (AliasRequest, ImportRequest, ModelDetails, alias_model, audit,
                                      import_model, list_models, show_model)
 from engine.actions.rollouts import (RolloutRequest, RolloutResult, abort_rollout, pause_rollout,
-                                     plan_rollout, resume_rollout, rollout, rollout_status)
+                                     plan_rollout, resume_rollout, rollout, rollout_state,
+                                     rollout_status)
 from engine.actions.server import rotate_control_token, serve, start_server, stop_server
 from engine.actions.status_report import StatusReport, local_server_state, status
 from engine.actions.targets import TargetSummary, check_targets, list_targets
@@ -34,7 +35,7 @@ __all__ = [
     "cancel_job", "check_endpoints", "check_target", "check_targets", "compress", "demo", "deploy",
     "finetune", "finetune_defaults", "history", "import_model", "list_endpoints", "list_jobs", "list_models",
     "list_targets", "local_server_state", "plan_deploy", "plan_rollback", "resume_job",
-    "abort_rollout", "pause_rollout", "plan_rollout", "resume_rollout", "rollout", "rollout_status",
+    "abort_rollout", "pause_rollout", "plan_rollout", "resume_rollout", "rollout", "rollout_state", "rollout_status",
     "rotate_control_token", "serve", "show_job", "show_model", "start_server", "status",
     "stop_server", "watch",
 ]

@@ -113,6 +113,13 @@ def rollout_status(deck: Deck) -> RolloutResult:
     """The running rollout from the server; without a server, the last state on disk."""
     if running_server(deck.paths) is not None:
         return RolloutResult(control(deck.paths, "rollout/status").get("rollout"))
+    return rollout_state(deck)
+
+
+def rollout_state(deck: Deck) -> RolloutResult:
+    """The state as the server last wrote it to run/rollout.json (it rewrites the file at every
+    change, every tick while a step holds), without a request to the server: what a view
+    that polls every second reads. The shadow numbers are as of that write."""
     from engine.serving.rollout import read_state
 
     state = read_state(deck.paths)

@@ -10,10 +10,12 @@ bucket deltas, never by averaging their percentiles.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from engine.remote.metrics import (COUNTERS, GAUGES_AVERAGED, GAUGES_SUMMED, HISTOGRAMS,
-                                   Histogram, Scrape)
+from types import MappingProxyType
+
+from engine.remote.metrics import (COUNTERS, FAILED_REQUESTS, GAUGES_AVERAGED, GAUGES_SUMMED,
+                                   HISTOGRAMS, Histogram, Scrape)
 
 QUANTILES = (0.5, 0.95, 0.99)
 
@@ -116,3 +118,36 @@ def _rate(before: Scrape, after: Scrape, candidates: tuple[str, ...], seconds: f
 
 def percentiles(histogram: Histogram | None) -> tuple[float | None, ...]:
     return tuple(quantile(fraction, histogram) for fraction in QUANTILES)
+
+
+@dataclass(frozen=True)
+class VersionWindow:
+    """One version's share of an endpoint's window (its series carry a `version` label)."""
+
+    version: str
+    measured: Window
+    requests: float | None  # finished in the window
+    failed: float | None  # of which ended in an error or were rejected
+
+
+def version_windows(before: Scrape, after: Scrape) -> tuple[VersionWindow, ...]:
+    """Each version present in `after`, over the same window; a version absent `before` (a
+    candidate loaded inside the window) counts from zero, as a new labelled series does."""
+    windows = []
+    for version, later in after.versions.items():
+        earlier = before.versions.get(version) or Scrape(before.at, MappingProxyType({}),
+                                                         MappingProxyType({}),
+                                                         MappingProxyType({}))
+        earlier, later = _at(earlier, before.at), _at(later, after.at)
+        requests_name = later.first(COUNTERS["requests"])
+        requests = (counter_increase(earlier.values.get(requests_name, 0.0),
+                                     later.values[requests_name]) if requests_name else None)
+        failed = counter_increase(earlier.values.get(FAILED_REQUESTS, 0.0),
+                                  later.values.get(FAILED_REQUESTS, 0.0))
+        windows.append(VersionWindow(version, window(earlier, later), requests,
+                                     failed if requests_name else None))
+    return tuple(windows)
+
+
+def _at(scrape: Scrape, at: float) -> Scrape:
+    return scrape if scrape.at == at else replace(scrape, at=at)

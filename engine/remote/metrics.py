@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Mapping
 
@@ -73,6 +73,10 @@ SAMPLE_NAMES = frozenset(prefix + suffix for prefix in LINE_PREFIXES
                          for suffix in ("", "_total", "_bucket", "_sum", "_count"))
 
 
+FAILED_REQUESTS = "modeldeck_requests_failed"  # per version: requests that ended in a failure
+FAILED_OUTCOMES = ("error", "rejected")
+
+
 class MalformedMetrics(ValueError):
     """The body is not Prometheus text the parser accepts."""
 
@@ -101,6 +105,10 @@ class Scrape:
     # Series we read whose sample was NaN or ±Inf (left out of values and histograms): an
     # endpoint publishing them is degraded, its numbers unknown, never `up` with NaN rates.
     non_finite: tuple[str, ...] = ()
+    # The same lines split by their `version` label (a modeldeck server during a deploy or a
+    # rollout serves two versions side by side), each a Scrape of its own; failed requests
+    # (outcome error or rejected) are counted under FAILED_REQUESTS.
+    versions: Mapping[str, "Scrape"] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def known(self) -> bool:
@@ -136,18 +144,19 @@ def interesting_lines(body: str) -> list[str]:
     return kept
 
 
-# "name{labels}" -> (normalised name, le bound or None), or None for series we skip. The label
-# part of a line is constant between scrapes; only the value changes. Each distinct series is
-# parsed once with prometheus-client's parser and later scrapes only convert the value.
-_SERIES_CACHE: dict[str, tuple[str, float | None] | None] = {}
+# "name{labels}" -> (normalised name, le bound or None, version label or None, failed outcome),
+# or None for series we skip. The label part of a line is constant between scrapes; only the
+# value changes. Each distinct series is parsed once with prometheus-client's parser and later
+# scrapes only convert the value.
+Series = tuple[str, float | None, str | None, bool]
+_SERIES_CACHE: dict[str, Series | None] = {}
 _SERIES_CACHE_LIMIT = 200_000
 
 
 def parse_scrape(body: str, at: float) -> Scrape:
     """Parse the lines of interest (raises MalformedMetrics)."""
-    values: dict[str, float] = defaultdict(float)
-    counts: dict[str, int] = defaultdict(int)
-    buckets: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
+    total = _Sums()
+    by_version: dict[str, _Sums] = {}
     non_finite: dict[str, None] = {}  # ordered set of the sample names
     for line in interesting_lines(body):
         series, value = _series_and_value(line)
@@ -156,17 +165,40 @@ def parse_scrape(body: str, at: float) -> Scrape:
         if not math.isfinite(value):
             non_finite[_sample_name(line)] = None
             continue
-        name, bound = series
+        name, bound, version, failed = series
+        total.add(name, bound, value)
+        if version is not None:
+            sums = by_version.setdefault(version, _Sums())
+            sums.add(name, bound, value)
+            if failed:
+                sums.add(FAILED_REQUESTS, None, value)
+    versions = {version: sums.scrape(at) for version, sums in sorted(by_version.items())}
+    return replace(total.scrape(at), non_finite=tuple(non_finite),
+                   versions=MappingProxyType(versions))
+
+
+class _Sums:
+    """Sample values summed per name and histogram buckets per `le`, for one Scrape."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, float] = defaultdict(float)
+        self.counts: dict[str, int] = defaultdict(int)
+        self.buckets: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
+
+    def add(self, name: str, bound: float | None, value: float) -> None:
         if bound is not None:
-            buckets[name][bound] += value
+            self.buckets[name][bound] += value
         else:
-            values[name] += value
-            counts[name] += 1
-    histograms = {base: Histogram(tuple(sorted(per_le.items())), values.get(f"{base}_sum"),
-                                  values.get(f"{base}_count"))
-                  for base, per_le in buckets.items()}
-    return Scrape(at, MappingProxyType(dict(values)), MappingProxyType(dict(counts)),
-                  MappingProxyType(histograms), tuple(non_finite))
+            self.values[name] += value
+            self.counts[name] += 1
+
+    def scrape(self, at: float) -> Scrape:
+        values = self.values
+        histograms = {base: Histogram(tuple(sorted(per_le.items())), values.get(f"{base}_sum"),
+                                      values.get(f"{base}_count"))
+                      for base, per_le in self.buckets.items()}
+        return Scrape(at, MappingProxyType(dict(values)), MappingProxyType(dict(self.counts)),
+                      MappingProxyType(histograms))
 
 
 def _sample_name(line: str) -> str:
@@ -174,7 +206,7 @@ def _sample_name(line: str) -> str:
     return line[:end] if end >= 0 else line.partition(" ")[0]
 
 
-def _series_and_value(line: str) -> tuple[tuple[str, float | None] | None, float]:
+def _series_and_value(line: str) -> tuple[Series | None, float]:
     close = line.rfind("}")
     if close >= 0:
         key, rest = line[:close + 1], line[close + 1:]
@@ -190,7 +222,7 @@ def _series_and_value(line: str) -> tuple[tuple[str, float | None] | None, float
         raise MalformedMetrics(f"malformed /metrics line: {line[:120]!r}") from None
 
 
-def _parse_series(line: str) -> tuple[str, float | None] | None:
+def _parse_series(line: str) -> Series | None:
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
@@ -204,6 +236,8 @@ def _parse_series(line: str) -> tuple[str, float | None] | None:
     if sample.name.endswith("_created"):
         return None
     name = normalise(sample.name)
+    version = sample.labels.get("version")
+    failed = sample.labels.get("outcome") in FAILED_OUTCOMES
     if name.endswith("_bucket") and "le" in sample.labels:
-        return name[:-7], float(sample.labels["le"])
-    return name, None
+        return name[:-7], float(sample.labels["le"]), version, False
+    return name, None, version, failed

@@ -35,7 +35,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from engine.snapshots import (EndpointSnapshot, GpuDevice, GpuSnapshot, HostSnapshot,
-                                        TelemetrySnapshot)
+                              TelemetrySnapshot, VersionStats)
 
 if TYPE_CHECKING:
     from engine.config import EndpointSettings
@@ -311,14 +311,26 @@ def _with_window(endpoint: EndpointSnapshot, base: tuple[float, "Scrape"],
     """Rates and percentiles between two scrapes, stamped with the sampler's clock."""
     from engine.remote.derive import percentiles, window
 
-    measured = window(replace(base[1], at=base[0]), replace(newest[1], at=newest[0]))
+    before, after = replace(base[1], at=base[0]), replace(newest[1], at=newest[0])
+    measured = window(before, after)
     fields: dict[str, Any] = {"tokens_per_s": measured.tokens_per_s,
                               "prompt_tokens_per_s": measured.prompt_tokens_per_s,
                               "requests_per_s": measured.requests_per_s}
     for logical in ("ttft", "itl", "e2e"):
         p50, p95, p99 = percentiles(measured.latency_deltas.get(logical))
         fields.update({f"{logical}_p50_s": p50, f"{logical}_p95_s": p95, f"{logical}_p99_s": p99})
-    return replace(endpoint, **fields)
+    return replace(endpoint, versions=_version_stats(before, after), **fields)
+
+
+def _version_stats(before: "Scrape", after: "Scrape") -> tuple[VersionStats, ...]:
+    from engine.remote.derive import quantile, version_windows
+
+    return tuple(VersionStats(part.version, part.measured.tokens_per_s,
+                              part.measured.requests_per_s,
+                              quantile(0.95, part.measured.latency_deltas.get("ttft")),
+                              quantile(0.95, part.measured.latency_deltas.get("itl")),
+                              part.requests, part.failed)
+                 for part in version_windows(before, after))
 
 
 def _longest_timeout(poller: "EndpointPoller | None") -> float:
