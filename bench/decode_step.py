@@ -1,6 +1,7 @@
-"""Time one decode step of the serving scheduler at batch 1/4/8: the previous scheduler
-(main's engine/serving/scheduler.py: DynamicCache, concatenation on join) against this one
-(a per-slot static cache written in place), in the same process, interleaved.
+"""Time one decode step of the serving scheduler at batch 1/4/8 with each model step: the
+eager one (transformers' own forward over the slot cache, what every model can run) against
+the fused one (engine/serving/modelstep.py: fused, prepacked GEMMs), same scheduler, same
+process, interleaved, on one torch thread (as the server runs on a 2-core CPU).
 
     PYTHONPATH=$PWD .venv/bin/python bench/decode_step.py [--tiny] [--tokens 48] [--rounds 2]
 
@@ -13,9 +14,7 @@ noisy: compare the ratios of one run, not absolute numbers across runs.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,18 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ("The cat sat on the", "Once upon a time there was a", "Write a haiku about the sea",
            "List three colours:", "The capital of France is", "def fibonacci(n):",
            "In a hole in the ground lived", "Tell me a joke about")
-
-
-def old_scheduler_module():
-    source = subprocess.run(["git", "-C", str(ROOT), "show", "main:engine/serving/scheduler.py"],
-                            capture_output=True, text=True, check=True).stdout
-    path = Path(tempfile.mkdtemp()) / "old_scheduler.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("old_scheduler", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["old_scheduler"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 class StepClock:
@@ -55,10 +42,16 @@ class StepClock:
         self.last = now if batch_size == self.batch else None
 
 
-def step_time(module, model, tokenizer, batch: int, tokens: int) -> float:
+def step_time(path: str, model, tokenizer, batch: int, tokens: int) -> float:
+    from engine.serving import scheduler as module
+    from engine.serving.modelstep import EagerStep
+
     clock = StepClock(batch)
     scheduler = module.BatchScheduler(model, tokenizer, max_batch_size=8, context_length=512,
                                       observer=clock)
+    if path == "eager":
+        scheduler.step = EagerStep(model, "the baseline")
+    assert scheduler.step.path == path, scheduler.step.reason
     params = module.SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)
     gate = threading.Barrier(batch)
 
@@ -103,21 +96,22 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    import engine.serving.scheduler as new
+    import torch
 
-    old = old_scheduler_module()
+    torch.set_num_threads(1)
     name, model, tokenizer = load(args.tiny)
-    print(f"{name} on {next(model.parameters()).device}; {args.tokens} tokens per request; "
-          f"median step, {args.rounds} interleaved rounds (noisy on a shared machine)")
-    step_time(new, model, tokenizer, 1, 8)  # warm-up
+    print(f"{name} on {next(model.parameters()).device}, 1 torch thread; {args.tokens} tokens "
+          f"per request; median step, {args.rounds} interleaved rounds (noisy on a shared machine)")
+    for path in ("eager", "fused"):
+        step_time(path, model, tokenizer, 1, 8)  # warm-up
     for batch in (1, 4, 8):
-        times = {"old": [], "new": []}
+        times: dict[str, list[float]] = {"eager": [], "fused": []}
         for _ in range(args.rounds):
-            for label, module in (("old", old), ("new", new)):
-                times[label].append(step_time(module, model, tokenizer, batch, args.tokens))
-        before, after = min(times["old"]), min(times["new"])
-        print(f"batch {batch}: old {before * 1000:7.2f} ms  new {after * 1000:7.2f} ms  "
-              f"new/old {after / before:5.2f}", flush=True)
+            for path in times:
+                times[path].append(step_time(path, model, tokenizer, batch, args.tokens))
+        eager, fused = min(times["eager"]), min(times["fused"])
+        print(f"batch {batch}: eager {eager * 1000:7.2f} ms  fused {fused * 1000:7.2f} ms  "
+              f"fused/eager {fused / eager:5.2f}", flush=True)
 
 
 if __name__ == "__main__":
