@@ -46,8 +46,6 @@ LogitsHook = Callable[[str, list["Sequence"], Any], None]
 
 DEFAULT_KV_CACHE_BYTES = 512 * 2**20
 PREFILL_CHUNK_TOKENS = 256
-
-
 _sequence_ids = itertools.count(1)
 
 
@@ -320,13 +318,16 @@ class BatchScheduler:
             return []
         span = self._slots[first:first + rows]
         tokens, failed = self._choose(logits, span, first, done)
+        # Only rows that finished their prompt: another, decoding sequence may sit in the span.
+        finished = torch.zeros(rows, dtype=torch.bool)
         for sequence in done:
             self._decoding[sequence.held_slot] = True
             sequence.decoding = True
-        self._next[first:first + rows] = torch.where(self._decoding[first:first + rows], tokens,
-                                                     self._next[first:first + rows])
+            finished[sequence.held_slot - first] = True
+        finished = finished.to(self.device)
+        self._next[first:first + rows] = torch.where(finished, tokens, self._next[first:first + rows])
         self._position[first:first + rows] = torch.where(
-            self._decoding[first:first + rows],
+            finished,
             torch.tensor([s.filled if s is not None else 0 for s in span], device=self.device),
             self._position[first:first + rows])
         if self.logits_hook is not None:

@@ -206,3 +206,37 @@ def test_a_prompt_still_prefilling_when_compaction_moves_it_among_decoding_rows(
         torch.testing.assert_close(captured, unbatched_logits(model, sequence), rtol=1e-4,
                                    atol=1e-4)
     assert late.generated_ids and len(late.generated_ids) == 6
+
+
+def test_a_decoding_row_inside_a_prefilling_wave_keeps_its_own_next_token(trained):
+    """A wave A, X, M, B, C (slots 0-4): X leaves after two tokens while B and C are still
+    being prefilled, so compaction moves C into slot 1 and the prefill rows span slots 1-3 with
+    M (decoding) at slot 2 inside. When B and C finish their prompts, M's next input must stay
+    the token M was given (seen failing: the prefill's bookkeeping wrote its own padding row's
+    token over every decoding row of its span, so M went on from a token it never produced)."""
+    import torch
+
+    model, tokenizer = trained
+    log = LogitsLog()
+    scheduler = BatchScheduler(model, tokenizer, max_batch_size=5, context_length=256,
+                               prefill_chunk=16)
+    scheduler.logits_hook = log
+    greedy = dict(temperature=0, ignore_eos=True)
+    long_a = tokenizer(" ".join(["the model learned to serve many requests"] * 7)).input_ids
+    long_b = tokenizer(" ".join(["a long road to the sea and back again"] * 6)).input_ids
+    plans = [("The cat", 20), ("Hello", 2), ("A long road", 20), (long_a, 4), (long_b, 4)]
+    try:
+        queues = [queue.Queue() for _ in plans]
+        with scheduler._lock:  # one wave, admitted in this order: slots 0-4
+            sequences = [scheduler.submit(p if isinstance(p, list) else tokenizer(p).input_ids,
+                                          SamplingParams(max_tokens=n, **greedy), q.put)
+                         for (p, n), q in zip(plans, queues)]
+        for events in queues:
+            assert drain(events).finish_reason == "length"
+    finally:
+        assert scheduler.close(timeout=30)
+    assert min(len(long_a), len(long_b)) > 3 * 16 and sequences[1].finished_step < 3
+    for sequence in sequences:
+        captured = torch.stack(log.by_sequence[sequence.sequence_id])
+        torch.testing.assert_close(captured, unbatched_logits(model, sequence), rtol=1e-4,
+                                   atol=1e-4)
