@@ -1,13 +1,13 @@
 """Continuous batching at the granularity of one decode step.
 
 One thread owns the model. Each loop iteration it (1) drops sequences whose client went away,
-(2) admits the requests that arrived since the last step as one wave (up to the free cache
-slots), (3) runs one prefill chunk of that wave (all its prompts in one padded forward, at most
-`prefill_chunk` tokens, so a long prompt stalls running streams for one chunk at a time) and
-(4) runs one decode step for every running sequence, (3) and (4) in one forward (the fused
-model step flattens their tokens for every GEMM, so the weights are read once for both). A
-request that arrives while others decode therefore joins within a step or two, and a finished
-sequence leaves at once.
+(2) admits every request that arrived since the last iteration (up to the free cache slots),
+(3) takes the next piece of every prompt being prefilled (one unpadded part each, at most
+`prefill_chunk` tokens in all, so a long prompt stalls running streams for one chunk at a time)
+and (4) one decode step for every running sequence, (3) and (4) in one forward (the fused model
+step flattens their tokens for every GEMM, so the weights are read once for all). A request
+that arrives while others decode therefore gets its first token from the next forward, and a
+finished sequence leaves at once.
 
 The KV cache (kvcache.SlotKVCache) is allocated once: one slot per batch place, written in place;
 nothing is concatenated per step and nothing is copied when a sequence joins. Each forward gets
@@ -194,14 +194,15 @@ class BatchScheduler:
 
     def _iteration(self) -> None:
         self._drop_cancelled()
-        if not self._prefilling:
-            self._prefilling = self._set_up(self._admit())
-        # One forward per iteration: the wave's next prefill chunk and one decode step for every
-        # running sequence share it, so the weights are read once for both.
+        # Requests admitted at every iteration join the prompts being prefilled.
+        self._prefilling += self._set_up(self._admit())
+        # One forward per iteration: a prefill piece of every prompt being prefilled (a part
+        # each, unpadded) and one decode step for every running sequence share it, so the
+        # weights are read once for all.
         prefill = self._prefill_inputs() if self._prefilling else None
         decode = (self._decode_inputs()
                   if any(s is not None and s.decoding for s in self._slots) else None)
-        parts = [inputs[0] for inputs in (prefill, decode) if inputs is not None]
+        parts = (prefill[0] if prefill else []) + (list(decode) if decode else [])
         decoded, ended = 0, list[Ended]()
         if parts:
             logits = self.step.run(parts, self.cache)
@@ -211,7 +212,7 @@ class BatchScheduler:
             if decode is not None:
                 decoded, ended = self._after_decode(logits[-1], decode[0].ids.shape[0])
             if prefill is not None:
-                ended += self._after_prefill(logits[0], *prefill)
+                ended += self._after_prefill(logits[:len(prefill[0])], *prefill)
         self._settle(ended)
         running, waiting = self.load
         self.observer.step(decoded, running, waiting)
@@ -280,59 +281,47 @@ class BatchScheduler:
             self._decoding[last] = False
             moved.slot = slot
 
-    def _prefill_inputs(self) -> tuple[ForwardPart, dict[int, int]]:
-        """The wave's next prompt pieces, left-aligned to the chunk's end so that every row's
-        last piece token is the last column (its logits are the ones kept)."""
+    def _prefill_inputs(self) -> tuple[list[ForwardPart], list[Sequence]]:
+        """The next prompt piece of each sequence being prefilled, one part each (no padding),
+        at most `prefill_chunk` tokens in all (at least 16 each)."""
         import torch
 
-        wave = self._prefilling
+        wave = list(self._prefilling)
         width_per_row = max(self.prefill_chunk // len(wave), 16)
-        pieces = {s.sequence_id: min(len(s.prompt_ids) - s.filled, width_per_row) for s in wave}
-        width = max(pieces.values())
-        first = min(s.held_slot for s in wave)
-        rows = max(s.held_slot for s in wave) + 1 - first
-        ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
-        positions = torch.zeros((rows, width), dtype=torch.long)
-        write = torch.full((rows, width), self.cache.scratch, dtype=torch.long)
+        parts = []
         for sequence in wave:
-            row, size, start = sequence.held_slot - first, pieces[sequence.sequence_id], sequence.filled
-            ids[row, width - size:] = torch.tensor(sequence.prompt_ids[start:start + size])
-            positions[row, width - size:] = torch.arange(start, start + size)
-            write[row, width - size:] = positions[row, width - size:]
-        kv_len = max(s.filled + pieces[s.sequence_id] for s in wave)
-        return self._part(first, ids.to(self.device), positions.to(self.device),
-                          write.to(self.device), kv_len), pieces
+            start = sequence.filled
+            piece = sequence.prompt_ids[start:start + width_per_row]
+            ids = torch.tensor([piece], dtype=torch.long, device=self.device)
+            positions = torch.arange(start, start + len(piece), device=self.device)[None]
+            parts.append(self._part(sequence.held_slot, ids, positions, positions,
+                                    start + len(piece)))
+        return parts, wave
 
-    def _after_prefill(self, logits: Any, part: ForwardPart,
-                       pieces: dict[int, int]) -> list[Ended]:
+    def _after_prefill(self, logits: list[Any], parts: list[ForwardPart],
+                       wave: list[Sequence]) -> list[Ended]:
         import torch
 
-        wave, first, rows = self._prefilling, part.first, part.ids.shape[0]
-        done = []
-        for sequence in wave:
-            sequence.filled += pieces[sequence.sequence_id]
+        done, done_logits = [], []
+        for sequence, part, row_logits in zip(wave, parts, logits):
+            sequence.filled += part.ids.shape[1]
             if sequence.filled == len(sequence.prompt_ids):
                 done.append(sequence)
-        self._prefilling = [s for s in wave if s not in done]
+                done_logits.append(row_logits)
+        self._prefilling = [s for s in self._prefilling if s not in done]
         if not done:
             return []
-        span = self._slots[first:first + rows]
-        tokens, failed = self._choose(logits, span, first, done)
-        # Only rows that finished their prompt: another, decoding sequence may sit in the span.
-        finished = torch.zeros(rows, dtype=torch.bool)
+        slots = torch.tensor([s.held_slot for s in done], device=self.device)
+        rows_logits = torch.cat(done_logits)
+        tokens, failed = self._choose(rows_logits, list[Sequence | None](done), slots, done)
         for sequence in done:
             self._decoding[sequence.held_slot] = True
             sequence.decoding = True
-            finished[sequence.held_slot - first] = True
-        finished = finished.to(self.device)
-        self._next[first:first + rows] = torch.where(finished, tokens, self._next[first:first + rows])
-        self._position[first:first + rows] = torch.where(
-            finished,
-            torch.tensor([s.filled if s is not None else 0 for s in span], device=self.device),
-            self._position[first:first + rows])
+        self._next[slots] = tokens
+        self._position[slots] = torch.tensor([s.filled for s in done], device=self.device)
         if self.logits_hook is not None:
-            self.logits_hook("prefill", done, logits[[s.held_slot - first for s in done]])
-        return self._emit([(s, s.held_slot - first) for s in done], tokens, failed)
+            self.logits_hook("prefill", done, rows_logits)
+        return self._emit([(s, row) for row, s in enumerate(done)], tokens, failed)
 
     def _decode_inputs(self) -> tuple[ForwardPart]:
         import torch
@@ -352,7 +341,7 @@ class BatchScheduler:
         self.steps += 1
         span = self._slots[:rows]
         active = [(s, row) for row, s in enumerate(span) if s is not None and s.decoding]
-        tokens, failed = self._choose(logits, span, 0, [s for s, _ in active])
+        tokens, failed = self._choose(logits, span, slice(0, rows), [s for s, _ in active])
         self._next[:rows] = torch.where(decoding, tokens, self._next[:rows])
         self._position[:rows] += decoding.long()
         for sequence, _ in active:
@@ -372,16 +361,16 @@ class BatchScheduler:
         slots = torch.arange(first, first + ids.shape[0], device=ids.device)[:, None]
         return ForwardPart(first, ids, positions, write, kv_len, mask, slots)
 
-    def _choose(self, logits: Any, span: list[Sequence | None], first: int,
+    def _choose(self, logits: Any, row_sequences: list[Sequence | None], slots: Any,
                 chosen_for: list[Sequence]) -> tuple[Any, Any]:
-        rows = len(span)
+        """Tokens for logits rows whose sequences (None: an idle row) hold `slots` (a slice or
+        an index tensor into the per-slot sampling state); only `chosen_for` rows matter."""
         wanted = {s.sequence_id for s in chosen_for}
         generators = [s.generator if s is not None and s.sequence_id in wanted else None
-                      for s in span]
+                      for s in row_sequences]
         sampled = [s.params for s in chosen_for if s.params.temperature > 0]
-        return choose_tokens(logits, self._temperature[first:first + rows],
-                             self._top_p[first:first + rows], generators, bool(sampled),
-                             any(p.top_p < 1.0 for p in sampled))
+        return choose_tokens(logits, self._temperature[slots], self._top_p[slots], generators,
+                             bool(sampled), any(p.top_p < 1.0 for p in sampled))
 
     def _emit(self, rows: list[tuple[Sequence, int]], tokens: Any, failed: Any) -> list[Ended]:
         """Deliver each row's new text; return the sequences that ended (see _settle)."""
