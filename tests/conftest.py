@@ -93,3 +93,16 @@ def run_modeldeck(*args: str, home: Path, env: dict | None = None, input: str | 
                                env=full_env, input=input, capture_output=True, text=True,
                                timeout=timeout)
     return CliResult(completed.returncode, completed.stdout, completed.stderr)
+
+
+def stop_leftover_server(deck_home: Path) -> None:
+    """SIGTERM the server run/server.json names: a failed assertion must not leave one behind."""
+    import json
+    import os
+    import signal
+
+    info_path = deck_home / "run" / "server.json"
+    try:
+        os.kill(json.loads(info_path.read_text())["pid"], signal.SIGTERM)
+    except (OSError, ProcessLookupError, ValueError, KeyError):
+        pass  # no file, no such process, or a file being rewritten: nothing to stop

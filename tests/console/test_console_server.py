@@ -3,13 +3,11 @@ version) and stops it after a confirmation; the Throughput pane shows it up, the
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import socket
 
 import pytest
 
+from tests.conftest import stop_leftover_server
 from tests.console.console_helpers import wait_until_loaded
 
 from console.app import ModeldeckApp
@@ -32,12 +30,7 @@ def server_deck(two_version_deck, deck_home):
     opened = Deck.at(deck_home)
     yield opened
     opened.close()
-    info = deck_home / "run" / "server.json"
-    if info.exists():  # a failed assertion must not leave a server behind
-        try:
-            os.kill(json.loads(info.read_text())["pid"], signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+    stop_leftover_server(deck_home)
 
 
 def local_row(app):

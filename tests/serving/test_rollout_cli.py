@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import run_modeldeck
+from tests.conftest import run_modeldeck, stop_leftover_server
 from tests.serving.test_server_lifecycle import deck_listing, free_port, one_line_error
 
 
@@ -41,12 +41,7 @@ def home(deck_home, cli, tiny_model_dir, tiny_model_dir_distinct, tiny_model_dir
     assert cli("deploy", "tiny@1", "--no-start", "--yes").code == 0
     (deck_home / "deck.toml").write_text(f'[serve]\ndtype = "float32"\nport = {free_port()}\n')
     yield deck_home
-    info_path = deck_home / "run" / "server.json"
-    if info_path.exists():  # a failed assertion must not leave a server behind
-        try:
-            os.kill(json.loads(info_path.read_text())["pid"], signal.SIGTERM)
-        except (ProcessLookupError, ValueError, KeyError):
-            pass
+    stop_leftover_server(deck_home)
 
 
 BAD = [(("tiny@2", "--shadow", "150%"), 2, "--shadow must be at most 100"),

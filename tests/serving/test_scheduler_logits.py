@@ -65,6 +65,35 @@ PATHS = [("fused", "float32", 1e-4, 1e-4), ("eager", "float32", 1e-4, 1e-4),
          ("fused", "bfloat16", 3e-2, 6e-2)]
 
 
+def run_one_wave(scheduler, tokenizer, plans):
+    """Submit (prompt text or ids, max_tokens) greedy requests as one wave (admitted in this
+    order, so into slots 0, 1, ...), wait for all to finish, close the scheduler."""
+    try:
+        queues = [queue.Queue() for _ in plans]
+        with scheduler._lock:
+            sequences = [scheduler.submit(p if isinstance(p, list) else tokenizer(p).input_ids,
+                                          SamplingParams(max_tokens=n, temperature=0,
+                                                         ignore_eos=True), q.put)
+                         for (p, n), q in zip(plans, queues)]
+        for events in queues:
+            assert drain(events).finish_reason == "length"
+    finally:
+        assert scheduler.close(timeout=30)
+    return sequences
+
+
+def assert_logits_match(model, log: LogitsLog, sequences, rtol: float = 1e-4,
+                        atol: float = 1e-4) -> None:
+    """Every token each sequence got came from the logits a lone unpadded forward computes."""
+    import torch
+
+    for sequence in sequences:
+        captured = torch.stack(log.by_sequence[sequence.sequence_id])
+        assert captured.shape[0] == len(sequence.generated_ids)
+        torch.testing.assert_close(captured, unbatched_logits(model, sequence), rtol=rtol,
+                                   atol=atol, msg=lambda m, s=sequence: f"{s.prompt_ids[:4]}...: {m}")
+
+
 @pytest.mark.parametrize("path,dtype,rtol,atol", PATHS, ids=[f"{p}-{d}" for p, d, *_ in PATHS])
 def test_logits_match_unbatched_forwards_across_joins_leaves_and_chunks(trained, path, dtype,
                                                                         rtol, atol):
@@ -113,11 +142,7 @@ def test_logits_match_unbatched_forwards_across_joins_leaves_and_chunks(trained,
     assert short.admitted_step > first.admitted_step and short.finished_step < mid.finished_step
     assert late.admitted_step >= short.finished_step and late.finished_step < first.finished_step
     assert len(long_prompt) > 16 and "prefill" in log.kinds and "decode" in log.kinds
-    for sequence in (first, short, mid, late):
-        captured = torch.stack(log.by_sequence[sequence.sequence_id])
-        assert captured.shape[0] == len(sequence.generated_ids)
-        torch.testing.assert_close(captured, unbatched_logits(model, sequence), rtol=rtol,
-                                   atol=atol, msg=lambda m, s=sequence: f"{s.prompt_ids[:4]}...: {m}")
+    assert_logits_match(model, log, (first, short, mid, late), rtol, atol)
 
 
 def test_a_seed_gives_the_same_text_alone_and_in_a_batch(trained):
@@ -184,27 +209,13 @@ def test_a_prompt_still_prefilling_when_compaction_moves_it_among_decoding_rows(
     scheduler = BatchScheduler(model, tokenizer, max_batch_size=4, context_length=256,
                                prefill_chunk=16)
     scheduler.logits_hook = log
-    greedy = dict(temperature=0, ignore_eos=True)
     long_prompt = tokenizer(" ".join(["the model learned to serve many requests at once"] * 6)
                             ).input_ids
     plans = [("The cat", 12), ("Hello", 2), ("A long road", 12), (long_prompt, 6)]
-    try:
-        queues = [queue.Queue() for _ in plans]
-        with scheduler._lock:  # one wave, admitted in this order: slots 0, 1, 2, 3
-            sequences = [scheduler.submit(p if isinstance(p, list) else tokenizer(p).input_ids,
-                                          SamplingParams(max_tokens=n, **greedy), q.put)
-                         for (p, n), q in zip(plans, queues)]
-        for events in queues:
-            assert drain(events).finish_reason == "length"
-    finally:
-        assert scheduler.close(timeout=30)
+    sequences = run_one_wave(scheduler, tokenizer, plans)
     short, late = sequences[1], sequences[3]
     assert len(long_prompt) > 4 * 16 and short.finished_step < 4  # S left mid-prefill of L
-    for sequence in sequences:
-        captured = torch.stack(log.by_sequence[sequence.sequence_id])
-        assert captured.shape[0] == len(sequence.generated_ids)
-        torch.testing.assert_close(captured, unbatched_logits(model, sequence), rtol=1e-4,
-                                   atol=1e-4)
+    assert_logits_match(model, log, sequences)
     assert late.generated_ids and len(late.generated_ids) == 6
 
 
@@ -221,22 +232,9 @@ def test_a_decoding_row_inside_a_prefilling_wave_keeps_its_own_next_token(traine
     scheduler = BatchScheduler(model, tokenizer, max_batch_size=5, context_length=256,
                                prefill_chunk=16)
     scheduler.logits_hook = log
-    greedy = dict(temperature=0, ignore_eos=True)
     long_a = tokenizer(" ".join(["the model learned to serve many requests"] * 7)).input_ids
     long_b = tokenizer(" ".join(["a long road to the sea and back again"] * 6)).input_ids
     plans = [("The cat", 20), ("Hello", 2), ("A long road", 20), (long_a, 4), (long_b, 4)]
-    try:
-        queues = [queue.Queue() for _ in plans]
-        with scheduler._lock:  # one wave, admitted in this order: slots 0-4
-            sequences = [scheduler.submit(p if isinstance(p, list) else tokenizer(p).input_ids,
-                                          SamplingParams(max_tokens=n, **greedy), q.put)
-                         for (p, n), q in zip(plans, queues)]
-        for events in queues:
-            assert drain(events).finish_reason == "length"
-    finally:
-        assert scheduler.close(timeout=30)
+    sequences = run_one_wave(scheduler, tokenizer, plans)
     assert min(len(long_a), len(long_b)) > 3 * 16 and sequences[1].finished_step < 3
-    for sequence in sequences:
-        captured = torch.stack(log.by_sequence[sequence.sequence_id])
-        torch.testing.assert_close(captured, unbatched_logits(model, sequence), rtol=1e-4,
-                                   atol=1e-4)
+    assert_logits_match(model, log, sequences)

@@ -4,15 +4,13 @@ processes: the detached server and its run-state files."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import stat
 
 import openai
 import pytest
 
-from tests.conftest import run_modeldeck
+from tests.conftest import run_modeldeck, stop_leftover_server
 
 
 def settings(port: int) -> str:
@@ -30,13 +28,7 @@ def detached_home(deck_home, cli, tiny_model_dir, tiny_model_dir_distinct):
     cli("models", "import", str(tiny_model_dir), "--name", "tiny")
     cli("models", "import", str(tiny_model_dir_distinct), "--name", "tiny")
     yield deck_home
-    info_path = deck_home / "run" / "server.json"
-    if info_path.exists():  # a failed assertion must not leave a server behind
-        pid = json.loads(info_path.read_text())["pid"]
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+    stop_leftover_server(deck_home)
 
 
 def served_version(url: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import socket
 import stat
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO, run_modeldeck
+from tests.conftest import REPO, run_modeldeck, stop_leftover_server
 
 AUTOSTART = {"MODELDECK_SERVE_AUTOSTART": None}  # the shipped default: autostart on
 
@@ -55,12 +54,7 @@ def home(deck_home, cli, tiny_model_dir):
     cli("models", "import", str(tiny_model_dir), "--name", "tiny")
     (deck_home / "deck.toml").write_text(f'[serve]\ndtype = "float32"\nport = {free_port()}\n')
     yield deck_home
-    info_path = deck_home / "run" / "server.json"
-    if info_path.exists():  # a failed assertion must not leave a server behind
-        try:
-            os.kill(json.loads(info_path.read_text())["pid"], signal.SIGTERM)
-        except (ProcessLookupError, ValueError, KeyError):
-            pass
+    stop_leftover_server(deck_home)
 
 
 def start(home: Path, *flags: str, env: dict | None = None):
