@@ -13,11 +13,15 @@ the query heads of a key/value group are packed as that group's queries). This p
   the kernels Inductor's freezing pass and vLLM's CPU build use): all linears of a step take
   ~20-25 ms instead of ~36-43 ms at batch 1-8; elsewhere (CUDA) the fused weights go to cuBLAS;
 - attends one-token queries per key/value group (no repeat), longer ones with SDPA's native
-  grouped-query support.
+  grouped-query support;
+- flattens the tokens of all parts of a forward (each prompt being prefilled, the decode rows)
+  into one matrix for every GEMM, with attention per part over its own cache slots;
+- keeps the op count per layer low (rotary on queries and keys at once, `F.rms_norm`): at these
+  sizes each dispatched op costs microseconds that add up to milliseconds a step.
 
+A decode step: 27.8 / 27.1 / 33.8 ms at batch 1 / 4 / 8 against 50.0 / 56.7 / 63.8 ms eager.
 `torch.compile` over the whole step was measured too: 363 s of compilation on this box before the
-first token, then 46/55/64 ms at batch 1/4/8, slower than this path (38/41/54 ms), so it is not
-used. Any model this path does not recognise runs the eager forward (`EagerStep`); which one a
+first token, then 46/55/64 ms at batch 1/4/8, slower than this path, so it is not used. Any model this path does not recognise runs the eager forward (`EagerStep`); which one a
 version got is reported in `status` and on /metrics (`engine_path`).
 """
 
