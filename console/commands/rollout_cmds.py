@@ -18,11 +18,13 @@ START_FLAGS = ("steps", "hold", "min_requests", "shadow", "reason")
 def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     rollout = verbs.add_parser(
         "rollout", parents=[common],
-        help="ramp NAME@VERSION up on the local server step by step behind latency, error and "
-             "eval gates (or: status, pause, resume, abort)")
+        help="ramp NAME@VERSION up on the local server (or a remote modeldeck target's) step "
+             "by step behind latency, error and eval gates (or: status, pause, resume, abort)")
     rollout.add_argument("what", type=text("NAME@VERSION"), metavar="NAME@VERSION|" +
                          "|".join(CONTROL_VERBS))
-    rollout.add_argument("--target", type=text("--target"), default="local")
+    rollout.add_argument("--target", type=text("--target"), default="local",
+                         help="local, or a kind = \"modeldeck\" target: its server runs the "
+                              "rollout (the version is pushed to it first)")
     rollout.add_argument("--steps", type=percent_steps("--steps"), metavar="5,25,50,100",
                          help="traffic percentages, ending at 100 (default: deck.toml [rollout])")
     rollout.add_argument("--hold", type=duration("--hold"), metavar="60s",
@@ -46,7 +48,7 @@ def rollout_command(args: argparse.Namespace, deck: Deck) -> int:
             raise BadInput(f"{flag} applies to starting a rollout, not to `rollout {args.what}`")
         run = {"status": actions.rollout_status, "pause": actions.pause_rollout,
                "resume": actions.resume_rollout, "abort": actions.abort_rollout}[args.what]
-        result = run(deck)
+        result = run(deck, args.target)
     else:
         request = actions.RolloutRequest(args.what, args.target, args.steps, args.hold,
                                          args.min_requests, args.shadow, args.force, args.reason)

@@ -1,5 +1,6 @@
 """Progressive rollouts on the local server: `rollout NAME@VERSION` (eval gate, then the server's
 controller ramps the candidate, engine.serving.rollout), and status, pause, resume, abort.
+On a remote `modeldeck` target the same verbs go to that server (engine.actions.remote_rollouts).
 
 Everything is checked before anything is written: the version, the target, the settings
 (deck.toml [rollout] with the flags over it) and that a server runs to take the rollout.
@@ -66,11 +67,10 @@ def plan_rollout(deck: Deck, request: RolloutRequest) -> tuple[VersionInfo, Vers
                                                               RolloutSettings]:
     """(candidate, live, settings), or BadInput / ActionFailed before anything is written."""
     if request.target != "local":
-        from engine.targets.plans import check_target
+        from engine.actions.remote_rollouts import plan_remote_rollout
 
-        check_target(deck, request.target)
-        raise BadInput(f"rollouts run on the local server only; {request.target!r} is a remote "
-                       "target (deploy to it instead)")
+        plan = plan_remote_rollout(deck, request)
+        return plan.candidate, plan.live, plan.settings
     candidate = deck.registry.resolve(request.reference)
     if candidate.kind != "model":
         raise BadInput(f"{candidate.ref} is a {candidate.kind}; the local server serves full models")
@@ -87,18 +87,13 @@ def plan_rollout(deck: Deck, request: RolloutRequest) -> tuple[VersionInfo, Vers
 
 
 def rollout(deck: Deck, request: RolloutRequest) -> RolloutResult:
+    if request.target != "local":
+        from engine.actions.remote_rollouts import remote_rollout
+
+        return remote_rollout(deck, request)
     candidate, live, settings = plan_rollout(deck, request)
     evaluation = eval_gate(deck, candidate, live, settings)
-    arguments = {"ref": candidate.ref, "live": live.ref, "verdict": evaluation["verdict"]}
-    if evaluation["verdict"] != PROMOTE:
-        if not request.force:
-            deck.registry.append_audit("rollout", arguments, "held", detail=json.dumps(evaluation),
-                                       reason=request.reason)
-            raise ActionFailed(f"{candidate.ref}: eval gate says {evaluation['verdict']} "
-                               f"(perplexity {evaluation['candidate_ppl']:.3g} against live "
-                               f"{evaluation['live_ppl']:.3g}); no traffic sent; --force overrides")
-        deck.registry.append_audit("rollout-force", arguments, "ok", detail=json.dumps(evaluation),
-                                   reason=request.reason or "eval gate overridden with --force")
+    gate_or_hold(deck, request, candidate, live, evaluation)
     answer = control(deck.paths, "rollout/start", {
         "model": candidate.model, "version": candidate.version,
         "settings": settings.model_dump(mode="json"), "eval": evaluation})
@@ -109,8 +104,30 @@ def rollout(deck: Deck, request: RolloutRequest) -> RolloutResult:
     return RolloutResult(answer.get("rollout"), evaluation)
 
 
-def rollout_status(deck: Deck) -> RolloutResult:
+def gate_or_hold(deck: Deck, request: RolloutRequest, candidate: VersionInfo, live: VersionInfo,
+                 evaluation: dict[str, Any]) -> None:
+    """ActionFailed (audited as held) unless the eval gate says PROMOTE or --force overrides it
+    (audited as rollout-force)."""
+    arguments = {"ref": candidate.ref, "live": live.ref, "verdict": evaluation["verdict"],
+                 **({"target": request.target} if request.target != "local" else {})}
+    if evaluation["verdict"] == PROMOTE:
+        return
+    if not request.force:
+        deck.registry.append_audit("rollout", arguments, "held", detail=json.dumps(evaluation),
+                                   reason=request.reason)
+        raise ActionFailed(f"{candidate.ref}: eval gate says {evaluation['verdict']} "
+                           f"(perplexity {evaluation['candidate_ppl']:.3g} against live "
+                           f"{evaluation['live_ppl']:.3g}); no traffic sent; --force overrides")
+    deck.registry.append_audit("rollout-force", arguments, "ok", detail=json.dumps(evaluation),
+                               reason=request.reason or "eval gate overridden with --force")
+
+
+def rollout_status(deck: Deck, target: str = "local") -> RolloutResult:
     """The running rollout from the server; without a server, the last state on disk."""
+    if target != "local":
+        from engine.actions.remote_rollouts import remote_command
+
+        return remote_command(deck, target, "status")
     if running_server(deck.paths) is not None:
         return RolloutResult(control(deck.paths, "rollout/status").get("rollout"))
     return rollout_state(deck)
@@ -126,19 +143,23 @@ def rollout_state(deck: Deck) -> RolloutResult:
     return RolloutResult(state.to_dict() if state else None)
 
 
-def pause_rollout(deck: Deck) -> RolloutResult:
-    return _command(deck, "pause")
+def pause_rollout(deck: Deck, target: str = "local") -> RolloutResult:
+    return _command(deck, "pause", target)
 
 
-def resume_rollout(deck: Deck) -> RolloutResult:
-    return _command(deck, "resume")
+def resume_rollout(deck: Deck, target: str = "local") -> RolloutResult:
+    return _command(deck, "resume", target)
 
 
-def abort_rollout(deck: Deck) -> RolloutResult:
-    return _command(deck, "abort")
+def abort_rollout(deck: Deck, target: str = "local") -> RolloutResult:
+    return _command(deck, "abort", target)
 
 
-def _command(deck: Deck, verb: str) -> RolloutResult:
+def _command(deck: Deck, verb: str, target: str = "local") -> RolloutResult:
+    if target != "local":
+        from engine.actions.remote_rollouts import remote_command
+
+        return remote_command(deck, target, verb)
     if running_server(deck.paths) is None:
         raise ActionFailed("the local server is not running; no rollout is in progress")
     return RolloutResult(control(deck.paths, f"rollout/{verb}").get("rollout"))

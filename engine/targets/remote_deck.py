@@ -76,6 +76,29 @@ class RemoteDeckTarget:
             self._call(client, "/control/registry/deploy", {"ref": remote_ref,
                                                             "reason": f"pushed {version.ref}"})
 
+    def push(self, version: VersionInfo, files: Path) -> str:
+        """Send the blobs the remote lacks and register the version there (what apply() does
+        before it deploys): the version's ref on the remote deck."""
+        with self._client() as client:
+            self._push_blobs(client, version.files, files)
+            return self._register(client, version)
+
+    def ref_on_remote(self, version: VersionInfo) -> str:
+        """The remote's ref for a version this deck pushed before (registering is idempotent
+        per origin, and nothing is uploaded): ActionFailed when the remote does not hold it."""
+        try:
+            with self._client() as client:
+                return self._register(client, version)
+        except ActionFailed:
+            raise ActionFailed(f"target {self.settings.name!r} does not hold {version.ref}, which "
+                               "this deck last deployed there; deploy to it again first") from None
+
+    def rollout(self, verb: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """POST /control/rollout/{verb} on the remote server (start, status, pause, resume,
+        abort): the same routes, token and answer as the local server's."""
+        with self._client() as client:
+            return self._call(client, f"/control/rollout/{verb}", body or {})
+
     def _push_blobs(self, client: Any, entries: tuple[FileEntry, ...], files: Path) -> None:
         status = self._call(client, "/control/blobs/missing", {"sha256": [e.sha256 for e in entries]})
         missing, partial = set(status["missing"]), status.get("partial", {})
