@@ -34,6 +34,16 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def read_secret_file(path: Path) -> str | None:
+    """A secret kept in a file (its first and last whitespace dropped); None when it is empty.
+    The one reader for deck.toml's api_key_file and `serve --api-key-file`."""
+    try:
+        return path.expanduser().read_text().strip() or None
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or "not UTF-8 text"
+        raise BadInput(f"cannot read API key file {path}: {reason}") from None
+
+
 class SecretSource(Section):
     """Where a secret comes from. The value itself is never stored in settings or printed."""
 
@@ -46,10 +56,7 @@ class SecretSource(Section):
             if value:
                 return value
         if self.api_key_file:
-            try:
-                return self.api_key_file.expanduser().read_text().strip() or None
-            except OSError as error:
-                raise BadInput(f"cannot read API key file {self.api_key_file}: {error.strerror}") from None
+            return read_secret_file(self.api_key_file)
         return None
 
     @property

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from console.commands.arguments import existing_file
 from console.output import emit
 from engine import actions
 from engine.deck import Deck
+from engine.errors import BadInput
 
 
 def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -20,7 +23,11 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     serve.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"))
     serve.add_argument("--max-batch-size", type=int, help="sequences decoded together")
     serve.add_argument("--max-queue", type=int, help="requests waiting before 429")
-    serve.add_argument("--api-key", help="require this key on /v1 (or set $MODELDECK_API_KEY)")
+    key = serve.add_mutually_exclusive_group()
+    key.add_argument("--api-key", help="require this key on /v1 (visible in `ps`: prefer "
+                                       "--api-key-file or $MODELDECK_API_KEY)")
+    key.add_argument("--api-key-file", type=existing_file("--api-key-file"), metavar="FILE",
+                     help="require the key this file holds on /v1")
     mode = serve.add_mutually_exclusive_group()
     mode.add_argument("--detach", action="store_true", help="start in the background and return")
     mode.add_argument("--stop", action="store_true", help="stop the background server")
@@ -43,8 +50,15 @@ def serve_command(args: argparse.Namespace, deck: Deck) -> int:
         return 0
     from engine.serving.process import ServeOptions
 
+    api_key = args.api_key
+    if args.api_key_file:
+        from engine.config import read_secret_file
+
+        api_key = read_secret_file(Path(args.api_key_file))
+        if api_key is None:
+            raise BadInput(f"--api-key-file {args.api_key_file}: the file is empty")
     request = ServeOptions(args.host, args.port, args.device, args.dtype, args.max_batch_size,
-                           args.max_queue, args.api_key)
+                           args.max_queue, api_key)
     if args.detach:
         info = actions.start_server(deck, request)
         _warn(info["warnings"])

@@ -131,6 +131,16 @@ def test_detach_refuses_a_running_server_with_other_settings(home):
     wrong = run_modeldeck("serve", "--detach", "--api-key", "another-key", home=home)
     assert wrong.code == 2 and "with a different API key" in one_line_error(wrong), wrong
     assert start(home, "--api-key", secret)["pid"] == keyed["pid"]
+    # The same key from a file matches it too; the key is in no process's command line.
+    key_file = home.parent / "api.key"
+    key_file.write_text(secret + "\n")
+    assert start(home, "--api-key-file", str(key_file))["pid"] == keyed["pid"]
+    assert secret.encode() not in Path(f"/proc/{keyed['pid']}/cmdline").read_bytes()
+    key_file.write_text("  \n")
+    empty = run_modeldeck("serve", "--detach", "--api-key-file", str(key_file), home=home)
+    assert empty.code == 2 and "the file is empty" in one_line_error(empty), empty
+    missing = run_modeldeck("serve", "--detach", "--api-key-file", str(home / "nope"), home=home)
+    assert missing.code == 2 and "no such file" in one_line_error(missing), missing
     stop(home)
 
 
