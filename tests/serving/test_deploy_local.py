@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import httpx
@@ -10,6 +9,7 @@ import pytest
 
 from engine import actions
 from engine.errors import ActionFailed
+from tests.serving.client_threads import ClientThreads
 
 PROMPT = "Once upon a time"
 MAX_TOKENS = 6
@@ -30,13 +30,12 @@ def ask(client, stream: bool) -> tuple[str, str, str]:
                 "".join(chunk.choices[0].text for chunk in chunks))
 
 
-class Load:
+class Load(ClientThreads):
     """Client threads sending requests until stopped; every outcome is recorded."""
 
     def __init__(self, client, threads: int = 3) -> None:
+        super().__init__(self._loop, threads)
         self.client, self.results, self.failures = client, [], []
-        self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self._loop, args=(i,)) for i in range(threads)]
 
     def _loop(self, index: int) -> None:
         count = 0
@@ -51,16 +50,6 @@ class Load:
         deadline = time.monotonic() + timeout
         while len(self.results) < count and time.monotonic() < deadline and not self.failures:
             time.sleep(0.02)
-
-    def __enter__(self) -> "Load":
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(60)
 
 
 def test_deploy_and_rollback_under_load_drop_nothing(running):

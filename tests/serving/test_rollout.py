@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from engine.serving.rollout import read_state
+from tests.serving.client_threads import ClientThreads
 
 FAST = {"hold_s": 0, "min_requests": 1}
 
@@ -64,19 +65,16 @@ def test_a_quarter_weight_splits_traffic_within_five_points_and_sessions_stick(
     assert 'modeldeck_traffic_weight{version="tiny@2"} 0.25' in metrics
 
 
-class Clients:
+class Clients(ClientThreads):
     """Client threads sending short requests until stopped; every outcome is kept."""
 
     def __init__(self, url: str, threads: int = 3, max_tokens: int = 2) -> None:
-        import threading
-
+        super().__init__(self._loop, threads)
         self.url, self.max_tokens = url, max_tokens
         self.answers: list[tuple[str, str]] = []
         self.failures: list[str] = []
-        self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self._loop) for _ in range(threads)]
 
-    def _loop(self) -> None:
+    def _loop(self, index: int) -> None:
         with httpx.Client(base_url=self.url, timeout=60) as client:
             while not self.stopping.is_set():
                 try:
@@ -90,16 +88,6 @@ class Clients:
                                          response.json()["choices"][0]["text"]))
                 except httpx.HTTPError as error:
                     self.failures.append(repr(error))
-
-    def __enter__(self) -> "Clients":
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(60)
 
 
 def rollout_state(server, home) -> dict:

@@ -4,7 +4,6 @@ that rolls back on its own, and an interrupted transfer that resumes."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, run_modeldeck
+from tests.targets.remote_decks import start_remote_deck
 
 LOAD_CLIENTS = 3
 LOAD_MAX_REQUESTS = 150
@@ -49,12 +49,7 @@ def fresh_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def two_decks(tmp_path, tiny_model_dir, tiny_model_dir_b, broken_model_dir, fresh_model_dir):
     remote, local = tmp_path / "remote", tmp_path / "local"
-    assert run_modeldeck("models", "import", str(tiny_model_dir), "--name", "tiny", home=remote).code == 0
-    assert run_modeldeck("deploy", "tiny@1", "--yes", home=remote).code == 0
-    started = run_modeldeck("serve", "--port", "0", "--dtype", "float32", "--detach", "--json",
-                            home=remote, timeout=300)
-    assert started.code == 0, started
-    server = json.loads((remote / "run" / "server.json").read_text())
+    server = start_remote_deck(remote, tiny_model_dir)
     for source in (tiny_model_dir, tiny_model_dir_b, broken_model_dir, fresh_model_dir):
         assert run_modeldeck("models", "import", str(source), "--name", "tiny", home=local).code == 0
     config = tmp_path / "deck.toml"

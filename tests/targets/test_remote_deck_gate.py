@@ -5,12 +5,12 @@ Two deck homes on loopback, the remote running a real `modeldeck serve`."""
 
 from __future__ import annotations
 
-import json
 
 import httpx
 import pytest
 
 from tests.conftest import run_modeldeck
+from tests.targets.remote_decks import start_remote_deck
 
 TARGET = ('[[targets]]\nname = "edge"\nkind = "modeldeck"\nurl = "{url}"\n'
           'api_key_file = "{token}"\ntimeout_s = 120\n[targets.gate]\nprompts = ["Hello"]\n{bound}')
@@ -19,12 +19,7 @@ TARGET = ('[[targets]]\nname = "edge"\nkind = "modeldeck"\nurl = "{url}"\n'
 @pytest.fixture
 def decks(tmp_path, tiny_model_dir, tiny_model_dir_b):
     remote, local = tmp_path / "remote", tmp_path / "local"
-    assert run_modeldeck("models", "import", str(tiny_model_dir), "--name", "tiny", home=remote).code == 0
-    assert run_modeldeck("deploy", "tiny@1", "--yes", home=remote).code == 0
-    started = run_modeldeck("serve", "--port", "0", "--dtype", "float32", "--detach", "--json",
-                            home=remote, timeout=300)
-    assert started.code == 0, started
-    url = json.loads((remote / "run" / "server.json").read_text())["url"]
+    url = start_remote_deck(remote, tiny_model_dir)["url"]
     for source in (tiny_model_dir, tiny_model_dir_b):
         assert run_modeldeck("models", "import", str(source), "--name", "tiny", home=local).code == 0
     config = tmp_path / "deck.toml"

@@ -5,7 +5,6 @@ records the rollout's end in its history and audit. Other target kinds are refus
 
 from __future__ import annotations
 
-import json
 import time
 
 import httpx
@@ -13,6 +12,7 @@ import pytest
 
 from engine.serving.rollout import RolloutState
 from tests.conftest import run_modeldeck
+from tests.targets.remote_decks import start_remote_deck
 from tests.serving.test_rollout_cli import tiny_model_dir_worse  # noqa: F401 (a fixture)
 from tests.serving.test_server_lifecycle import deck_listing, one_line_error
 
@@ -27,12 +27,7 @@ def decks(tmp_path_factory, tiny_model_dir, tiny_model_dir_worse):  # noqa: F811
     deployed its tiny@1 to `edge`."""
     root = tmp_path_factory.mktemp("remote-rollout")
     remote, local = root / "remote", root / "local"
-    assert run_modeldeck("models", "import", str(tiny_model_dir), "--name", "tiny", home=remote).code == 0
-    assert run_modeldeck("deploy", "tiny@1", "--yes", home=remote).code == 0
-    started = run_modeldeck("serve", "--port", "0", "--dtype", "float32", "--detach", "--json",
-                            home=remote, timeout=300)
-    assert started.code == 0, started
-    url = json.loads((remote / "run" / "server.json").read_text())["url"]
+    url = start_remote_deck(remote, tiny_model_dir)["url"]
     for source in (tiny_model_dir, tiny_model_dir, tiny_model_dir_worse):
         assert run_modeldeck("models", "import", str(source), "--name", "tiny", home=local).code == 0
     config = root / "deck.toml"
