@@ -78,7 +78,7 @@ def slo_attainment(slo: Any) -> str:
     joint = slo.get("joint") if isinstance(slo, Mapping) else getattr(slo, "joint", None)
     if not _finite(joint):
         return MISSING
-    return f"{math.floor(float(joint) * 100 + 1e-9):.0f}%"
+    return f"{math.floor(float(joint) * 100 + 1e-9):.0f}%"  # type: ignore[arg-type]
 
 
 def seconds_ms(value: float | None) -> str:
