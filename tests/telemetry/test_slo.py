@@ -89,3 +89,36 @@ def test_good_slo_values_load(tmp_path: Path):
     path.write_text("[slo]\nttft_s = 0.5\ne2e_s = 4\nerror_rate = 0.01\n")
     slo = load_config(path).slo
     assert slo.latency_bounds == {"ttft": 0.5, "e2e": 4.0} and slo.configured
+
+
+def test_each_version_and_the_endpoint_get_attainment_from_a_modeldeck_server():
+    """The exposition is the server's own (ServerMetrics): the live version answers its first
+    token in 4 ms, the candidate in 300 ms, and one candidate request fails."""
+    from prometheus_client import generate_latest
+
+    from engine.config import SloSettings
+    from engine.remote.metrics import parse_scrape
+    from engine.serving.metrics import ServerMetrics
+    from engine.snapshots import EndpointSnapshot
+    from engine.telemetry.sampler import _with_window
+
+    metrics = ServerMetrics()
+    live, candidate = metrics.observer("tiny@1"), metrics.observer("tiny@2")
+    before = parse_scrape(generate_latest(metrics.registry).decode(), at=0.0)
+    for _ in range(6):
+        live.token(True, 0.004)
+        live.finished("stop", 0.01, 1)
+    for _ in range(3):
+        candidate.token(True, 0.3)
+        candidate.finished("stop", 0.4, 1)
+    metrics.count_rejection("tiny@2", "error")
+    after = parse_scrape(generate_latest(metrics.registry).decode(), at=2.0)
+    endpoint = EndpointSnapshot("local", "modeldeck", "http://127.0.0.1:1", "up")
+    slo = SloSettings(ttft_s=0.1, error_rate=0.05)
+
+    measured = _with_window(endpoint, (0.0, before), (2.0, after), slo)
+    versions = {part.version: part.slo for part in measured.versions}
+    assert versions["tiny@1"].ttft == 1.0 and versions["tiny@1"].error_rate_met is True
+    assert versions["tiny@2"].ttft == 0.0 and versions["tiny@2"].error_rate_met is False
+    assert measured.slo.ttft == pytest.approx(6 / 9) and measured.slo.error_rate == pytest.approx(0.1)
+    assert _with_window(endpoint, (0.0, before), (2.0, after), None).slo is None
