@@ -8,7 +8,7 @@ first, then the candidate): its share of traffic, failed requests, tok/s and TTF
 same columns, and the pane's line says the step (shortened to fit a narrow pane).
 
 With [slo] in deck.toml, the SLO column is the share of the window's requests that met every
-bound (per version too); it is empty without one.
+bound (per version too); without one the column is not shown.
 
 Narrowing, the pane keeps the endpoint, its state, tokens/s, TTFT and the history (which
 stretches to the room there is), and drops SLO, KV-cache, run/wait, then req/s."""
@@ -33,7 +33,7 @@ STATUS_COLOURS = {"up": ("deck-good", "green"), "down": ("deck-bad", "red"),
 class ThroughputPane(TablePane):
     COLUMNS = (Column("Endpoint"), Column("State"), Column("tok/s", 1), Column("TTFT p95", 2),
                Column("History", 3, stretch=1, max_width=120), Column("req/s", 4),
-               Column("run/wait", 5), Column("KV", 6), Column("SLO", 7))
+               Column("run/wait", 5), Column("KV", 6), Column("SLO", 7, hide_empty=True))
     PANE_TITLE = "Throughput"
 
     panel: EndpointsPanel | None

@@ -64,5 +64,7 @@ async def test_slo_attainment_is_a_column_cut_first_when_narrow(deck_home):
                            tokens_history=(1.0, 2.0), slo=SloStats(ttft=0.98, joint=0.973))
     columns, lines = await _rendered_throughput(deck_home, endpoint, 240)
     assert columns[-1] == "SLO" and "97%" in lines, lines
+    columns, _ = await _rendered_throughput(deck_home, replace(endpoint, slo=None), 240)
+    assert "SLO" not in columns and "KV" in columns  # no [slo]: no empty column
     columns, lines = await _rendered_throughput(deck_home, endpoint, 100)
     assert "tok/s" in columns and "SLO" not in columns and "97%" not in lines, lines
