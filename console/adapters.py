@@ -125,8 +125,9 @@ def endpoint_row(snapshot: Any) -> EndpointRow:
                        tuple(snapshot.tokens_history), str(snapshot.url or ""), latency,
                        snapshot.checked_at,
                        tuple(VersionRow(part.version, part.tokens_per_s, part.ttft_p95_s,
-                                        part.requests, part.failed)
-                             for part in getattr(snapshot, "versions", ())))
+                                        part.requests, part.failed, getattr(part, "slo", None))
+                             for part in getattr(snapshot, "versions", ())),
+                       getattr(snapshot, "slo", None))
 
 
 def local_rollout(deck: Deck) -> RolloutView | None:

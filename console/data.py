@@ -7,6 +7,7 @@ data and the engine modules (telemetry, jobs) can be plugged in behind the sourc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 SPARK_BLOCKS = " ▁▂▃▄▅▆▇█"
 
@@ -62,6 +63,7 @@ class VersionRow:
     ttft_p95_s: float | None = None
     requests: float | None = None  # finished in the window
     failed: float | None = None  # of which failed (error or rejected)
+    slo: Any = None  # engine SloStats over the window; None with no [slo] in deck.toml
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class EndpointRow:
     latency: tuple[tuple[str, float | None, float | None, float | None], ...] = ()
     checked_at: float | None = None
     versions: tuple[VersionRow, ...] = ()  # per version, when the server labels its series
+    slo: Any = None  # engine SloStats over the window; None with no [slo] in deck.toml
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,17 @@ def percent(fraction: float | None, digits: int = 0) -> str:
     return MISSING if not _finite(fraction) else f"{float(fraction) * 100:.{digits}f}%"  # type: ignore[arg-type]
 
 
+def slo_attainment(slo: Any) -> str:
+    """The share of requests that met every [slo] bound (SloStats.joint), rounded down so that
+    `100%` means none missed: `97%`; empty with no [slo], `-` with no request in the window."""
+    if slo is None:
+        return ""
+    joint = slo.get("joint") if isinstance(slo, Mapping) else getattr(slo, "joint", None)
+    if not _finite(joint):
+        return MISSING
+    return f"{math.floor(float(joint) * 100 + 1e-9):.0f}%"  # type: ignore[arg-type]
+
+
 def seconds_ms(value: float | None) -> str:
     """Latencies: `126 ms`, `1.42 s`."""
     if not _finite(value):

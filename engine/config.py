@@ -276,6 +276,26 @@ class RolloutSettings(Section):
         return steps
 
 
+class SloSettings(Section):
+    """deck.toml [slo]: the service-level objectives the live panes and `watch` measure
+    attainment and goodput against. Each bound is optional; none set means no SLO."""
+
+    ttft_s: float | None = Field(default=None, gt=0)
+    itl_s: float | None = Field(default=None, gt=0)
+    e2e_s: float | None = Field(default=None, gt=0)
+    error_rate: float | None = Field(default=None, ge=0, le=1)
+
+    @property
+    def latency_bounds(self) -> dict[str, float]:
+        """The latency bounds set, by histogram ("ttft", "itl", "e2e")."""
+        bounds = {"ttft": self.ttft_s, "itl": self.itl_s, "e2e": self.e2e_s}
+        return {name: bound for name, bound in bounds.items() if bound is not None}
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.latency_bounds) or self.error_rate is not None
+
+
 class DeckConfig(Section):
     serve: ServeSettings = ServeSettings()
     endpoints: tuple[EndpointSettings, ...] = ()
@@ -286,6 +306,7 @@ class DeckConfig(Section):
     finetune: FinetuneDefaults = FinetuneDefaults()
     compress: CompressSettings = CompressSettings()
     rollout: RolloutSettings = RolloutSettings()
+    slo: SloSettings = SloSettings()
     source: Path | None = None  # the file these settings came from, if any
 
     @field_validator("endpoints", "targets")

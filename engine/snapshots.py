@@ -112,6 +112,23 @@ class HostSnapshot(_ToDict):
 
 
 @dataclass(frozen=True)
+class SloStats(_ToDict):
+    """Attainment of deck.toml's [slo] over the window: per latency bound the share (0..1) of
+    requests within it (None: bound not set or no requests), the observed error rate and
+    whether it is within its bound, `joint` the share that met every bound, and goodput: the
+    rates times `joint` (engine.remote.derive.slo_stats says how it is approximated)."""
+
+    ttft: float | None = None
+    itl: float | None = None
+    e2e: float | None = None
+    error_rate: float | None = None
+    error_rate_met: bool | None = None
+    joint: float | None = None
+    goodput_requests_per_s: float | None = None
+    goodput_tokens_per_s: float | None = None
+
+
+@dataclass(frozen=True)
 class VersionStats(_ToDict):
     """One version served by an endpoint, over the same window as the endpoint's rates (a
     modeldeck server labels every series with `version`: two serve side by side during a
@@ -124,6 +141,7 @@ class VersionStats(_ToDict):
     itl_p95_s: float | None = None
     requests: float | None = None
     failed: float | None = None
+    slo: SloStats | None = None  # None: no [slo] in deck.toml
 
 
 @dataclass(frozen=True)
@@ -158,6 +176,7 @@ class EndpointSnapshot(_ToDict):
     e2e_p99_s: float | None = None
     tokens_history: tuple[float, ...] = ()
     versions: tuple[VersionStats, ...] = ()  # per `version` label, when the series carry one
+    slo: SloStats | None = None  # None: no [slo] in deck.toml
 
     def as_stale(self, reason: str) -> "EndpointSnapshot":
         return replace(self, status="stale", reason=reason)

@@ -50,6 +50,7 @@ class Column:
     stretch: int = 0
     max_width: int = 0
     min_width: int = 0  # a flexible column is dropped rather than cut below this (or its text)
+    hide_empty: bool = False  # not shown while every cell is empty (a feature not configured)
 
 
 class Fill(Protocol):
@@ -194,7 +195,8 @@ class DeckTable(ScrollView, can_focus=True):
         room = self.scrollable_content_region.width
         if room <= 0:
             return list(natural)
-        shown = list(range(len(natural)))
+        shown = [index for index in range(len(natural)) if not (self.specs[index].hide_empty and all(
+            cell_width(cells[index]) == 0 for cells in self.rows if index < len(cells)))]
 
         def need(columns: list[int]) -> int:
             return sum(self.floor(index, natural) + 2 * CELL_PADDING for index in columns)

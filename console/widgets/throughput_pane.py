@@ -7,8 +7,11 @@ While a rollout is in progress on the local server, a row per version follows `l
 first, then the candidate): its share of traffic, failed requests, tok/s and TTFT p95 in the
 same columns, and the pane's line says the step (shortened to fit a narrow pane).
 
+With [slo] in deck.toml, the SLO column is the share of the window's requests that met every
+bound (per version too); without one the column is not shown.
+
 Narrowing, the pane keeps the endpoint, its state, tokens/s, TTFT and the history (which
-stretches to the room there is), and drops KV-cache, run/wait, then req/s."""
+stretches to the room there is), and drops SLO, KV-cache, run/wait, then req/s."""
 
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ STATUS_COLOURS = {"up": ("deck-good", "green"), "down": ("deck-bad", "red"),
 class ThroughputPane(TablePane):
     COLUMNS = (Column("Endpoint"), Column("State"), Column("tok/s", 1), Column("TTFT p95", 2),
                Column("History", 3, stretch=1, max_width=120), Column("req/s", 4),
-               Column("run/wait", 5), Column("KV", 6))
+               Column("run/wait", 5), Column("KV", 6), Column("SLO", 7, hide_empty=True))
     PANE_TITLE = "Throughput"
 
     panel: EndpointsPanel | None
@@ -76,7 +79,7 @@ class ThroughputPane(TablePane):
                 SparkCell(history_columns(endpoint.tokens_history, self.panel.window_s,
                                           self.panel.interval_s) if self.panel else ()),
                 fmt_number(endpoint.requests_per_s, 2),
-                queue, fmt_number(endpoint.kv_cache_pct, 0, "%"))
+                queue, fmt_number(endpoint.kv_cache_pct, 0, "%"), present.slo_attainment(endpoint.slo))
 
     def version_rows(self, local: EndpointRow, rollout: RolloutView) -> list[tuple[str, tuple]]:
         """Live, then the candidate, with what the server's per-version series say."""
@@ -93,7 +96,8 @@ class ThroughputPane(TablePane):
                     if version.ttft_p95_s is not None else "-")
             rows.append((f"{LOCAL_ENDPOINT} {ref}", (
                 f"└{ref} {present.version_weight(ref, state)}", errors,
-                fmt_number(version.tokens_per_s), ttft, SparkCell(()), "", "", "")))
+                fmt_number(version.tokens_per_s), ttft, SparkCell(()), "", "", "",
+                present.slo_attainment(version.slo))))
         return rows
 
     def rollout_line(self, rollout: RolloutView) -> str:

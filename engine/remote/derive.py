@@ -13,9 +13,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from engine.remote.metrics import (COUNTERS, FAILED_REQUESTS, GAUGES_AVERAGED, GAUGES_SUMMED,
                                    HISTOGRAMS, Histogram, Scrape)
+
+if TYPE_CHECKING:
+    from engine.snapshots import SloStats
 
 QUANTILES = (0.5, 0.95, 0.99)
 
@@ -151,3 +155,60 @@ def version_windows(before: Scrape, after: Scrape) -> tuple[VersionWindow, ...]:
 
 def _at(scrape: Scrape, at: float) -> Scrape:
     return scrape if scrape.at == at else replace(scrape, at=at)
+
+
+# ---- SLO attainment and goodput -----------------------------------------------------------
+
+
+def attainment(bound: float, histogram: Histogram | None) -> float | None:
+    """The share (0..1) of the window's observations at or below `bound`; None with none.
+
+    Requests in buckets whose upper bound is <= `bound` are within it. Inside the bucket that
+    holds `bound` the count is interpolated linearly, as `quantile` (histogram_quantile) does:
+    a bucket only says how many fell between its edges, not where. Past the last finite bucket
+    (+Inf) nothing is known, so those requests count as missing the bound (an underestimate).
+    """
+    if histogram is None or not histogram.buckets or histogram.total <= 0:
+        return None
+    lower_bound, lower_count = 0.0, 0.0
+    for upper, count in histogram.buckets:
+        if upper == float("inf"):
+            break
+        if bound <= upper:
+            if bound <= lower_bound or upper <= lower_bound:
+                within = lower_count
+            else:
+                within = lower_count + (count - lower_count) * (bound - lower_bound) / (upper - lower_bound)
+            return min(1.0, max(0.0, within / histogram.total))
+        lower_bound, lower_count = upper, count
+    return min(1.0, lower_count / histogram.total)
+
+
+def slo_stats(measured: Window, bounds: dict[str, float], error_rate_bound: float | None,
+              requests: float | None, failed: float | None) -> "SloStats":
+    """Attainment of each bound in `bounds` ("ttft" | "itl" | "e2e" -> seconds) over the
+    window, and goodput. The joint attainment (met every bound) is approximated by the product
+    of the per-bound attainments: the histograms are separate, so which request missed which
+    bound is unknown, and the product assumes the misses are independent. Failed requests
+    (when counted) miss by definition: the joint is also multiplied by the success share."""
+    from engine.snapshots import SloStats
+
+    shares = {name: attainment(bound, measured.latency_deltas.get(name))
+              for name, bound in bounds.items()}
+    error_rate = failed / requests if failed is not None and requests else None
+    joint: float | None = 1.0
+    for share in shares.values():
+        joint = None if share is None or joint is None else joint * share
+    if joint is not None and error_rate is not None:
+        joint *= 1.0 - error_rate
+    elif joint is not None and not shares:
+        joint = None  # only an error-rate bound, and no request was counted
+    tokens, rate = measured.tokens_per_s, measured.requests_per_s
+    return SloStats(
+        ttft=shares.get("ttft"), itl=shares.get("itl"), e2e=shares.get("e2e"),
+        error_rate=error_rate,
+        error_rate_met=(error_rate <= error_rate_bound
+                        if error_rate is not None and error_rate_bound is not None else None),
+        joint=joint,
+        goodput_requests_per_s=rate * joint if rate is not None and joint is not None else None,
+        goodput_tokens_per_s=tokens * joint if tokens is not None and joint is not None else None)

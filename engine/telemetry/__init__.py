@@ -41,7 +41,8 @@ def build_sampler(deck: "Deck", gpu_source: Any = None, interval_s: float | None
         fleet = FleetClient(deck.config.prometheus)
     return Sampler(gpu_source or NvmlSource(), HostSource(), None,
                    interval_s or settings.interval_s, settings.history_points, fleet=fleet,
-                   endpoints=(lambda: deck_endpoints(deck)) if with_endpoints else None)
+                   endpoints=(lambda: deck_endpoints(deck)) if with_endpoints else None,
+                   slo=deck.config.slo)
 
 
 LOCAL_ENDPOINT = "local"  # the deck's own server, as the console and `watch` name it

@@ -38,7 +38,7 @@ from engine.snapshots import (EndpointSnapshot, GpuDevice, GpuSnapshot, HostSnap
                               TelemetrySnapshot, VersionStats)
 
 if TYPE_CHECKING:
-    from engine.config import EndpointSettings
+    from engine.config import EndpointSettings, SloSettings
     from engine.remote.metrics import Scrape
     from engine.remote.poller import EndpointPoller
     from engine.telemetry.gpu import GpuSource
@@ -58,12 +58,14 @@ class Sampler:
                  fleet: "FleetClient | None" = None,
                  endpoints: "Callable[[], Sequence[EndpointSettings]] | None" = None,
                  rate_window_s: float = RATE_WINDOW_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 slo: "SloSettings | None" = None) -> None:
         self.gpu_source, self.host_source, self.poller = gpu_source, host_source, poller
         self.fleet = fleet
         self.endpoints = endpoints
         self._endpoints_key: tuple | None = None
         self.rate_window_s = rate_window_s
+        self.slo = slo if slo is not None and slo.configured else None  # deck.toml [slo]
         self.clock = clock  # stamps each scrape the window uses (tests step it by hand)
         self._scrapes: dict[str, deque[tuple[float, "Scrape"]]] = {}
         self._fleet_history_loaded = False
@@ -185,7 +187,7 @@ class Sampler:
             kept.popleft()  # keep one scrape at or before the window's start as its base
         if len(kept) < 2:
             return endpoint
-        return _with_window(endpoint, kept[0], kept[-1])
+        return _with_window(endpoint, kept[0], kept[-1], self.slo)
 
     def _sample_fleet(self, fleet: "FleetClient") -> None:
         if not self._fleet_history_loaded:
@@ -307,9 +309,10 @@ def _last_scrapes(poller: "EndpointPoller") -> dict[str, "Scrape"]:
 
 
 def _with_window(endpoint: EndpointSnapshot, base: tuple[float, "Scrape"],
-                 newest: tuple[float, "Scrape"]) -> EndpointSnapshot:
-    """Rates and percentiles between two scrapes, stamped with the sampler's clock."""
-    from engine.remote.derive import percentiles, window
+                 newest: tuple[float, "Scrape"], slo: "SloSettings | None" = None) -> EndpointSnapshot:
+    """Rates, percentiles and [slo] attainment between two scrapes, stamped with the sampler's
+    clock."""
+    from engine.remote.derive import percentiles, slo_stats, version_windows, window
 
     before, after = replace(base[1], at=base[0]), replace(newest[1], at=newest[0])
     measured = window(before, after)
@@ -319,18 +322,28 @@ def _with_window(endpoint: EndpointSnapshot, base: tuple[float, "Scrape"],
     for logical in ("ttft", "itl", "e2e"):
         p50, p95, p99 = percentiles(measured.latency_deltas.get(logical))
         fields.update({f"{logical}_p50_s": p50, f"{logical}_p95_s": p95, f"{logical}_p99_s": p99})
-    return replace(endpoint, versions=_version_stats(before, after), **fields)
+    parts = version_windows(before, after)
+    if slo is not None:
+        # failed requests are only counted per version (a modeldeck server): their sum, else None
+        counted = [(part.requests, part.failed) for part in parts
+                   if part.requests is not None and part.failed is not None]
+        requests = sum(pair[0] for pair in counted) if counted else None
+        failed = sum(pair[1] for pair in counted) if counted else None
+        fields["slo"] = slo_stats(measured, slo.latency_bounds, slo.error_rate, requests, failed)
+    return replace(endpoint, versions=_version_stats(parts, slo), **fields)
 
 
-def _version_stats(before: "Scrape", after: "Scrape") -> tuple[VersionStats, ...]:
-    from engine.remote.derive import quantile, version_windows
+def _version_stats(parts: Sequence[Any], slo: "SloSettings | None") -> tuple[VersionStats, ...]:
+    from engine.remote.derive import quantile, slo_stats
 
     return tuple(VersionStats(part.version, part.measured.tokens_per_s,
                               part.measured.requests_per_s,
                               quantile(0.95, part.measured.latency_deltas.get("ttft")),
                               quantile(0.95, part.measured.latency_deltas.get("itl")),
-                              part.requests, part.failed)
-                 for part in version_windows(before, after))
+                              part.requests, part.failed,
+                              slo_stats(part.measured, slo.latency_bounds, slo.error_rate,
+                                        part.requests, part.failed) if slo is not None else None)
+                 for part in parts)
 
 
 def _longest_timeout(poller: "EndpointPoller | None") -> float:

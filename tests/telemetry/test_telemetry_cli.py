@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_modeldeck
 from tests.prometheus_server import free_port
 from tests.telemetry.conftest import recorded
@@ -124,3 +126,28 @@ def test_check_merges_replicas_of_one_model(cli, deck_home: Path, replay_server)
     human = cli("endpoints", "check", "--window", "0.1")
     assert human.code == 0, human
     assert "MODEL" in human.stdout and "smol" in human.stdout and "2/2" in human.stdout
+
+
+def test_watch_json_reports_slo_attainment_and_goodput(deck_home: Path, replay_server,
+                                                       gpu_readings: Path):
+    """A real loopback endpoint serving recorded vLLM /metrics (16 requests between the scrapes)."""
+    bodies = [recorded("vllm-0.32-cpu-idle.txt"), recorded("vllm-0.32-cpu-after-16req.txt")]
+    write_deck(deck_home, [{"name": "v", "kind": "vllm",
+                            "url": replay_server.add("v", Script(bodies=bodies))}])
+    args = ("watch", "--json", "--count", "2", "--interval", "0.1", "--gpu-replay", str(gpu_readings))
+    unset = run_modeldeck(*args, home=deck_home)
+    assert unset.code == 0, unset
+    assert json.loads(unset.stdout.splitlines()[-1])["endpoints"][0]["slo"] is None  # no [slo]
+    write_deck(deck_home, [{"name": "v", "kind": "vllm",  # a fresh script: both bodies again
+                            "url": replay_server.add("v2", Script(bodies=bodies))}])
+    with (deck_home / "deck.toml").open("a") as deck:
+        deck.write("\n[slo]\nttft_s = 1000\ne2e_s = 0.001\n")
+    result = run_modeldeck(*args, home=deck_home)
+    assert result.code == 0, result
+    (endpoint,) = json.loads(result.stdout.splitlines()[-1])["endpoints"]
+    slo = endpoint["slo"]
+    assert slo["ttft"] == 1.0 and slo["itl"] is None  # every first token within 1000 s
+    assert 0.0 <= slo["e2e"] < 0.5  # a CPU server answers few requests within 1 ms
+    assert slo["joint"] == slo["ttft"] * slo["e2e"]
+    assert slo["goodput_tokens_per_s"] == pytest.approx(endpoint["tokens_per_s"] * slo["joint"])
+    assert slo["goodput_requests_per_s"] == pytest.approx(endpoint["requests_per_s"] * slo["joint"])
