@@ -13,6 +13,7 @@ from engine.config import load_config
 from engine.errors import BadInput
 from engine.remote.derive import Window, attainment, slo_stats
 from engine.remote.metrics import Histogram
+from tests.telemetry.served_requests import serve
 
 INF = float("inf")
 # 10 requests: 2 at or below 0.1 s, 5 more by 0.5 s, 2 more by 1 s, 1 beyond the last bucket
@@ -105,12 +106,8 @@ def test_each_version_and_the_endpoint_get_attainment_from_a_modeldeck_server():
     metrics = ServerMetrics()
     live, candidate = metrics.observer("tiny@1"), metrics.observer("tiny@2")
     before = parse_scrape(generate_latest(metrics.registry).decode(), at=0.0)
-    for _ in range(6):
-        live.token(True, 0.004)
-        live.finished("stop", 0.01, 1)
-    for _ in range(3):
-        candidate.token(True, 0.3)
-        candidate.finished("stop", 0.4, 1)
+    serve(live, 6, 0.004, 0.01)
+    serve(candidate, 3, 0.3, 0.4)
     metrics.count_rejection("tiny@2", "error")
     after = parse_scrape(generate_latest(metrics.registry).decode(), at=2.0)
     endpoint = EndpointSnapshot("local", "modeldeck", "http://127.0.0.1:1", "up")

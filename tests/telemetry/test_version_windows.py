@@ -9,6 +9,7 @@ from prometheus_client import generate_latest
 from engine.remote.derive import quantile, version_windows
 from engine.remote.metrics import parse_scrape
 from engine.serving.metrics import ServerMetrics
+from tests.telemetry.served_requests import serve
 
 
 def exposition(metrics: ServerMetrics) -> str:
@@ -18,19 +19,13 @@ def exposition(metrics: ServerMetrics) -> str:
 def test_each_version_gets_its_own_rates_latency_and_failures_over_the_window():
     metrics = ServerMetrics()
     live = metrics.observer("tiny@1")
-    for _ in range(4):
-        live.token(True, 0.004)
-        live.finished("stop", 0.01, 1)
+    serve(live, 4, 0.004, 0.01)
     before = parse_scrape(exposition(metrics), at=0.0)
     assert set(before.versions) == {"tiny@1"}  # the candidate has served nothing yet
 
     candidate = metrics.observer("tiny@2")
-    for _ in range(6):
-        live.token(True, 0.004)
-        live.finished("stop", 0.01, 1)
-    for _ in range(3):
-        candidate.token(True, 0.3)
-        candidate.finished("stop", 0.4, 1)
+    serve(live, 6, 0.004, 0.01)
+    serve(candidate, 3, 0.3, 0.4)
     metrics.count_rejection("tiny@2", "error")
     after = parse_scrape(exposition(metrics), at=2.0)
 
