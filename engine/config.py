@@ -252,6 +252,11 @@ class RolloutSettings(Section):
     itl_p95_ratio: float = Field(default=1.2, gt=0)
     error_rate_margin: float = Field(default=0.01, ge=0, le=1)
     latency_floor_s: float = Field(default=0.01, ge=0)
+    # SLO-attainment gates (filled from deck.toml [slo] by the rollout verb): the candidate's
+    # share of requests within each bound may trail live's by at most slo_attainment_margin.
+    slo_ttft_s: float | None = Field(default=None, gt=0)
+    slo_itl_s: float | None = Field(default=None, gt=0)
+    slo_attainment_margin: float = Field(default=0.02, ge=0, le=1)
     # Eval gate before any traffic: candidate perplexity against live on the same text.
     eval_file: Path | None = None  # default: the held-out text the compression report uses
     promote_ppl_ratio: float = Field(default=1.02, gt=0)

@@ -56,8 +56,13 @@ def rollout_settings(deck: Deck, request: RolloutRequest) -> RolloutSettings:
                                                  ("min_requests", request.min_requests),
                                                  ("shadow", request.shadow))
                  if value is not None}
+    slo = deck.config.slo  # the deck's [slo] bounds gate a rollout too, unless [rollout] sets them
+    from_slo = {name: bound for name, bound in (("slo_ttft_s", slo.ttft_s), ("slo_itl_s", slo.itl_s))
+                if bound is not None}
     try:
-        return RolloutSettings.model_validate({**deck.config.rollout.model_dump(), **overrides})
+        return RolloutSettings.model_validate({**from_slo,
+                                               **deck.config.rollout.model_dump(exclude_none=True),
+                                               **overrides})
     except ValidationError as error:
         first = error.errors()[0]
         raise BadInput(f"rollout {'.'.join(map(str, first['loc']))}: {first['msg']}") from None

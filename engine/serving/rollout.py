@@ -116,6 +116,7 @@ def judge(candidate: VersionWindow, live: VersionWindow,
         limit = ratio * max(theirs, floor)
         gates.append({"gate": name, "candidate": round(ours, 4), "live": round(theirs, 4),
                       "limit": round(limit, 4), "ok": max(ours, floor) <= limit})
+    gates += _slo_gates(candidate, live, settings)
     ours_rate, theirs_rate = candidate.error_rate, live.error_rate or 0.0
     if ours_rate is None:
         gates.append({"gate": "error_rate", "ok": True, "skipped": "no samples"})
@@ -127,7 +128,33 @@ def judge(candidate: VersionWindow, live: VersionWindow,
     return gates
 
 
+def _slo_gates(candidate: VersionWindow, live: VersionWindow,
+               settings: RolloutSettings) -> list[dict[str, Any]]:
+    """With [slo] bounds: the candidate's share of requests within each bound (attainment,
+    from the same buckets) may trail live's by at most slo_attainment_margin."""
+    from engine.remote.derive import attainment
+    from engine.remote.metrics import Histogram
+
+    gates: list[dict[str, Any]] = []
+    for name, bound, pick in (("ttft_slo", settings.slo_ttft_s, lambda w: w.ttft),
+                              ("itl_slo", settings.slo_itl_s, lambda w: w.itl)):
+        if bound is None:
+            continue
+        ours = attainment(bound, Histogram(pick(candidate)))
+        theirs = attainment(bound, Histogram(pick(live)))
+        if ours is None or theirs is None:
+            gates.append({"gate": name, "ok": True, "skipped": "no samples"})
+            continue
+        limit = max(0.0, theirs - settings.slo_attainment_margin)
+        gates.append({"gate": name, "candidate": round(ours, 4), "live": round(theirs, 4),
+                      "limit": round(limit, 4), "ok": ours >= limit - 1e-12})
+    return gates
+
+
 def describe_failure(gate: dict[str, Any]) -> str:
+    if gate["gate"].endswith("_slo"):
+        return (f"{gate['gate']} gate failed: {gate['candidate']:.1%} of the candidate's requests "
+                f"met the SLO < limit {gate['limit']:.1%} (live {gate['live']:.1%})")
     unit = "" if gate["gate"] == "error_rate" else " s"
     return (f"{gate['gate']} gate failed: candidate {gate['candidate']}{unit} > limit "
             f"{gate['limit']}{unit} (live {gate['live']}{unit})")
