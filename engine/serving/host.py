@@ -142,14 +142,8 @@ class ModelHost:
     def add_candidate(self, model: str, version: int) -> GateOutcome:
         """Load model@version beside the active one and gate it; it takes no traffic yet."""
         with self._swap_lock:
-            try:
-                candidate = self.load(model, version)
-            except (DeckError, OSError, ValueError, RuntimeError) as error:
-                return GateOutcome(False, f"load failed: {error}",
-                                   ({"probe": "load", "ok": False, "detail": str(error)},))
-            outcome = run_gate(candidate, self.settings.gate)
-            if not outcome.passed:
-                candidate.retire()
+            candidate, outcome = self._load_gated(model, version, serving=None)
+            if candidate is None:
                 return outcome
             self.weight, self.shadow, self._shadow = 0.0, 0.0, {}
             self.candidate = candidate
@@ -222,22 +216,32 @@ class ModelHost:
     def swap_to(self, model: str, version: int) -> GateOutcome:
         """Load model@version beside the active one, gate it, and switch when it passes."""
         with self._swap_lock:
-            try:
-                candidate = self.load(model, version)
-            except (DeckError, OSError, ValueError, RuntimeError) as error:
-                return GateOutcome(False, f"load failed: {error}",
-                                   ({"probe": "load", "ok": False, "detail": str(error)},),
-                                   self.active.ref if self.active else None)
-            outcome = run_gate(candidate, self.settings.gate)
-            if not outcome.passed:
-                candidate.retire()
-                return GateOutcome(False, outcome.reason, outcome.checks,
-                                   self.active.ref if self.active else None)
+            candidate, outcome = self._load_gated(model, version,
+                                                  self.active.ref if self.active else None)
+            if candidate is None:
+                return outcome
             previous, self.active = self.active, candidate
             self._announce(candidate)
         if previous is not None:
             threading.Thread(target=previous.retire, name="modeldeck-retire", daemon=True).start()
         return GateOutcome(True, "gate passed", outcome.checks, candidate.ref)
+
+    def _load_gated(self, model: str, version: int,
+                    serving: str | None) -> tuple[ServedVersion | None, GateOutcome]:
+        """Load model@version and run the health gate on it: (it, the gate's outcome), or
+        (None, why not) after a failed load or gate (the candidate is freed). `serving`: the
+        version a failed outcome says still serves. The caller holds the swap lock."""
+        try:
+            candidate = self.load(model, version)
+        except (DeckError, OSError, ValueError, RuntimeError) as error:
+            return None, GateOutcome(False, f"load failed: {error}",
+                                     ({"probe": "load", "ok": False, "detail": str(error)},),
+                                     serving)
+        outcome = run_gate(candidate, self.settings.gate)
+        if not outcome.passed:
+            candidate.retire()
+            return None, GateOutcome(False, outcome.reason, outcome.checks, serving)
+        return candidate, outcome
 
     def _announce(self, served: ServedVersion) -> None:
         """The active version's engine on /metrics and in run/engine.json (for `status`)."""
