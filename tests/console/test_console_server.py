@@ -56,8 +56,14 @@ async def test_s_starts_the_server_and_stops_it_after_confirming(server_deck):
         await wait_for(pilot, lambda: local_row(app).status == "up", 120)
         state = actions.local_server_state(server_deck)
         assert state["state"] == "running"
-        events = [event.text for event in app.dashboard.query_one("#events").session_events]
-        assert any(f"local server running at {state['url']}" in text for text in events)
+
+        def started_event_shown() -> bool:
+            # The endpoints poll can see the server up a moment before the start call returns
+            # and reports, so the event is waited for, not read at once.
+            events = [event.text for event in app.dashboard.query_one("#events").session_events]
+            return any(f"local server running at {state['url']}" in text for text in events)
+
+        await wait_for(pilot, started_event_shown, 30)
 
         await pilot.press("s")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
