@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from engine.alert_settings import AlertRules
 from engine.errors import BadInput
 from engine.validate import NAME_PATTERN
 from engine.finetune_settings import checked_values
@@ -312,6 +313,7 @@ class DeckConfig(Section):
     compress: CompressSettings = CompressSettings()
     rollout: RolloutSettings = RolloutSettings()
     slo: SloSettings = SloSettings()
+    alerts: AlertRules = ()  # [[alerts]] (engine.alert_settings; the defaults ship there)
     source: Path | None = None  # the file these settings came from, if any
 
     @field_validator("endpoints", "targets")
