@@ -123,7 +123,8 @@ class AlertService:
 
 def message(rule: AlertRule, transition: Transition, values: dict[str, Any]) -> str:
     shown = ", ".join(f"{path}={_value(value)}" for path, value in values.items())
-    subject = transition.key[1].replace(":", " ", 1)
+    kind, _, name = transition.key[1].partition(":")
+    subject = kind if name == kind else f"{kind} {name}"
     if transition.state == "fired":
         return f"{rule.name}: {subject}: {rule.when}" + (f" ({shown})" if shown else "")
     return (f"{rule.name}: {subject} resolved after "
