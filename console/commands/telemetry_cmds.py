@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from console import present
 from console.commands.arguments import existing_file, number, text, whole
 from console.output import emit, human_memory, table
 from engine import actions
+from engine.actions import alerts as alert_actions
 from engine.deck import Deck
 
 # The engine's bounds (actions.watch, actions.check_endpoints), judged here at parse time too.
@@ -51,20 +53,29 @@ def watch_command(args: argparse.Namespace, deck: Deck) -> int:
     replay = Path(args.gpu_replay) if args.gpu_replay else None
     request = actions.WatchRequest(args.interval, args.count, replay, not args.local)
     ticks = actions.watch(deck, request)
+    # The sampling process evaluates alerts (not with --local: endpoints unseen are not clear).
+    alerts = alert_actions.alert_service(deck) if not args.local else None
+    feed = alert_actions.alert_feed(deck)  # what this or another process announced: shown
     try:
         for snapshot in ticks:
+            if alerts is not None:
+                alerts.observe(snapshot)
             if args.json:
                 emit(True, "watch", snapshot.to_dict())
             else:
-                emit(False, "watch", {}, lambda: watch_text(snapshot) + "\n")
+                emit(False, "watch", {}, lambda: watch_text(snapshot, feed.new()) + "\n")
     finally:
         ticks.close()
+        if alerts is not None:
+            alerts.close()
     return 0
 
 
-def watch_text(snapshot: Any) -> str:
+def watch_text(snapshot: Any, alerts: Sequence[dict[str, Any]] = ()) -> str:
     stamp = present.clock(snapshot.taken_at)
     lines = [f"== {stamp}  #{snapshot.sequence}"]
+    lines += [f"ALERT {record['state']}: {record.get('message') or record.get('reason')}"
+              for record in alerts]
     host = snapshot.host
     if host is not None:
         lines.append(f"host  cpu {_pct(host.cpu_pct)} of {host.cpu_count} cores  "
