@@ -9,6 +9,9 @@ This is the top layer of the engine (pyproject's import-linter contracts): a ver
 layer below it, nothing below calls a verb.
 """
 
+from engine.actions.alerts import (AlertList, AlertsRequest, MonitorRequest, MonitorResult,
+                                   alert_feed, alert_rules, alert_service, list_alerts, monitor,
+                                   monitor_state)
 from engine.actions.compression import CompressRequest, CompressResult, compress
 from engine.actions.demo_deck import DemoResult, demo
 from engine.actions.deployments import (DeployPlan, DeployRequest, DeployResult, RollbackRequest,
@@ -28,6 +31,8 @@ from engine.actions.telemetry import (CheckEndpointsRequest, EndpointInfo, Endpo
                                       WatchRequest, check_endpoints, list_endpoints, watch)
 
 __all__ = [
+    "AlertList", "AlertsRequest", "MonitorRequest", "MonitorResult", "alert_feed", "alert_rules",
+    "alert_service", "list_alerts", "monitor", "monitor_state",
     "AliasRequest", "CheckEndpointsRequest", "CompressRequest", "CompressResult", "DemoResult",
     "DeployPlan", "DeployRequest", "DeployResult", "EndpointInfo", "EndpointsCheck",
     "FinetuneRequest", "ImportRequest", "JobRequest", "JobResult", "ModelDetails",
