@@ -44,7 +44,9 @@ def test_job_fields_say_what_the_training_rules_need(tmp_path: Path):
     make_job(paths, "spike", [2.0, 1.9, 1.8, 1.7, 1.6, 6.0], evals=[1.5, 1.4, 1.7])
     make_job(paths, "diverged", [2.0], state="failed", reason="TrainingDiverged: loss became nan at step 2")
     make_job(paths, "stalled", [2.0, 1.9], last_step_at=NOW - 900)
+    make_job(paths, "improving", [2.0], evals=[1.5, 1.2])
     fields = job_fields(paths)
+    assert math.isclose(fields["improving"]["eval_loss_regression"], 1.2 / 1.5)
     assert set(fields["spike"]) == set(JOB_FIELDS) == SUBJECT_FIELDS["job"]
     spike = fields["spike"]
     assert spike["loss_average"] == 1.8 and math.isclose(spike["loss_spike_ratio"], 6.0 / 1.8)
