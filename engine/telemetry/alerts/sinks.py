@@ -34,13 +34,13 @@ class DeliveryQueue:
     """A daemon thread running deliveries in order."""
 
     def __init__(self, name: str) -> None:
-        self.jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(QUEUE_LIMIT)
+        self.jobs: queue.Queue[Callable[[], object] | None] = queue.Queue(QUEUE_LIMIT)
         self.dropped = 0
         self.thread = threading.Thread(target=self._run, name=f"modeldeck-alert-{name}",
                                        daemon=True)
         self.thread.start()
 
-    def put(self, job: Callable[[], None]) -> None:
+    def put(self, job: Callable[[], object]) -> None:
         try:
             self.jobs.put_nowait(job)
         except queue.Full:
@@ -148,9 +148,9 @@ class Sinks:
 
     def deliver(self, rule: Any, record: dict[str, Any]) -> None:
         if rule.webhook:
-            self.webhooks.put(lambda: post_webhook(rule, record, self.failed) and None)
+            self.webhooks.put(lambda: post_webhook(rule, record, self.failed))
         if rule.command:
-            self.commands.put(lambda: run_command(rule, record, self.failed) and None)
+            self.commands.put(lambda: run_command(rule, record, self.failed))
 
     def close(self, wait_s: float = 5.0) -> None:
         deadline = time.monotonic() + wait_s
