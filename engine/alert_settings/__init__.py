@@ -18,7 +18,6 @@ bad `when` is exit 2 when deck.toml is read, naming the rule.
 
 from __future__ import annotations
 
-import os
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -111,17 +110,6 @@ class AlertRule(BaseModel):
     @property
     def expression(self) -> Expression:
         return parse_when(self.when or "")
-
-    def secret(self) -> str | None:
-        """The webhook's bearer token from its variable or file (read when sent, never kept)."""
-        if self.webhook_secret_env and os.environ.get(self.webhook_secret_env):
-            return os.environ[self.webhook_secret_env]
-        if self.webhook_secret_file:
-            try:
-                return self.webhook_secret_file.expanduser().read_text().strip() or None
-            except (OSError, UnicodeDecodeError):
-                return None  # the delivery fails as unauthorized and is recorded; never raised
-        return None
 
     def public(self) -> dict[str, Any]:
         """The rule as `modeldeck alerts rules` shows it: where the secret comes from, not it."""

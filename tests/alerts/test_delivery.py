@@ -111,3 +111,21 @@ def wait_for_undelivered(paths: DeckPaths, timeout_s: float = 10.0) -> dict:
             return found[0]
         time.sleep(0.05)
     raise AssertionError("no undelivered record")
+
+
+def test_the_webhook_secret_comes_from_a_file_and_an_unreadable_one_is_recorded(tmp_path: Path,
+                                                                                receiver: Receiver):
+    secret_file = tmp_path / "token"
+    secret_file.write_text("from-a-file\n")
+    paths, clock = DeckPaths(tmp_path / "deck"), Clock()
+    rules = (AlertRule(name="hot", when="gpu.temperature_c > 85", webhook=receiver.url,
+                       webhook_secret_file=secret_file),
+             AlertRule(name="hot-too", when="gpu.temperature_c > 85", webhook=receiver.url,
+                       webhook_secret_file=tmp_path / "absent"))
+    service = AlertService(paths, rules, clock=clock)
+    service.observe(snapshot(90, clock.now))
+    service.close(wait_s=10)
+    [(body, auth)] = receiver.wait_for(1)
+    assert (body["rule"], auth) == ("hot", "Bearer from-a-file")
+    [undelivered] = [r for r in log.read_from(paths)[0] if r["state"] == "undelivered"]
+    assert undelivered["rule"] == "hot-too" and "cannot read API key file" in undelivered["reason"]

@@ -24,6 +24,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from engine.config import SecretSource
+from engine.errors import BadInput
+
 QUEUE_LIMIT = 1000  # deliveries waiting per sink kind; beyond it the newest is dropped, counted
 FIRST_RETRY_PAUSE_S = 0.5
 
@@ -76,7 +79,11 @@ def post_webhook(rule: Any, record: dict[str, Any], failed: Failure,
     import httpx
 
     headers = {"Content-Type": "application/json", "User-Agent": "modeldeck-alerts"}
-    secret = rule.secret()
+    try:
+        secret = webhook_secret(rule)
+    except BadInput as error:  # an unreadable secret file: said in the log, never raised here
+        failed("webhook", f"{shown_url(rule.webhook)}: {error}", record)
+        return False
     if secret:
         headers["Authorization"] = f"Bearer {secret}"
     body = json.dumps(record, default=str).encode()
@@ -97,6 +104,13 @@ def post_webhook(rule: Any, record: dict[str, Any], failed: Failure,
             break  # the receiver refuses this request: trying again will not change that
     failed("webhook", f"{shown_url(rule.webhook)}: {reason} after {attempt + 1} tries", record)
     return False
+
+
+def webhook_secret(rule: Any) -> str | None:
+    """The bearer token, from deck.toml's variable or file as every secret is (SecretSource),
+    read when sent and never kept."""
+    return SecretSource(api_key_env=rule.webhook_secret_env,
+                        api_key_file=rule.webhook_secret_file).resolve_secret()
 
 
 def _http_reason(error: Exception) -> str:
