@@ -24,6 +24,15 @@ def run(sequence, timing):
     return announced, machine
 
 
+def timeline(sequence):
+    """(time, holds) of each observation."""
+    times, now = [], 0.0
+    for gap, holds in sequence:
+        now += gap
+        times.append((now, holds))
+    return times
+
+
 @settings(max_examples=200, deadline=None)
 @given(observations, timings)
 def test_fires_and_resolves_alternate(sequence, timing):
@@ -38,10 +47,7 @@ def test_fires_and_resolves_alternate(sequence, timing):
 def test_fires_only_after_holding_for_s(sequence, timing):
     """A fire at time t: the condition held at every observation in [t - for_s, t]."""
     announced, _ = run(sequence, timing)
-    times, now = [], 0.0
-    for gap, holds in sequence:
-        now += gap
-        times.append((now, holds))
+    times = timeline(sequence)
     for state, at, _ in announced:
         if state != "fired":
             continue
@@ -58,10 +64,7 @@ def test_resolves_only_after_clear_for_suppress_s(sequence, timing):
     """A resolve at t: the condition was clear at every observation in [t - suppress_s, t],
     and a flap (holding again inside the window) is counted, never announced."""
     announced, _ = run(sequence, timing)
-    times, now = [], 0.0
-    for gap, holds in sequence:
-        now += gap
-        times.append((now, holds))
+    times = timeline(sequence)
     for state, at, transition in announced:
         if state == "resolved":
             clear = [holds for moment, holds in times if at - timing.suppress_s <= moment <= at]

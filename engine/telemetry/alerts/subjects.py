@@ -6,13 +6,13 @@ so a tick costs a stat per job, not a re-read of every stream.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.jobs import _read_json as read_json  # the one reader of a job's small JSON files
 from engine.jobs import read_events
 from engine.paths import DeckPaths
 from engine.snapshots import EndpointSnapshot, GpuDevice, TelemetrySnapshot
@@ -150,7 +150,7 @@ class JobWatcher:
     def _read(self, name: str) -> JobHealth | None:
         health = self.jobs.get(name)
         if health is None:
-            spec = _json(self.paths.jobs / name / "spec.json")
+            spec = read_json(self.paths.jobs / name / "spec.json")
             if spec is None:
                 return None  # still being created
             health = self.jobs[name] = JobHealth(name, str(spec.get("kind", "")),
@@ -165,7 +165,7 @@ class JobWatcher:
 
 
 def rollout_subjects(paths: DeckPaths, now: float) -> list[Subject]:
-    state = _json(paths.rollout_state)
+    state = read_json(paths.rollout_state)
     if state is None:
         return []
     failed = state.get("failed_gate")
@@ -204,12 +204,3 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
-
-
-def _json(path: Any) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
