@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, field_validator,
                       model_validator)
@@ -93,6 +94,13 @@ class AlertRule(BaseModel):
             raise ValueError("must start with http:// or https://")
         return url
 
+    @field_validator("command")
+    @classmethod
+    def _argument_list(cls, command: tuple[str, ...]) -> tuple[str, ...]:
+        if command and (not command[0].strip() or any("\x00" in part for part in command)):
+            raise ValueError("must be an argument list whose first item names a program")
+        return command
+
     @model_validator(mode="after")
     def _condition(self) -> "AlertRule":
         if self.when is None and self.name not in DEFAULTS_BY_NAME:
@@ -114,6 +122,9 @@ class AlertRule(BaseModel):
     def public(self) -> dict[str, Any]:
         """The rule as `modeldeck alerts rules` shows it: where the secret comes from, not it."""
         shown = self.model_dump(mode="json", exclude={"webhook_secret_env", "webhook_secret_file"})
+        if self.webhook:  # a token may hide in its path or query (Slack-style URLs)
+            parts = urlsplit(self.webhook)
+            shown["webhook"] = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/..."
         shown["webhook_secret"] = ("env " + self.webhook_secret_env if self.webhook_secret_env
                                    else f"file {self.webhook_secret_file}"
                                    if self.webhook_secret_file else None)

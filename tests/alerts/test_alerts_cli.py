@@ -75,6 +75,7 @@ def test_a_bad_since_is_exit_2(cli, since: str):
     ('name = "x"\nwhen = "gpu.index > 1"\nfor_s = -1', "alerts.0.for_s"),
     ('name = "x"\nwhen = "gpu.index > 1"\nsinks = 3', "alerts.0.sinks"),
     ('name = "a b"\nwhen = "gpu.index > 1"', "alerts.0.name"),
+    ('name = "x"\nwhen = "gpu.index > 1"\ncommand = [""]', "alerts.0.command"),
     ('name = "x"\nwhen = "gpu.index > 1"\n[[alerts]]\nname = "x"\nwhen = "gpu.index > 2"',
      "duplicate rule name 'x'"),
 ])
@@ -88,10 +89,12 @@ def test_a_bad_rule_is_exit_2_naming_it(cli, deck_home: Path, rule: str, problem
 
 def test_rules_lists_defaults_and_overrides(cli, deck_home: Path):
     write_config(deck_home, '[[alerts]]\nname = "gpu-hot"\nbell = true\nwebhook_secret_env = "T"\n'
+                            'webhook = "https://u:p@hooks.example/T0/B1/secret-path"\n'
                             '[[alerts]]\nname = "loss-spike"\nenabled = false\n')
     rules = {rule["name"]: rule for rule in cli("alerts", "--rules", "--json").json["rules"]}
     assert rules["gpu-hot"]["when"] == "gpu.temperature_c > 85" and rules["gpu-hot"]["bell"]
     assert rules["gpu-hot"]["webhook_secret"] == "env T"
+    assert rules["gpu-hot"]["webhook"] == "https://hooks.example/..."
     assert "loss-spike" not in rules and "endpoint-down" in rules
 
 
