@@ -25,7 +25,6 @@ from engine.deck import Deck
 from engine.fsutil import write_atomically
 from engine.paths import DeckPaths
 from engine.procs import process_alive
-from engine.telemetry.alerts.service import AlertService
 
 START_WAIT_S = 20.0
 
@@ -48,6 +47,7 @@ def run(deck: Deck, interval_s: float | None, count: int | None,
         on_record: Callable[[dict[str, Any]], None], stop: threading.Event) -> int:
     """Tick until `stop` is set or `count` ticks ran; returns the number of ticks."""
     from engine.telemetry import build_sampler
+    from engine.telemetry.alerts.service import AlertService
 
     service = AlertService(deck.paths, deck.config.alerts)
     ticks = 0
@@ -118,7 +118,7 @@ def main(argv: list[str]) -> int:
     try:
         run(deck, args.interval, None, lambda record: print(record["message"], flush=True), stop)
     finally:
-        if running_monitor(deck.paths) == info:
+        if (running_monitor(deck.paths) or {}).get("pid") == os.getpid():
             pid_file(deck.paths).unlink(missing_ok=True)
     return 0
 
