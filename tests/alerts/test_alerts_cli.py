@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_modeldeck
 
 HOT_RULE = """
 [[alerts]]
@@ -30,17 +29,17 @@ def write_config(home: Path, text: str) -> Path:
     return config
 
 
-def test_watch_fires_and_alerts_json_lists_it(deck_home: Path, tmp_path: Path):
+def test_watch_fires_and_alerts_json_lists_it(cli, deck_home: Path, tmp_path: Path):
     write_config(deck_home, HOT_RULE)
-    watched = run_modeldeck("watch", "--local", "--count", "1", "--gpu-replay",
-                            str(hot_replay(tmp_path / "hot.jsonl")), home=deck_home)
+    watched = cli("watch", "--local", "--count", "1", "--gpu-replay",
+                            str(hot_replay(tmp_path / "hot.jsonl")))
     assert watched.code == 0, watched  # --local: GPUs shown, alerts not evaluated
-    assert run_modeldeck("alerts", "--json", home=deck_home).json["alerts"] == []
-    watched = run_modeldeck("watch", "--count", "2", "--interval", "0.05", "--gpu-replay",
-                            str(tmp_path / "hot.jsonl"), home=deck_home)
+    assert cli("alerts", "--json").json["alerts"] == []
+    watched = cli("watch", "--count", "2", "--interval", "0.05", "--gpu-replay",
+                            str(tmp_path / "hot.jsonl"))
     assert watched.code == 0, watched
     assert watched.stdout.count("ALERT fired: hot: gpu 0") == 1, watched.stdout
-    listing = run_modeldeck("alerts", "--json", home=deck_home)
+    listing = cli("alerts", "--json")
     assert listing.code == 0, listing
     document = listing.json
     assert (document["schema"], document["kind"], document["since"]) == ("modeldeck/v1", "alerts", None)
@@ -51,10 +50,10 @@ def test_watch_fires_and_alerts_json_lists_it(deck_home: Path, tmp_path: Path):
             fired["values"]) == ("fired", "hot", "gpu:0", "gpu", "critical",
                                  {"gpu.temperature_c": 91.0})
     assert document["firing"] == [fired]
-    newer = run_modeldeck("alerts", "--json", "--since", "2030-01-01T00:00", home=deck_home).json
+    newer = cli("alerts", "--json", "--since", "2030-01-01T00:00").json
     assert newer["alerts"] == [] and newer["firing"] == [fired]
-    assert len(run_modeldeck("alerts", "--json", "--since", "10m", home=deck_home).json["alerts"]) == 1
-    text = run_modeldeck("alerts", home=deck_home)
+    assert len(cli("alerts", "--json", "--since", "10m").json["alerts"]) == 1
+    text = cli("alerts")
     assert "hot" in text.stdout and "gpu:0" in text.stdout and "firing now: hot (gpu:0)" in text.stdout
 
 
@@ -98,19 +97,19 @@ def test_rules_lists_defaults_and_overrides(cli, deck_home: Path):
     assert "loss-spike" not in rules and "endpoint-down" in rules
 
 
-def test_monitor_detaches_shows_in_status_and_stops(deck_home: Path, tmp_path: Path):
+def test_monitor_detaches_shows_in_status_and_stops(cli, deck_home: Path):
     write_config(deck_home, HOT_RULE + '\n[telemetry]\ninterval_s = 0.1\n')
-    started = run_modeldeck("monitor", "--detach", "--json", home=deck_home)
+    started = cli("monitor", "--detach", "--json")
     try:
         assert started.code == 0, started
         pid = started.json["pid"]
         assert started.json["state"] == "running"
-        status = run_modeldeck("status", "--json", home=deck_home).json
+        status = cli("status", "--json").json
         assert status["monitor"]["state"] == "running" and status["monitor"]["pid"] == pid
-        again = run_modeldeck("monitor", "--detach", home=deck_home)
+        again = cli("monitor", "--detach")
         assert again.code == 1 and f"pid {pid}" in again.stderr
     finally:
-        stopped = run_modeldeck("monitor", "--stop", "--json", home=deck_home)
+        stopped = cli("monitor", "--stop", "--json")
     assert stopped.code == 0 and stopped.json["state"] == "stopped", stopped
-    assert run_modeldeck("status", "--json", home=deck_home).json["monitor"]["state"] == "not-running"
-    assert run_modeldeck("monitor", "--stop", "--json", home=deck_home).json["state"] == "not-running"
+    assert cli("status", "--json").json["monitor"]["state"] == "not-running"
+    assert cli("monitor", "--stop", "--json").json["state"] == "not-running"
