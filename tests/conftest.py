@@ -18,6 +18,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Deploying to `local` starts a server by default; most tests deploy to check the registry, so
 # they move the pointer only. Tests of autostart itself unset this (run_modeldeck env=None).
 os.environ["MODELDECK_SERVE_AUTOSTART"] = "false"
+# The console discovers engines running on the box; other processes on a shared machine must
+# not appear in its panes. The discovery tests switch it back on.
+os.environ["MODELDECK_DISCOVERY"] = "off"
 REPO = Path(__file__).resolve().parent.parent
 
 

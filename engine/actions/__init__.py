@@ -11,6 +11,7 @@ layer below it, nothing below calls a verb.
 
 from engine.actions.compression import CompressRequest, CompressResult, compress
 from engine.actions.demo_deck import DemoResult, demo
+from engine.actions.discovery import DiscoverRequest, DiscoveryResult, discover_endpoints
 from engine.actions.deployments import (DeployPlan, DeployRequest, DeployResult, RollbackRequest,
                                         check_target, deploy, history, plan_deploy, plan_rollback,
                                         rollback)
@@ -28,7 +29,8 @@ from engine.actions.telemetry import (CheckEndpointsRequest, EndpointInfo, Endpo
                                       WatchRequest, check_endpoints, list_endpoints, watch)
 
 __all__ = [
-    "AliasRequest", "CheckEndpointsRequest", "CompressRequest", "CompressResult", "DemoResult",
+    "AliasRequest", "CheckEndpointsRequest", "DiscoverRequest", "DiscoveryResult",
+    "discover_endpoints", "CompressRequest", "CompressResult", "DemoResult",
     "DeployPlan", "DeployRequest", "DeployResult", "EndpointInfo", "EndpointsCheck",
     "FinetuneRequest", "ImportRequest", "JobRequest", "JobResult", "ModelDetails",
     "RollbackRequest", "RolloutRequest", "RolloutResult", "StatusReport", "TargetSummary", "WatchRequest", "alias_model", "audit",
