@@ -64,7 +64,6 @@ class VersionRow:
     requests: float | None = None  # finished in the window
     failed: float | None = None  # of which failed (error or rejected)
     slo: Any = None  # engine SloStats over the window; None with no [slo] in deck.toml
-    discovered: bool = False  # found running on this box, not named in deck.toml
 
 
 @dataclass(frozen=True)
@@ -106,6 +105,7 @@ class EndpointRow:
     checked_at: float | None = None
     versions: tuple[VersionRow, ...] = ()  # per version, when the server labels its series
     slo: Any = None  # engine SloStats over the window; None with no [slo] in deck.toml
+    discovered: bool = False  # found running on this box, not named in deck.toml
 
 
 @dataclass(frozen=True)

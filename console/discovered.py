@@ -31,6 +31,7 @@ class DiscoveryWatch:
         self.deck = deck
         self.interval_s = interval_s
         self.engines: tuple[Any, ...] = ()  # replaced whole by the thread: readers need no lock
+        self.rounds = 0  # discoveries finished (tests wait for the first)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -65,6 +66,7 @@ class DiscoveryWatch:
                 pass  # the pane keeps the last result; the other panes say what is wrong
             finally:
                 deck.close()
+                self.rounds += 1
             self._stop.wait(self.interval_s)
 
 

@@ -103,6 +103,9 @@ def _validate(path: Path, text: str, load_config: Any) -> None:
         probe.parent.mkdir(parents=True, exist_ok=True)
         probe.write_text(text)
         load_config(probe)
+    except BadInput as error:  # named after the file the user has, not the copy
+        raise BadInput(f"adding the endpoints would break {path}: "
+                       f"{str(error).replace(str(probe), str(path))}") from None
     except OSError as error:
         raise ActionFailed(f"cannot write beside {path}: {error.strerror or error}") from None
     finally:

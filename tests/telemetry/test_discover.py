@@ -92,13 +92,18 @@ def test_add_appends_valid_toml_keeping_comments_and_never_duplicates(cli, deck_
     assert urls.count(server_url) == 1 and len(urls) == len(set(urls)), urls
 
 
-def test_a_broken_deck_toml_is_left_as_it_was(cli, deck_home, engines):
+@pytest.mark.parametrize("text, said", [
+    ('# mine\n[[endpoints]]\nname = "x"\nkind = "nope"\nurl = "http://h:1"\n', "kind"),
+    # valid, but an inline array: there is no [[endpoints]] list to append a table to
+    ('# mine\nendpoints = []\n', "not an array of [[endpoints]] tables")])
+def test_a_deck_toml_that_cannot_take_entries_is_left_as_it_was(cli, deck_home, engines, text,
+                                                               said):
     deck_home.mkdir(parents=True, exist_ok=True)
     config = deck_home / "deck.toml"
-    config.write_text('# mine\n[[endpoints]]\nname = "x"\nkind = "nope"\nurl = "http://h:1"\n')
+    config.write_text(text)
     before = config.read_bytes()
     result = cli("endpoints", "discover", "--add")
-    assert result.code == 2 and "kind" in result.stderr, result
+    assert result.code == 2 and said in result.stderr, result
     assert config.read_bytes() == before
     assert list(deck_home.iterdir()) == [config]  # no temporary file left either
 
