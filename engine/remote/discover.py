@@ -182,8 +182,9 @@ async def probe(listener: Listener) -> Discovered | None:
             if ollama_version is None:
                 return None
             tags_status, tags_body = await _get(client, base + "/api/tags")
-            return _found(listener, "ollama", "ollama", base, _json_names(tags_body, "models"),
-                          version=ollama_version, evidence=("/api/version",))
+            models = _json_names(tags_body, "models") if tags_status == 200 else ()
+            return _found(listener, "ollama", "ollama", base, models, version=ollama_version,
+                          evidence=("/api/version",))
         metrics_status, metrics_body = await _get(client, base + "/metrics")
         models_status, models_body = await _get(client, base + "/v1/models")
     metrics_kind = _metrics_kind(metrics_body) if metrics_status == 200 else None
