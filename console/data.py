@@ -105,6 +105,7 @@ class EndpointRow:
     checked_at: float | None = None
     versions: tuple[VersionRow, ...] = ()  # per version, when the server labels its series
     slo: Any = None  # engine SloStats over the window; None with no [slo] in deck.toml
+    discovered: bool = False  # found running on this box, not named in deck.toml
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ absent or does not offer what the pane needs, the pane gets 'not-available' data
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from console import present
 from console.data import (Availability, DeckInfo, DeploymentRow, EndpointsPanel, EventRow,
                           EventsPanel, GpuPanel, JobsPanel, LossSeries, ModelRow, ModelsPanel,
                           Snapshot)
+from console.discovered import DiscoveryWatch, discovery_enabled
 from engine.deck import Deck
 
 
@@ -100,18 +102,25 @@ class EngineSource:
         self._telemetry = TelemetryReader(deck, sampler)
         self._jobs = JobReader()
         self._alerts: tuple[Any, Any] | None = None  # (AlertService, log Feed), on first poll
+        self._discovery = DiscoveryWatch(deck) if discovery_enabled() else None
 
     def gpus(self) -> GpuPanel:
         return self._telemetry.gpus()
 
     def endpoints(self) -> EndpointsPanel:
-        return self._telemetry.endpoints()
+        panel = self._telemetry.endpoints()
+        if self._discovery is None or panel.status != "ok":
+            return panel
+        found = self._discovery.rows(tuple(row.url for row in panel.endpoints))
+        return dataclasses.replace(panel, endpoints=(*panel.endpoints, *found)) if found else panel
 
     def close(self) -> None:
         """Stops the sampler's threads (the app calls it when it exits)."""
         self._telemetry.close()
         if self._alerts is not None:
             self._alerts[0].close(wait_s=2.0)
+        if self._discovery is not None:
+            self._discovery.close()
 
     def alerts(self) -> tuple["AlertNotice", ...]:
         """The console samples, so it evaluates [[alerts]] (unless a monitor or another console

@@ -108,7 +108,7 @@ class ServeSettings(SecretSource):
         return device.strip().lower()
 
 
-EndpointKind = Literal["vllm", "tgi", "llamacpp", "openai", "modeldeck"]
+EndpointKind = Literal["vllm", "tgi", "llamacpp", "openai", "modeldeck", "ollama"]
 
 
 class EndpointSettings(SecretSource):

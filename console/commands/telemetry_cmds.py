@@ -44,6 +44,13 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     check.add_argument("--window", type=number("--window", 0.0, MAX_WINDOW_S), default=0.0, metavar="S",
                        help="scrape twice S seconds apart to report rates and percentiles")
     check.set_defaults(handler=check_command)
+    discover = sub.add_parser("discover", parents=[common],
+                              help="find serving engines running on this box (vLLM, llama.cpp, "
+                                   "Ollama, SGLang, TGI, LM Studio, modeldeck) and print "
+                                   "[[endpoints]] entries for them")
+    discover.add_argument("--add", action="store_true",
+                          help="append the ones deck.toml lacks to it (comments kept)")
+    discover.set_defaults(handler=discover_command)
 
 
 # ---- watch ------------------------------------------------------------------------------------
@@ -119,12 +126,18 @@ def _gpu_text(gpus: Any) -> str:
 
 
 def endpoints_table(endpoints: Any) -> str:
+    """One row per endpoint; below, the models an engine without counters (Ollama) holds."""
     rows = [(e.name, e.kind, e.status, _num(e.tokens_per_s), _num(e.requests_per_s),
              _num(e.running, 0), _num(e.waiting, 0), _pct(e.kv_cache_pct),
              _ms(e.ttft_p95_s), _ms(e.itl_p95_s), _ms(e.e2e_p95_s), e.reason)
             for e in endpoints]
-    return table(("ENDPOINT", "KIND", "STATUS", "TOK/S", "REQ/S", "RUN", "WAIT", "KV",
+    text = table(("ENDPOINT", "KIND", "STATUS", "TOK/S", "REQ/S", "RUN", "WAIT", "KV",
                   "TTFT95", "ITL95", "E2E95", "REASON"), rows)
+    loaded = [(e.name, m.name, human_memory(m.size_bytes), human_memory(m.vram_bytes),
+               m.expires_at) for e in endpoints for m in getattr(e, "loaded_models", ())]
+    if loaded:
+        text += "\n" + table(("ENDPOINT", "LOADED MODEL", "SIZE", "IN VRAM", "UNLOADS AT"), loaded)
+    return text
 
 
 def models_table(models: Any) -> str:
@@ -195,3 +208,29 @@ def check_command(args: argparse.Namespace, deck: Deck) -> int:
 
     emit(args.json, "endpoints.check", result.to_dict(), human)
     return 0 if result.all_reachable else 1
+
+
+def discover_command(args: argparse.Namespace, deck: Deck) -> int:
+    result = actions.discover_endpoints(deck, actions.DiscoverRequest(add=args.add))
+
+    def human() -> str:
+        if not result.engines:
+            return "no serving engines found on this box"
+        rows = [(e.engine, e.kind, e.url, e.pid, ", ".join(e.models[:3]) or None,
+                 e.configured_as or "new") for e in result.engines]
+        text = table(("ENGINE", "KIND", "URL", "PID", "MODELS", "IN DECK.TOML"), rows)
+        if not result.entries:
+            return text + "\nevery engine found is in deck.toml already"
+        if result.added:
+            return text + f"\nadded {len(result.entries)} endpoint(s) to {result.config_file}"
+        return text + f"\n\n# for {result.config_file} (or run with --add):\n" + \
+            discovered_toml(result.entries)
+
+    emit(args.json, "endpoints.discover", result.to_dict(), human)
+    return 0
+
+
+def discovered_toml(entries: Any) -> str:
+    import tomlkit
+
+    return tomlkit.dumps({"endpoints": [dict(entry) for entry in entries]}).rstrip("\n")

@@ -14,6 +14,7 @@ from engine.actions.alerts import (AlertList, AlertsRequest, MonitorRequest, Mon
                                    monitor_state)
 from engine.actions.compression import CompressRequest, CompressResult, compress
 from engine.actions.demo_deck import DemoResult, demo
+from engine.actions.discovery import DiscoverRequest, DiscoveryResult, discover_endpoints
 from engine.actions.deployments import (DeployPlan, DeployRequest, DeployResult, RollbackRequest,
                                         check_target, deploy, history, plan_deploy, plan_rollback,
                                         rollback)
@@ -33,7 +34,8 @@ from engine.actions.telemetry import (CheckEndpointsRequest, EndpointInfo, Endpo
 __all__ = [
     "AlertList", "AlertsRequest", "MonitorRequest", "MonitorResult", "alert_feed", "alert_rules",
     "alert_service", "list_alerts", "monitor", "monitor_state",
-    "AliasRequest", "CheckEndpointsRequest", "CompressRequest", "CompressResult", "DemoResult",
+    "AliasRequest", "CheckEndpointsRequest", "DiscoverRequest", "DiscoveryResult",
+    "discover_endpoints", "CompressRequest", "CompressResult", "DemoResult",
     "DeployPlan", "DeployRequest", "DeployResult", "EndpointInfo", "EndpointsCheck",
     "FinetuneRequest", "ImportRequest", "JobRequest", "JobResult", "ModelDetails",
     "RollbackRequest", "RolloutRequest", "RolloutResult", "StatusReport", "TargetSummary", "WatchRequest", "alias_model", "audit",
