@@ -105,6 +105,11 @@ class EngineSource:
     def endpoints(self) -> EndpointsPanel:
         return self._telemetry.endpoints()
 
+    def telemetry_snapshot(self) -> Any:
+        """The sampler's newest snapshot, None before it started: what [console] record writes."""
+        sampler = self._telemetry.sampler
+        return sampler.latest() if sampler is not None else None
+
     def close(self) -> None:
         """Stops the sampler's threads (the app calls it when it exits)."""
         self._telemetry.close()
