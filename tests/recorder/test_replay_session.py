@@ -146,7 +146,7 @@ def status(app) -> str:
     return str(app.dashboard.query_one("#replay-status").render())
 
 
-async def wait_for(pilot, condition, tries: int = 200) -> None:
+async def wait_for(pilot, condition, tries: int = 400) -> None:
     for _ in range(tries):
         if condition():
             return
