@@ -209,12 +209,12 @@ class FrameCollector:
         self.models_key: str | None = None
 
     def frame(self, snapshot: Any, keyframe: bool, window_s: float | None) -> dict[str, Any]:
-        from engine.telemetry.recorder import SCHEMA_KEY, SCHEMA_VERSION, without_histories
+        from engine.telemetry.recorder import SCHEMA_KEY, SCHEMA_VERSION, recorded_telemetry
 
         audit = self.audit_rows(keyframe)
         frame: dict[str, Any] = {SCHEMA_KEY: SCHEMA_VERSION, "at": time.time(),
                                  "interval_s": snapshot.interval_s, "window_s": window_s,
-                                 "telemetry": without_histories(snapshot.to_dict()),
+                                 "telemetry": recorded_telemetry(snapshot),
                                  "server": self.server(), "audit": audit}
         frame.update(self.jobs(keyframe))
         models = self.models(keyframe, bool(audit))

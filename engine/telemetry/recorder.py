@@ -32,7 +32,7 @@ import shutil
 import time
 from bisect import bisect_right
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -146,18 +146,30 @@ def _ends_with_newline(path: Path) -> bool:
         return handle.read(1) == b"\n"
 
 
-def without_histories(telemetry: dict[str, Any]) -> dict[str, Any]:
-    """A TelemetrySnapshot.to_dict() less its history tuples (the reader rebuilds them)."""
+def recorded_telemetry(snapshot: TelemetrySnapshot) -> dict[str, Any]:
+    """snapshot.to_dict() less its history tuples (the reader rebuilds them from the lines
+    before). They are emptied before to_dict(): copying 600-point histories only to drop them
+    was most of a line's cost."""
+    fleet = snapshot.fleet
+    emptied = replace(
+        snapshot, gpus=replace(snapshot.gpus, devices=_without_history(snapshot.gpus.devices)),
+        host=replace(snapshot.host, cpu_history=()) if snapshot.host is not None else None,
+        endpoints=tuple(replace(endpoint, tokens_history=()) for endpoint in snapshot.endpoints),
+        fleet=replace(fleet, gpus=_without_history(fleet.gpus)) if fleet is not None else None)
+    telemetry = emptied.to_dict()
     for device in telemetry["gpus"]["devices"]:
-        device.pop("utilization_history", None)
-    if telemetry.get("host"):
-        telemetry["host"].pop("cpu_history", None)
-    for endpoint in telemetry.get("endpoints", ()):
-        endpoint.pop("tokens_history", None)
-    if telemetry.get("fleet"):
-        for device in telemetry["fleet"]["gpus"]:
-            device.pop("utilization_history", None)
+        del device["utilization_history"]
+    if telemetry["host"] is not None:
+        del telemetry["host"]["cpu_history"]
+    for endpoint in telemetry["endpoints"]:
+        del endpoint["tokens_history"]
+    for device in (telemetry["fleet"] or {}).get("gpus", ()):
+        del device["utilization_history"]
     return telemetry
+
+
+def _without_history(devices: tuple[GpuDevice, ...]) -> tuple[GpuDevice, ...]:
+    return tuple(replace(device, utilization_history=()) for device in devices)
 
 
 # ---- reading ----------------------------------------------------------------------------------
