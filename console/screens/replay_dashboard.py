@@ -8,6 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Input, Static
 
+from console import present
 from console.recording import REPLAY_REFUSAL, SPEEDS, RecordingSource
 from console.screens.dashboard import POLLED, DashboardScreen
 from console.widgets.footer import DeckFooter
@@ -15,6 +16,9 @@ from engine.errors import BadInput
 
 STATUS_EVERY_S = 0.25  # the status line's clock; the panes follow when the frame changes
 FRAME_POLLED = tuple(name for name in POLLED if name != "deck_info")
+REPLAY_KEYS = (("space", "play / pause"), (". ,", "one frame on / back (pauses)"),
+               (":", "seek: HH:MM[:SS], +SECONDS from the start, -SECONDS from the end"),
+               ("+ -", "twice / half the speed (1x to 64x)"), ("1 2 4 8", "that speed"))
 
 
 class ReplayDashboard(DashboardScreen):
@@ -72,6 +76,12 @@ class ReplayDashboard(DashboardScreen):
             self.shown_index = index
             for name in FRAME_POLLED:
                 self.poll(name)
+
+    def help_details(self) -> present.Details:
+        """The dashboard's help, and the playback keys."""
+        details = super().help_details()
+        keys = present.Section("replay", headers=("keys", "does"), rows=REPLAY_KEYS)
+        return present.Details(details.title, (keys, *details.sections))
 
     def action_replay_toggle(self) -> None:
         self.recording_source.playback.toggle()

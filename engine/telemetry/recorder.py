@@ -294,7 +294,7 @@ def read_recording(path: Path) -> Recording:
 def _lines(file: Path) -> Iterator[bytes]:
     try:
         opener = gzip.open if file.name.endswith(".gz") else open
-        with opener(file, "rb") as handle:  # type: ignore[operator]
+        with opener(file, "rb") as handle:
             yield from handle
     except (OSError, EOFError) as error:  # an unreadable or truncated .gz: one line, exit 2
         raise BadInput(f"{file}: cannot read it ({error})") from None

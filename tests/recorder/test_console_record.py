@@ -63,3 +63,30 @@ def test_record_bad_input_is_exit_2_and_writes_nothing(cli, tmp_path, arguments,
 def test_record_into_a_directory_is_exit_2(cli, tmp_path):
     result = cli("record", str(tmp_path), "--count", "1", "--local")
     assert result.code == 2 and "is a directory" in result.stderr, result
+
+
+@pytest.mark.anyio
+async def test_a_replay_says_what_it_is_and_how_to_move(cli, deck_home, tmp_path):
+    from console.recording import REPLAY_REFUSAL, open_replay
+    from tests.telemetry.conftest import GPU_READINGS
+
+    path = tmp_path / "flight.jsonl"
+    assert cli("record", str(path), "--count", "3", "--interval", "0.05", "--local",
+               "--gpu-replay", str(GPU_READINGS)).code == 0
+    path.write_bytes(path.read_bytes() + b'{"modeldeck_recording":1,"at":')  # a crash mid-line
+    deck = Deck.at(deck_home)
+    app = ModeldeckApp(deck, open_replay(str(path), deck), readonly=True, refresh_s=0.2)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await wait_until_loaded(pilot, app)
+        line = str(app.dashboard.query_one("#replay-status").render())
+        assert "frame 1/3" in line and "1x  paused" in line and "1 torn line skipped" in line
+        assert len(app.dashboard.query_one("#gpus").panel.gpus) == 8
+        help_text = app.dashboard.help_text()
+        assert "+SECONDS from the start" in help_text and REPLAY_REFUSAL in help_text
+        await pilot.press("colon", "y", "enter")  # not a time: said, and nothing moves
+        await pilot.pause(0.1)
+        assert "frame 1/3" in str(app.dashboard.query_one("#replay-status").render())
+        await pilot.press("escape", "minus", "plus", "plus")  # 1x is the least: 1, 2, 4
+        await pilot.pause(0.3)
+        assert "4x  paused" in str(app.dashboard.query_one("#replay-status").render())
+    deck.close()
