@@ -90,12 +90,13 @@ def record_session(root: Path, tiny_model_dir: Path, tiny_model_dir_b: Path) -> 
         actions.import_model(deck, actions.ImportRequest(tiny_model_dir_b, "tiny"))
         deck.registry.move_pointer("local", deck.registry.resolve("tiny@1"), action="deploy",
                                    reason="test", arguments={"ref": "tiny@1"})
-        url = actions.start_server(deck)["url"]
         recorder = subprocess.Popen([sys.executable, "-m", "console.cli", "record", str(file),
                                      "--interval", str(INTERVAL_S)], cwd=REPO, env=environment,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait(lambda: file.exists() and file.stat().st_size > 0, 60, "the recorder's first line")
         job = actions.finetune(deck, actions.FinetuneRequest("tiny@1", CORPUS, overrides={
             "steps": 5000, "batch_size": 2, "max_length": 32, "eval_split": 0.2})).job
+        url = actions.start_server(deck)["url"]  # loads while the job starts: they overlap
         with Load(url) as load:
             wait(lambda: load.answered >= 10, 60, "the server to answer requests")
             wait(lambda: any(event.get("type") == "progress" for event in
