@@ -192,7 +192,7 @@ class RecordingSource:
     def status_line(self) -> str:
         """`REPLAY 2026-11-26 03:12:04  frame 12/300  +0:11 of 5:00  2x  paused`."""
         index, recording, playback = self.index(), self.recording, self.playback
-        moment = playback.now()
+        moment = recording.times[index]  # the time of the frame on screen
         state = "playing" if playback.playing else "paused"
         line = (f"REPLAY {present.when(moment, seconds=True)}  frame {index + 1}/{len(recording)}"
                 f"  +{_span(moment - recording.start)} of {_span(recording.end - recording.start)}"
