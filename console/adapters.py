@@ -135,7 +135,11 @@ def local_rollout(deck: Deck) -> RolloutView | None:
     engine's reader: no request to the server)."""
     from engine.actions import rollout_state
 
-    state = rollout_state(deck).rollout
+    return rollout_view(rollout_state(deck).rollout)
+
+
+def rollout_view(state: dict[str, Any] | None) -> RolloutView | None:
+    """A rollout state (run/rollout.json, or a recording's) while it is in progress."""
     if not state or state.get("status") not in ("running", "paused"):
         return None
     settings = state.get("settings") or {}
@@ -150,12 +154,15 @@ LATENCY_MEASURES = (("time to first token", "ttft"), ("inter-token", "itl"), ("e
 STARTING_GRACE_S = 120.0  # a server announced this recently that never answered is still starting
 
 
-def local_row(deck: Deck, polled: EndpointRow | None) -> tuple[EndpointRow, tuple[str, ...]]:
+def local_row(deck: Deck, polled: EndpointRow | None, server: dict[str, Any] | None = None,
+              now: float | None = None) -> tuple[EndpointRow, tuple[str, ...]]:
     """The local server's row, which is there even when it is down: stopped, starting (its
-    start lock held while the model loads, or announced and not answering yet), or as polled."""
+    start lock held while the model loads, or announced and not answering yet), or as polled.
+    server / now: its state and the time (a replay's), instead of the deck's and the clock's."""
     from engine.actions import local_server_state  # the one reader, shared with `status`
 
-    server = local_server_state(deck)
+    server = server if server is not None else local_server_state(deck)
+    now = time.time() if now is None else now
     if server["state"] == "starting":
         return EndpointRow(LOCAL_ENDPOINT, "modeldeck", "starting",
                            "loading the model (a start is under way)"), ()
@@ -167,7 +174,7 @@ def local_row(deck: Deck, polled: EndpointRow | None) -> tuple[EndpointRow, tupl
     if polled is None:  # the sampler has not polled it yet
         polled = EndpointRow(LOCAL_ENDPOINT, "modeldeck", "stale", "not polled yet", url=server["url"])
     never_answered = polled.status in ("down", "stale") and not polled.tokens_history
-    if never_answered and time.time() - server["started_at"] < STARTING_GRACE_S:
+    if never_answered and now - (server.get("started_at") or 0.0) < STARTING_GRACE_S:
         return replace(polled, status="starting",
                        reason="waiting for its first answer on /health"), warnings
     return polled, warnings

@@ -37,8 +37,30 @@ class ModeldeckApp(App[int]):
         self.source = source if source is not None else EngineSource(deck)
         self.readonly = readonly
         self.refresh_s = refresh_s if refresh_s is not None else deck.config.console.refresh_s
-        self.dashboard = DashboardScreen(self.source, self.refresh_s, readonly,
-                                         startup_warnings=self.loaded_themes.problems)
+        self.dashboard = self.make_dashboard(readonly)
+        self.recorder = self.make_recorder()
+
+    def make_dashboard(self, readonly: bool) -> DashboardScreen:
+        if getattr(self.source, "playback", None) is not None:  # tui --replay: a recording
+            from console.screens.replay_dashboard import ReplayDashboard
+
+            return ReplayDashboard(self.source, self.refresh_s,  # type: ignore[arg-type]
+                                   startup_warnings=self.loaded_themes.problems)
+        return DashboardScreen(self.source, self.refresh_s, readonly,
+                               startup_warnings=self.loaded_themes.problems)
+
+    def make_recorder(self) -> Any:
+        """deck.toml [console] record: the flight recorder, fed by this console's sampler
+        (BadInput now, before the screen opens, for a file that is not a recording)."""
+        path = self.deck.config.console.record
+        latest = getattr(self.source, "telemetry_snapshot", None)
+        if path is None or latest is None:
+            return None
+        from engine.actions.telemetry import RecorderThread
+
+        path = Path(path).expanduser()
+        return RecorderThread(self.deck, path if path.is_absolute() else self.deck.paths.home / path,
+                              latest, self.deck.config.telemetry.interval_s)
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         return dict(VARIABLE_DEFAULTS)
@@ -65,8 +87,18 @@ class ModeldeckApp(App[int]):
 
     def on_mount(self) -> None:
         self.push_screen(self.dashboard)
+        if self.recorder is not None:
+            self.recorder.start()
+            self.set_interval(5.0, self.check_recorder)
+
+    def check_recorder(self) -> None:
+        if self.recorder is not None and self.recorder.problem:
+            self.dashboard.report("error", self.recorder.problem)
+            self.recorder = None  # said once; the recording has stopped
 
     def on_unmount(self) -> None:
+        if self.recorder is not None:
+            self.recorder.stop()
         close = getattr(self.source, "close", None)  # the sampler's threads and NVML
         if callable(close):
             close()
@@ -111,8 +143,14 @@ def pick_theme(themes: LoadedThemes, wanted: str) -> str:
     raise BadInput(f"unknown theme {wanted!r} (known: {known})")
 
 
-def run_app(deck: Deck, readonly: bool, theme: str | None) -> int:
-    """`modeldeck` / `modeldeck tui`: BadInput (exit 2) for an unknown theme or a bad deck.toml."""
-    app = ModeldeckApp(deck, readonly=readonly, theme_name=theme)
+def run_app(deck: Deck, readonly: bool, theme: str | None, replay: str | None = None) -> int:
+    """`modeldeck` / `modeldeck tui`: BadInput (exit 2) for an unknown theme or a bad deck.toml;
+    replay: a recording to show instead of the deck (BadInput if it is not one)."""
+    source = None
+    if replay is not None:
+        from console.recording import open_replay
+
+        source = open_replay(replay, deck)
+    app = ModeldeckApp(deck, source, readonly=readonly or replay is not None, theme_name=theme)
     app.run()
     return app.return_code or 0

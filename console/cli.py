@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from console.commands import COMMAND_MODULES
+from console.commands.arguments import path_text
 from console.output import emit_error
 from engine.deck import Deck
 from engine.errors import BadInput, DeckError
@@ -61,6 +62,8 @@ def build_parser() -> CleanParser:
     tui = verbs.add_parser("tui", parents=[common], help="open the console (the default)")
     tui.add_argument("--readonly", action="store_true", help="hide and refuse every action")
     tui.add_argument("--theme", help="theme name (see themes/)")
+    tui.add_argument("--replay", metavar="FILE", type=path_text("--replay"),
+                     help="replay a recording (`modeldeck record`) instead of the live deck")
     tui.set_defaults(handler=run_tui)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(verbs, common)
@@ -70,7 +73,8 @@ def build_parser() -> CleanParser:
 def run_tui(args: argparse.Namespace, deck: Deck) -> int:
     from console.app import run_app  # textual is imported here, and only here
 
-    return run_app(deck, readonly=getattr(args, "readonly", False), theme=getattr(args, "theme", None))
+    return run_app(deck, readonly=getattr(args, "readonly", False), theme=getattr(args, "theme", None),
+                   replay=getattr(args, "replay", None))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -114,6 +114,11 @@ class EngineSource:
         found = self._discovery.rows(tuple(row.url for row in panel.endpoints))
         return dataclasses.replace(panel, endpoints=(*panel.endpoints, *found)) if found else panel
 
+    def telemetry_snapshot(self) -> Any:
+        """The sampler's newest snapshot, None before it started: what [console] record writes."""
+        sampler = self._telemetry.sampler
+        return sampler.latest() if sampler is not None else None
+
     def close(self) -> None:
         """Stops the sampler's threads (the app calls it when it exits)."""
         self._telemetry.close()

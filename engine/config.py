@@ -185,6 +185,7 @@ class ConsoleSettings(Section):
     theme: str = "modeldeck-dark"
     theme_dir: Path | None = None
     refresh_s: float = Field(default=1.0, gt=0, le=60)
+    record: Path | None = None  # the console records to this file too (relative: to the deck home)
 
 
 class FinetuneDefaults(Section):

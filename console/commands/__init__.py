@@ -14,4 +14,5 @@ COMMAND_MODULES = (
     "console.commands.compress_cmds",
     "console.commands.telemetry_cmds",
     "console.commands.alert_cmds",
+    "console.commands.record_cmds",
 )

@@ -73,7 +73,7 @@ class DashboardActions(_DashboardState):
     def refusal(self, action: str) -> str | None:
         """Why `action` cannot run now, or None when it can."""
         if action in MUTATING and self.readonly:
-            return READ_ONLY_REFUSAL
+            return getattr(self, "readonly_reason", READ_ONLY_REFUSAL)  # a replay says why
         models, jobs = self.query_one("#models"), self.query_one("#jobs")
         version = models.selected_row()  # type: ignore[attr-defined]
         empty_deck = models.panel is not None and not models.panel.rows  # type: ignore[attr-defined]
@@ -401,7 +401,8 @@ class DashboardActions(_DashboardState):
         sections.append(present.Section("navigation", headers=("keys", "moves"),
                                          rows=tuple(NAVIGATION)))
         if self.readonly:
-            sections.append(present.Section("read-only", pairs=(("mode", READ_ONLY_REFUSAL),)))
+            sections.append(present.Section("read-only", pairs=(
+                ("mode", getattr(self, "readonly_reason", READ_ONLY_REFUSAL)),)))
         return present.Details("modeldeck keys", tuple(sections))
 
     def help_text(self) -> str:
