@@ -25,6 +25,7 @@ from pydantic_core import PydanticCustomError
 from engine.errors import BadInput
 from engine.validate import NAME_PATTERN
 from engine.finetune_settings import checked_values
+from engine.host_settings import Hosts
 from engine.paths import deck_home
 
 ENV_PREFIX = "MODELDECK_"
@@ -312,6 +313,7 @@ class DeckConfig(Section):
     compress: CompressSettings = CompressSettings()
     rollout: RolloutSettings = RolloutSettings()
     slo: SloSettings = SloSettings()
+    hosts: Hosts = ()  # [[hosts]]: the fleet over ssh (engine.host_settings)
     source: Path | None = None  # the file these settings came from, if any
 
     @field_validator("endpoints", "targets")
