@@ -9,7 +9,7 @@ from typing import Any
 
 from console.commands.arguments import number, text, whole
 from console.commands.confirm import add_yes_flag, confirm
-from console.output import emit, json_line, table
+from console.output import emit, table
 from engine.actions import fleet
 from engine.deck import Deck
 from engine.remote.fleet import FleetSnapshot
@@ -33,8 +33,8 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     watch.add_argument("--count", type=whole("--count", 1), metavar="N", help="stop after N polls")
     watch.set_defaults(handler=watch_command)
     receive = actions.add_parser("receive", parents=[common],
-                                 help="(run by `deploy --hosts` over ssh) one version-transfer "
-                                      "request on stdin")
+                                 help="(run by `deploy --hosts` over ssh) serve the version "
+                                      "transfer on stdin and stdout")
     receive.set_defaults(handler=receive_command)
 
 
@@ -75,8 +75,7 @@ def watch_command(args: argparse.Namespace, deck: Deck) -> int:
 
 
 def receive_command(args: argparse.Namespace, deck: Deck) -> int:
-    answer = fleet.receive(deck, sys.stdin.buffer)
-    sys.stdout.write(json_line(answer) + "\n")
+    fleet.receive(deck, sys.stdin.buffer, sys.stdout.buffer)
     return 0
 
 

@@ -26,9 +26,11 @@ from engine.registry.records import ModelRef, VersionInfo
 from engine.remote.fleet import FleetSnapshot, poll_fleet
 from engine.remote.ssh import failure_reason, run_remote, ssh_transport
 from engine.targets.remote_deck import RemoteDeckTarget, deck_identity
+from engine.validate import parse_int
 
 DEPLOY_TIMEOUT_S = 900.0  # a host's gated deploy may load a model before its gate answers
 MAX_HEAD_BYTES = 64 << 10
+MAX_FRAME_BYTES = 16 << 20
 RECEIVABLE = ("/control/blobs/", "/control/versions")  # the transfer only: moves run as verbs
 
 
@@ -69,23 +71,47 @@ def fleet_watch(deck: Deck, interval_s: float, count: int | None = None,
             time.sleep(max(0.0, interval_s - (time.monotonic() - started)))
 
 
-# ---- the receiving side: one transfer request per ssh session -------------------------------
+# ---- the receiving side: the transfer requests of one push, over one ssh session ------------
 
-def receive(deck: Deck, stdin: BinaryIO) -> dict[str, Any]:
-    """Serve one request of the push protocol read from stdin (a JSON head line, then the body)
-    with the very routes a modeldeck server mounts (engine.targets.receiver): the same checks,
-    resumable uploads and registration. Returns {"status", "body"}."""
+def receive(deck: Deck, stdin: BinaryIO, stdout: BinaryIO) -> None:
+    """Serve the push protocol (engine.remote.ssh.ssh_transport) until stdin closes, with the
+    very routes a modeldeck server mounts (engine.targets.receiver): the same checks, resumable
+    uploads and registration. Per request: a JSON head line, the body as `<length>\\n<bytes>`
+    frames ending with `0\\n`; per answer one JSON line {"status", "body"}."""
     import asyncio
 
-    head = _request_head(stdin.readline(MAX_HEAD_BYTES))
-    return asyncio.run(_serve_one(deck, head, stdin))
+    asyncio.run(_serve(deck, stdin, stdout))
+
+
+async def _serve(deck: Deck, stdin: BinaryIO, stdout: BinaryIO) -> None:
+    import httpx
+    from starlette.applications import Starlette
+
+    from engine.targets.receiver import transfer_routes
+
+    # No token check: ssh authenticated this user, who may run any modeldeck verb here anyway.
+    app = Starlette(routes=transfer_routes(deck, lambda request: None))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://deck") as client:
+        while line := stdin.readline(MAX_HEAD_BYTES):
+            head, frames = _request_head(line), _Frames(stdin)
+            response = await client.request(head["method"], head["path"], headers=head["headers"],
+                                            content=frames.chunks())
+            frames.drain()  # a route may answer before reading the whole body (409: resume)
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = None
+            stdout.write(json.dumps({"status": response.status_code, "body": answer}).encode()
+                         + b"\n")
+            stdout.flush()
 
 
 def _request_head(line: bytes) -> dict[str, Any]:
     try:
         head = json.loads(line)
     except ValueError:
-        raise BadInput("fleet receive: the first line must be a JSON request head") from None
+        raise BadInput("fleet receive: each request starts with a JSON head line") from None
     if not isinstance(head, dict) or head.get("method") not in ("POST", "PUT") \
             or not isinstance(head.get("path"), str) or not isinstance(head.get("headers"), dict) \
             or not head["path"].startswith(RECEIVABLE):
@@ -95,28 +121,33 @@ def _request_head(line: bytes) -> dict[str, Any]:
     return head
 
 
-async def _serve_one(deck: Deck, head: dict[str, Any], stdin: BinaryIO) -> dict[str, Any]:
-    import httpx
-    from starlette.applications import Starlette
+class _Frames:
+    """One request's body read from stdin frame by frame (never more than a frame in memory)."""
 
-    from engine.targets.receiver import transfer_routes
+    def __init__(self, stdin: BinaryIO) -> None:
+        self.stdin, self.done = stdin, False
 
-    # No token check: ssh authenticated this user, who may run any modeldeck verb here anyway.
-    app = Starlette(routes=transfer_routes(deck, lambda request: None))
-
-    async def body() -> Any:
-        while chunk := stdin.read(256 << 10):
+    async def chunks(self) -> Any:
+        while (chunk := self._next()) is not None:
             yield chunk
 
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://deck") as client:
-        response = await client.request(head["method"], head["path"], headers=head["headers"],
-                                        content=body())
-    try:
-        answer = response.json()
-    except ValueError:
-        answer = None
-    return {"status": response.status_code, "body": answer}
+    def drain(self) -> None:
+        while self._next() is not None:
+            pass
+
+    def _next(self) -> bytes | None:
+        if self.done:
+            return None
+        size = parse_int("fleet receive: frame length", self.stdin.readline(32).decode("ascii",
+                                                                                     "replace").strip(),
+                         0, MAX_FRAME_BYTES)
+        if size == 0:
+            self.done = True
+            return None
+        data = self.stdin.read(size)
+        if len(data) != size:
+            raise BadInput("fleet receive: the request body ended early")
+        return data
 
 
 # ---- deploy and rollback across hosts ----------------------------------------------------------

@@ -152,53 +152,97 @@ def close_master(run_dir: Path, host: HostSettings) -> None:
 
 
 def ssh_transport(run_dir: Path, host: HostSettings) -> Any:
-    """An httpx transport that carries each request to `modeldeck fleet receive` on the host
-    over ssh, so HTTP clients written for a deck's /control routes work over ssh unchanged."""
+    """An httpx transport that carries requests to `modeldeck fleet receive` on the host over
+    one ssh session (one remote process for a whole push), so HTTP clients written for a
+    deck's /control routes work over ssh unchanged.
+
+    The protocol (engine.actions.fleet.receive): per request a JSON head line, then the body as
+    frames `<length>\\n<bytes>` ending with `0\\n`; per answer one JSON line {"status", "body"}.
+    Closing stdin ends the remote process."""
     import httpx
 
     class SshTransport(httpx.BaseTransport):
+        def __init__(self) -> None:
+            self.session: _Session | None = None
+
         def handle_request(self, request: httpx.Request) -> httpx.Response:
-            return _exchange(run_dir, host, request)
+            if self.session is None:
+                self.session = _Session(run_dir, host)
+            try:
+                status, body = self.session.exchange(request)
+            except _Broken as error:
+                self.close()
+                raise httpx.ConnectError(str(error)) from None
+            return httpx.Response(status, json=body)
+
+        def close(self) -> None:
+            if self.session is not None:
+                self.session.close()
+                self.session = None
 
     return SshTransport()
 
 
-def _exchange(run_dir: Path, host: HostSettings, request: Any) -> Any:
-    """One request: a JSON head line then the body on the remote's stdin; its stdout is one JSON
-    line {"status", "body"}."""
-    import json
+class _Broken(Exception):
+    """The session ended: ssh's (or the remote command's) reason."""
 
-    import httpx
 
-    head = {"method": request.method, "path": request.url.path,
-            "headers": {key: value for key, value in request.headers.items()
-                        if key.lower().startswith("x-") or key.lower() == "content-type"}}
-    argv = ssh_argv(run_dir, host, remote_command(host, ["fleet", "receive"]))
-    with tempfile.TemporaryFile() as errors:
-        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=errors)
-        assert process.stdin is not None and process.stdout is not None
-        watchdog = _Watchdog(process, host.timeout_s)  # killed when no progress for timeout_s
+class _Session:
+    def __init__(self, run_dir: Path, host: HostSettings) -> None:
+        self.errors = tempfile.TemporaryFile()
+        argv = ssh_argv(run_dir, host, remote_command(host, ["fleet", "receive"]))
+        self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=self.errors)
+        self.watchdog = _Watchdog(self.process, host.timeout_s)  # kills it when it stalls
+
+    def exchange(self, request: Any) -> tuple[int, Any]:
+        import json
+
+        head = {"method": request.method, "path": request.url.path,
+                "headers": {key: value for key, value in request.headers.items()
+                            if key.lower().startswith("x-") or key.lower() == "content-type"}}
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None and stdout is not None
         try:
-            process.stdin.write(json.dumps(head).encode() + b"\n")
+            self.watchdog.progress()
+            stdin.write(json.dumps(head).encode() + b"\n")
             for chunk in request.stream:
-                process.stdin.write(chunk)
-                watchdog.progress()
-            process.stdin.close()
-            answer = process.stdout.read()
-        except (BrokenPipeError, OSError):
-            process.kill()
-            answer = b""
-        finally:
-            watchdog.stop()
-            process.wait()
-        errors.seek(0)
-        stderr = errors.read().decode("utf-8", "replace")
-    try:
-        reply = json.loads(answer)
-    except ValueError:
-        raise httpx.ConnectError(failure_reason(process.returncode or 255, stderr)) from None
-    return httpx.Response(int(reply["status"]), json=reply.get("body"))
+                if chunk:
+                    stdin.write(b"%d\n" % len(chunk) + chunk)
+                    self.watchdog.progress()
+            stdin.write(b"0\n")
+            stdin.flush()
+            line = stdout.readline()
+            self.watchdog.stop()
+            reply = json.loads(line)
+            return int(reply["status"]), reply.get("body")
+        except (OSError, ValueError, KeyError, TypeError):
+            raise _Broken(self._reason()) from None
+
+    def _reason(self) -> str:
+        self.watchdog.stop()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.watchdog.fired:
+            return "timed out"
+        self.errors.seek(0)
+        return failure_reason(self.process.returncode or 255,
+                              self.errors.read().decode("utf-8", "replace"))
+
+    def close(self) -> None:
+        self.watchdog.stop()
+        if self.process.poll() is None:
+            try:
+                assert self.process.stdin is not None
+                self.process.stdin.close()
+                self.process.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait()
+        self.errors.close()
 
 
 class _Watchdog:
@@ -207,11 +251,15 @@ class _Watchdog:
     def __init__(self, process: subprocess.Popen, timeout_s: float) -> None:
         self.process, self.timeout_s = process, timeout_s
         self.timer: threading.Timer | None = None
-        self.progress()
+        self.fired = False
+
+    def _expire(self) -> None:
+        self.fired = True
+        self.process.kill()
 
     def progress(self) -> None:
         self.stop()
-        self.timer = threading.Timer(self.timeout_s, self.process.kill)
+        self.timer = threading.Timer(self.timeout_s, self._expire)
         self.timer.daemon = True
         self.timer.start()
 
