@@ -37,20 +37,22 @@ class Fleet:
         for home in self.homes.values():
             home.mkdir()
             (home / "deck.toml").write_text("[serve]\nautostart = false\n")
-        self.config = sshd.write_client_config({"fleet-a": sshd.port, "fleet-b": sshd.port,
-                                                "fleet-down": free_port()})
+        self.config = sshd.write_client_config(
+            {"fleet-a": sshd.port, "fleet-b": sshd.port, "fleet-nokey": sshd.port,
+             "fleet-down": free_port()}, unauthorized=("fleet-nokey",))
         monkeypatch.setenv("MODELDECK_SSH_CONFIG", str(self.config))
         monkeypatch.setenv("MODELDECK_HOME", str(self.local))
         monkeypatch.delenv("MODELDECK_CONFIG", raising=False)
 
-    def write_hosts(self, *hosts: tuple[str, str], extra: dict[str, str] | None = None) -> None:
+    def write_hosts(self, *hosts: tuple[str, str], extra: dict[str, str] | None = None,
+                    homes: dict[str, Path] | None = None) -> None:
         """deck.toml [[hosts]] for (name, ssh alias) pairs; host `a`/`b` use their own homes."""
         self.local.mkdir(exist_ok=True)
         blocks = []
         for name, alias in hosts:
-            home = self.homes.get(name, self.root / name)
+            home = {**self.homes, **(homes or {})}.get(name, self.root / name)
             lines = [f'name = "{name}"', f'ssh = "{alias}"', f"modeldeck = '{MODELDECK}'",
-                     f'home = "{home}"', "connect_timeout_s = 5", "timeout_s = 60",
+                     f"home = '{home}'", "connect_timeout_s = 5", "timeout_s = 60",
                      *((extra or {}).get(name, "").splitlines())]
             blocks.append("[[hosts]]\n" + "\n".join(lines) + "\n")
         (self.local / "deck.toml").write_text("\n".join(blocks))

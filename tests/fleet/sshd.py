@@ -69,13 +69,15 @@ class Sshd:
                 time.sleep(0.05)
         raise RuntimeError("sshd did not start listening in 10 s")
 
-    def write_client_config(self, aliases: dict[str, int]) -> Path:
-        """An ssh config with one Host block per alias -> port (a wrong port: a host that is down)."""
+    def write_client_config(self, aliases: dict[str, int], unauthorized: tuple[str, ...] = ()) -> Path:
+        """An ssh config with one Host block per alias -> port (a wrong port: a host that is
+        down); the `unauthorized` aliases offer a key sshd does not accept."""
         blocks = []
         for alias, port in aliases.items():
+            key = "host_key" if alias in unauthorized else "client_key"
             blocks.append("\n".join([
                 f"Host {alias}", "  HostName 127.0.0.1", f"  Port {port}", f"  User {self.user}",
-                f"  IdentityFile {self.directory / 'client_key'}", "  IdentitiesOnly yes",
+                f"  IdentityFile {self.directory / key}", "  IdentitiesOnly yes",
                 f"  UserKnownHostsFile {self.directory / 'known_hosts'}",
                 "  StrictHostKeyChecking yes", "  IdentityAgent none", ""]))
         path = self.directory / "ssh_config"

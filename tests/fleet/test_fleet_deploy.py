@@ -67,3 +67,15 @@ def test_deploy_across_hosts_reverses_the_first_when_the_second_fails(
     assert failed_b["arguments"]["host"] == "b" and failed_b["result"] == "failed"
     roll = next(e for e in audit if e["verb"] == "fleet-deploy")
     assert roll["result"] == "failed" and len(json.loads(roll["detail"])) == 5
+
+    # rollback --hosts a,b: a goes back (1 -> 2), b has nothing to roll back: a is reversed.
+    back = fleet_cli("rollback", "--hosts", "a,b", "--yes", "--json")
+    assert back.returncode == 1, back.stdout + back.stderr
+    result = json.loads(back.stdout)
+    assert [(s["host"], s["step"], s["ok"], s["detail"]) for s in result["steps"]][::2] == [
+        ("a", "rollback", True, "tiny@1 -> tiny@2"), ("a", "reverse", True, "tiny@2 -> tiny@1")]
+    assert "no earlier deployment to roll back" in result["steps"][1]["detail"]
+    assert [(e["action"], e["version"]) for e in history_of(fleet.homes["a"])][:2] == [
+        ("rollback", 1), ("rollback", 2)]
+    here = json.loads(fleet_cli("history", "--json").stdout)["entries"]
+    assert [(e["action"], e["version"]) for e in here][:2] == [("rollback", 1), ("rollback", 2)]

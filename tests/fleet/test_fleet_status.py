@@ -23,7 +23,8 @@ def test_fleet_status_shows_each_host_with_its_own_data_and_a_down_host_with_the
     imported = modeldeck_on(fleet.homes["b"], "models", "import", str(tiny_model_dir),
                             "--name", "tiny")
     assert imported.returncode == 0, imported.stderr
-    fleet.write_hosts(("a", "fleet-a"), ("b", "fleet-b"), ("gone", "fleet-down"))
+    fleet.write_hosts(("a", "fleet-a"), ("b", "fleet-b"), ("gone", "fleet-down"),
+                      ("locked", "fleet-nokey"))
     done = fleet_cli("fleet", "status", "--json")
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
@@ -35,7 +36,9 @@ def test_fleet_status_shows_each_host_with_its_own_data_and_a_down_host_with_the
     assert (hosts["a"]["status"]["model_count"], hosts["b"]["status"]["model_count"]) == (0, 1)
     assert hosts["gone"]["state"] == "down"
     assert hosts["gone"]["reason"] == "connection refused"
-    assert document["totals"]["up"] == 2 and document["totals"]["down"] == 1
+    assert hosts["locked"]["state"] == "down"
+    assert hosts["locked"]["reason"] == "permission denied (publickey)"
+    assert document["totals"]["up"] == 2 and document["totals"]["down"] == 2
     assert document["totals"]["running_jobs"] == 0
     assert "client_key" not in done.stdout + done.stderr  # nothing about the keys is shown
     text = fleet_cli("fleet", "status")
@@ -74,3 +77,17 @@ def test_second_poll_reuses_the_shared_connection(fleet: Fleet) -> None:
     second = poll_fleet(run_dir, (host,))
     assert second.hosts[0].state == "up"
     assert (master_pid(run_dir, host), socket_path.stat().st_ino) == (master, inode)
+
+
+def test_a_late_answer_is_stale_and_config_text_reaches_the_host_as_words(fleet: Fleet) -> None:
+    """A home full of shell syntax is a path there, never a command; a host slower than its
+    stale_after_s still shows its data, marked stale."""
+    odd_home = fleet.root / f"deck $(touch {fleet.root}/pwned); `touch {fleet.root}/pwned2`"
+    fleet.write_hosts(("odd", "fleet-a"), homes={"odd": odd_home},
+                      extra={"odd": "stale_after_s = 0.001"})
+    done = fleet_cli("fleet", "status", "--json")
+    assert done.returncode == 0, done.stderr
+    host = json.loads(done.stdout)["hosts"][0]
+    assert host["state"] == "stale" and host["reason"].startswith("answered after")
+    assert host["status"]["home"] == str(odd_home)
+    assert not (fleet.root / "pwned").exists() and not (fleet.root / "pwned2").exists()
