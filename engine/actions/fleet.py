@@ -14,7 +14,7 @@ records each step under the pointer `host:NAME` (what it last put there) and one
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO
 
@@ -57,7 +57,7 @@ def fleet_status(deck: Deck, names: tuple[str, ...] | None = None) -> FleetSnaps
 
 
 def fleet_watch(deck: Deck, interval_s: float, count: int | None = None,
-                names: tuple[str, ...] | None = None) -> Iterator[FleetSnapshot]:
+                names: tuple[str, ...] | None = None) -> Generator[FleetSnapshot, None, None]:
     """A snapshot every interval_s (a slow host delays a tick, it does not pile polls up)."""
     import time
 
@@ -229,7 +229,7 @@ def fleet_move(deck: Deck, request: FleetRequest) -> FleetResult:
     """Move the hosts one at a time; at the first failure, reverse those already moved."""
     plan_fleet(deck, request)
     hosts = hosts_named(deck, request.hosts)
-    chosen = deck.registry.resolve(request.reference) if request.action == "deploy" else None
+    chosen = deck.registry.resolve(request.reference) if request.reference else None
     steps: list[FleetStep] = []
     moved: list[tuple[HostSettings, FleetStep]] = []
     failure: tuple[str, str] | None = None
@@ -242,8 +242,9 @@ def fleet_move(deck: Deck, request: FleetRequest) -> FleetResult:
     if failure is not None:
         for host, step in reversed(moved):
             steps.append(_reverse(deck, host, step, request, failure[0]))
-    result = FleetResult(request, tuple(steps), *(failure or (None, None)),
-                         moved=tuple(h.name for h, _ in moved) if failure is None else ())
+    failed_host, reason = failure or (None, None)
+    result = FleetResult(request, tuple(steps), failed_host, reason,
+                         tuple(h.name for h, _ in moved) if failure is None else ())
     deck.registry.append_audit(f"fleet-{request.action}", _arguments(request),
                                "ok" if result.ok else "failed",
                                detail=json.dumps(result.to_dict()["steps"]), reason=request.reason)
