@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.errors import ActionFailed
 from engine.host_settings import HostSettings
 
 CONFIG_ENV = "MODELDECK_SSH_CONFIG"
@@ -59,6 +60,9 @@ def control_dir(run_dir: Path) -> Path:
         digest = hashlib.sha256(str(run_dir).encode()).hexdigest()[:10]
         directory = Path(tempfile.gettempdir()) / f"mdssh-{os.getuid()}-{digest}"
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if directory.stat().st_uid != os.getuid():  # /tmp is shared: someone made it first
+        raise ActionFailed(f"{directory} belongs to another user; remove it (it holds ssh "
+                           "connection sockets)")
     os.chmod(directory, 0o700)  # the sockets grant a session on every host: ours alone
     return directory
 

@@ -4,6 +4,7 @@ built only from quoted words. No sshd needed."""
 from __future__ import annotations
 
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -72,8 +73,11 @@ def test_control_sockets_fit_a_unix_socket_name(tmp_path: Path) -> None:
     host = HostSettings(name="a", ssh="h")
     deep = tmp_path / ("d" * 120) / "run"
     path = control_path(deep, host)
-    assert len(str(path)) + 17 < 108  # ssh adds a suffix while it creates it
-    assert (path.parent.stat().st_mode & 0o777) == 0o700
+    try:
+        assert len(str(path)) + 17 < 108  # ssh adds a suffix while it creates it
+        assert (path.parent.stat().st_mode & 0o777) == 0o700
+    finally:
+        shutil.rmtree(path.parent)
 
 
 @pytest.mark.parametrize("stderr, reason", [
