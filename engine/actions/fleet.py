@@ -138,16 +138,14 @@ class _Frames:
     def _next(self) -> bytes | None:
         if self.done:
             return None
-        size = parse_int("fleet receive: frame length", self.stdin.readline(32).decode("ascii",
-                                                                                     "replace").strip(),
-                         0, MAX_FRAME_BYTES)
-        if size == 0:
-            self.done = True
-            return None
+        self.done = True  # until this frame is whole: a broken body is not read on
+        line = self.stdin.readline(32).decode("ascii", "replace").strip()
+        size = parse_int("fleet receive: frame length", line, 0, MAX_FRAME_BYTES)
         data = self.stdin.read(size)
         if len(data) != size:
             raise BadInput("fleet receive: the request body ended early")
-        return data
+        self.done = size == 0
+        return data or None
 
 
 # ---- deploy and rollback across hosts ----------------------------------------------------------
