@@ -16,15 +16,27 @@ from __future__ import annotations
 import shlex
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo,
+                      field_validator)
 
 from engine.validate import NAME_PATTERN
 
 
-def _printable(what: str, value: str) -> str:
-    if any(ord(character) < 32 or ord(character) == 127 for character in value):
-        raise ValueError(f"{what} must not contain control characters")
-    return value
+def _destination(value: str) -> None:
+    if value.startswith("-"):
+        raise ValueError("an ssh destination must not start with '-' (ssh would read it as an "
+                         "option)")
+    if any(character.isspace() for character in value):
+        raise ValueError("an ssh destination has no spaces (user@host or a Host alias)")
+
+
+def _command_line(value: str) -> None:
+    try:
+        words = shlex.split(value)
+    except ValueError as error:
+        raise ValueError(f"not a command line: {error}") from None
+    if not words:
+        raise ValueError("the remote command line is empty")
 
 
 class HostSettings(BaseModel):
@@ -42,37 +54,22 @@ class HostSettings(BaseModel):
     @field_validator("name", "target")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        if not NAME_PATTERN.match(value):  # names a lock file and a control socket
+        if not NAME_PATTERN.match(value):  # shown in history (host:NAME) and passed to ssh
             raise ValueError("use letters, digits, '.', '_' or '-' (max 64)")
         return value
 
-    @field_validator("ssh")
+    @field_validator("ssh", "modeldeck", "home")
     @classmethod
-    def _destination(cls, value: str) -> str:
-        _printable("ssh", value)
-        if value.startswith("-"):
-            raise ValueError("an ssh destination must not start with '-' (ssh would read it "
-                             "as an option)")
-        if any(character.isspace() for character in value):
-            raise ValueError("an ssh destination has no spaces (user@host or a Host alias)")
+    def _text(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if any(ord(character) < 32 or ord(character) == 127 for character in value):
+            raise ValueError(f"{info.field_name} must not contain control characters")
+        if info.field_name == "ssh":
+            _destination(value)
+        elif info.field_name == "modeldeck":
+            _command_line(value)
         return value
-
-    @field_validator("modeldeck")
-    @classmethod
-    def _command_line(cls, value: str) -> str:
-        _printable("modeldeck", value)
-        try:
-            words = shlex.split(value)
-        except ValueError as error:
-            raise ValueError(f"not a command line: {error}") from None
-        if not words:
-            raise ValueError("the remote command line is empty")
-        return value
-
-    @field_validator("home")
-    @classmethod
-    def _home(cls, value: str | None) -> str | None:
-        return None if value is None else _printable("home", value)
 
     @property
     def command_words(self) -> tuple[str, ...]:
