@@ -104,9 +104,12 @@ def fleet_move_command(args: argparse.Namespace, deck: Deck, action: str) -> int
 def _move_text(result: fleet.FleetResult) -> str:
     rows = [(step.host, step.step, "ok" if step.ok else "FAILED", step.detail)
             for step in result.steps]
+    stuck = [f"{step.host} ({step.detail})" for step in result.steps
+             if step.step == "reverse" and not step.ok]
     verdict = (f"done: {', '.join(result.moved)}" if result.ok else
-               f"stopped at host {result.failed_host}: {result.reason}; hosts already moved "
-               "were reversed")
+               f"stopped at host {result.failed_host}: {result.reason}; "
+               + (f"NOT reversed: {', '.join(stuck)}" if stuck
+                  else "the hosts already moved were reversed"))
     return table(("HOST", "STEP", "RESULT", "DETAIL"), rows) + "\n" + verdict
 
 

@@ -74,3 +74,20 @@ async def test_palette_lists_the_fleet_view(deck) -> None:
         provider = DeckCommands(app.screen)
         titles = [title for title, _, _ in provider.entries()]
         assert "Fleet: hosts over ssh" in titles
+
+
+def test_move_text_says_which_hosts_could_not_be_reversed() -> None:
+    from console.commands.fleet_cmds import _move_text, fleet_text
+    from engine.actions.fleet import FleetRequest, FleetResult, FleetStep
+
+    steps = (FleetStep("a", "deploy", True, "tiny@1 -> tiny@2", "tiny@2", "tiny@1"),
+             FleetStep("c", "deploy", True, "nothing -> tiny@1", "tiny@1", None),
+             FleetStep("b", "deploy", False, "remote modeldeck failed (exit 1): gate failed"),
+             FleetStep("c", "reverse", False, "not reversed: nothing served before"),
+             FleetStep("a", "reverse", True, "tiny@2 -> tiny@1"))
+    text = _move_text(FleetResult(FleetRequest("deploy", ("a", "c", "b"), "tiny@2"), steps, "b",
+                                  "gate failed"))
+    assert "stopped at host b: gate failed" in text
+    assert "NOT reversed: c (not reversed: nothing served before)" in text
+    assert "a (" not in text.splitlines()[-1]
+    assert "1 up, 0 stale, 1 down" in fleet_text(SNAPSHOT, with_watch=True)
