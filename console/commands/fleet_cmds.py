@@ -106,10 +106,12 @@ def _move_text(result: fleet.FleetResult) -> str:
             for step in result.steps]
     stuck = [f"{step.host} ({step.detail})" for step in result.steps
              if step.step == "reverse" and not step.ok]
+    moved_any = any(step.ok and step.step in ("deploy", "rollback") for step in result.steps)
     verdict = (f"done: {', '.join(result.moved)}" if result.ok else
                f"stopped at host {result.failed_host}: {result.reason}; "
                + (f"NOT reversed: {', '.join(stuck)}" if stuck
-                  else "the hosts already moved were reversed"))
+                  else "the hosts already moved were reversed" if moved_any
+                  else "no host was moved"))
     return table(("HOST", "STEP", "RESULT", "DETAIL"), rows) + "\n" + verdict
 
 

@@ -200,12 +200,19 @@ class _SshDeckTarget(RemoteDeckTarget):
                                                   timeout_s=host.timeout_s)
         super().__init__(settings, deck.paths)
         self.host, self.run_dir = host, deck.paths.run
+        self.transport: Any = None
 
     def _client(self) -> Any:
         import httpx
 
+        self.transport = ssh_transport(self.run_dir, self.host)
         return httpx.Client(base_url=self.url, timeout=self.settings.timeout_s,
-                            transport=ssh_transport(self.run_dir, self.host))
+                            transport=self.transport)
+
+    def failure(self, error: ActionFailed) -> str:
+        """ssh's own reason ("connection refused") where the push broke on ssh."""
+        reason = getattr(self.transport, "failure", None)
+        return f"push over ssh failed: {reason}" if reason else str(error)
 
 
 def plan_fleet(deck: Deck, request: FleetRequest) -> str:
@@ -258,10 +265,11 @@ def _move_host(deck: Deck, host: HostSettings, request: FleetRequest, chosen: Ve
                steps: list[FleetStep]) -> FleetStep:
     reason = request.reason or f"fleet {request.action} across {', '.join(request.hosts)}"
     if chosen is not None:
+        target = _SshDeckTarget(deck, host)
         try:
-            remote_ref = _SshDeckTarget(deck, host).push(chosen, deck.registry.materialize(chosen))
+            remote_ref = target.push(chosen, deck.registry.materialize(chosen))
         except ActionFailed as error:
-            steps.append(FleetStep(host.name, "push", False, str(error)))
+            steps.append(FleetStep(host.name, "push", False, target.failure(error)))
             return steps[-1]
         steps.append(FleetStep(host.name, "push", True, f"{chosen.ref} is {remote_ref} there",
                                remote_ref))

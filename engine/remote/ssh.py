@@ -168,6 +168,7 @@ def ssh_transport(run_dir: Path, host: HostSettings) -> Any:
     class SshTransport(httpx.BaseTransport):
         def __init__(self) -> None:
             self.session: _Session | None = None
+            self.failure: str | None = None  # ssh's reason when the session broke
 
         def handle_request(self, request: httpx.Request) -> httpx.Response:
             if self.session is None:
@@ -176,7 +177,8 @@ def ssh_transport(run_dir: Path, host: HostSettings) -> Any:
                 status, body = self.session.exchange(request)
             except _Broken as error:
                 self.close()
-                raise httpx.ConnectError(str(error)) from None
+                self.failure = str(error)
+                raise httpx.ConnectError(self.failure) from None
             return httpx.Response(status, json=body)
 
         def close(self) -> None:

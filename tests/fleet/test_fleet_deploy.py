@@ -30,7 +30,8 @@ def test_deploy_across_hosts_reverses_the_first_when_the_second_fails(
         fleet: Fleet, tiny_model_dir, tiny_model_dir_b) -> None:
     with open(fleet.homes["b"] / "deck.toml", "a") as config:
         config.write(FAILING_TARGET)
-    fleet.write_hosts(("a", "fleet-a"), ("b", "fleet-b"), extra={"b": 'target = "gpu"'})
+    fleet.write_hosts(("a", "fleet-a"), ("b", "fleet-b"), ("gone", "fleet-down"),
+                      extra={"b": 'target = "gpu"'})
     for directory in (tiny_model_dir, tiny_model_dir_b):
         assert fleet_cli("models", "import", str(directory), "--name", "tiny").returncode == 0
     first = fleet_cli("deploy", "tiny@1", "--hosts", "a", "--yes", "--json")
@@ -79,3 +80,10 @@ def test_deploy_across_hosts_reverses_the_first_when_the_second_fails(
         ("rollback", 1), ("rollback", 2)]
     here = json.loads(fleet_cli("history", "--json").stdout)["entries"]
     assert [(e["action"], e["version"]) for e in here][:2] == [("rollback", 1), ("rollback", 2)]
+
+    # A host that is down stops the roll at its push, with ssh's reason; nothing else moves.
+    down = fleet_cli("deploy", "tiny@2", "--hosts", "gone,a", "--yes")
+    assert down.returncode == 1
+    assert "gone  push  FAILED" in down.stdout and "connection refused" in down.stdout
+    assert down.stdout.rstrip().endswith("no host was moved")
+    assert history_of(fleet.homes["a"])[0]["reason"].startswith("reversed")  # a not touched
