@@ -23,11 +23,12 @@ run: install
 	$(DECK) demo
 	$(DECK)
 
-# Real parts the tests use: a Prometheus server and a terminal multiplexer (Debian packages).
+# Real parts the tests use: a Prometheus server, a terminal multiplexer and an OpenSSH server
+# (tests/fleet starts its own sshd on loopback) (Debian packages).
 system-deps:
-	@command -v prometheus >/dev/null && command -v tmux >/dev/null || { \
+	@command -v prometheus >/dev/null && command -v tmux >/dev/null && { command -v sshd || test -x /usr/sbin/sshd; } >/dev/null || { \
 	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus tmux >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus tmux openssh-server openssh-client >/dev/null; }
 
 test: install system-deps
 	$(PY) -m pytest -q

@@ -23,6 +23,7 @@ class DeckCommands(Provider):
             reason = dashboard.refusal(action)
             help_text = f"unavailable: {reason}" if reason else f"key: {key_for(dashboard, action)}"
             entries.append((title, partial(dashboard.palette_run, action), help_text))
+        entries.append(("Fleet: hosts over ssh", dashboard.action_fleet, "key: F"))
         for name in app.deck_theme_names:  # type: ignore[attr-defined]
             entries.append((f"Theme: {name}", partial(app.use_theme, name), "switch theme"))  # type: ignore[attr-defined]
         entries.append(("Save current theme to deck.toml", app.save_theme, "[console] theme"))  # type: ignore[attr-defined]

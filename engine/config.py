@@ -26,6 +26,7 @@ from engine.alert_settings import AlertRules
 from engine.errors import BadInput
 from engine.validate import NAME_PATTERN
 from engine.finetune_settings import checked_values
+from engine.host_settings import Hosts
 from engine.paths import deck_home
 
 ENV_PREFIX = "MODELDECK_"
@@ -315,6 +316,7 @@ class DeckConfig(Section):
     rollout: RolloutSettings = RolloutSettings()
     slo: SloSettings = SloSettings()
     alerts: AlertRules = ()  # [[alerts]] (engine.alert_settings; the defaults ship there)
+    hosts: Hosts = ()  # [[hosts]]: the fleet over ssh (engine.host_settings)
     source: Path | None = None  # the file these settings came from, if any
 
     @field_validator("endpoints", "targets")

@@ -15,4 +15,5 @@ COMMAND_MODULES = (
     "console.commands.telemetry_cmds",
     "console.commands.alert_cmds",
     "console.commands.record_cmds",
+    "console.commands.fleet_cmds",
 )

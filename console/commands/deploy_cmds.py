@@ -7,6 +7,7 @@ import json
 
 from console.commands.arguments import text, whole
 from console.commands.confirm import add_yes_flag, confirm
+from console.commands.fleet_cmds import add_hosts_flag, fleet_move_command
 from console.output import emit, human_time, table
 from engine import actions
 from engine.deck import Deck
@@ -24,6 +25,7 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
                                "autostart = false) and wait for the health gate (exit 1 when it fails)")
     starting.add_argument("--no-start", action="store_true",
                           help="local: only move the pointer when no server runs")
+    add_hosts_flag(deploy, "deploy")
     add_yes_flag(deploy)
     deploy.set_defaults(handler=deploy_command)
     rollback = verbs.add_parser("rollback", parents=[common],
@@ -32,6 +34,7 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     rollback.add_argument("--to", type=text("--to"),
                           help="version or alias of the deployed model to return to")
     rollback.add_argument("--reason", type=text("--reason"))
+    add_hosts_flag(rollback, "roll back")
     add_yes_flag(rollback)
     rollback.set_defaults(handler=rollback_command)
     history = verbs.add_parser("history", parents=[common], help="what served when")
@@ -45,6 +48,8 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def deploy_command(args: argparse.Namespace, deck: Deck) -> int:
+    if args.hosts:
+        return fleet_move_command(args, deck, "deploy")
     start = True if args.wait else False if args.no_start else None  # None: [serve] autostart
     request = actions.DeployRequest(args.reference, args.target, args.reason, args.force,
                                     start_server=start)
@@ -53,6 +58,8 @@ def deploy_command(args: argparse.Namespace, deck: Deck) -> int:
 
 
 def rollback_command(args: argparse.Namespace, deck: Deck) -> int:
+    if args.hosts:
+        return fleet_move_command(args, deck, "rollback")
     request = actions.RollbackRequest(args.target, args.to, args.reason)
     plan = actions.plan_rollback(deck, request)
     return _apply(args, plan, lambda: actions.rollback(deck, request))

@@ -76,6 +76,7 @@ class DashboardScreen(DashboardActions, Screen):
         Binding("o", "rollout_pause", "Pause rollout", id="rollout-pause"),
         Binding("a", "rollout_abort", "Abort rollout", id="rollout-abort"),
         Binding("l", "log_scale", "Log y", id="log-scale"),
+        Binding("F", "fleet", "Fleet", show=False, id="fleet"),
         Binding("slash", "filter", "Filter", id="filter"),
         Binding("p", "pause", "Pause", id="pause"),
         Binding("t", "next_theme", "Theme", id="theme"),
@@ -310,6 +311,12 @@ class DashboardScreen(DashboardActions, Screen):
 
     def action_next_theme(self) -> None:
         self.app.action_next_theme()  # type: ignore[attr-defined]
+
+    def action_fleet(self) -> None:
+        """The Fleet view: the deck's [[hosts]] over ssh (console.screens.fleet)."""
+        from console.screens.fleet import FleetScreen, deck_poll
+
+        self.app.push_screen(FleetScreen(deck_poll(self.app.deck)))  # type: ignore[attr-defined]
 
     def action_help(self) -> None:
         from console.screens.details import DetailsScreen
