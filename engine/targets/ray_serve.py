@@ -30,6 +30,7 @@ from engine.paths import DeckPaths
 from engine.ray_settings import RAY_DEPLOYMENT, RAY_IMPORT_PATH
 from engine.registry.records import VersionInfo
 from engine.targets.base import GateCheck, GateReport, TargetHealth, needed
+from engine.targets.remote_deck import _json as json_object  # a JSON object, or {}
 
 APPLICATIONS = "/api/serve/applications/"
 POLL_S = 1.0
@@ -58,18 +59,23 @@ class RayServeTarget:
 
     # ---- reading the cluster -------------------------------------------------------------
 
-    def _details(self, client: Any) -> dict[str, Any]:
+    def _call(self, client: Any, method: str, body: dict[str, Any] | None = None) -> Any:
+        """GET or PUT Serve's applications; ActionFailed (one line, Ray's words) otherwise."""
         import httpx
 
         try:
-            response = client.get(self.address + APPLICATIONS)
+            response = client.request(method, self.address + APPLICATIONS, json=body)
         except httpx.HTTPError as error:
-            raise ActionFailed(f"target {self.settings.name!r}: Ray dashboard at {self.address}: "
-                               f"{type(error).__name__}") from None
+            raise ActionFailed(f"target {self.settings.name!r}: {method} {APPLICATIONS} at "
+                               f"{self.address}: {type(error).__name__}") from None
         if response.status_code != 200:
-            raise ActionFailed(f"target {self.settings.name!r}: {APPLICATIONS} answered "
-                               f"{response.status_code}: {_one_line(response.text)}")
-        return _json(response)
+            refused = "Ray refused the application: " if method == "PUT" else ""
+            raise ActionFailed(f"target {self.settings.name!r}: {refused}{method} {APPLICATIONS} "
+                               f"answered {response.status_code}: {_one_line(response.text)}")
+        return response
+
+    def _details(self, client: Any) -> dict[str, Any]:
+        return json_object(self._call(client, "GET"))
 
     def check(self) -> TargetHealth:
         try:
@@ -143,18 +149,8 @@ class RayServeTarget:
         return config
 
     def _put(self, client: Any, app_config: dict[str, Any]) -> None:
-        import httpx
-
         details = self._details(client)
-        body = deploy_body(details, app_config, self._http_options(details))
-        try:
-            response = client.put(self.address + APPLICATIONS, json=body)
-        except httpx.HTTPError as error:
-            raise ActionFailed(f"target {self.settings.name!r}: PUT {APPLICATIONS}: "
-                               f"{type(error).__name__}") from None
-        if response.status_code != 200:
-            raise ActionFailed(f"target {self.settings.name!r}: Ray refused the application "
-                               f"(HTTP {response.status_code}): {_one_line(response.text)}")
+        self._call(client, "PUT", deploy_body(details, app_config, self._http_options(details)))
 
     def _http_options(self, details: dict[str, Any]) -> dict[str, Any]:
         """Serve's running proxy keeps its options (Ray cannot change them live); a first
@@ -290,7 +286,7 @@ def _probe_serving(client: Any, base: str, ref: str, settle_s: float, timeout_s:
         started = time.monotonic()
         try:
             response = client.get(f"{base}/health")
-            served = _json(response).get("version")
+            served = json_object(response).get("version")
             ok = response.status_code == 200 and served == ref
             check = GateCheck(f"{base}/health", ok, response.status_code,
                               time.monotonic() - started, "" if ok else f"serving {served}, expected {ref}")
@@ -299,14 +295,6 @@ def _probe_serving(client: Any, base: str, ref: str, settle_s: float, timeout_s:
         if check.ok or time.monotonic() >= deadline:
             return check
         time.sleep(0.2)
-
-
-def _json(response: Any) -> dict[str, Any]:
-    try:
-        value = response.json()
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _one_line(text: str, limit: int = 300) -> str:
