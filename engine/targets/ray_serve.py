@@ -94,7 +94,7 @@ class RayServeTarget:
 
     def apply(self, version: VersionInfo, files: Path | None, *, rollback: bool) -> None:
         path = self._reachable_files(version, needed(files))
-        stored = self._stored(version) if rollback else None
+        stored = self._stored(version, path) if rollback else None
         config = stored if stored is not None else self._app_config(version, path)
         with self._client() as client:
             self._put(client, config)
@@ -208,8 +208,10 @@ class RayServeTarget:
         with path.open("a", encoding="utf-8") as handle:
             handle.write(line + "\n")
 
-    def _stored(self, version: VersionInfo) -> dict[str, Any] | None:
-        """The last configuration that ran `version` (None: never stored; build a new one)."""
+    def _stored(self, version: VersionInfo, files: Path) -> dict[str, Any] | None:
+        """The last configuration that ran `version`, reading the files where they are now
+        (the same content); None when none is stored or it names another application or route
+        than deck.toml now does (then a new one is built from the settings)."""
         path = self._revisions()
         if path is None or not path.exists():
             return None
@@ -221,7 +223,10 @@ class RayServeTarget:
                 continue  # a line torn by a crash mid-write
             if isinstance(entry, dict) and entry.get("ref") == version.ref:
                 found = entry.get("config")
-        return found if isinstance(found, dict) else None
+        if not isinstance(found, dict) or (found.get("name"), found.get("route_prefix")) != (
+                self.app, self.settings.route_prefix):
+            return None
+        return {**found, "args": {**(found.get("args") or {}), "files": str(files)}}
 
 
 def deploy_body(details: dict[str, Any], app_config: dict[str, Any],

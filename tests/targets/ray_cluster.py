@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
+
 START_TIMEOUT_S = 120.0
 OBJECT_STORE_BYTES = 100 * 1024 * 1024
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -96,3 +99,27 @@ def test_import_engine_and_the_target_load_no_ray():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_rollback_reuses_the_stored_configuration_of_the_same_application(tmp_path):
+    """The revision file is modeldeck's history of what ran (Ray keeps none): the last entry for
+    the version wins, its files are read where they are now, and an entry for another
+    application or route (deck.toml changed since) is not re-applied."""
+    from engine.config import load_config
+    from engine.paths import DeckPaths
+    from engine.targets.ray_serve import RayServeTarget
+
+    config = tmp_path / "deck.toml"
+    config.write_text(BASE + 'address = "http://h:8265"\napp = "deck"\nroute_prefix = "/deck"\n')
+    settings = load_config(config).target("ray")
+    assert settings is not None
+    target = RayServeTarget(settings, DeckPaths(tmp_path / "home"))
+    version: Any = SimpleNamespace(ref="m@1")  # all the revision file reads of a version
+    ran = {"name": "deck", "route_prefix": "/deck", "args": {"ref": "m@1", "files": "/old"},
+           "deployments": [{"num_replicas": 3}]}
+    target._remember(version, {**ran, "deployments": [{"num_replicas": 1}]})
+    target._remember(version, ran)
+    restored = target._stored(version, Path("/now"))
+    assert restored == {**ran, "args": {"ref": "m@1", "files": "/now"}}
+    target._remember(version, {**ran, "name": "renamed"})
+    assert target._stored(version, Path("/now")) is None
