@@ -2,9 +2,9 @@
 two versions deployed and rolled back through Ray Serve's REST API while a client sends
 requests (none may fail), and a version Ray cannot start (DEPLOY_FAILED: Ray's message, exit 1,
 nothing recorded as deployed). Ray's replicas run modeldeck's own engine
-(engine.serving.ray_app). Measured here (2 cores shared with other work, 2026-11-26): 3.5 min
-for the module, the Ray head taking 20-70 s to start and each change 15-30 s (its replicas
-import torch); a quiet machine starts the head in about 7 s."""
+(engine.serving.ray_app). Measured here (2 cores shared with other work, 2026-11-26): 2.5-3.5
+min for the module: the Ray head 20-70 s to start (7 s on a quiet machine), each change 15-30 s
+(its replicas import torch)."""
 
 from __future__ import annotations
 
