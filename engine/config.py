@@ -28,6 +28,7 @@ from engine.validate import NAME_PATTERN
 from engine.finetune_settings import checked_values
 from engine.host_settings import Hosts
 from engine.paths import deck_home
+from engine.ray_settings import RayServeFields
 
 ENV_PREFIX = "MODELDECK_"
 
@@ -135,10 +136,10 @@ class PrometheusSettings(SecretSource):
     history_minutes: int = Field(default=15, ge=1, le=24 * 60)
 
 
-TargetKind = Literal["modeldeck", "vllm-lora", "command"]
+TargetKind = Literal["modeldeck", "vllm-lora", "command", "ray-serve"]
 
 
-class TargetSettings(SecretSource):
+class TargetSettings(SecretSource, RayServeFields):  # ray-serve's keys: engine.ray_settings
     name: str = Field(min_length=1)
     kind: TargetKind
     url: str | None = None

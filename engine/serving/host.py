@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from engine.config import GateSettings, ServeSettings
@@ -196,7 +197,12 @@ class ModelHost:
             files = registry.materialize(info)
         finally:
             registry.close()
-        loaded = load_for_serving(self.paths, info.ref, files, self.settings.device,
+        return self.load_files(info.ref, files)
+
+    def load_files(self, ref: str, files: Path) -> ServedVersion:
+        """Load a version from its materialized files (a Ray Serve replica has no registry:
+        engine.serving.ray_app passes the path every node sees)."""
+        loaded = load_for_serving(self.paths, ref, files, self.settings.device,
                                   self.settings.dtype)
         if loaded.device == "cpu":
             _leave_a_core_for_http()
@@ -204,9 +210,9 @@ class ModelHost:
                                    max_batch_size=self.settings.max_batch_size,
                                    max_queue=self.settings.max_queue,
                                    context_length=loaded.context_length,
-                                   observer=self.metrics.observer(info.ref),
+                                   observer=self.metrics.observer(ref),
                                    release_unfused=True)
-        _slow_down_for_tests(scheduler, info.ref)
+        _slow_down_for_tests(scheduler, ref)
         return ServedVersion(loaded, scheduler)
 
     def start_with(self, served: ServedVersion) -> None:

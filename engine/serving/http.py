@@ -255,6 +255,8 @@ def uvicorn_config(app: Any, settings: ServeSettings) -> Any:
     import uvicorn
 
     protocol = guarded_protocol(settings.read_timeout_s, settings.max_connections)
-    return uvicorn.Config(app, http=protocol, log_level="warning", access_log=False,
-                          timeout_graceful_shutdown=30, timeout_keep_alive=KEEP_ALIVE_S,
+    # loop="asyncio": uvicorn's "auto" picks uvloop when installed (ray[serve] brings it), and
+    # the server's timeouts and guards were built and measured on asyncio's loop.
+    return uvicorn.Config(app, http=protocol, loop="asyncio", log_level="warning",
+                          access_log=False, timeout_graceful_shutdown=30, timeout_keep_alive=KEEP_ALIVE_S,
                           h11_max_incomplete_event_size=MAX_HEADER_BYTES)

@@ -33,6 +33,10 @@ def driver_for(settings: TargetSettings, paths: DeckPaths | None = None) -> Targ
         from engine.targets.remote_deck import RemoteDeckTarget
 
         return RemoteDeckTarget(settings, paths)
+    if settings.kind == "ray-serve":
+        from engine.targets.ray_serve import RayServeTarget
+
+        return RayServeTarget(settings, paths)
     raise BadInput(f"target {settings.name!r}: unknown kind {settings.kind!r}")
 
 
