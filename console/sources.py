@@ -9,16 +9,21 @@ absent or does not offer what the pane needs, the pane gets 'not-available' data
 from __future__ import annotations
 
 import importlib
+import math
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from console import present
-from console.data import (Availability, DeckInfo, DeploymentRow, EndpointsPanel, EventRow,
+from console.data import (Availability, Curve, DeckInfo, DeploymentRow, EndpointsPanel, EventRow,
                           EventsPanel, GpuPanel, JobsPanel, LossSeries, ModelRow, ModelsPanel,
                           Snapshot)
 from engine.deck import Deck
+from engine.training.series import RunClock
 
 
 class DataSource(Protocol):
@@ -56,7 +61,9 @@ class FixedSource:
         return self.snapshot.jobs
 
     def loss(self, job_id: str | None) -> LossSeries:
-        return self.snapshot.loss
+        """The snapshot's job, or another recorded run asked for by id (a pinned baseline)."""
+        return next((run for run in self.snapshot.runs if run.job_id == job_id and job_id),
+                    self.snapshot.loss)
 
     def events(self) -> EventsPanel:
         return self.snapshot.events
@@ -259,3 +266,78 @@ def action_words(verb: str, arguments: dict[str, Any]) -> str:
 
 def now() -> float:
     return time.time()
+
+
+# ---- a job's training signals, read from its events.jsonl -------------------------------------
+
+# Fields of progress and eval events that are bookkeeping, not a signal to plot.
+NOT_SIGNALS = {"t", "type", "step", "max_steps", "epoch", "tokens_seen", "elapsed_s", "cpu_s",
+               "eta_s", "resumed_from_step", "world_size", "phase", "attempt", "rank"}
+CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)$")
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+@dataclass
+class LossStream:
+    """Every numeric signal of one job's progress and eval events, by step (a resumed attempt
+    overrides the steps it repeats), its clock (tokens seen and time at each step) and its
+    checkpoints. Fed event by event as the file grows; `series` builds what the pane draws."""
+
+    signals: dict[str, dict[int, float]] = field(default_factory=dict)
+    clock: dict[int, tuple[float | None, float]] = field(default_factory=dict)
+    checkpoints: set[int] = field(default_factory=set)
+    last_progress: dict[str, Any] | None = None
+
+    def add(self, event: dict[str, Any]) -> None:
+        kind, step = event.get("type"), _number(event.get("step"))
+        if step is None:
+            return
+        if kind == "checkpoint":
+            self.checkpoints.add(int(step))
+        if kind not in ("progress", "eval"):
+            return
+        for key, raw in event.items():
+            value = _number(raw)
+            if key in NOT_SIGNALS or value is None:
+                continue
+            name = key if kind == "progress" or key.startswith("eval_") else f"eval_{key}"
+            self.signals.setdefault(name, {})[int(step)] = value
+        if kind == "progress":
+            self.last_progress = event
+            tokens, at = _number(event.get("tokens_seen")), _number(event.get("t"))
+            if at is not None:
+                self.clock[int(step)] = (tokens if tokens and tokens > 0 else None, at)
+
+    def series(self, job_id: str, checkpoint_dir: Path | None = None) -> LossSeries:
+        def curve(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+            pairs = sorted(self.signals.get(name, {}).items())
+            return tuple(float(step) for step, _ in pairs), tuple(value for _, value in pairs)
+
+        train_steps, train_loss = curve("loss")
+        eval_steps, eval_loss = curve("eval_loss")
+        others = tuple(Curve(name, *curve(name)) for name in sorted(self.signals)
+                       if name not in ("loss", "eval_loss"))
+        ticks = sorted(self.clock.items())
+        clock = RunClock(tuple(float(step) for step, _ in ticks),
+                         tuple(tokens for _, (tokens, _) in ticks), tuple(at for _, (_, at) in ticks))
+        progress = self.last_progress or {}
+        eta, max_steps = _number(progress.get("eta_s")), _number(progress.get("max_steps"))
+        saved = self.checkpoints | saved_checkpoints(checkpoint_dir)
+        return LossSeries(job_id, train_steps, train_loss, eval_steps, eval_loss,
+                          max_steps=int(max_steps) if max_steps else None,
+                          eta_s=eta if eta and eta > 0 else None, signals=others, clock=clock,
+                          checkpoints=tuple(float(step) for step in sorted(saved)))
+
+
+def saved_checkpoints(directory: Path | None) -> set[int]:
+    """Steps of the Trainer's checkpoint-N folders (jobs from before checkpoint events)."""
+    try:
+        names = [entry.name for entry in directory.iterdir()] if directory is not None else []
+    except OSError:
+        return set()
+    return {int(found.group(1)) for found in map(CHECKPOINT_DIR.match, names) if found}

@@ -65,8 +65,10 @@ def _decayed_average(values: Sequence[float], decays: Sequence[float]) -> list[f
 
 def noise_level(values: Sequence[float]) -> float:
     """How noisy the series is, 0 (a smooth curve) to 1 (the trend is lost in the noise): the
-    typical step-to-step change against the spread of the series. Reads the newest points only."""
-    recent = [float(v) for v in values[-NOISE_SAMPLE:] if math.isfinite(float(v))]
+    typical step-to-step change against the spread of the series. Reads the newest half (at most
+    NOISE_SAMPLE points): the steep first descent of a loss would make any noise look small."""
+    newest = values[-min(NOISE_SAMPLE, max(3, len(values) // 2)):]
+    recent = [float(v) for v in newest if math.isfinite(float(v))]
     if len(recent) < 3:
         return 0.0
     changes = sorted(abs(later - earlier) for earlier, later in zip(recent, recent[1:]))
