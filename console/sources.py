@@ -283,13 +283,47 @@ def _number(value: Any) -> float | None:
 
 
 @dataclass
+class Column:
+    """One signal by step, kept as ready tuples: extended while steps arrive in order (a long
+    run is not sorted again on every read), sorted once when a resumed attempt repeats steps."""
+
+    by_step: dict[int, Any] = field(default_factory=dict)
+    steps: tuple[float, ...] = ()
+    values: tuple[Any, ...] = ()
+    pending: list[tuple[int, Any]] = field(default_factory=list)
+    resort: bool = False
+
+    def set(self, step: int, value: Any) -> None:
+        last = self.pending[-1][0] if self.pending else (self.steps[-1] if self.steps else None)
+        if last is not None and step <= last:
+            self.resort = True  # a repeated (resumed) or late step: its value overrides
+        elif not self.resort:
+            self.pending.append((step, value))
+        self.by_step[step] = value
+
+    def columns(self) -> tuple[tuple[float, ...], tuple[Any, ...]]:
+        if self.resort:
+            pairs = sorted(self.by_step.items())
+            self.steps = tuple(float(step) for step, _ in pairs)
+            self.values = tuple(value for _, value in pairs)
+            self.pending.clear()
+            self.resort = False
+        elif self.pending:
+            self.steps += tuple(float(step) for step, _ in self.pending)
+            self.values += tuple(value for _, value in self.pending)
+            self.pending.clear()
+        return self.steps, self.values
+
+
+@dataclass
 class LossStream:
     """Every numeric signal of one job's progress and eval events, by step (a resumed attempt
     overrides the steps it repeats), its clock (tokens seen and time at each step) and its
     checkpoints. Fed event by event as the file grows; `series` builds what the pane draws."""
 
-    signals: dict[str, dict[int, float]] = field(default_factory=dict)
-    clock: dict[int, tuple[float | None, float]] = field(default_factory=dict)
+    signals: dict[str, Column] = field(default_factory=dict)
+    tokens: Column = field(default_factory=Column)
+    times: Column = field(default_factory=Column)
     checkpoints: set[int] = field(default_factory=set)
     last_progress: dict[str, Any] | None = None
 
@@ -306,25 +340,25 @@ class LossStream:
             if key in NOT_SIGNALS or value is None:
                 continue
             name = key if kind == "progress" or key.startswith("eval_") else f"eval_{key}"
-            self.signals.setdefault(name, {})[int(step)] = value
+            self.signals.setdefault(name, Column()).set(int(step), value)
         if kind == "progress":
             self.last_progress = event
             tokens, at = _number(event.get("tokens_seen")), _number(event.get("t"))
             if at is not None:
-                self.clock[int(step)] = (tokens if tokens and tokens > 0 else None, at)
+                self.tokens.set(int(step), tokens if tokens and tokens > 0 else None)
+                self.times.set(int(step), at)
 
     def series(self, job_id: str, checkpoint_dir: Path | None = None) -> LossSeries:
         def curve(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-            pairs = sorted(self.signals.get(name, {}).items())
-            return tuple(float(step) for step, _ in pairs), tuple(value for _, value in pairs)
+            column = self.signals.get(name)
+            return column.columns() if column is not None else ((), ())
 
         train_steps, train_loss = curve("loss")
         eval_steps, eval_loss = curve("eval_loss")
         others = tuple(Curve(name, *curve(name)) for name in sorted(self.signals)
                        if name not in ("loss", "eval_loss"))
-        ticks = sorted(self.clock.items())
-        clock = RunClock(tuple(float(step) for step, _ in ticks),
-                         tuple(tokens for _, (tokens, _) in ticks), tuple(at for _, (_, at) in ticks))
+        steps, tokens = self.tokens.columns()
+        clock = RunClock(steps, tokens, self.times.columns()[1])
         progress = self.last_progress or {}
         eta, max_steps = _number(progress.get("eta_s")), _number(progress.get("max_steps"))
         saved = self.checkpoints | saved_checkpoints(checkpoint_dir)

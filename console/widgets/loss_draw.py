@@ -20,7 +20,7 @@ Points = tuple[list[float], list[float]]
 
 
 def draw(pane: LossPane, plot_widget: PlotextPlot, main: Trace) -> None:
-    view, series, baseline = pane.view, pane.series, pane.baseline
+    view, series, baseline = pane.view, pane.series, pane.overlay
     plt = plot_widget.plt
     plt.clear_data()
     plt.clear_figure()

@@ -177,6 +177,12 @@ class LossPane(Vertical):
             self.baseline = baseline if baseline is None or baseline.status == "ok" else None
             self.redraw()
 
+    @property
+    def overlay(self) -> LossSeries | None:
+        """The baseline to draw: not when the job shown is the pinned one itself."""
+        baseline = self.baseline
+        return baseline if baseline is not None and baseline.job_id != self.series.job_id else None
+
     def pin(self, job_id: str | None) -> None:
         """Compare with another job (None: stop comparing); its series arrives by show_baseline."""
         self.baseline_id = job_id
@@ -232,7 +238,7 @@ class LossPane(Vertical):
     def signature(self) -> tuple[tuple, tuple]:
         """(what a key or a new job changes: replot at once, how much data there is: replot
         at most every GROWTH_REPLOT_S)."""
-        series, baseline = self.series, self.baseline
+        series, baseline = self.series, self.overlay
         shown = (self.view.signal, self.view.second)
         identity = (series.job_id, series.status, len(series.eval_loss), self.view,
                     bool(series.curve(self.view.signal).values), self.baseline_id,
@@ -263,12 +269,12 @@ class LossPane(Vertical):
         plot_widget.display = has_points
         message.display = not has_points
         if not has_points:
-            self.border_title = title_of(series, self.view, self.title_room, self.baseline)
+            self.border_title = title_of(series, self.view, self.title_room, self.overlay)
             self.border_subtitle = ""
             message.update(self.empty_text(series, self.view))
             return
-        self.border_title = title_of(series, self.view, self.title_room, self.baseline, main.span)
-        self.border_subtitle = legend_of(series, self.view, self.title_room, self.baseline)
+        self.border_title = title_of(series, self.view, self.title_room, self.overlay, main.span)
+        self.border_subtitle = legend_of(series, self.view, self.title_room, self.overlay)
         draw(self, plot_widget, main)
 
     def _delayed_redraw(self) -> None:

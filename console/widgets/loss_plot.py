@@ -41,6 +41,7 @@ class Trace:
     raw: tuple[float, ...]
     trend: tuple[float, ...] | None = None
     span: int | None = None  # the adaptive span the trend used
+    state: curves.EmaState | None = None  # the EMA after the last point, to extend it
 
     @property
     def drawn(self) -> tuple[float, ...]:
@@ -48,47 +49,78 @@ class Trace:
 
 
 _traces: OrderedDict[tuple, Trace] = OrderedDict()
+_latest: dict[tuple, Trace] = {}  # per run, signal and view: the newest trace, to grow from
 
 
 def trace(series: LossSeries, name: str, smoothing: str, axis: str) -> Trace:
-    """Cached: a 100,000-point run is aligned and smoothed once per change, not once a frame.
-    The key is the run, the signal and how much of it there is (a growing run adds points)."""
+    """Cached: a 100,000-point run is aligned and smoothed once per change, not once a frame,
+    and a growing run's EMA is extended by its new points. The key is the run, the signal and
+    how much of it there is."""
     curve = series.curve(name)
-    key = (series.job_id, name, len(curve.values), curve.values[-1:], smoothing, axis,
-           len(series.clock.steps))
+    # the values' identity too: a resumed attempt may rewrite steps and keep the length (the
+    # reader builds new tuples only when something changed)
+    key = (series.job_id, name, id(curve.values), len(curve.values), curve.values[-1:],
+           smoothing, axis, len(series.clock.steps))
     found = _traces.get(key)
     if found is not None:
         _traces.move_to_end(key)
         return found
-    made = make_trace(series, name, smoothing, axis)
-    _traces[key] = made
+    view_key = (series.job_id, name, smoothing, axis)
+    previous = _latest.get(view_key)
+    made = (grown(previous, series, name) if previous is not None else None) or \
+        make_trace(series, name, smoothing, axis)
+    _traces[key] = _latest[view_key] = made
     while len(_traces) > TRACE_CACHE_SIZE:
         _traces.popitem(last=False)
+    if len(_latest) > TRACE_CACHE_SIZE:
+        _latest.clear()
+        _latest[view_key] = made
     return made
+
+
+def scaled(name: str, values: tuple[float, ...]) -> tuple[float, ...]:
+    scale = signal_info(name).scale
+    return tuple(value * scale for value in values) if scale != 1.0 else values
+
+
+def grown(previous: Trace, series: LossSeries, name: str) -> Trace | None:
+    """The previous EMA trace (step axis) extended by the points added since, when the run only
+    grew and the adaptive span stayed; None when it must be made afresh."""
+    curve = series.curve(name)
+    known = len(previous.raw)
+    if previous.state is None or previous.trend is None or not 0 < known < len(curve.values) \
+            or curve.steps[known - 1] != previous.xs[-1]:
+        return None
+    raw = scaled(name, curve.values)
+    if raw[known - 1] != previous.raw[-1] or curves.adaptive_span(raw) != previous.span:
+        return None  # a resumed attempt rewrote steps, or the run is noisier now
+    added, state = curves.ema_from(raw[known:], previous.span, previous.state)  # type: ignore[arg-type]
+    return Trace(curve.steps, raw, previous.trend + tuple(added), previous.span, state)
 
 
 def make_trace(series: LossSeries, name: str, smoothing: str, axis: str) -> Trace:
     curve = series.curve(name)
-    scale = signal_info(name).scale
     if axis == "step":
-        steps, xs, values = curve.steps, list(curve.steps), curve.values
+        steps, xs, values = curve.steps, curve.steps, curve.values
     else:
         placed = [(step, x, value) for step, x, value in zip(
-            curve.steps, curves.x_values(series.clock, curve.steps, axis), curve.values) if x is not None]
+            curve.steps, curves.x_values(series.clock, curve.steps, axis), curve.values)
+            if x is not None]
         steps = tuple(step for step, _, _ in placed)
-        xs, values = [x for _, x, _ in placed], tuple(value for _, _, value in placed)
-    raw = tuple(value * scale for value in values) if scale != 1.0 else tuple(values)
+        xs, values = tuple(x for _, x, _ in placed), tuple(value for _, _, value in placed)  # type: ignore[misc]
+    raw = scaled(name, values)
     if smoothing == "off" or len(raw) < 3:
-        return Trace(tuple(xs), raw)
+        return Trace(xs, raw)  # type: ignore[arg-type]
     if smoothing == "ema":
-        trend, span = curves.adaptive_ema(raw)
-        return Trace(tuple(xs), raw, tuple(trend), span)
+        span = curves.adaptive_span(raw)
+        trend, state = curves.ema_from(raw, span)
+        return Trace(xs, raw, tuple(trend), span, state if axis == "step" else None)  # type: ignore[arg-type]
     times = xs if axis == "time" else curves.x_values(series.clock, steps, "time")
     if any(at is None for at in times):
         times = list(steps)  # no wall clock logged: weigh by steps (a plain EMA on a regular run)
     constant = curves.adaptive_time_constant(times, raw)  # type: ignore[arg-type]
     trend = curves.time_weighted_ema(times, raw, constant)  # type: ignore[arg-type]
-    return Trace(tuple(xs), raw, tuple(trend), curves.adaptive_span(raw))
+    return Trace(xs, raw, tuple(trend), curves.adaptive_span(raw))  # type: ignore[arg-type]
 
 
 def downsample(steps: Sequence[float], values: Sequence[float],

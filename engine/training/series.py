@@ -26,10 +26,33 @@ def ema(values: Sequence[float], span: float) -> list[float]:
     """Debiased exponential moving average; span 1 (or less) returns the values unchanged.
 
     The weight of each new point is 2 / (span + 1), pandas' `ewm(span=..., adjust=True)`."""
+    return ema_from(values, span)[0]
+
+
+EmaState = tuple[float, float]  # (weighted sum, sum of weights) after the last point
+START: EmaState = (0.0, 0.0)
+
+
+def ema_from(values: Sequence[float], span: float,
+             state: EmaState = START) -> tuple[list[float], EmaState]:
+    """The EMA of `values` continuing from `state` (what an earlier call returned for the points
+    before them), and the state after them: a growing run is smoothed by its new points only."""
     if span <= 1:
-        return [float(value) for value in values]
+        return [float(value) for value in values], state
     decay = 1.0 - 2.0 / (span + 1.0)
-    return _decayed_average(values, [decay] * len(values))
+    weighted_sum, weight = state
+    smoothed: list[float] = []
+    append, isfinite = smoothed.append, math.isfinite  # the hot loop of a 100,000-point run
+    for value in values:
+        weighted_sum *= decay
+        weight *= decay
+        if not isfinite(value):
+            append(float(value))  # shown as it is; the trend goes on from its neighbours
+            continue
+        weighted_sum += value
+        weight += 1.0
+        append(weighted_sum / weight)
+    return smoothed, (weighted_sum, weight)
 
 
 def time_weighted_ema(times: Sequence[float], values: Sequence[float],

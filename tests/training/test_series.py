@@ -177,3 +177,12 @@ def test_series_imports_no_torch():
                                timeout=60, check=True)
     loaded = set(json.loads(completed.stdout))
     assert not loaded & {"torch", "transformers", "numpy", "textual"}
+
+
+@BOUNDED
+@given(values_lists, spans, st.integers(0, 60))
+def test_ema_continued_from_a_state_is_the_ema_of_the_whole(values, span, split):
+    split = min(split, len(values))
+    head, state = series.ema_from(values[:split], span)
+    tail, _ = series.ema_from(values[split:], span, state)
+    assert head + tail == pytest.approx(series.ema(values, span), rel=1e-9, abs=1e-9)
