@@ -131,10 +131,11 @@ class LossKeys(_Dashboard):
                         group="poll-baseline", exit_on_error=False)
 
     def show_baseline(self, value: Any, error: str | None) -> None:
-        if error is None:
-            self.loss_pane().show_baseline(value)
+        reason = error or (value.reason if value is not None and value.status != "ok" else None)
+        if reason:  # the pin stays: a later loss poll may read it
+            self.notify(f"baseline: {reason}", severity="error", timeout=4)
         else:
-            self.notify(f"baseline: {error}", severity="error", timeout=4)
+            self.loss_pane().show_baseline(value)
 
     def help_details(self) -> present.Details:
         details = super().help_details()  # type: ignore[misc]

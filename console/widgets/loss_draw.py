@@ -102,7 +102,7 @@ def frame(pane: LossPane, plot_widget: PlotextPlot, left: list[Points],
     y_axis(plt, [y for _, ys in left for y in ys], rows, "left", view.log_scale)
     if right:
         y_axis(plt, [y for _, ys in right for y in ys], rows, "right", view.log_scale)
-        plt.ylabel(signal_info(view.second or "").unit, yside="right")
+        plt.ylabel(signal_info(view.second or "").unit, "right")  # y side (the stub names it xside)
     plt.xlabel(AXIS_LABELS[view.axis])
     plt.ylabel(signal_info(view.signal).unit)
     plot_widget.refresh()

@@ -94,7 +94,7 @@ def grown(previous: Trace, series: LossSeries, name: str) -> Trace | None:
     raw = scaled(name, curve.values)
     if raw[known - 1] != previous.raw[-1] or curves.adaptive_span(raw) != previous.span:
         return None  # a resumed attempt rewrote steps, or the run is noisier now
-    added, state = curves.ema_from(raw[known:], previous.span, previous.state)  # type: ignore[arg-type]
+    added, state = curves.ema_from(raw[known:], previous.span, previous.state)
     return Trace(curve.steps, raw, previous.trend + tuple(added), previous.span, state)
 
 
@@ -107,20 +107,26 @@ def make_trace(series: LossSeries, name: str, smoothing: str, axis: str) -> Trac
             curve.steps, curves.x_values(series.clock, curve.steps, axis), curve.values)
             if x is not None]
         steps = tuple(step for step, _, _ in placed)
-        xs, values = tuple(x for _, x, _ in placed), tuple(value for _, _, value in placed)  # type: ignore[misc]
+        xs, values = tuple(x for _, x, _ in placed), tuple(value for _, _, value in placed)
     raw = scaled(name, values)
     if smoothing == "off" or len(raw) < 3:
-        return Trace(xs, raw)  # type: ignore[arg-type]
+        return Trace(xs, raw)
     if smoothing == "ema":
         span = curves.adaptive_span(raw)
         trend, state = curves.ema_from(raw, span)
-        return Trace(xs, raw, tuple(trend), span, state if axis == "step" else None)  # type: ignore[arg-type]
+        return Trace(xs, raw, tuple(trend), span, state if axis == "step" else None)
     times = xs if axis == "time" else curves.x_values(series.clock, steps, "time")
     if any(at is None for at in times):
         times = list(steps)  # no wall clock logged: weigh by steps (a plain EMA on a regular run)
     constant = curves.adaptive_time_constant(times, raw)  # type: ignore[arg-type]
     trend = curves.time_weighted_ema(times, raw, constant)  # type: ignore[arg-type]
-    return Trace(xs, raw, tuple(trend), curves.adaptive_span(raw))  # type: ignore[arg-type]
+    return Trace(xs, raw, tuple(trend), curves.adaptive_span(raw))
+
+
+def buckets(count: int, number: int) -> list[tuple[int, int]]:
+    """`number` consecutive (start, end) slices covering `count` points, none empty."""
+    return [(index * count // number, max(index * count // number + 1, (index + 1) * count // number))
+            for index in range(number)]
 
 
 def downsample(steps: Sequence[float], values: Sequence[float],
@@ -130,14 +136,9 @@ def downsample(steps: Sequence[float], values: Sequence[float],
     count = len(values)
     if count <= max_points:
         return list(steps), list(values)
-    drawn_steps: list[float] = []
-    drawn_values: list[float] = []
-    for bucket in range(max_points):
-        start = bucket * count // max_points
-        end = max(start + 1, (bucket + 1) * count // max_points)
-        chunk = values[start:end]
-        drawn_steps.append(steps[end - 1])
-        drawn_values.append(sum(chunk) / len(chunk))
+    slices = buckets(count, max_points)
+    drawn_steps = [steps[end - 1] for _, end in slices]
+    drawn_values = [sum(values[start:end]) / (end - start) for start, end in slices]
     drawn_steps[0], drawn_values[0] = steps[0], values[0]
     drawn_steps[-1], drawn_values[-1] = steps[-1], values[-1]
     return drawn_steps, drawn_values
@@ -150,12 +151,9 @@ def envelope(steps: Sequence[float], values: Sequence[float],
     count = len(values)
     if count <= max_points:
         return list(steps), list(values)
-    buckets = max(1, max_points // 2)
     xs: list[float] = []
     ys: list[float] = []
-    for bucket in range(buckets):
-        start = bucket * count // buckets
-        end = max(start + 1, (bucket + 1) * count // buckets)
+    for start, end in buckets(count, max(1, max_points // 2)):
         chunk = values[start:end]
         middle = steps[(start + end - 1) // 2]
         xs += [middle, middle]
