@@ -16,7 +16,7 @@ from typing import Any
 from console.data import (LOCAL_ENDPOINT, Availability, EndpointRow, EndpointsPanel, GpuPanel,
                           GpuRow, HostView, JobRow, JobsPanel, LossSeries, ProcessRow,
                           RolloutView, VersionRow)
-from console.sources import LossStream
+from console.loss_stream import LossStream
 from engine.deck import Deck
 
 

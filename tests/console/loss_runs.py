@@ -10,7 +10,7 @@ from pathlib import Path
 
 from console import replay
 from console.data import JobRow, JobsPanel, LossSeries, Snapshot
-from console.sources import LossStream
+from console.loss_stream import LossStream
 from engine.jobs import read_events
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"

@@ -1,4 +1,4 @@
-"""console.sources.LossStream: every numeric field of a job's progress and eval events becomes a
+"""console.loss_stream.LossStream: every numeric field of a job's progress and eval events becomes a
 signal the Loss pane can show, read incrementally (a long run is not re-sorted on each read)."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from console.sources import EngineSource, LossStream
+from console.loss_stream import LossStream
+from console.sources import EngineSource
 from engine import jobs
 from tests.console import loss_runs
 
