@@ -16,6 +16,7 @@ from typing import Any
 from console.data import (LOCAL_ENDPOINT, Availability, EndpointRow, EndpointsPanel, GpuPanel,
                           GpuRow, HostView, JobRow, JobsPanel, LossSeries, ProcessRow,
                           RolloutView, VersionRow)
+from console.loss_stream import LossStream
 from engine.deck import Deck
 
 
@@ -192,10 +193,12 @@ class JobStream:
     """What has been read of one job's events.jsonl: read on from `offset`, never twice."""
 
     offset: int = 0
-    train: dict[int, float] = field(default_factory=dict)  # step -> loss; a resume overrides
-    evals: dict[int, float] = field(default_factory=dict)
-    last_progress: dict[str, Any] | None = None
+    signals: LossStream = field(default_factory=LossStream)  # every signal, by step
     series: LossSeries | None = None
+
+    @property
+    def last_progress(self) -> dict[str, Any] | None:
+        return self.signals.last_progress
 
 
 class JobReader:
@@ -235,15 +238,9 @@ class JobReader:
             stream = self.streams.setdefault(job_id, JobStream())
             events, stream.offset = jobs_module.read_events(directory, stream.offset)
             for event in events:
-                kind = event.get("type")
-                if kind == "progress":
-                    stream.last_progress = event
-                    if event.get("loss") is not None:
-                        stream.train[int(event["step"])] = float(event["loss"])
-                elif kind == "eval" and event.get("eval_loss") is not None:
-                    stream.evals[int(event.get("step") or 0)] = float(event["eval_loss"])
+                stream.signals.add(event)
             if events or stream.series is None:
-                stream.series = series_of(job_id, stream)
+                stream.series = stream.signals.series(job_id, directory / "checkpoints")
             return stream
 
     def loss(self, jobs_module: ModuleType | None, deck: Deck, job_id: str | None) -> LossSeries:
@@ -261,17 +258,6 @@ class JobReader:
             return self.update(jobs_module, job_id, directory).series  # type: ignore[return-value]
         except Exception as error:
             return LossSeries(job_id, status="not-available", reason=f"reading loss failed: {error}")
-
-
-def series_of(job_id: str, stream: JobStream) -> LossSeries:
-    train = sorted(stream.train.items())
-    evals = sorted(stream.evals.items())
-    progress = stream.last_progress or {}
-    eta = progress.get("eta_s")
-    return LossSeries(job_id, tuple(float(s) for s, _ in train), tuple(v for _, v in train),
-                      tuple(float(s) for s, _ in evals), tuple(v for _, v in evals),
-                      max_steps=_int(progress.get("max_steps")),
-                      eta_s=float(eta) if isinstance(eta, (int, float)) and eta > 0 else None)
 
 
 # ---- which verbs exist ------------------------------------------------------------------------

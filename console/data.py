@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.training.series import RunClock
+
 SPARK_BLOCKS = " ▁▂▃▄▅▆▇█"
 
 
@@ -190,8 +192,52 @@ class JobsPanel:
 
 
 @dataclass(frozen=True)
+class Curve:
+    """One numeric signal a job logged (learning rate, grad norm, ...): values at their steps."""
+
+    name: str
+    steps: tuple[float, ...] = ()
+    values: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Signal:
+    """How the Loss pane names a signal: in the title and legend, and the unit of its y axis.
+    `scale` turns the logged value into that unit (bytes into GiB)."""
+
+    words: str
+    short: str
+    unit: str
+    scale: float = 1.0
+
+
+# The signals the training callback logs, in the order the pane's signal key cycles them; any
+# other numeric field of a progress or eval event is shown too, after these, named from its key.
+SIGNALS = {
+    "loss": Signal("train loss", "Loss", "loss"),
+    "eval_loss": Signal("eval loss", "Eval loss", "loss"),
+    "learning_rate": Signal("learning rate", "LR", "learning rate"),
+    "grad_norm": Signal("gradient norm", "Grad norm", "norm"),
+    "tokens_per_s": Signal("tokens per second", "Tokens/s", "tokens/s"),
+    "samples_per_s": Signal("samples per second", "Samples/s", "samples/s"),
+    "step_time_s": Signal("step time", "Step time", "seconds"),
+    "memory_bytes": Signal("memory", "Memory", "GiB", 1.0 / (1 << 30)),
+    "eval_perplexity": Signal("eval perplexity", "Perplexity", "perplexity"),
+}
+
+
+def signal_info(name: str) -> Signal:
+    known = SIGNALS.get(name)
+    if known is not None:
+        return known
+    words = name.replace("_per_s", "/s").replace("_", " ")
+    return Signal(words, words[:1].upper() + words[1:], words)
+
+
+@dataclass(frozen=True)
 class LossSeries:
-    """The full series; the loss pane downsamples for drawing, never truncates."""
+    """The full series; the loss pane downsamples for drawing, never truncates. Train and eval
+    loss have their own fields; every other signal the job logged is in `signals`."""
 
     job_id: str | None
     train_steps: tuple[float, ...] = ()
@@ -202,6 +248,52 @@ class LossSeries:
     reason: str = ""
     max_steps: int | None = None  # from the job's last progress event, for the pane's title
     eta_s: float | None = None  # while the job runs
+    signals: tuple[Curve, ...] = ()
+    clock: RunClock = RunClock()  # tokens seen and wall time at each logged step
+    checkpoints: tuple[float, ...] = ()  # steps with a saved checkpoint
+
+    def curve(self, name: str) -> Curve:
+        if name == "loss":
+            return Curve(name, self.train_steps, self.train_loss)
+        if name == "eval_loss":
+            return Curve(name, self.eval_steps, self.eval_loss)
+        return next((curve for curve in self.signals if curve.name == name), Curve(name))
+
+    @property
+    def signal_names(self) -> tuple[str, ...]:
+        """The signals with at least one value: the known ones in their order, then the rest."""
+        present_names = [name for name, values in (("loss", self.train_loss),
+                                                   ("eval_loss", self.eval_loss)) if values]
+        present_names += [curve.name for curve in self.signals if curve.values]
+        order = list(SIGNALS)
+        return tuple(sorted(present_names, key=lambda name: (
+            order.index(name) if name in order else len(order), name)))
+
+
+def model_family(ref: str, models: ModelsPanel | None) -> str:
+    """The model a version descends from, as the registry records it: the root of its parent
+    chain (a fine-tune registered under a new name still belongs to its base model's family)."""
+    rows = {row.ref: row for row in (models.rows if models is not None else ())}
+    seen: set[str] = set()
+    while ref in rows and rows[ref].parent and ref not in seen:
+        seen.add(ref)
+        ref = rows[ref].parent  # type: ignore[assignment]
+    row = rows.get(ref)
+    return row.model if row is not None else ref.split("@", 1)[0]
+
+
+BASELINE_STATES = ("running", "finished", "done")
+
+
+def baseline_candidates(jobs: JobsPanel | None, models: ModelsPanel | None,
+                        current: str | None) -> tuple[JobRow, ...]:
+    """The jobs another run can be compared with: running or finished, of the same model family
+    as the job shown (any family when no job is shown), the job itself left out."""
+    rows = jobs.jobs if jobs is not None else ()
+    shown = next((job for job in rows if job.job_id == current), None)
+    family = model_family(shown.model, models) if shown is not None and shown.model else None
+    return tuple(job for job in rows if job.job_id != current and job.state in BASELINE_STATES
+                 and (family is None or model_family(job.model, models) == family))
 
 
 @dataclass(frozen=True)
@@ -258,6 +350,7 @@ class Snapshot:
     events: EventsPanel
     availability: Availability = field(default_factory=Availability)
     deck: DeckInfo = field(default_factory=DeckInfo)
+    runs: tuple[LossSeries, ...] = ()  # other jobs' series, read when one is pinned as a baseline
 
 
 def local_server_row(panel: EndpointsPanel | None) -> EndpointRow | None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 
-from console.data import (Availability, DeckInfo, DeploymentRow, EndpointRow, EndpointsPanel,
+from console.data import (Availability, Curve, DeckInfo, DeploymentRow, EndpointRow, EndpointsPanel,
                           EventRow, EventsPanel, GpuPanel, GpuRow, HostView, JobRow, JobsPanel,
                           LossSeries, ModelRow, ModelsPanel, ProcessRow, Snapshot)
+from engine.training.series import RunClock
 
 GIB = 1 << 30
 H100_MEMORY = 85_520_809_984  # what NVML reports for an "80GB" H100: 79.6 GiB
@@ -82,14 +83,28 @@ def jobs() -> JobsPanel:
                "CUDA out of memory", EPOCH + 60, 30, 300, 2.41)))
 
 
-def loss(points: int, job_id: str = "finetune-20260101-001000-2f182e") -> LossSeries:
+def loss(points: int, job_id: str = "finetune-20260101-001000-2f182e",
+         tokens_per_step: float = 4096.0, seconds_per_step: float = 2.0,
+         start: float = EPOCH + 600) -> LossSeries:
+    """A run's loss with a wobble (a fixed pattern, no random numbers), a learning rate and a
+    clock (tokens seen, wall time) so every axis of the Loss pane has data."""
     steps = tuple(float(step) for step in range(1, points + 1))
     train = tuple(2.0 / math.sqrt(step) + 0.8 + 0.05 * math.sin(step / 3.0) for step in range(1, points + 1))
     eval_every = max(1, points // 20)
     eval_steps = steps[eval_every - 1::eval_every]
     eval_loss = tuple(2.1 / math.sqrt(step) + 0.85 for step in eval_steps)
+    learning_rate = tuple(2e-4 * min(1.0, step / 10) for step in steps)
+    clock = RunClock(steps, tuple(step * tokens_per_step for step in steps),
+                     tuple(start + step * seconds_per_step for step in steps))
     return LossSeries(job_id, steps, train, eval_steps, eval_loss,
-                      max_steps=points + points // 4, eta_s=754.0)
+                      max_steps=points + points // 4, eta_s=754.0,
+                      signals=(Curve("learning_rate", steps, learning_rate),), clock=clock,
+                      checkpoints=(float(eval_steps[len(eval_steps) // 2]),) if eval_steps else ())
+
+
+def baseline_loss(points: int, job_id: str = "finetune-20251231-220000-9d7e31") -> LossSeries:
+    """A second run of the same model to overlay: half the batch, a bit faster a step."""
+    return loss(points, job_id, tokens_per_step=2048.0, seconds_per_step=1.2, start=EPOCH - 7200)
 
 
 GATE_REPORT = ('{"passed": false, "reason": "probe 1 answered http 500", "checks": '

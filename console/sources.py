@@ -59,7 +59,9 @@ class FixedSource:
         return self.snapshot.jobs
 
     def loss(self, job_id: str | None) -> LossSeries:
-        return self.snapshot.loss
+        """The snapshot's job, or another recorded run asked for by id (a pinned baseline)."""
+        return next((run for run in self.snapshot.runs if run.job_id == job_id and job_id),
+                    self.snapshot.loss)
 
     def events(self) -> EventsPanel:
         return self.snapshot.events

@@ -22,6 +22,7 @@ from textual.widgets import Input
 from console.data import (Availability, DeckInfo, EventRow, local_server_row,
                           local_server_running)
 from console.screens.actions import DashboardActions
+from console.screens.loss_keys import LOSS_BINDINGS, LossKeys
 from console.sources import DataSource, now
 from console.widgets.common import TablePane
 from console.widgets.events_pane import EventsPane
@@ -65,7 +66,7 @@ class SourceRead(Message):
     error: str | None = None
 
 
-class DashboardScreen(DashboardActions, Screen):
+class DashboardScreen(LossKeys, DashboardActions, Screen):
     BINDINGS = [
         Binding("d", "deploy", "Deploy", id="deploy"),
         Binding("r", "rollback", "Rollback", id="rollback"),
@@ -83,6 +84,7 @@ class DashboardScreen(DashboardActions, Screen):
         Binding("question_mark", "help", "Help", id="help"),
         Binding("q", "quit", "Quit", id="quit"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="clear-filter"),
+        *LOSS_BINDINGS,
     ]
 
     def __init__(self, source: DataSource, refresh_s: float, readonly: bool,
@@ -133,7 +135,7 @@ class DashboardScreen(DashboardActions, Screen):
 
     def reader(self, name: str) -> Callable[[], Any]:
         if name == "loss":
-            return partial(self.source.loss, self.loss_job_id())
+            return self.loss_reader()  # the job shown and a pinned baseline run
         if name == "deck_info" and not hasattr(self.source, "deck_info"):
             return DeckInfo  # a source written before the header (the header shows less)
         if name == "alerts" and not hasattr(self.source, "alerts"):
@@ -149,6 +151,9 @@ class DashboardScreen(DashboardActions, Screen):
 
     def on_source_read(self, message: SourceRead) -> None:
         name = message.source_name
+        if name == "baseline":  # read once when pinned; the loss poll reads it from then on
+            self.show_baseline(message.value, message.error)
+            return
         self.in_flight.discard(name)
         if message.error is not None:
             if self.last_errors.get(name) != message.error:  # once per distinct failure

@@ -11,7 +11,7 @@ from console import replay
 from console.app import ModeldeckApp
 from console.data import LossSeries
 from console.sources import FixedSource
-from console.widgets.loss_pane import LossPane, even_ticks, title_of, whole_ticks
+from console.widgets.loss_pane import LossPane, LossView, even_ticks, title_of, whole_ticks
 from engine.deck import Deck
 from tests.console.console_helpers import screen_text, wait_until_loaded
 
@@ -32,11 +32,13 @@ def test_ticks_are_whole_steps_and_even_values():
     assert even_ticks(2.25, 2.75, 4)[1] == ["2.4", "2.6"]
 
 
-def test_title_says_step_loss_and_eta():
-    assert title_of(ONE_POINT, False) == "Loss 2f182e · step 1/10 · loss 2.500 · ETA 1m35s"
-    assert title_of(replace(ONE_POINT, eta_s=None), True).endswith("loss 2.500 (log)")
-    assert title_of(ONE_POINT, False, 41) == "Loss · step 1/10 · loss 2.500 · ETA 1m35s"
-    assert title_of(ONE_POINT, False, 40) == "Loss · step 1/10 · loss 2.500"  # narrow: id, then ETA go
+def test_title_says_signal_smoothing_step_loss_and_eta():
+    view = LossView()
+    assert title_of(ONE_POINT, view) == "Loss 2f182e · EMA · step 1/10 · loss 2.500 · ETA 1m35s"
+    assert title_of(replace(ONE_POINT, eta_s=None), LossView(log_scale=True)).endswith(
+        "loss 2.500 (log)")
+    assert title_of(ONE_POINT, view, 47) == "Loss · EMA · step 1/10 · loss 2.500 · ETA 1m35s"
+    assert title_of(ONE_POINT, view, 46) == "Loss · EMA · step 1/10 · loss 2.500"  # narrow: id, then ETA go
 
 
 @pytest.mark.anyio
@@ -52,7 +54,7 @@ async def test_the_chart_has_axes_a_legend_and_readable_ticks(deck_home, series)
     assert "train" in text and "step" in text and "loss" in text, text
     if series.eval_loss:
         assert "eval" in text
-    x_axis = next(line for line in reversed(lines) if any(ch.isdigit() for ch in line))
+    x_axis = next(line for line in reversed(lines[:-1]) if any(ch.isdigit() for ch in line))  # above the legend
     numbers = [word for word in x_axis.replace("│", " ").split() if word[0].isdigit()]
     assert numbers and all(word.isdigit() for word in numbers), x_axis  # whole steps only
     if len(series.train_loss) == 1:
