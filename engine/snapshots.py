@@ -126,6 +126,11 @@ class SloStats(_ToDict):
     joint: float | None = None
     goodput_requests_per_s: float | None = None
     goodput_tokens_per_s: float | None = None
+    # the bounds these shares are against, as resolved for this endpoint, model or version
+    ttft_bound_s: float | None = None
+    itl_bound_s: float | None = None
+    e2e_bound_s: float | None = None
+    error_rate_bound: float | None = None
 
 
 @dataclass(frozen=True)
@@ -202,6 +207,7 @@ class ModelStats(_ToDict):
     e2e_p50_s: float | None = None
     e2e_p95_s: float | None = None
     e2e_p99_s: float | None = None
+    slo: SloStats | None = None  # over the sampler's window, against the model's bounds
 
 
 @dataclass(frozen=True)
