@@ -22,6 +22,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 LATENCY_KEYS = {"ttft": "ttft_s", "itl": "itl_s", "e2e": "e2e_s"}
+DEFAULT_TARGET = 0.95
 
 
 class SloBounds(BaseModel):
@@ -33,6 +34,12 @@ class SloBounds(BaseModel):
     itl_s: float | None = Field(default=None, gt=0)
     e2e_s: float | None = Field(default=None, gt=0)
     error_rate: float | None = Field(default=None, ge=0, le=1)
+    # the share of requests that must meet every bound for the SLO to count as met (diagnosis)
+    target: float | None = Field(default=None, gt=0, le=1)
+
+    @property
+    def target_share(self) -> float:
+        return self.target if self.target is not None else DEFAULT_TARGET
 
     @property
     def latency_bounds(self) -> dict[str, float]:
@@ -64,7 +71,7 @@ class SloSettings(SloBounds):
     @property
     def defaults(self) -> SloBounds:
         return SloBounds(ttft_s=self.ttft_s, itl_s=self.itl_s, e2e_s=self.e2e_s,
-                         error_rate=self.error_rate)
+                         error_rate=self.error_rate, target=self.target)
 
     @property
     def any_configured(self) -> bool:

@@ -214,7 +214,7 @@ def slo_stats(measured: Window, bounds: "SloBounds", requests: float | None,
         goodput_requests_per_s=rate * joint if rate is not None and joint is not None else None,
         goodput_tokens_per_s=tokens * joint if tokens is not None and joint is not None else None,
         ttft_bound_s=bounds.ttft_s, itl_bound_s=bounds.itl_s, e2e_bound_s=bounds.e2e_s,
-        error_rate_bound=limit)
+        error_rate_bound=limit, target=bounds.target_share)
 
 
 def windowed_slo(measured: Window, parts: tuple[VersionWindow, ...], slo: "SloSettings",

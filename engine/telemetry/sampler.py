@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.snapshots import (EndpointSnapshot, GpuDevice, GpuSnapshot, HostSnapshot,
                               ModelStats, TelemetrySnapshot, VersionStats)
+from engine.telemetry.diagnosis import diagnose_endpoint, diagnose_gpu
 
 if TYPE_CHECKING:
     from engine.config import EndpointSettings
@@ -176,7 +177,7 @@ class Sampler:
         endpoint = self._windowed(endpoint, scrape, now)
         for series in ENDPOINT_SERIES:
             self._append(f"endpoint.{endpoint.name}.{series}", getattr(endpoint, series))
-        return replace(endpoint, tokens_history=tuple(
+        return replace(endpoint, diagnosis=diagnose_endpoint(endpoint), tokens_history=tuple(
             self._history.get(f"endpoint.{endpoint.name}.tokens_per_s", ())))
 
     def _windowed(self, endpoint: EndpointSnapshot, scrape: "Scrape | None",
@@ -211,7 +212,8 @@ class Sampler:
             for device in snapshot.gpus:
                 key = f"fleet.{device.host}.{device.index}.utilization_pct"
                 self._append(key, device.utilization_pct)
-                devices.append(replace(device, utilization_history=tuple(self._history.get(key, ()))))
+                devices.append(replace(device, diagnosis=diagnose_gpu(device),
+                                       utilization_history=tuple(self._history.get(key, ()))))
             self._latest = replace(self._latest, taken_at=time.time(),
                                    fleet=replace(snapshot, gpus=tuple(devices)))
 
@@ -221,7 +223,7 @@ class Sampler:
             prefix = f"gpu.{device.index}"
             for series in GPU_SERIES:
                 self._append(f"{prefix}.{series}", getattr(device, series))
-            devices.append(replace(device, utilization_history=tuple(
+            devices.append(replace(device, diagnosis=diagnose_gpu(device), utilization_history=tuple(
                 self._history.get(f"{prefix}.utilization_pct", ()))))
         return replace(gpus, devices=tuple(devices))
 
