@@ -30,6 +30,7 @@ class GpuRow:
     power_w: float | None = None
     utilization_history: tuple[float, ...] = ()
     processes: tuple[ProcessRow, ...] = ()
+    diagnosis: str = ""  # engine.telemetry.diagnosis' line for this GPU
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class EndpointRow:
     checked_at: float | None = None
     versions: tuple[VersionRow, ...] = ()  # per version, when the server labels its series
     slo: Any = None  # engine SloStats over the window; None with no [slo] in deck.toml
+    diagnosis: str = ""  # engine.telemetry.diagnosis' line for this endpoint
 
 
 @dataclass(frozen=True)

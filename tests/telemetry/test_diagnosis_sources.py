@@ -64,3 +64,14 @@ def test_watch_json_has_a_diagnosis_per_gpu_and_endpoint(deck_home: Path, tmp_pa
     (endpoint,) = snapshot["endpoints"]
     assert endpoint["diagnosis"]["rules"] == ["down"]
     assert endpoint["diagnosis"]["line"].startswith("not checked: down")
+
+
+def test_the_console_rows_carry_the_diagnosis_line():
+    from console.adapters import endpoint_row, gpu_row
+    from engine.snapshots import Diagnosis, EndpointSnapshot, GpuDevice
+
+    line = Diagnosis("KV cache full (97%)", ("kv-cache-full",))
+    endpoint = EndpointSnapshot("v", "vllm", "http://127.0.0.1:1", "up", diagnosis=line)
+    assert endpoint_row(endpoint).diagnosis == "KV cache full (97%)"
+    assert gpu_row(GpuDevice(0, diagnosis=Diagnosis("ok: util 5%", ("ok",)))).diagnosis == "ok: util 5%"
+    assert gpu_row(GpuDevice(0)).diagnosis == ""
