@@ -19,7 +19,7 @@ then [slo] itself; a key an override leaves out comes from the level below. Belo
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 LATENCY_KEYS = {"ttft": "ttft_s", "itl": "itl_s", "e2e": "e2e_s"}
 DEFAULT_TARGET = 0.95
@@ -67,6 +67,9 @@ class SloSettings(SloBounds):
 
     models: dict[str, SloBounds] = {}
     window_s: float = Field(default=60.0, ge=1, le=3600)
+    # (model, endpoint override) -> bounds: each is resolved once per loaded deck.toml
+    _resolved: dict[tuple[str | None, SloBounds | None], SloBounds | None] = PrivateAttr(
+        default_factory=dict)
 
     @property
     def defaults(self) -> SloBounds:
@@ -81,8 +84,11 @@ class SloSettings(SloBounds):
                 endpoint: SloBounds | None = None) -> SloBounds | None:
         """The bounds for `model` as `endpoint` (its deck.toml override) serves it; None when
         no bound applies (no SLO is measured then)."""
-        bounds = self.defaults.under(self.models.get(model) if model else None).under(endpoint)
-        return bounds if bounds.configured else None
+        key = (model, endpoint)
+        if key not in self._resolved:
+            bounds = self.defaults.under(self.models.get(model) if model else None).under(endpoint)
+            self._resolved[key] = bounds if bounds.configured else None
+        return self._resolved[key]
 
 
 def model_of(version_ref: str) -> str:

@@ -51,6 +51,7 @@ def test_the_most_specific_level_wins_key_by_key(tmp_path: Path):
                                                                  error_rate=0.01)
     assert config.slo.resolve("smollm2", plain.slo) == SloBounds(ttft_s=1.0, itl_s=0.1)
     assert config.slo.resolve("other") == SloBounds(ttft_s=0.5, itl_s=0.1)
+    assert config.slo.resolve("smollm2", edge.slo) is config.slo.resolve("smollm2", edge.slo)
     assert SloSettings().resolve("smollm2") is None  # no [slo]: nothing is measured
     only_model = SloSettings(models={"smollm2": SloBounds(e2e_s=2.0)})
     assert only_model.any_configured and only_model.resolve("other") is None
