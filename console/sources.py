@@ -8,16 +8,19 @@ absent or does not offer what the pane needs, the pane gets 'not-available' data
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from console import present
 from console.data import (Availability, DeckInfo, DeploymentRow, EndpointsPanel, EventRow,
                           EventsPanel, GpuPanel, JobsPanel, LossSeries, ModelRow, ModelsPanel,
                           Snapshot)
+from console.discovered import DiscoveryWatch, discovery_enabled
 from engine.deck import Deck
 
 
@@ -98,16 +101,39 @@ class EngineSource:
         self.deck = deck
         self._telemetry = TelemetryReader(deck, sampler)
         self._jobs = JobReader()
+        self._alerts: tuple[Any, Any] | None = None  # (AlertService, log Feed), on first poll
+        self._discovery = DiscoveryWatch(deck) if discovery_enabled() else None
 
     def gpus(self) -> GpuPanel:
         return self._telemetry.gpus()
 
     def endpoints(self) -> EndpointsPanel:
-        return self._telemetry.endpoints()
+        panel = self._telemetry.endpoints()
+        if self._discovery is None or panel.status != "ok":
+            return panel
+        found = self._discovery.rows(tuple(row.url for row in panel.endpoints))
+        return dataclasses.replace(panel, endpoints=(*panel.endpoints, *found)) if found else panel
 
     def close(self) -> None:
         """Stops the sampler's threads (the app calls it when it exits)."""
         self._telemetry.close()
+        if self._alerts is not None:
+            self._alerts[0].close(wait_s=2.0)
+        if self._discovery is not None:
+            self._discovery.close()
+
+    def alerts(self) -> tuple["AlertNotice", ...]:
+        """The console samples, so it evaluates [[alerts]] (unless a monitor or another console
+        does: engine.telemetry.alerts.service) and shows what the log gained since it opened."""
+        from engine import actions
+
+        if self._alerts is None:
+            self._alerts = (actions.alert_service(self.deck), actions.alert_feed(self.deck))
+        service, feed = self._alerts
+        sampler = self._telemetry.current()
+        if sampler is not None:
+            service.observe(sampler.latest())
+        return tuple(alert_notice(record) for record in feed.new())
 
     def jobs(self) -> JobsPanel:
         return self._jobs.jobs(optional_module("engine.jobs"), self.deck)
@@ -155,6 +181,30 @@ class EngineSource:
         import socket
 
         return DeckInfo(socket.gethostname(), present.home_path(str(self.deck.paths.home)))
+
+
+@dataclass(frozen=True)
+class AlertNotice:
+    """One alert-log record for the Events pane, a toast, and the bell when its rule asks."""
+
+    row: EventRow
+    toast: bool
+    bell: bool
+
+
+ALERT_LEVELS = {"critical": "error", "warning": "warning", "info": "info"}
+
+
+def alert_notice(record: dict[str, Any]) -> AlertNotice:
+    state = str(record.get("state"))
+    if state == "undelivered":
+        text = f"alert {record.get('rule')} not delivered: {record.get('sink')}: {record.get('reason')}"
+        return AlertNotice(EventRow(float(record.get("t") or now()), "warning", text, origin="alert"),
+                           False, False)
+    level = ALERT_LEVELS.get(str(record.get("severity")), "warning") if state == "fired" else "info"
+    row = EventRow(float(record.get("t") or now()), level, f"alert {state}: {record.get('message')}",
+                   origin="alert", result=state)
+    return AlertNotice(row, state == "fired", state == "fired" and bool(record.get("bell")))
 
 
 def model_row(version: Any, serving_on: tuple[str, ...]) -> ModelRow:

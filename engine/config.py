@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from engine.alert_settings import AlertRules
 from engine.errors import BadInput
 from engine.validate import NAME_PATTERN
 from engine.finetune_settings import checked_values
@@ -108,7 +109,7 @@ class ServeSettings(SecretSource):
         return device.strip().lower()
 
 
-EndpointKind = Literal["vllm", "tgi", "llamacpp", "openai", "modeldeck"]
+EndpointKind = Literal["vllm", "tgi", "llamacpp", "openai", "modeldeck", "ollama"]
 
 
 class EndpointSettings(SecretSource):
@@ -294,6 +295,7 @@ class DeckConfig(Section):
     compress: CompressSettings = CompressSettings()
     rollout: RolloutSettings = RolloutSettings()
     slo: SloSettings = SloSettings()
+    alerts: AlertRules = ()  # [[alerts]] (engine.alert_settings; the defaults ship there)
     source: Path | None = None  # the file these settings came from, if any
 
     @field_validator("endpoints", "targets")

@@ -163,6 +163,17 @@ class VersionStats(_ToDict):
 
 
 @dataclass(frozen=True)
+class LoadedModel(_ToDict):
+    """A model an engine holds in memory now (Ollama's /api/ps): its size, how much of it is
+    in GPU memory, and when the engine will unload it (ISO time, as the engine says it)."""
+
+    name: str
+    size_bytes: int | None = None
+    vram_bytes: int | None = None
+    expires_at: str | None = None
+
+
+@dataclass(frozen=True)
 class EndpointSnapshot(_ToDict):
     """One remote serving endpoint after a poll. Rates and percentiles need two scrapes and a
     change in between: they are None until then. The API key is never part of a snapshot."""
@@ -195,6 +206,10 @@ class EndpointSnapshot(_ToDict):
     tokens_history: tuple[float, ...] = ()
     versions: tuple[VersionStats, ...] = ()  # per `version` label, when the series carry one
     slo: SloStats | None = None  # None: no [slo] in deck.toml
+    # False where the engine publishes no serving counters (Ollama: no /metrics): the rates
+    # above are unknown, not zero, and `reason` says so.
+    throughput_observable: bool = True
+    loaded_models: tuple[LoadedModel, ...] = ()  # what the engine reports loaded (Ollama)
     diagnosis: Diagnosis | None = None  # filled in by the sampler
 
     def as_stale(self, reason: str) -> "EndpointSnapshot":

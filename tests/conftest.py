@@ -18,6 +18,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Deploying to `local` starts a server by default; most tests deploy to check the registry, so
 # they move the pointer only. Tests of autostart itself unset this (run_modeldeck env=None).
 os.environ["MODELDECK_SERVE_AUTOSTART"] = "false"
+# The console discovers engines running on the box; other processes on a shared machine must
+# not appear in its panes. The discovery tests switch it back on.
+os.environ["MODELDECK_DISCOVERY"] = "off"
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -106,3 +109,19 @@ def stop_leftover_server(deck_home: Path) -> None:
         os.kill(json.loads(info_path.read_text())["pid"], signal.SIGTERM)
     except (OSError, ProcessLookupError, ValueError, KeyError):
         pass  # no file, no such process, or a file being rewritten: nothing to stop
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A real vLLM takes minutes to start: when its test is selected, start it now, in the
+    background, so that its start overlaps the other tests (tests/targets/vllm_real.py)."""
+    from tests.targets.vllm_real import EARLY, TEST_FILE
+
+    if not session.config.option.collectonly and any(
+            item.nodeid.split("::")[0].endswith(TEST_FILE) for item in session.items):
+        EARLY.start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    module = sys.modules.get("tests.targets.vllm_real")
+    if module is not None:
+        module.EARLY.stop()

@@ -13,4 +13,5 @@ COMMAND_MODULES = (
     "console.commands.job_cmds",
     "console.commands.compress_cmds",
     "console.commands.telemetry_cmds",
+    "console.commands.alert_cmds",
 )

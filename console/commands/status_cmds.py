@@ -40,7 +40,9 @@ def _status_text(report: actions.StatusReport) -> str:
                                                if server.get("url") else ""),
              *_engine_lines(server.get("engine")),
              "jobs      " + (", ".join(f"{count} {state}" for state, count in sorted(report.jobs.items()) if count)
-                             or "none")]
+                             or "none"),
+             "monitor   " + (f"running (pid {report.monitor['pid']})"
+                             if report.monitor.get("state") == "running" else "not running")]
     lines += [f"warning   {warning}" for warning in report.warnings]
     if report.deployments:
         rows = [(d.target, d.ref, d.state, human_time(d.updated_at)) for d in report.deployments]

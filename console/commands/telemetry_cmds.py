@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from console import present
 from console.commands.arguments import existing_file, number, text, whole
 from console.output import emit, human_memory, table
 from engine import actions
+from engine.actions import alerts as alert_actions
 from engine.deck import Deck
 
 # The engine's bounds (actions.watch, actions.check_endpoints), judged here at parse time too.
@@ -42,6 +44,13 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     check.add_argument("--window", type=number("--window", 0.0, MAX_WINDOW_S), default=0.0, metavar="S",
                        help="scrape twice S seconds apart to report rates and percentiles")
     check.set_defaults(handler=check_command)
+    discover = sub.add_parser("discover", parents=[common],
+                              help="find serving engines running on this box (vLLM, llama.cpp, "
+                                   "Ollama, SGLang, TGI, LM Studio, modeldeck) and print "
+                                   "[[endpoints]] entries for them")
+    discover.add_argument("--add", action="store_true",
+                          help="append the ones deck.toml lacks to it (comments kept)")
+    discover.set_defaults(handler=discover_command)
 
 
 # ---- watch ------------------------------------------------------------------------------------
@@ -51,20 +60,29 @@ def watch_command(args: argparse.Namespace, deck: Deck) -> int:
     replay = Path(args.gpu_replay) if args.gpu_replay else None
     request = actions.WatchRequest(args.interval, args.count, replay, not args.local)
     ticks = actions.watch(deck, request)
+    # The sampling process evaluates alerts (not with --local: endpoints unseen are not clear).
+    alerts = alert_actions.alert_service(deck) if not args.local else None
+    feed = alert_actions.alert_feed(deck)  # what this or another process announced: shown
     try:
         for snapshot in ticks:
+            if alerts is not None:
+                alerts.observe(snapshot)
             if args.json:
                 emit(True, "watch", snapshot.to_dict())
             else:
-                emit(False, "watch", {}, lambda: watch_text(snapshot) + "\n")
+                emit(False, "watch", {}, lambda: watch_text(snapshot, feed.new()) + "\n")
     finally:
         ticks.close()
+        if alerts is not None:
+            alerts.close()
     return 0
 
 
-def watch_text(snapshot: Any) -> str:
+def watch_text(snapshot: Any, alerts: Sequence[dict[str, Any]] = ()) -> str:
     stamp = present.clock(snapshot.taken_at)
     lines = [f"== {stamp}  #{snapshot.sequence}"]
+    lines += [f"ALERT {record['state']}: {record.get('message') or record.get('reason')}"
+              for record in alerts]
     host = snapshot.host
     if host is not None:
         lines.append(f"host  cpu {_pct(host.cpu_pct)} of {host.cpu_count} cores  "
@@ -108,12 +126,18 @@ def _gpu_text(gpus: Any) -> str:
 
 
 def endpoints_table(endpoints: Any) -> str:
+    """One row per endpoint; below, the models an engine without counters (Ollama) holds."""
     rows = [(e.name, e.kind, e.status, _num(e.tokens_per_s), _num(e.requests_per_s),
              _num(e.running, 0), _num(e.waiting, 0), _pct(e.kv_cache_pct),
              _ms(e.ttft_p95_s), _ms(e.itl_p95_s), _ms(e.e2e_p95_s), e.reason)
             for e in endpoints]
-    return table(("ENDPOINT", "KIND", "STATUS", "TOK/S", "REQ/S", "RUN", "WAIT", "KV",
+    text = table(("ENDPOINT", "KIND", "STATUS", "TOK/S", "REQ/S", "RUN", "WAIT", "KV",
                   "TTFT95", "ITL95", "E2E95", "REASON"), rows)
+    loaded = [(e.name, m.name, human_memory(m.size_bytes), human_memory(m.vram_bytes),
+               m.expires_at) for e in endpoints for m in getattr(e, "loaded_models", ())]
+    if loaded:
+        text += "\n" + table(("ENDPOINT", "LOADED MODEL", "SIZE", "IN VRAM", "UNLOADS AT"), loaded)
+    return text
 
 
 def models_table(models: Any) -> str:
@@ -184,3 +208,29 @@ def check_command(args: argparse.Namespace, deck: Deck) -> int:
 
     emit(args.json, "endpoints.check", result.to_dict(), human)
     return 0 if result.all_reachable else 1
+
+
+def discover_command(args: argparse.Namespace, deck: Deck) -> int:
+    result = actions.discover_endpoints(deck, actions.DiscoverRequest(add=args.add))
+
+    def human() -> str:
+        if not result.engines:
+            return "no serving engines found on this box"
+        rows = [(e.engine, e.kind, e.url, e.pid, ", ".join(e.models[:3]) or None,
+                 e.configured_as or "new") for e in result.engines]
+        text = table(("ENGINE", "KIND", "URL", "PID", "MODELS", "IN DECK.TOML"), rows)
+        if not result.entries:
+            return text + "\nevery engine found is in deck.toml already"
+        if result.added:
+            return text + f"\nadded {len(result.entries)} endpoint(s) to {result.config_file}"
+        return text + f"\n\n# for {result.config_file} (or run with --add):\n" + \
+            discovered_toml(result.entries)
+
+    emit(args.json, "endpoints.discover", result.to_dict(), human)
+    return 0
+
+
+def discovered_toml(entries: Any) -> str:
+    import tomlkit
+
+    return tomlkit.dumps({"endpoints": [dict(entry) for entry in entries]}).rstrip("\n")

@@ -44,7 +44,8 @@ ACTION_WORDS = {"deploy": "d: deploy", "rollback": "r: roll back", "finetune": "
 
 # Registry-backed panes change only when someone acts: poll them less often than telemetry.
 SLOW_POLL_FACTOR = 3
-POLLED = ("gpus", "endpoints", "jobs", "loss", "models", "events", "availability", "deck_info")
+POLLED = ("gpus", "endpoints", "jobs", "loss", "models", "events", "availability", "deck_info",
+          "alerts")
 SLOW = {"models", "events", "availability"}
 ONCE = {"deck_info"}  # the host and the deck home do not change while the console runs
 SERVER_COLOURS = {"running": ("deck-good", "green"), "stopped": ("deck-muted", "grey50"),
@@ -134,6 +135,8 @@ class DashboardScreen(DashboardActions, Screen):
             return partial(self.source.loss, self.loss_job_id())
         if name == "deck_info" and not hasattr(self.source, "deck_info"):
             return DeckInfo  # a source written before the header (the header shows less)
+        if name == "alerts" and not hasattr(self.source, "alerts"):
+            return tuple  # a source without alerts (fixed test data)
         return getattr(self.source, name)
 
     def read_in_thread(self, name: str, reader: Callable[[], Any]) -> None:
@@ -159,6 +162,8 @@ class DashboardScreen(DashboardActions, Screen):
             self.set_timer(interval, partial(self.poll, name))
 
     def apply(self, name: str, value: Any) -> None:
+        if name == "alerts":
+            return self.show_alerts(value)
         if name == "deck_info":
             self.deck_info, changed = value, False
             self.update_header()
@@ -209,6 +214,17 @@ class DashboardScreen(DashboardActions, Screen):
         return None
 
     # ---- outcomes -------------------------------------------------------------------------------
+
+    def show_alerts(self, notices: tuple[Any, ...]) -> None:
+        """Alerts announced since the last poll: Events, a toast when one fires, the bell
+        when its rule sets `bell = true`."""
+        for notice in notices:
+            self.query_one("#events", EventsPane).add(notice.row)
+            if notice.toast:
+                severity = {"info": "information", "warning": "warning"}.get(notice.row.level, "error")
+                self.notify(notice.row.text, severity=severity, timeout=10)  # type: ignore[arg-type]
+            if notice.bell:
+                self.app.bell()
 
     def report(self, level: str, text: str, toast: bool = True,
                audited: tuple[str, dict[str, str], float] | None = None) -> None:

@@ -91,7 +91,11 @@ class ThroughputPane(TablePane):
         ttft = fmt_number(endpoint.ttft_p95_s * 1000, 0, "ms") if endpoint.ttft_p95_s is not None else "-"
         queue = (f"{endpoint.running if endpoint.running is not None else '-'}/"
                  f"{endpoint.waiting if endpoint.waiting is not None else '-'}")
-        return (endpoint.name, state, fmt_number(endpoint.tokens_per_s), ttft,
+        name: str | Text = endpoint.name
+        if endpoint.discovered:  # running here, but deck.toml does not name it
+            name = Text.assemble(endpoint.name, (" discovered", theme_colour(
+                self, "deck-muted", "grey50")))
+        return (name, state, fmt_number(endpoint.tokens_per_s), ttft,
                 SparkCell(history_columns(endpoint.tokens_history, self.panel.window_s,
                                           self.panel.interval_s) if self.panel else ()),
                 fmt_number(endpoint.requests_per_s, 2),

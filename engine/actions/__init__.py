@@ -9,8 +9,12 @@ This is the top layer of the engine (pyproject's import-linter contracts): a ver
 layer below it, nothing below calls a verb.
 """
 
+from engine.actions.alerts import (AlertList, AlertsRequest, MonitorRequest, MonitorResult,
+                                   alert_feed, alert_rules, alert_service, list_alerts, monitor,
+                                   monitor_state)
 from engine.actions.compression import CompressRequest, CompressResult, compress
 from engine.actions.demo_deck import DemoResult, demo
+from engine.actions.discovery import DiscoverRequest, DiscoveryResult, discover_endpoints
 from engine.actions.deployments import (DeployPlan, DeployRequest, DeployResult, RollbackRequest,
                                         check_target, deploy, history, plan_deploy, plan_rollback,
                                         rollback)
@@ -28,7 +32,10 @@ from engine.actions.telemetry import (CheckEndpointsRequest, EndpointInfo, Endpo
                                       WatchRequest, check_endpoints, list_endpoints, watch)
 
 __all__ = [
-    "AliasRequest", "CheckEndpointsRequest", "CompressRequest", "CompressResult", "DemoResult",
+    "AlertList", "AlertsRequest", "MonitorRequest", "MonitorResult", "alert_feed", "alert_rules",
+    "alert_service", "list_alerts", "monitor", "monitor_state",
+    "AliasRequest", "CheckEndpointsRequest", "DiscoverRequest", "DiscoveryResult",
+    "discover_endpoints", "CompressRequest", "CompressResult", "DemoResult",
     "DeployPlan", "DeployRequest", "DeployResult", "EndpointInfo", "EndpointsCheck",
     "FinetuneRequest", "ImportRequest", "JobRequest", "JobResult", "ModelDetails",
     "RollbackRequest", "RolloutRequest", "RolloutResult", "StatusReport", "TargetSummary", "WatchRequest", "alias_model", "audit",

@@ -20,6 +20,7 @@ class StatusReport:
     taken_at: float = field(default_factory=time.time)
     jobs: dict[str, int] = field(default_factory=dict)  # job counts by state
     warnings: tuple[str, ...] = ()  # e.g. the server is reachable from other machines without a key
+    monitor: dict[str, Any] = field(default_factory=dict)  # `modeldeck monitor --detach`: state, pid
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -37,7 +38,13 @@ def status(deck: Deck) -> StatusReport:
     return StatusReport(home=str(deck.paths.home), model_count=models,
                         version_count=versions, deployments=tuple(registry.deployments()),
                         server=server, jobs=_job_counts(deck),
-                        warnings=tuple(server.get("warnings", ())))
+                        warnings=tuple(server.get("warnings", ())), monitor=_monitor(deck))
+
+
+def _monitor(deck: Deck) -> dict[str, Any]:
+    from engine.actions.alerts import monitor_state  # light: pid file and /proc only
+
+    return monitor_state(deck).to_dict()
 
 
 def _job_counts(deck: Deck) -> dict[str, int]:

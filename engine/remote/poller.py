@@ -22,11 +22,13 @@ from engine.config import EndpointSettings
 from engine.errors import DeckError
 from engine.remote.derive import Window, merge_histograms, percentiles, window
 from engine.remote.metrics import MalformedMetrics, Scrape, parse_scrape
-from engine.snapshots import EndpointSnapshot, ModelStats
+from engine.snapshots import EndpointSnapshot, LoadedModel, ModelStats
 
 HEALTH_PATHS = {"vllm": "/health", "tgi": "/health", "llamacpp": "/health",
-                "modeldeck": "/health", "openai": "/v1/models"}
+                "modeldeck": "/health", "openai": "/v1/models", "ollama": "/api/version"}
 METRICS_OPTIONAL = {"openai"}  # OpenAI-compatible servers often have no /metrics
+# Ollama publishes no serving counters at all: its rates are unknown, never shown as zeros.
+NOT_OBSERVABLE = "throughput not observable (Ollama has no /metrics)"
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,8 @@ class EndpointPoller:
         # two concurrent connections, and no slower. Each request has the full timeout (a shared
         # deadline made every scrape time out when this process was short of CPU).
         health = await self._fetch(state, HEALTH_PATHS[settings.kind])
+        if settings.kind == "ollama":
+            return await self._poll_ollama(state, health, checked_at)
         if health.connected:
             metrics = await self._fetch(state, "/metrics")
         else:  # refused, timed out, TLS: the scrape would fail the same way
@@ -136,6 +140,23 @@ class EndpointPoller:
             state.tokens_history.append(round(measured.tokens_per_s, 3))
         return _snapshot(settings, status, reason, health.http_status, health.latency_s,
                          checked_at, state.last_up_at, measured, state.tokens_history)
+
+    async def _poll_ollama(self, state: _EndpointState, health: Fetched,
+                           checked_at: float) -> EndpointSnapshot:
+        """/api/version as the probe, /api/ps for the models loaded now; no rates."""
+        settings = state.settings
+        if not health.ok:
+            status = "degraded" if health.connected else "down"
+            return _snapshot(settings, status, health.reason, health.http_status,
+                             checked_at=checked_at, last_up_at=state.last_up_at,
+                             observable=False)
+        state.last_up_at = checked_at
+        loaded = await self._fetch(state, "/api/ps")
+        models = ollama_loaded_models(loaded.body) if loaded.ok else None
+        status, reason = ("up", NOT_OBSERVABLE) if models is not None else (
+            "degraded", f"/api/ps: {loaded.reason or 'not the JSON Ollama sends'}; {NOT_OBSERVABLE}")
+        return _snapshot(settings, status, reason, health.http_status, health.latency_s,
+                         checked_at, state.last_up_at, observable=False, loaded=models or ())
 
     async def _fetch(self, state: _EndpointState, path: str) -> Fetched:
         import httpx
@@ -271,10 +292,11 @@ def _initial(settings: EndpointSettings) -> EndpointSnapshot:
 def _snapshot(settings: EndpointSettings, status: str, reason: str | None,
               http_status: int | None = None, latency_s: float | None = None,
               checked_at: float | None = None, last_up_at: float | None = None,
-              measured: Window | None = None, history: deque | None = None) -> EndpointSnapshot:
-    fields: dict[str, Any] = {}
+              measured: Window | None = None, history: deque | None = None,
+              observable: bool = True, loaded: tuple[LoadedModel, ...] = ()) -> EndpointSnapshot:
+    fields: dict[str, Any] = {"throughput_observable": observable, "loaded_models": loaded}
     if measured is not None:
-        fields = {"tokens_per_s": measured.tokens_per_s,
+        fields |= {"tokens_per_s": measured.tokens_per_s,
                   "prompt_tokens_per_s": measured.prompt_tokens_per_s,
                   "requests_per_s": measured.requests_per_s, "running": measured.running,
                   "waiting": measured.waiting,
@@ -287,6 +309,27 @@ def _snapshot(settings: EndpointSettings, status: str, reason: str | None,
     return EndpointSnapshot(settings.name, settings.kind, settings.url, status, reason,  # type: ignore[arg-type]
                             settings.model or settings.name, http_status, latency_s, checked_at,
                             last_up_at, tokens_history=tuple(history or ()), **fields)
+
+
+def ollama_loaded_models(body: str | None) -> tuple[LoadedModel, ...] | None:
+    """Ollama's /api/ps `models` (name, size, size_vram, expires_at); None if it is not that."""
+    import json
+
+    try:
+        entries = json.loads(body or "").get("models")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(entries, list):
+        return None
+    return tuple(LoadedModel(str(entry.get("name") or entry.get("model") or "?"),
+                             _whole(entry.get("size")), _whole(entry.get("size_vram")),
+                             entry.get("expires_at") if isinstance(entry.get("expires_at"), str)
+                             else None)
+                 for entry in entries[:64] if isinstance(entry, dict))
+
+
+def _whole(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _merge(model: str, members: list[tuple[_EndpointState, EndpointSnapshot]]) -> ModelStats:
