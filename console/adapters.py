@@ -106,7 +106,8 @@ def gpu_row(device: Any) -> GpuRow:
                       for process in device.processes)
     return GpuRow(device.index, device.name or "GPU", device.utilization_pct,
                   device.memory_used_bytes, device.memory_total_bytes, device.temperature_c,
-                  device.power_w, tuple(device.utilization_history), processes)
+                  device.power_w, tuple(device.utilization_history), processes,
+                  diagnosis=_diagnosis_line(device))
 
 
 def host_view(host: Any) -> HostView | None:
@@ -128,7 +129,12 @@ def endpoint_row(snapshot: Any) -> EndpointRow:
                        tuple(VersionRow(part.version, part.tokens_per_s, part.ttft_p95_s,
                                         part.requests, part.failed, getattr(part, "slo", None))
                              for part in getattr(snapshot, "versions", ())),
-                       getattr(snapshot, "slo", None))
+                       getattr(snapshot, "slo", None), diagnosis=_diagnosis_line(snapshot))
+
+
+def _diagnosis_line(snapshot: Any) -> str:
+    diagnosis = getattr(snapshot, "diagnosis", None)
+    return diagnosis.line if diagnosis is not None else ""
 
 
 def local_rollout(deck: Deck) -> RolloutView | None:

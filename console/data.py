@@ -32,6 +32,7 @@ class GpuRow:
     power_w: float | None = None
     utilization_history: tuple[float, ...] = ()
     processes: tuple[ProcessRow, ...] = ()
+    diagnosis: str = ""  # engine.telemetry.diagnosis' line for this GPU
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class EndpointRow:
     versions: tuple[VersionRow, ...] = ()  # per version, when the server labels its series
     slo: Any = None  # engine SloStats over the window; None with no [slo] in deck.toml
     discovered: bool = False  # found running on this box, not named in deck.toml
+    diagnosis: str = ""  # engine.telemetry.diagnosis' line for this endpoint
 
 
 @dataclass(frozen=True)

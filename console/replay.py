@@ -24,9 +24,30 @@ def gpus(count: int, tick: int = 0) -> GpuPanel:
                         H100_MEMORY,
                         55.0 + index, 300.0 + 10 * index,
                         tuple(wave(index, tick - back) for back in range(30, 0, -1)),
-                        (ProcessRow(4100 + index, "modeldeck-serve", 18 * GIB),))
+                        (ProcessRow(4100 + index, "modeldeck-serve", 18 * GIB),),
+                        gpu_diagnosis(index, wave(index, tick)))
                  for index in range(count))
     return GpuPanel("ok", "", rows, None)
+
+
+def gpu_diagnosis(index: int, utilization: float) -> str:
+    """What engine.telemetry.diagnosis says of such a GPU (every third one power capped)."""
+    if index % 3 == 1:
+        return f"power capped (sw_power_cap, {300 + 10 * index}/{310 + 10 * index} W)"
+    return (f"ok: util {utilization:.0f}%, {55 + index} C, {300 + 10 * index}/700 W, "
+            "no throttling, mem-bw 31%")
+
+
+def endpoint_diagnosis(status: str, running: int, waiting: int, kv_pct: float) -> str:
+    """What engine.telemetry.diagnosis says of such an endpoint."""
+    if status == "down":
+        return "not checked: down (connection refused)"
+    if status == "stale":
+        return "not checked: last poll 31 s ago"
+    if waiting:
+        return (f"{waiting} waiting behind {running} running (batch limit reached, or "
+                "admission stalls)")
+    return f"ok: KV {kv_pct:.0f}%, 0 waiting, SLO 99%"
 
 
 def no_gpu() -> GpuPanel:
@@ -54,7 +75,8 @@ def endpoints(count: int, tick: int = 0, history: int = 120) -> EndpointsPanel:
             tuple(wave(index, tick - back, 120.0) for back in range(history, 0, -1))
             if status != "down" else (),
             LOCAL_URL if index == 0 else f"http://10.0.3.{10 + index}:8000",
-            latency, EPOCH + 600 + tick))
+            latency, EPOCH + 600 + tick,
+            diagnosis=endpoint_diagnosis(status, index % 5, index % 3, 40.0 + index % 50)))
     return EndpointsPanel("ok", "", tuple(rows), window_s=10.0)
 
 

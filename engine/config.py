@@ -27,6 +27,7 @@ from engine.errors import BadInput
 from engine.validate import NAME_PATTERN
 from engine.finetune_settings import checked_values
 from engine.host_settings import Hosts
+from engine.slo_settings import SloBounds, SloSettings
 from engine.paths import deck_home
 from engine.ray_settings import RayServeFields
 
@@ -120,6 +121,7 @@ class EndpointSettings(SecretSource):
     verify_tls: bool = True
     timeout_s: float = Field(default=2.0, gt=0, le=60)
     model: str | None = None  # groups replicas of one model for merged percentiles
+    slo: SloBounds | None = None  # this endpoint's own [slo] bounds (engine.slo_settings)
 
     @field_validator("url")
     @classmethod
@@ -283,26 +285,6 @@ class RolloutSettings(Section):
             except BadInput as error:
                 raise ValueError(str(error).removeprefix("steps ")) from None
         return steps
-
-
-class SloSettings(Section):
-    """deck.toml [slo]: the service-level objectives the live panes and `watch` measure
-    attainment and goodput against. Each bound is optional; none set means no SLO."""
-
-    ttft_s: float | None = Field(default=None, gt=0)
-    itl_s: float | None = Field(default=None, gt=0)
-    e2e_s: float | None = Field(default=None, gt=0)
-    error_rate: float | None = Field(default=None, ge=0, le=1)
-
-    @property
-    def latency_bounds(self) -> dict[str, float]:
-        """The latency bounds set, by histogram ("ttft", "itl", "e2e")."""
-        bounds = {"ttft": self.ttft_s, "itl": self.itl_s, "e2e": self.e2e_s}
-        return {name: bound for name, bound in bounds.items() if bound is not None}
-
-    @property
-    def configured(self) -> bool:
-        return bool(self.latency_bounds) or self.error_rate is not None
 
 
 class DeckConfig(Section):

@@ -44,6 +44,15 @@ class _ToDict:
 
 
 @dataclass(frozen=True)
+class Diagnosis(_ToDict):
+    """One line saying what limits or troubles an endpoint or a GPU now, from the pure rules
+    of engine.telemetry.diagnosis; `rules` names the rules that matched (`ok` when none)."""
+
+    line: str
+    rules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class GpuProcess(_ToDict):
     """A process holding memory on a GPU. `name` is the executable's base name."""
 
@@ -73,6 +82,9 @@ class GpuDevice(_ToDict):
     processes: tuple[GpuProcess, ...] = ()
     utilization_history: tuple[float, ...] = ()  # oldest first, filled in by the sampler
     host: str | None = None
+    # NVML's clock event (throttle) reasons now, e.g. ("sw_power_cap",); None: not reported
+    throttle_reasons: tuple[str, ...] | None = None
+    diagnosis: Diagnosis | None = None  # filled in by the sampler
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,12 @@ class SloStats(_ToDict):
     joint: float | None = None
     goodput_requests_per_s: float | None = None
     goodput_tokens_per_s: float | None = None
+    # the bounds these shares are against, as resolved for this endpoint, model or version
+    ttft_bound_s: float | None = None
+    itl_bound_s: float | None = None
+    e2e_bound_s: float | None = None
+    error_rate_bound: float | None = None
+    target: float | None = None  # the share that must meet every bound ([slo] target)
 
 
 @dataclass(frozen=True)
@@ -192,9 +210,11 @@ class EndpointSnapshot(_ToDict):
     # above are unknown, not zero, and `reason` says so.
     throughput_observable: bool = True
     loaded_models: tuple[LoadedModel, ...] = ()  # what the engine reports loaded (Ollama)
+    diagnosis: Diagnosis | None = None  # filled in by the sampler
 
     def as_stale(self, reason: str) -> "EndpointSnapshot":
-        return replace(self, status="stale", reason=reason)
+        return replace(self, status="stale", reason=reason,
+                       diagnosis=Diagnosis(f"not checked: {reason}", ("stale",)))
 
 
 @dataclass(frozen=True)
@@ -217,6 +237,7 @@ class ModelStats(_ToDict):
     e2e_p50_s: float | None = None
     e2e_p95_s: float | None = None
     e2e_p99_s: float | None = None
+    slo: SloStats | None = None  # over the sampler's window, against the model's bounds
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """GPUs: a row per device with utilization and memory bars, history, temperature and power;
-the processes of the selected GPU. Without a GPU it says why and shows the host instead.
+below them, the selected GPU's diagnosis line (engine.telemetry.diagnosis) and its processes. Without a GPU it says why and shows the host instead.
 
 Memory is in binary units (MiB, GiB) as nvidia-smi and nvitop show it. Narrowing, the pane
 keeps the GPU, its utilization and memory, then the history, and drops power, then temperature;
@@ -55,8 +55,14 @@ class GpuPane(TablePane):
     def below_table(self, panel: GpuPanel) -> Text:
         if panel.gpus:
             gpu = self.selected_gpu() or panel.gpus[0]
-            lines = Text(f"processes on GPU {gpu.index}: ", style="bold")
-            if not gpu.processes:
+            if gpu.diagnosis:  # one line cut to the width, then its processes
+                lines = Text(f"GPU {gpu.index}: ", style="bold")
+                lines.append(gpu.diagnosis)
+                lines.truncate(max(8, self.size.width - 4), overflow="ellipsis")
+                lines.append("\n  no processes" if not gpu.processes else "")
+            else:
+                lines = Text(f"processes on GPU {gpu.index}: ", style="bold")
+            if not gpu.processes and not gpu.diagnosis:
                 lines.append("none")
             for process in gpu.processes:
                 lines.append(f"\n  {process.pid:>7} {process.name} {fmt_memory(process.memory_bytes)}")
@@ -81,6 +87,10 @@ class GpuPane(TablePane):
         width = max(12, self.size.width - 16)
         text.append(f"\nCPU history {sparkline(host.cpu_history, width, 100.0)}")
         return text
+
+    def on_resize(self) -> None:
+        if self.panel is not None:
+            self.redraw()  # the diagnosis line is cut to the pane's width
 
     def on_deck_table_row_highlighted(self) -> None:
         if self.panel is not None and self.panel.gpus:

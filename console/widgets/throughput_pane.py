@@ -10,6 +10,9 @@ same columns, and the pane's line says the step (shortened to fit a narrow pane)
 With [slo] in deck.toml, the SLO column is the share of the window's requests that met every
 bound (per version too); without one the column is not shown.
 
+Below the rows, the highlighted endpoint's diagnosis (engine.telemetry.diagnosis) in one line,
+when the pane has a line to spare after its rows (a rollout's step line takes precedence).
+
 Narrowing, the pane keeps the endpoint, its state, tokens/s, TTFT and the history (which
 stretches to the room there is), and drops SLO, KV-cache, run/wait, then req/s."""
 
@@ -67,7 +70,20 @@ class ThroughputPane(TablePane):
         elif all(endpoint.name == LOCAL_ENDPOINT for endpoint in panel.endpoints):
             self.show_message("no remote endpoints (add [[endpoints]] to deck.toml)")
         else:
-            self.show_message("")
+            self.show_message(self.diagnosis_line(len(rows)))
+
+    def diagnosis_line(self, row_count: int) -> Text | str:
+        """The highlighted endpoint's diagnosis, one line cut to the pane's width; nothing when
+        the line would push a row out of a short pane (the rows come first)."""
+        endpoint = self.selected_endpoint() or (self.panel.endpoints[0] if self.panel and
+                                                self.panel.endpoints else None)
+        room = self.size.height - 2 - 1 - row_count  # borders, header, rows
+        if endpoint is None or not endpoint.diagnosis or room < 1:
+            return ""
+        line = Text(f"{endpoint.name}: ", style="bold")
+        line.append(endpoint.diagnosis)
+        line.truncate(max(8, self.size.width - 4), overflow="ellipsis")
+        return line
 
     def cells(self, endpoint: EndpointRow) -> tuple:
         variable, fallback = STATUS_COLOURS.get(endpoint.status, ("deck-muted", "grey50"))
@@ -111,8 +127,14 @@ class ThroughputPane(TablePane):
         return full if room <= 0 or len(full) <= room else present.rollout_line(state, short=True)
 
     def on_resize(self) -> None:
-        if self.panel is not None and self.panel.rollout is not None:
-            self.redraw()  # the step line is shortened to the pane's width
+        if self.panel is not None:
+            self.redraw()  # the step line is shortened to the width; the diagnosis needs room
+
+    def on_deck_table_row_highlighted(self) -> None:
+        panel = self.panel  # the diagnosis line follows the highlighted endpoint
+        if panel is not None and panel.rollout is None and panel.status == "ok" \
+                and self.table.row_count and any(e.name != LOCAL_ENDPOINT for e in panel.endpoints):
+            self.show_message(self.diagnosis_line(self.table.row_count))
 
     def selected_endpoint(self) -> EndpointRow | None:
         return self.selected_item(self.panel.endpoints, lambda row: row.name) if self.panel else None

@@ -19,6 +19,7 @@ from engine.remote.metrics import (COUNTERS, FAILED_REQUESTS, GAUGES_AVERAGED, G
                                    HISTOGRAMS, Histogram, Scrape)
 
 if TYPE_CHECKING:
+    from engine.slo_settings import SloBounds, SloSettings
     from engine.snapshots import SloStats
 
 QUANTILES = (0.5, 0.95, 0.99)
@@ -184,17 +185,17 @@ def attainment(bound: float, histogram: Histogram | None) -> float | None:
     return min(1.0, lower_count / histogram.total)
 
 
-def slo_stats(measured: Window, bounds: dict[str, float], error_rate_bound: float | None,
-              requests: float | None, failed: float | None) -> "SloStats":
-    """Attainment of each bound in `bounds` ("ttft" | "itl" | "e2e" -> seconds) over the
-    window, and goodput. The joint attainment (met every bound) is approximated by the product
-    of the per-bound attainments: the histograms are separate, so which request missed which
-    bound is unknown, and the product assumes the misses are independent. Failed requests
-    (when counted) miss by definition: the joint is also multiplied by the success share."""
+def slo_stats(measured: Window, bounds: "SloBounds", requests: float | None,
+              failed: float | None) -> "SloStats":
+    """Attainment of each latency bound over the window, and goodput. The joint attainment (met
+    every bound) is approximated by the product of the per-bound attainments: the histograms
+    are separate, so which request missed which bound is unknown, and the product assumes the
+    misses are independent. Failed requests (when counted) miss by definition: the joint is
+    also multiplied by the success share."""
     from engine.snapshots import SloStats
 
     shares = {name: attainment(bound, measured.latency_deltas.get(name))
-              for name, bound in bounds.items()}
+              for name, bound in bounds.latency_bounds.items()}
     error_rate = failed / requests if failed is not None and requests else None
     joint: float | None = 1.0
     for share in shares.values():
@@ -204,11 +205,57 @@ def slo_stats(measured: Window, bounds: dict[str, float], error_rate_bound: floa
     elif joint is not None and not shares:
         joint = None  # only an error-rate bound, and no request was counted
     tokens, rate = measured.tokens_per_s, measured.requests_per_s
+    limit = bounds.error_rate
     return SloStats(
         ttft=shares.get("ttft"), itl=shares.get("itl"), e2e=shares.get("e2e"),
         error_rate=error_rate,
-        error_rate_met=(error_rate <= error_rate_bound
-                        if error_rate is not None and error_rate_bound is not None else None),
+        error_rate_met=error_rate <= limit if error_rate is not None and limit is not None else None,
         joint=joint,
         goodput_requests_per_s=rate * joint if rate is not None and joint is not None else None,
-        goodput_tokens_per_s=tokens * joint if tokens is not None and joint is not None else None)
+        goodput_tokens_per_s=tokens * joint if tokens is not None and joint is not None else None,
+        ttft_bound_s=bounds.ttft_s, itl_bound_s=bounds.itl_s, e2e_bound_s=bounds.e2e_s,
+        error_rate_bound=limit, target=bounds.target_share)
+
+
+def windowed_slo(measured: Window, parts: tuple[VersionWindow, ...], slo: "SloSettings",
+                 model: str | None, override: "SloBounds | None" = None,
+                 ) -> tuple["SloStats | None", dict[str, "SloStats | None"]]:
+    """An endpoint's attainment and each of its versions', each against its own resolved bounds
+    (engine.slo_settings: the endpoint's override, then its model's, then [slo]). A modeldeck
+    server names its model in its versions (`name@version`): that name wins over `model`."""
+    from engine.slo_settings import model_of
+
+    per_version = {}
+    for part in parts:
+        bounds = slo.resolve(model_of(part.version), override)
+        per_version[part.version] = (slo_stats(part.measured, bounds, part.requests, part.failed)
+                                     if bounds is not None else None)
+    served = {model_of(part.version) for part in parts}
+    bounds = slo.resolve(served.pop() if len(served) == 1 else model, override)
+    if bounds is None:
+        return None, per_version
+    # failed requests are only counted per version (a modeldeck server): their sum, else None
+    counted = [(part.requests, part.failed) for part in parts
+               if part.requests is not None and part.failed is not None]
+    requests = sum(pair[0] for pair in counted) if counted else None
+    failed = sum(pair[1] for pair in counted) if counted else None
+    return slo_stats(measured, bounds, requests, failed), per_version
+
+
+def merge_windows(windows: Iterable[Window]) -> Window:
+    """Replicas of one model as one window: rates and gauges summed, buckets summed."""
+    windows = list(windows)
+
+    def total(name: str) -> float | None:
+        known = [getattr(one, name) for one in windows if getattr(one, name) is not None]
+        return sum(known) if known else None
+
+    deltas = {}
+    for logical in ("ttft", "itl", "e2e"):
+        merged = merge_histograms(one.latency_deltas[logical] for one in windows
+                                  if logical in one.latency_deltas)
+        if merged is not None:
+            deltas[logical] = merged
+    seconds = max((one.seconds for one in windows if one.seconds), default=None)
+    return Window(seconds, total("tokens_per_s"), total("prompt_tokens_per_s"),
+                  total("requests_per_s"), total("running"), total("waiting"), None, deltas)

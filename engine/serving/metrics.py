@@ -3,16 +3,25 @@
 The series mirror vLLM's (DESIGN.md, 'Metric names the console reads') so the console reads a
 modeldeck server the way it reads a vLLM one. Series carry a `version` label (name@version)
 because two versions serve side by side during a deploy.
+
+With deck.toml [slo] the server also exports, per version, its SLO attainment over the last
+[slo] window_s seconds (engine.serving.slo_window): exact shares counted from the observations
+themselves, not interpolated from buckets.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info,
                                generate_latest)
 from prometheus_client.core import GaugeMetricFamily
+
+from engine.serving.slo_window import SloWindows
+
+if TYPE_CHECKING:
+    from engine.slo_settings import SloSettings
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0,
                    5.0, 10.0, 20.0, 60.0)
@@ -21,8 +30,9 @@ BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256, 512)
 
 
 class ServerMetrics:
-    def __init__(self) -> None:
+    def __init__(self, slo: "SloSettings | None" = None) -> None:
         self.registry = CollectorRegistry()
+        self.slo = SloWindows(slo) if slo is not None and slo.any_configured else None
         labels = ("version",)
         self.generation_tokens = Counter("modeldeck_generation_tokens", "Generated tokens",
                                          labels, registry=self.registry)
@@ -65,6 +75,8 @@ class ServerMetrics:
         self.model_info = Info("modeldeck_model", "The version serving new requests",
                                registry=self.registry)
         self.registry.register(_MemoryCollector())
+        if self.slo is not None:
+            self.registry.register(self.slo)
 
     def observer(self, version_ref: str) -> "VersionObserver":
         return VersionObserver(self, version_ref)
@@ -77,6 +89,8 @@ class ServerMetrics:
 
     def count_rejection(self, version_ref: str, outcome: str) -> None:
         self.requests.labels(version_ref, outcome).inc()
+        if self.slo is not None:
+            self.slo.finished(version_ref, outcome, None, 0)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -93,6 +107,7 @@ class VersionObserver:
         self._e2e, self._batch = metrics.e2e.labels(version_ref), metrics.batch_size.labels(version_ref)
         self._running, self._waiting = metrics.running.labels(version_ref), metrics.waiting.labels(version_ref)
         self._kv_cache = metrics.kv_cache_usage.labels(version_ref)
+        self._slo = metrics.slo
 
     def prompt_tokens(self, count: int) -> None:
         self._prompt.inc(count)
@@ -100,11 +115,15 @@ class VersionObserver:
     def token(self, first: bool, seconds_since_previous: float) -> None:
         self._generated.inc()
         (self._ttft if first else self._itl).observe(seconds_since_previous)
+        if self._slo is not None:
+            self._slo.token(self.version_ref, first, seconds_since_previous)
 
     def finished(self, outcome: str, seconds: float, completion_tokens: int) -> None:
         self.metrics.requests.labels(self.version_ref, outcome).inc()
         if outcome in ("stop", "length"):
             self._e2e.observe(seconds)
+        if self._slo is not None:
+            self._slo.finished(self.version_ref, outcome, seconds, completion_tokens)
 
     def step(self, batch_size: int, running: int, waiting: int) -> None:
         if batch_size:

@@ -101,7 +101,7 @@ class LocalServer:
         self.settings = resolve_settings(deck, options)  # BadInput before anything is written
         self.api_key = api_key_for(self.settings, options)
         self.paths = deck.paths.ensure()
-        self.host = ModelHost(self.paths, self.settings, ServerMetrics())
+        self.host = ModelHost(self.paths, self.settings, ServerMetrics(deck.config.slo))
         self.socket = _bind(self.settings.host, self.settings.port)
         self.port = self.socket.getsockname()[1]
         self.url = f"http://{_url_host(self.settings.host)}:{self.port}"

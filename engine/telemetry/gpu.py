@@ -113,7 +113,8 @@ class NvmlSource:
             power_limit_w=facts.power_limit_w,
             sm_clock_mhz=_ask(nvml.nvmlDeviceGetClockInfo, handle, nvml.NVML_CLOCK_SM),
             memory_clock_mhz=_ask(nvml.nvmlDeviceGetClockInfo, handle, nvml.NVML_CLOCK_MEM),
-            processes=self._device_processes(handle))
+            processes=self._device_processes(handle),
+            throttle_reasons=throttle_reasons(_ask(_event_reasons_call(nvml), handle)))
 
     def _device_processes(self, handle: Any) -> tuple[GpuProcess, ...]:
         nvml = self._nvml
@@ -167,6 +168,28 @@ def _ask(call: Callable[..., Any], *args: Any) -> Any:
         return call(*args)
     except pynvml.NVMLError:
         return None
+
+
+# NVML's clock event ("throttle") reason bits, named as nvidia-smi -q names them
+THROTTLE_BITS = ((0x1, "gpu_idle"), (0x2, "applications_clocks_setting"), (0x4, "sw_power_cap"),
+                 (0x8, "hw_slowdown"), (0x10, "sync_boost"), (0x20, "sw_thermal_slowdown"),
+                 (0x40, "hw_thermal_slowdown"), (0x80, "hw_power_brake_slowdown"),
+                 (0x100, "display_clock_setting"))
+
+
+def _event_reasons_call(nvml: Any) -> Callable[..., Any]:
+    """nvmlDeviceGetCurrentClocksEventReasons (drivers >= 535), else the older Throttle name;
+    a binding with neither reports no reasons (None)."""
+    return (getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+            or getattr(nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None)
+            or (lambda handle: None))
+
+
+def throttle_reasons(mask: int | None) -> tuple[str, ...] | None:
+    """The names of the bits set in NVML's reason mask; None when NVML did not say."""
+    if mask is None:
+        return None
+    return tuple(name for bit, name in THROTTLE_BITS if int(mask) & bit)
 
 
 def _text(value: Any) -> str | None:
@@ -266,14 +289,20 @@ def _snapshot_from_reading(reading: Any, number: int = 1) -> GpuSnapshot:
 
 
 def _device_from_dict(index: int, entry: Any, where: str = "device") -> GpuDevice:
-    known = set(GpuDevice.__dataclass_fields__) - {"processes", "utilization_history"}
+    known = set(GpuDevice.__dataclass_fields__) - {"processes", "utilization_history",
+                                                   "throttle_reasons", "diagnosis"}
     fields = {key: value for key, value in _checked_fields(_object(entry, where), where).items()
               if key in known}
     if fields.get("index") is None:
         fields["index"] = index  # its position in the reading
     processes = tuple(_process_from_dict(process, f"{where}: process")
                       for process in _list(entry.get("processes", ()), f"{where}: processes"))
-    return GpuDevice(**fields, processes=processes)
+    reasons = entry.get("throttle_reasons")
+    if reasons is not None and (not isinstance(reasons, list)
+                                or not all(isinstance(reason, str) for reason in reasons)):
+        raise ReplayFormatError(f"{where}: throttle_reasons must be a list of names or null")
+    return GpuDevice(**fields, processes=processes,
+                     throttle_reasons=tuple(reasons) if reasons is not None else None)
 
 
 def _process_from_dict(entry: Any, where: str) -> GpuProcess:
@@ -321,6 +350,7 @@ def reading_from_snapshot(snapshot: GpuSnapshot) -> dict[str, Any]:
     document = snapshot.to_dict()
     for device in document["devices"]:
         device.pop("utilization_history", None)
+        device.pop("diagnosis", None)
     return {key: document[key] for key in ("status", "reason", "driver_version", "devices")}
 
 

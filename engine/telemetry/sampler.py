@@ -35,10 +35,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from engine.snapshots import (EndpointSnapshot, GpuDevice, GpuSnapshot, HostSnapshot,
-                              TelemetrySnapshot, VersionStats)
+                              ModelStats, TelemetrySnapshot, VersionStats)
+from engine.telemetry.diagnosis import diagnose_endpoint, diagnose_gpu
 
 if TYPE_CHECKING:
-    from engine.config import EndpointSettings, SloSettings
+    from engine.config import EndpointSettings
+    from engine.remote.derive import Window
+    from engine.slo_settings import SloSettings
     from engine.remote.metrics import Scrape
     from engine.remote.poller import EndpointPoller
     from engine.telemetry.gpu import GpuSource
@@ -65,7 +68,8 @@ class Sampler:
         self.endpoints = endpoints
         self._endpoints_key: tuple | None = None
         self.rate_window_s = rate_window_s
-        self.slo = slo if slo is not None and slo.configured else None  # deck.toml [slo]
+        self.slo = slo if slo is not None and slo.any_configured else None  # deck.toml [slo]
+        self._windows: dict[str, "Window"] = {}  # each endpoint's last window (model merges)
         self.clock = clock  # stamps each scrape the window uses (tests step it by hand)
         self._scrapes: dict[str, deque[tuple[float, "Scrape"]]] = {}
         self._fleet_history_loaded = False
@@ -141,6 +145,7 @@ class Sampler:
             with self._lock:
                 endpoints = tuple(self._record_endpoint(endpoint, scrapes.get(endpoint.name), now)
                                   for endpoint in polled)
+                models = _models_slo(models, endpoints, self._windows, self.slo)
                 self._latest = replace(self._latest, taken_at=time.time(), endpoints=endpoints,
                                        models=models)
         elif self.endpoints is not None and self._latest.endpoints:
@@ -172,12 +177,13 @@ class Sampler:
         endpoint = self._windowed(endpoint, scrape, now)
         for series in ENDPOINT_SERIES:
             self._append(f"endpoint.{endpoint.name}.{series}", getattr(endpoint, series))
-        return replace(endpoint, tokens_history=tuple(
+        return replace(endpoint, diagnosis=diagnose_endpoint(endpoint), tokens_history=tuple(
             self._history.get(f"endpoint.{endpoint.name}.tokens_per_s", ())))
 
     def _windowed(self, endpoint: EndpointSnapshot, scrape: "Scrape | None",
                   now: float) -> EndpointSnapshot:
         kept = self._scrapes.setdefault(endpoint.name, deque())
+        self._windows.pop(endpoint.name, None)
         if endpoint.status not in ("up", "degraded") or scrape is None:
             kept.clear()  # down: counting starts again when it is back
             return endpoint
@@ -187,7 +193,8 @@ class Sampler:
             kept.popleft()  # keep one scrape at or before the window's start as its base
         if len(kept) < 2:
             return endpoint
-        return _with_window(endpoint, kept[0], kept[-1], self.slo)
+        override = _slo_override(self.poller, endpoint.name)
+        return _with_window(endpoint, kept[0], kept[-1], self.slo, override, self._windows)
 
     def _sample_fleet(self, fleet: "FleetClient") -> None:
         if not self._fleet_history_loaded:
@@ -205,7 +212,8 @@ class Sampler:
             for device in snapshot.gpus:
                 key = f"fleet.{device.host}.{device.index}.utilization_pct"
                 self._append(key, device.utilization_pct)
-                devices.append(replace(device, utilization_history=tuple(self._history.get(key, ()))))
+                devices.append(replace(device, diagnosis=diagnose_gpu(device),
+                                       utilization_history=tuple(self._history.get(key, ()))))
             self._latest = replace(self._latest, taken_at=time.time(),
                                    fleet=replace(snapshot, gpus=tuple(devices)))
 
@@ -215,7 +223,7 @@ class Sampler:
             prefix = f"gpu.{device.index}"
             for series in GPU_SERIES:
                 self._append(f"{prefix}.{series}", getattr(device, series))
-            devices.append(replace(device, utilization_history=tuple(
+            devices.append(replace(device, diagnosis=diagnose_gpu(device), utilization_history=tuple(
                 self._history.get(f"{prefix}.utilization_pct", ()))))
         return replace(gpus, devices=tuple(devices))
 
@@ -309,13 +317,17 @@ def _last_scrapes(poller: "EndpointPoller") -> dict[str, "Scrape"]:
 
 
 def _with_window(endpoint: EndpointSnapshot, base: tuple[float, "Scrape"],
-                 newest: tuple[float, "Scrape"], slo: "SloSettings | None" = None) -> EndpointSnapshot:
+                 newest: tuple[float, "Scrape"], slo: "SloSettings | None" = None,
+                 override: Any = None, windows: dict[str, "Window"] | None = None,
+                 ) -> EndpointSnapshot:
     """Rates, percentiles and [slo] attainment between two scrapes, stamped with the sampler's
-    clock."""
-    from engine.remote.derive import percentiles, slo_stats, version_windows, window
+    clock (the window is also kept in `windows`, by endpoint name, for the model merge)."""
+    from engine.remote.derive import percentiles, version_windows, window, windowed_slo
 
     before, after = replace(base[1], at=base[0]), replace(newest[1], at=newest[0])
     measured = window(before, after)
+    if windows is not None:
+        windows[endpoint.name] = measured
     fields: dict[str, Any] = {"tokens_per_s": measured.tokens_per_s,
                               "prompt_tokens_per_s": measured.prompt_tokens_per_s,
                               "requests_per_s": measured.requests_per_s}
@@ -323,27 +335,46 @@ def _with_window(endpoint: EndpointSnapshot, base: tuple[float, "Scrape"],
         p50, p95, p99 = percentiles(measured.latency_deltas.get(logical))
         fields.update({f"{logical}_p50_s": p50, f"{logical}_p95_s": p95, f"{logical}_p99_s": p99})
     parts = version_windows(before, after)
+    per_version: dict[str, Any] = {}
     if slo is not None:
-        # failed requests are only counted per version (a modeldeck server): their sum, else None
-        counted = [(part.requests, part.failed) for part in parts
-                   if part.requests is not None and part.failed is not None]
-        requests = sum(pair[0] for pair in counted) if counted else None
-        failed = sum(pair[1] for pair in counted) if counted else None
-        fields["slo"] = slo_stats(measured, slo.latency_bounds, slo.error_rate, requests, failed)
-    return replace(endpoint, versions=_version_stats(parts, slo), **fields)
+        fields["slo"], per_version = windowed_slo(measured, parts, slo, endpoint.model, override)
+    return replace(endpoint, versions=_version_stats(parts, per_version), **fields)
 
 
-def _version_stats(parts: Sequence[Any], slo: "SloSettings | None") -> tuple[VersionStats, ...]:
-    from engine.remote.derive import quantile, slo_stats
+def _version_stats(parts: Sequence[Any], slo: dict[str, Any]) -> tuple[VersionStats, ...]:
+    from engine.remote.derive import quantile
 
     return tuple(VersionStats(part.version, part.measured.tokens_per_s,
                               part.measured.requests_per_s,
                               quantile(0.95, part.measured.latency_deltas.get("ttft")),
                               quantile(0.95, part.measured.latency_deltas.get("itl")),
-                              part.requests, part.failed,
-                              slo_stats(part.measured, slo.latency_bounds, slo.error_rate,
-                                        part.requests, part.failed) if slo is not None else None)
+                              part.requests, part.failed, slo.get(part.version))
                  for part in parts)
+
+
+def _slo_override(poller: "EndpointPoller | None", name: str) -> Any:
+    """The endpoint's own deck.toml `slo` table, if any."""
+    for state in getattr(poller, "_states", ()):
+        if state.settings.name == name:
+            return getattr(state.settings, "slo", None)
+    return None
+
+
+def _models_slo(models: Sequence[ModelStats], endpoints: Sequence[EndpointSnapshot],
+                windows: dict[str, "Window"], slo: "SloSettings | None") -> tuple[ModelStats, ...]:
+    """Each model's attainment from its replicas' windows merged (buckets summed)."""
+    if slo is None:
+        return tuple(models)
+    from engine.remote.derive import merge_windows, slo_stats
+
+    merged = []
+    for stats in models:
+        members = [windows[endpoint.name] for endpoint in endpoints
+                   if (endpoint.model or endpoint.name) == stats.model and endpoint.name in windows]
+        bounds = slo.resolve(stats.model)
+        merged.append(replace(stats, slo=slo_stats(merge_windows(members), bounds, None, None))
+                      if members and bounds is not None else stats)
+    return tuple(merged)
 
 
 def _longest_timeout(poller: "EndpointPoller | None") -> float:

@@ -13,6 +13,7 @@ from engine.config import load_config
 from engine.errors import BadInput
 from engine.remote.derive import Window, attainment, slo_stats
 from engine.remote.metrics import Histogram
+from engine.slo_settings import SloBounds
 from tests.telemetry.served_requests import serve
 
 INF = float("inf")
@@ -43,12 +44,13 @@ def test_empty_window_has_no_attainment():
     assert attainment(0.5, None) is None
     assert attainment(0.5, Histogram(())) is None
     assert attainment(0.5, Histogram(((0.1, 0.0), (INF, 0.0)))) is None
-    stats = slo_stats(measured(), {"ttft": 0.5}, None, None, None)
+    stats = slo_stats(measured(), SloBounds(ttft_s=0.5), None, None)
     assert stats.ttft is None and stats.joint is None and stats.goodput_tokens_per_s is None
 
 
 def test_goodput_is_the_rates_times_the_product_of_attainments():
-    stats = slo_stats(measured(ttft=TEN, e2e=TEN), {"ttft": 0.5, "e2e": 1.0}, 0.05, 20.0, 2.0)
+    stats = slo_stats(measured(ttft=TEN, e2e=TEN), SloBounds(ttft_s=0.5, e2e_s=1.0, error_rate=0.05),
+                      20.0, 2.0)
     assert (stats.ttft, stats.e2e, stats.itl) == (pytest.approx(0.7), pytest.approx(0.9), None)
     assert stats.error_rate == pytest.approx(0.1) and stats.error_rate_met is False
     assert stats.joint == pytest.approx(0.7 * 0.9 * 0.9)  # and the 10% that failed
@@ -97,7 +99,7 @@ def test_each_version_and_the_endpoint_get_attainment_from_a_modeldeck_server():
     token in 4 ms, the candidate in 300 ms, and one candidate request fails."""
     from prometheus_client import generate_latest
 
-    from engine.config import SloSettings
+    from engine.slo_settings import SloSettings
     from engine.remote.metrics import parse_scrape
     from engine.serving.metrics import ServerMetrics
     from engine.snapshots import EndpointSnapshot

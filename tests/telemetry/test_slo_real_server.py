@@ -1,0 +1,127 @@
+"""A real local server (`modeldeck serve --detach`, its own process, on loopback) under a bounded
+load reports, on its /metrics, the SLO attainment its clients measured themselves.
+
+The bounds are set at the medians a first run measured, so about half the requests sit on each
+side of them: a server that counted wrongly (the wrong bound, the wrong side of it, [slo]'s
+bound instead of the model's) disagrees by far more than the 5 points allowed.
+
+End to end agrees within 5 points. Time to first token does not, on a loaded machine: the
+server's clock starts when its scheduler gets the request, so the HTTP path before that (and
+the stream after) is missing from its TTFT; measured here (2 cores, load average 11-17) the
+server's share read 9-22 points higher than the clients'. The test holds it to that direction."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import run_modeldeck, stop_leftover_server
+from tests.serving.client_threads import ClientThreads
+
+pytestmark = pytest.mark.slow
+# 32 requests of 16-127 tokens on 4 connections to a server that batches 2: half wait for a slot,
+# so latencies spread over about a second, far more than the HTTP path adds to the clients' view
+CLIENTS, PER_CLIENT = 4, 8
+
+
+class Timed(ClientThreads):
+    """Each client sends `count` streaming completions and records (ttft, e2e) as it saw them."""
+
+    def __init__(self, url: str, count: int) -> None:
+        super().__init__(self._loop, CLIENTS)
+        self.url, self.count, self.lock = url, count, threading.Lock()
+        self.measured: list[tuple[float, float]] = []
+
+    def _loop(self, index: int) -> None:
+        with httpx.Client(base_url=self.url, timeout=60) as client:
+            for number in range(self.count):
+                # 16..127 tokens, spread evenly: end-to-end times spread evenly too
+                tokens = 16 + (index * self.count + number) * 37 % 112
+                body = {"model": "tiny", "prompt": "Once upon a time", "max_tokens": tokens,
+                        "temperature": 0, "stream": True, "ignore_eos": True}
+                started, first = time.perf_counter(), None
+                with client.stream("POST", "/v1/completions", json=body) as response:
+                    assert response.status_code == 200
+                    for line in response.iter_lines():
+                        if first is None and _has_text(line):
+                            first = time.perf_counter() - started
+                ended = time.perf_counter() - started
+                assert first is not None
+                with self.lock:
+                    self.measured.append((first, ended))
+
+
+def _has_text(line: str) -> bool:
+    if not line.startswith("data: {"):
+        return False
+    return any(choice.get("text") for choice in json.loads(line[6:]).get("choices", ()))
+
+
+def load(deck_home: Path, toml: str, count: int) -> tuple[list[tuple[float, float]], str]:
+    """Run `count` requests per client against a fresh detached server (its own process, as
+    `modeldeck serve --detach` starts it); its /metrics afterwards."""
+    (deck_home / "deck.toml").write_text(toml)
+    started = run_modeldeck("serve", "--detach", "--json", "--port", "0", "--dtype", "float32",
+                            "--max-batch-size", "2", home=deck_home)
+    assert started.code == 0, started
+    url = started.json["url"]
+    try:
+        with Timed(url, count) as clients:
+            for worker in clients.threads:
+                worker.join(120)
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    finally:
+        if run_modeldeck("serve", "--stop", home=deck_home).code != 0:
+            stop_leftover_server(deck_home)
+    assert len(clients.measured) == CLIENTS * count
+    return clients.measured, metrics
+
+
+def gauge(metrics: str, slo: str) -> float:
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name == "modeldeck_slo_attainment" and sample.labels["slo"] == slo:
+                assert sample.labels["version"] == "tiny@1"
+                return sample.value
+    raise AssertionError(f"no modeldeck_slo_attainment for {slo}")
+
+
+def medians(measured: list[tuple[float, float]]) -> tuple[float, float]:
+    return (statistics.median(first for first, _ in measured),
+            statistics.median(ended for _, ended in measured))
+
+
+def test_server_attainment_agrees_with_what_the_clients_measured(deck, deck_home: Path,
+                                                                 tiny_model_dir: Path):
+    from engine import actions
+
+    actions.import_model(deck, actions.ImportRequest(tiny_model_dir, "tiny"))
+    deck.registry.move_pointer("local", deck.registry.resolve("tiny@1"), action="deploy",
+                               reason="test", arguments={"ref": "tiny@1"})  # its gate passed
+    calibration, _ = load(deck_home, "", PER_CLIENT)  # no [slo] yet: the medians here, now
+    for _attempt in range(3):  # a shared machine can be slower on the next run: recalibrate
+        ttft_bound, e2e_bound = medians(calibration)
+        # [slo]'s own bounds would pass everything: the model's table must be the one applied
+        toml = (f"[slo]\nttft_s = 100\ne2e_s = 100\nwindow_s = 600\n"
+                f'[slo.models."tiny"]\nttft_s = {ttft_bound!r}\ne2e_s = {e2e_bound!r}\n')
+        measured, metrics = load(deck_home, toml, PER_CLIENT)
+        client_ttft = sum(first <= ttft_bound for first, _ in measured) / len(measured)
+        client_e2e = sum(ended <= e2e_bound for _, ended in measured) / len(measured)
+        if 0.15 < client_ttft < 0.85 and 0.15 < client_e2e < 0.85:
+            break  # the bounds sit inside this run's distribution
+        calibration = measured
+    report = (f"bounds ttft {ttft_bound:.4f} e2e {e2e_bound:.4f}; client ttft {client_ttft:.3f} "
+              f"e2e {client_e2e:.3f}; server ttft {gauge(metrics, 'ttft'):.3f} "
+              f"e2e {gauge(metrics, 'e2e'):.3f}")
+    assert 0.15 < client_ttft < 0.85 and 0.15 < client_e2e < 0.85, report  # near the medians
+    assert gauge(metrics, "e2e") == pytest.approx(client_e2e, abs=0.05), report
+    # the server's TTFT misses the HTTP path (module docstring): its share can only read higher
+    assert gauge(metrics, "ttft") >= client_ttft - 0.05, report
+    assert gauge(metrics, "ttft") < 1.0, report  # [slo]'s 100 s bound was not the one applied
