@@ -19,8 +19,9 @@ Status vocabularies:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+import types
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -38,9 +39,46 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _from_plain(hint: Any, value: Any) -> Any:
+    """`value` (as to_dict wrote it) back into the type `hint` names: nested snapshots become
+    their classes again, lists tuples; scalars pass through."""
+    if value is None:
+        return None
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        arms = [arm for arm in get_args(hint) if arm is not type(None)]
+        return _from_plain(arms[0], value) if len(arms) == 1 else value
+    if isinstance(hint, type) and is_dataclass(hint) and isinstance(value, dict):
+        return hint.from_dict(value)  # type: ignore[attr-defined]
+    if origin is tuple and isinstance(value, (list, tuple)):
+        arguments = get_args(hint)
+        if len(arguments) == 2 and arguments[1] is Ellipsis:
+            return tuple(_from_plain(arguments[0], item) for item in value)
+        return tuple(_from_plain(argument, item) for argument, item in zip(arguments, value))
+    return value
+
+
+_FIELD_TYPES: dict[type, dict[str, Any]] = {}
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    if cls not in _FIELD_TYPES:  # get_type_hints resolves the string annotations: once a class
+        hints = get_type_hints(cls)
+        _FIELD_TYPES[cls] = {item.name: hints[item.name] for item in fields(cls)}
+    return _FIELD_TYPES[cls]
+
+
 class _ToDict:
     def to_dict(self: DataclassInstance) -> dict[str, Any]:
         return _plain(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """The inverse of to_dict, for every snapshot class at once (a recording written by this
+        build or an older one: fields this build does not know are left out)."""
+        types_by_name = _field_types(cls)
+        return cls(**{name: _from_plain(types_by_name[name], value)
+                      for name, value in data.items() if name in types_by_name})
 
 
 @dataclass(frozen=True)

@@ -32,14 +32,12 @@ import shutil
 import time
 from bisect import bisect_right
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from engine.errors import BadInput
-from engine.snapshots import (EndpointSnapshot, FleetSeries, FleetSnapshot, GpuDevice, GpuProcess,
-                              GpuSnapshot, HostSnapshot, ModelStats, SloStats, TelemetrySnapshot,
-                              VersionStats)
+from engine.snapshots import GpuDevice, TelemetrySnapshot
 
 SCHEMA_KEY = "modeldeck_recording"
 SCHEMA_VERSION = 1
@@ -360,49 +358,10 @@ def _add_series(series: dict[str, dict[int, float]], telemetry: dict[str, Any], 
 # ---- a line's telemetry back into the snapshot classes ----------------------------------------
 
 
-def _known(cls: type, data: dict[str, Any], **nested: Any) -> Any:
-    """cls from `data`: lists become tuples, fields this build does not know are left out."""
-    names = {item.name for item in fields(cls)}
-    values = {key: tuple(value) if isinstance(value, list) else value
-              for key, value in data.items() if key in names}
-    return cls(**{**values, **nested})
-
-
-def _slo(data: dict[str, Any] | None) -> SloStats | None:
-    return _known(SloStats, data) if data else None
-
-
-def _device(data: dict[str, Any]) -> GpuDevice:
-    return _known(GpuDevice, data, processes=tuple(_known(GpuProcess, process)
-                                                   for process in data.get("processes", ())))
-
-
-def _endpoint(data: dict[str, Any]) -> EndpointSnapshot:
-    versions = tuple(_known(VersionStats, part, slo=_slo(part.get("slo")))
-                     for part in data.get("versions", ()))
-    return _known(EndpointSnapshot, data, versions=versions, slo=_slo(data.get("slo")))
-
-
-def _fleet(data: dict[str, Any] | None) -> FleetSnapshot | None:
-    if not data:
-        return None
-    serving = tuple(FleetSeries(tuple(tuple(pair) for pair in series["labels"]),
-                                tuple(tuple(point) for point in series["points"]))
-                    for series in data.get("serving", ()))
-    return _known(FleetSnapshot, data, gpus=tuple(_device(device) for device in data["gpus"]),
-                  serving=serving)
-
-
 def snapshot_from_dict(data: dict[str, Any]) -> TelemetrySnapshot:
-    """TelemetrySnapshot.to_dict() back into the snapshot (one shape, written and read)."""
-    gpus = data["gpus"]
-    return _known(TelemetrySnapshot, data,
-                  gpus=_known(GpuSnapshot, gpus, devices=tuple(_device(device)
-                                                               for device in gpus["devices"])),
-                  host=_known(HostSnapshot, data["host"]) if data.get("host") else None,
-                  endpoints=tuple(_endpoint(endpoint) for endpoint in data.get("endpoints", ())),
-                  models=tuple(_known(ModelStats, model) for model in data.get("models", ())),
-                  fleet=_fleet(data.get("fleet")))
+    """TelemetrySnapshot.to_dict() back into the snapshot (one shape, written and read: the
+    snapshot classes' own from_dict, so a field added to them is replayed with no change here)."""
+    return TelemetrySnapshot.from_dict(data)
 
 
 # ---- seeking ----------------------------------------------------------------------------------
