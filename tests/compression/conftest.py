@@ -16,12 +16,13 @@ def trained_tiny_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFact
     from engine.compression.spec import DEFAULT_TRAIN_TEXT
     from engine.modelio.loader import load_model, load_tokenizer
     from engine.modelio.storage import save_model
-    from engine.compression.training import causal_lm_loss, text_batches, train_steps
+    from engine.compression.training import scratch_run, text_blocks, train
 
     torch.manual_seed(0)
     model, tokenizer = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
-    batches = text_batches(tokenizer, DEFAULT_TRAIN_TEXT.read_text(), 64, 8)
-    train_steps(model, batches, 60, causal_lm_loss, 3e-3, lambda *_: None)
+    blocks = text_blocks(tokenizer, DEFAULT_TRAIN_TEXT.read_text(), 64)
+    with scratch_run(lambda *_, **__: None) as run:  # the same Trainer stack compression uses
+        train(model, blocks, run, "pretrain", 60, 3e-3, 8)
     return save_model(model, tokenizer, tmp_path_factory.mktemp("trained") / "tiny-trained")
 
 
