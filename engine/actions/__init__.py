@@ -17,7 +17,8 @@ from engine.actions.deployments import (DeployPlan, DeployRequest, DeployResult,
 from engine.actions.jobs import (FinetuneRequest, JobRequest, JobResult, cancel_job, finetune,
                                  finetune_defaults, list_jobs, resume_job, show_job)
 from engine.actions.training import (MetricsRequest, RegisterCheckpointRequest, checkpoint_job,
-                                     job_metrics, job_snapshot, register_checkpoint, stop_job)
+                                     job_metrics, job_snapshot, list_checkpoints, register_checkpoint,
+                                     stop_job)
 from engine.actions.registry import (AliasRequest, ImportRequest, ModelDetails, alias_model, audit,
                                      import_model, list_models, show_model)
 from engine.actions.rollouts import (RolloutRequest, RolloutResult, abort_rollout, pause_rollout,
@@ -40,5 +41,5 @@ __all__ = [
     "abort_rollout", "pause_rollout", "plan_rollout", "resume_rollout", "rollout", "rollout_state", "rollout_status",
     "rotate_control_token", "serve", "show_job", "show_model", "start_server", "status",
     "stop_server", "watch", "MetricsRequest", "RegisterCheckpointRequest", "checkpoint_job",
-    "job_metrics", "job_snapshot", "register_checkpoint", "stop_job",
+    "job_metrics", "job_snapshot", "list_checkpoints", "register_checkpoint", "stop_job",
 ]

@@ -57,6 +57,18 @@ def register_checkpoint(deck: Deck, request: RegisterCheckpointRequest) -> JobRe
                            "metrics": version.metrics})
 
 
+def list_checkpoints(deck: Deck, job_id: str) -> list[dict[str, Any]]:
+    """The job's complete checkpoints, newest first, with the eval loss logged at each."""
+    from engine import jobs
+    from engine.training.checkpoints import complete_checkpoints, eval_metrics_at
+
+    job = jobs.get_job(deck, job_id)
+    found = complete_checkpoints(Path(job.directory) / "checkpoints")
+    return [{"step": step, "path": str(path),
+             "eval_loss": eval_metrics_at(path, step, causal=False)["eval_loss"]}
+            for step, path in sorted(found.items(), reverse=True)]
+
+
 @dataclass(frozen=True)
 class MetricsRequest:
     job_id: str

@@ -49,7 +49,7 @@ def _trained_method(model, tokenizer, spec: CompressSpec, run: TrainingRun):
     return (_prune if spec.method == "prune" else _distill)(model, tokenizer, spec, run)
 
 
-def _prune(model, tokenizer, spec: CompressSpec, run: TrainingRun):
+def _prune(model, tokenizer, spec, run: TrainingRun):
     from engine.compression import prune
     from engine.compression.training import text_blocks, train
 

@@ -53,8 +53,9 @@ class JobEventsCallback(TrainerCallback):
         if self.cancelled():
             control.should_training_stop = True  # SIGTERM normally gets here first
         requests = _shared_requests(self.take_requests(), args.world_size)
-        if requests:  # the Trainer evaluates, then saves, right after this step
-            control.should_save = control.should_evaluate = True
+        if requests:  # the Trainer evaluates (when it has eval data), then saves, after this step
+            control.should_save = True
+            control.should_evaluate = args.eval_strategy != "no"
             self.emit("control_taken", step=state.global_step, actions=sorted(requests))
         if "stop" in requests:
             control.should_training_stop = True

@@ -30,9 +30,9 @@ def metric_series(events: list[dict[str, Any]], metric: str) -> list[tuple[int, 
     event_type, name = METRICS[check_metric(metric)]
     by_step: dict[int, float] = {}
     for event in events:
-        value = event.get(name)
-        if event.get("type") == event_type and _is_number(value) and _is_number(event.get("step")):
-            by_step[int(event["step"])] = float(value)
+        value, step = event.get(name), event.get("step")
+        if event.get("type") == event_type and _is_number(value) and _is_number(step):
+            by_step[int(step)] = float(value)  # type: ignore[arg-type]  # a number, checked
     return sorted(by_step.items())
 
 
@@ -44,7 +44,7 @@ def metric_points(events: list[dict[str, Any]], metric: str, around: int | None 
 
     series = metric_series(events, metric)
     smoothed = ema([value for _, value in series], span)
-    points = [{"step": step, "value": value, "smoothed": _finite_or_none(trend)}
+    points: list[dict[str, Any]] = [{"step": step, "value": value, "smoothed": _finite_or_none(trend)}
               for (step, value), trend in zip(series, smoothed)]
     if around is not None:
         steps = all_steps(events)

@@ -227,14 +227,10 @@ def last_checkpoint(directory: Path) -> str | None:
     """The newest checkpoint the Trainer finished writing. A kill during a save leaves a
     checkpoint-N without trainer_state.json (saved after the weights and optimizer), which
     resume must skip, as transformers' get_last_checkpoint would not."""
-    if not directory.is_dir():
-        return None
-    complete = [path for path in directory.glob("checkpoint-*")
-                if path.name.removeprefix("checkpoint-").isdigit()
-                and (path / "trainer_state.json").exists()]
-    if not complete:
-        return None
-    return str(max(complete, key=lambda path: int(path.name.removeprefix("checkpoint-"))))
+    from engine.training.checkpoints import complete_checkpoints
+
+    complete = complete_checkpoints(directory)
+    return str(complete[max(complete)]) if complete else None
 
 
 def _parent_eval_loss(context: JobContext, trainer: Any, spec: dict[str, Any],
