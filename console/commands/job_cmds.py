@@ -337,6 +337,10 @@ def _progress_text(event: dict[str, Any]) -> str:
                             ("tokens_per_s", "tok/s", "{:.0f}")):
         if event.get(key) is not None:
             parts.append(f"{label} {_fixed(event[key], fmt)}")
+    if isinstance(event.get("step_time_s"), (int, float)):
+        parts.append(f"{event['step_time_s']:.2f} s/step")
+    if isinstance(event.get("memory_bytes"), (int, float)):
+        parts.append(f"mem {present.size(event['memory_bytes'])}")
     if event.get("eta_s") is not None:
         parts.append(f"eta {present.duration(event['eta_s'])}")  # `1h02m`, not `3725s`
     return "  ".join(parts)
