@@ -10,6 +10,7 @@ from console.app import ModeldeckApp
 from console.screens.modals import ChoiceScreen, ConfirmScreen
 from engine import jobs
 from tests.console.console_helpers import wait_until_loaded
+from tests.console.test_console_jobs import session_texts, wait_for as wait_until
 from tests.training.test_job_control import start_long
 from tests.training.training_helpers import events_of
 
@@ -21,16 +22,8 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-async def wait_for(pilot, condition, tries: int = 2400) -> None:
-    for _ in range(tries):
-        await pilot.pause(0.05)
-        if condition():
-            return
-    raise AssertionError("condition never held")
-
-
-def session_texts(app) -> str:
-    return "\n".join(event.text for event in app.dashboard.query_one("#events").session_events)
+async def wait_for(pilot, condition) -> None:
+    await wait_until(pilot, condition, tries=2400)  # a training job starts in seconds, not ms
 
 
 async def test_checkpoint_register_and_stop_keys(tiny_deck, text_data):
