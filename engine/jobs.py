@@ -7,6 +7,8 @@ A job is a directory, jobs/<id>/:
   pid            the supervisor's pid (it leads its own session, so its group is the job)
   log            the processes' stdout and stderr
   checkpoints/   whatever the worker wants to resume from
+  control/       requests to a running worker (stop, checkpoint), one file each, taken once
+  tensorboard/   TensorBoard event files of the job's training runs
 
 `start_job` spawns `python -m engine.jobs supervise <dir>` with start_new_session, so closing the
 terminal or the SSH session does not stop it. The supervisor runs the worker (directly, or under
@@ -51,6 +53,9 @@ WORKER_ENTRIES: dict[str, str] = {
     "selftest": "engine.jobs:_selftest_worker",
 }
 CANCEL_GRACE_S = 10.0
+# What a running training worker can be asked to do (it polls control/ after every step).
+CONTROL_ACTIONS = ("stop", "checkpoint")
+CONTROLLABLE_KINDS = ("finetune", "compress")
 VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
 
 
@@ -80,7 +85,7 @@ class JobInfo:
         return self.state in TERMINAL_STATES
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "tensorboard_dir": str(Path(self.directory) / "tensorboard")}
 
 
 @dataclass(frozen=True)
@@ -349,6 +354,35 @@ def _stop_group(pid: int, grace_s: float) -> None:
             time.sleep(0.05)
 
 
+def request_control(where: Where, job_id: str, action: str) -> JobInfo:
+    """Ask a running training worker to stop early or to checkpoint now: a file under control/
+    that its callback takes after the current step (the work stays in the worker's process)."""
+    job = get_job(where, job_id)
+    if action not in CONTROL_ACTIONS:
+        raise BadInput(f"unknown job request {action!r} (known: {', '.join(CONTROL_ACTIONS)})")
+    if job.kind not in CONTROLLABLE_KINDS:
+        raise BadInput(f"job {job_id} is a {job.kind} job: only training jobs take {action}")
+    if job.state != "running":
+        raise BadInput(f"job {job_id} is {job.state}: only a running job can {action}")
+    control = Path(job.directory) / "control"
+    control.mkdir(exist_ok=True)
+    write_atomically(control / action, json.dumps({"requested_at": time.time()}))
+    append_event(Path(job.directory), "control_requested", action=action)
+    return job
+
+
+def take_control_requests(job_dir: Path) -> set[str]:
+    """The requests waiting for the worker, each taken (removed) once."""
+    taken = set()
+    for action in CONTROL_ACTIONS:
+        try:
+            (job_dir / "control" / action).unlink()
+        except FileNotFoundError:
+            continue
+        taken.add(action)
+    return taken
+
+
 def resume_job(where: Where, job_id: str) -> JobInfo:
     """Start a failed or cancelled job again; its worker continues from its checkpoints."""
     paths = deck_paths_of(where)
@@ -362,6 +396,7 @@ def resume_job(where: Where, job_id: str) -> JobInfo:
     if snapshot.get("state") not in TERMINAL_STATES:  # it died without saying so: say it now
         record_state(directory, "failed", job.reason)
     (directory / "cancel").unlink(missing_ok=True)
+    take_control_requests(directory)  # a request the dead attempt never took is not for this one
     record_state(directory, "queued", "resumed", attempt=job.attempt + 1)
     _spawn_supervisor(paths, directory)
     return get_job(paths, job_id)
@@ -443,8 +478,16 @@ class JobContext:
         if self.is_main:
             append_event(self.directory, event_type, **fields)
 
+    @property
+    def tensorboard(self) -> Path:
+        return self.directory / "tensorboard"
+
     def cancelled(self) -> bool:
         return (self.directory / "cancel").exists()
+
+    def take_requests(self) -> set[str]:
+        """Stop / checkpoint requests; only rank 0 takes them (it tells the other ranks)."""
+        return take_control_requests(self.directory) if self.is_main else set()
 
     def deck(self):
         from engine.deck import Deck

@@ -1,4 +1,5 @@
-"""`modeldeck finetune` and `modeldeck jobs list|show|cancel|resume|logs`."""
+"""`modeldeck finetune` and `modeldeck jobs list|show|cancel|resume|logs`, and the training
+job's actions and reads: `jobs stop|checkpoint|register-checkpoint|metrics|snapshot`."""
 
 from __future__ import annotations
 
@@ -80,15 +81,49 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
     for name, handler, summary in (("show", show_command, "one job in full"),
                                 ("cancel", cancel_command, "stop a running job"),
                                 ("resume", resume_command, "continue a failed or cancelled job "
-                                                           "from its last checkpoint")):
+                                                           "from its last checkpoint"),
+                                ("stop", control_command, "stop a training job early: finish the "
+                                 "step, save, evaluate and register its version"),
+                                ("checkpoint", control_command, "evaluate and save a checkpoint "
+                                                                "of a running training job now")):
         verb = sub.add_parser(name, parents=[common], help=summary)
         verb.add_argument("job_id", metavar="ID", type=job_id)
         verb.add_argument("--reason", type=text("--reason"), help="recorded in the audit log")
         verb.set_defaults(handler=handler)
+    _register_training_reads(sub, common)
     logs = sub.add_parser("logs", parents=[common], help="the job's events (--json: one a line)")
     logs.add_argument("job_id", metavar="ID", type=job_id)
     logs.add_argument("--follow", "-f", action="store_true", help="keep reading until the job ends")
     logs.set_defaults(handler=logs_command)
+
+
+def _register_training_reads(sub: argparse._SubParsersAction,
+                             common: argparse.ArgumentParser) -> None:
+    register_checkpoint = sub.add_parser(
+        "register-checkpoint", parents=[common],
+        help="register a fine-tuning checkpoint as a version, with its eval metrics")
+    register_checkpoint.add_argument("job_id", metavar="ID", type=job_id)
+    register_checkpoint.add_argument("--step", type=whole("--step", 0), metavar="N",
+                                     help="the checkpoint's step (default: the newest)")
+    register_checkpoint.add_argument("--reason", type=text("--reason"),
+                                     help="recorded in the audit log")
+    register_checkpoint.set_defaults(handler=register_checkpoint_command)
+    metrics = sub.add_parser("metrics", parents=[common],
+                             help="a job's training signals by step, raw and smoothed")
+    metrics.add_argument("job_id", metavar="ID", type=job_id)
+    metrics.add_argument("--metric", type=text("--metric"),
+                         help="one signal (loss, eval_loss, learning_rate, grad_norm, ...)")
+    metrics.add_argument("--around", type=whole("--around", 0), metavar="STEP",
+                         help="only the steps near STEP")
+    metrics.add_argument("--window", type=whole("--window", 0), metavar="N",
+                         help="with --around: N steps either side (default 10)")
+    metrics.add_argument("--span", type=number("--span", 1.0), metavar="X",
+                         help="the EMA span of the smoothed values (default 10)")
+    metrics.set_defaults(handler=metrics_command)
+    snapshot = sub.add_parser("snapshot", parents=[common], help="every signal at one step")
+    snapshot.add_argument("job_id", metavar="ID", type=job_id)
+    snapshot.add_argument("--step", required=True, type=whole("--step", 0), metavar="N")
+    snapshot.set_defaults(handler=snapshot_command)
 
 
 def _register_finetune(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -208,6 +243,56 @@ def resume_command(args: argparse.Namespace, deck: Deck) -> int:
     return 0
 
 
+def control_command(args: argparse.Namespace, deck: Deck) -> int:
+    verb = actions.stop_job if args.jobs_verb == "stop" else actions.checkpoint_job
+    result = verb(deck, actions.JobRequest(args.job_id, args.reason))
+    what = {"stop": "stop early", "checkpoint": "checkpoint now"}[args.jobs_verb]
+    emit(args.json, f"jobs.{args.jobs_verb}", result.to_dict(),
+         lambda: f"asked job {result.job.id} to {what}; it acts after its current step "
+                 f"(`modeldeck jobs logs {result.job.id} --follow`)")
+    return 0
+
+
+def register_checkpoint_command(args: argparse.Namespace, deck: Deck) -> int:
+    result = actions.register_checkpoint(
+        deck, actions.RegisterCheckpointRequest(args.job_id, args.step, args.reason))
+    loss = result.data["metrics"].get("eval_loss")
+    emit(args.json, "jobs.register-checkpoint", result.to_dict(),
+         lambda: f"registered {result.data['version']} from checkpoint {result.data['step']} "
+                 f"of job {result.job.id}"
+                 + (f", eval loss {_fixed(loss, '{:.4f}')}" if loss is not None else ", not evaluated"))
+    return 0
+
+
+def metrics_command(args: argparse.Namespace, deck: Deck) -> int:
+    request = actions.MetricsRequest(args.job_id, args.metric, args.around, args.window, args.span)
+    result = actions.job_metrics(deck, request)
+    emit(args.json, "jobs.metrics", result, lambda: _metrics_text(result))
+    return 0
+
+
+def _metrics_text(result: dict[str, Any]) -> str:
+    series = {name: data["points"] for name, data in result["metrics"].items() if data["points"]}
+    if not series:
+        return f"job {result['job']}: nothing logged there yet"
+    if len(series) == 1:
+        points = next(iter(series.values()))
+        return table(("STEP", next(iter(series)).upper(), "SMOOTHED"),
+                     [(p["step"], _fixed(p["value"], "{:.6g}"), _fixed(p["smoothed"], "{:.6g}"))
+                      for p in points])
+    return table(("METRIC", "POINTS", "STEP", "LAST", "SMOOTHED"),
+                 [(name, len(points), points[-1]["step"], _fixed(points[-1]["value"], "{:.6g}"),
+                   _fixed(points[-1]["smoothed"], "{:.6g}")) for name, points in series.items()])
+
+
+def snapshot_command(args: argparse.Namespace, deck: Deck) -> int:
+    result = actions.job_snapshot(deck, args.job_id, args.step)
+    emit(args.json, "jobs.snapshot", result,
+         lambda: table(("METRIC", f"STEP {result['step']}"),
+                       [(name, _fixed(value, "{:.6g}")) for name, value in result["metrics"].items()]))
+    return 0
+
+
 def logs_command(args: argparse.Namespace, deck: Deck) -> int:
     if args.json:  # JSON lines, one event a line, for scripts to stream. The event is nested:
         # its own fields (`kind` among them) must not overwrite the envelope's schema and kind.
@@ -252,6 +337,10 @@ def _progress_text(event: dict[str, Any]) -> str:
                             ("tokens_per_s", "tok/s", "{:.0f}")):
         if event.get(key) is not None:
             parts.append(f"{label} {_fixed(event[key], fmt)}")
+    if isinstance(event.get("step_time_s"), (int, float)):
+        parts.append(f"{event['step_time_s']:.2f} s/step")
+    if isinstance(event.get("memory_bytes"), (int, float)):
+        parts.append(f"mem {present.size(event['memory_bytes'])}")
     if event.get("eta_s") is not None:
         parts.append(f"eta {present.duration(event['eta_s'])}")  # `1h02m`, not `3725s`
     return "  ".join(parts)

@@ -44,13 +44,18 @@ else:
     _DashboardState = object
 
 MUTATING = ("deploy", "rollback", "finetune", "compress", "cancel_job", "toggle_server",
-            "rollout_pause", "rollout_abort")
+            "rollout_pause", "rollout_abort", "stop_job", "checkpoint_job", "register_checkpoint")
+TRAINING_ACTIONS = ("stop_job", "checkpoint_job", "register_checkpoint")  # on the selected job
 ACTION_TITLES = {"deploy": "Deploy the selected version", "rollback": "Roll back a target",
                  "toggle_server": "Start or stop the local server",
                  "rollout_pause": "Rollout: pause/resume (local server)",
                  "rollout_abort": "Rollout: abort (local server)",
                  "finetune": "Fine-tune the selected version", "compress": "Compress the selected version",
-                 "cancel_job": "Cancel the selected job", "log_scale": "Toggle log scale of the loss plot",
+                 "cancel_job": "Cancel the selected job",
+                 "stop_job": "Stop the selected training job early (save, evaluate, register)",
+                 "checkpoint_job": "Checkpoint the selected training job now",
+                 "register_checkpoint": "Register a checkpoint of the selected job as a version",
+                 "log_scale": "Toggle log scale of the loss plot",
                  "filter": "Filter rows", "pause": "Pause or resume refreshing",
                  "next_theme": "Next theme", "help": "Help: keys and what they need",
                  "quit": "Quit"}
@@ -100,7 +105,18 @@ class DashboardActions(_DashboardState):
                 return "select a job first"
             if not job.cancellable:
                 return f"job {job.job_id} is {job.state}: nothing to cancel"
+        if action in TRAINING_ACTIONS:
+            return self.training_refusal(action, jobs.selected_job())  # type: ignore[attr-defined]
         return None
+
+    def training_refusal(self, action: str, job: Any) -> str | None:
+        if job is None:
+            return "select a job first"
+        if action == "register_checkpoint":
+            return None if job.kind == "finetune" else "only fine-tuning checkpoints register"
+        if job.kind not in ("finetune", "compress"):
+            return f"job {job.job_id} is a {job.kind} job: it does not train"
+        return None if job.state == "running" else f"job {job.job_id} is {job.state}, not running"
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action in MUTATING and self.readonly:
@@ -339,6 +355,63 @@ class DashboardActions(_DashboardState):
                                  {"job_id": job_id, "reason": "cancelled from the console"},
                                  audit=("cancel_job", {"job_id": job_id}))
 
+    def selected_job_id(self) -> str:
+        return self.query_one("#jobs").selected_job().job_id  # type: ignore[attr-defined]
+
+    def action_stop_job(self) -> None:
+        if self.refusal("stop_job") is None:
+            self.stop_flow(self.selected_job_id())
+
+    @work(exclusive=True, group="action")
+    async def stop_flow(self, job_id: str) -> None:
+        changes = (f"job {job_id} finishes its current step, saves a checkpoint, evaluates "
+                   "and registers its version now")
+        if await self.app.push_screen_wait(ConfirmScreen("Stop early?", changes)):
+            await self.start_job(f"stop job {present.short_job_id(job_id)} early", "stop_job",
+                                 "JobRequest", {"job_id": job_id, "reason": "stopped from the console"},
+                                 audit=("stop_job", {"job_id": job_id}))
+
+    def action_checkpoint_job(self) -> None:
+        if self.refusal("checkpoint_job") is None:
+            job_id = self.selected_job_id()
+            self.run_worker(self.start_job(f"checkpoint job {present.short_job_id(job_id)}",
+                                           "checkpoint_job", "JobRequest", {"job_id": job_id},
+                                           audit=("checkpoint_job", {"job_id": job_id})),
+                            group="action", exclusive=True)
+
+    def action_register_checkpoint(self) -> None:
+        if self.refusal("register_checkpoint") is None:
+            self.register_checkpoint_flow(self.selected_job_id())
+
+    @work(exclusive=True, group="action")
+    async def register_checkpoint_flow(self, job_id: str) -> None:
+        """Pick a checkpoint (newest first, with its eval loss), then register it."""
+        try:
+            found = await asyncio.to_thread(_checkpoints_of, self.app.deck, job_id)  # type: ignore[attr-defined]
+        except Exception as error:
+            self.report("error", f"checkpoints of {job_id}: {error}")
+            return
+        if not found:
+            self.report("warning", f"job {job_id} has no complete checkpoint yet")
+            return
+        choices = [(str(c["step"]), f"step {c['step']}  eval loss "
+                    + (f"{c['eval_loss']:.4f}" if c["eval_loss"] is not None else "-"))
+                   for c in found]
+        step = await self.app.push_screen_wait(ChoiceScreen("Register which checkpoint?", choices))
+        if step is None:
+            return
+        label = f"register checkpoint {step} of job {present.short_job_id(job_id)}"
+        values = {"job_id": job_id, "step": int(step), "reason": "registered from the console"}
+        try:
+            result = await asyncio.to_thread(engine_calls.call_verb, self.app.deck,  # type: ignore[attr-defined]
+                                             "register_checkpoint", "RegisterCheckpointRequest", values)
+        except Exception as error:
+            self.report("error", f"{label} failed: {error}")
+        else:
+            self.report("info", f"{label}: {result.data['version']}")
+        self.poll("models")
+        self.poll("events")
+
     async def start_job(self, label: str, verb: str, request_name: str,
                         values: dict[str, Any],
                         audit: tuple[str, dict[str, str]] | None = None) -> Any:
@@ -407,3 +480,12 @@ class DashboardActions(_DashboardState):
 
     def help_text(self) -> str:
         return present.sections_text(self.help_details())
+
+
+def _checkpoints_of(deck: Any, job_id: str) -> list[dict[str, Any]]:
+    """Runs in a thread: the job's checkpoints, through the engine verb, on a fresh deck."""
+    from console.sources import fresh_deck
+    from engine import actions
+
+    with fresh_deck(deck) as opened:
+        return actions.list_checkpoints(opened, job_id)

@@ -20,6 +20,9 @@ from engine.actions.deployments import (DeployPlan, DeployRequest, DeployResult,
                                         rollback)
 from engine.actions.jobs import (FinetuneRequest, JobRequest, JobResult, cancel_job, finetune,
                                  finetune_defaults, list_jobs, resume_job, show_job)
+from engine.actions.training import (MetricsRequest, RegisterCheckpointRequest, checkpoint_job,
+                                     job_metrics, job_snapshot, list_checkpoints, register_checkpoint,
+                                     stop_job)
 from engine.actions.registry import (AliasRequest, ImportRequest, ModelDetails, alias_model, audit,
                                      import_model, list_models, show_model)
 from engine.actions.rollouts import (RolloutRequest, RolloutResult, abort_rollout, pause_rollout,
@@ -44,5 +47,6 @@ __all__ = [
     "list_targets", "local_server_state", "plan_deploy", "plan_rollback", "resume_job",
     "abort_rollout", "pause_rollout", "plan_rollout", "resume_rollout", "rollout", "rollout_state", "rollout_status",
     "rotate_control_token", "serve", "show_job", "show_model", "start_server", "status",
-    "stop_server", "watch",
+    "stop_server", "watch", "MetricsRequest", "RegisterCheckpointRequest", "checkpoint_job",
+    "job_metrics", "job_snapshot", "list_checkpoints", "register_checkpoint", "stop_job",
 ]

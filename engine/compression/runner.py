@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.compression.spec import CompressSpec
-
-Emit = Callable[..., None]  # emit(event_type, **fields)
+from engine.compression.training import Emit, TrainingRun, scratch_run
 
 
 def _eval_settings(spec: CompressSpec):
@@ -23,20 +22,12 @@ def _eval_settings(spec: CompressSpec):
                         decode_tokens=spec.decode_tokens, batch_size=spec.batch_size)
 
 
-def _progress(emit: Emit, phase: str, cancelled: Callable[[], bool]):
-    from engine.errors import ActionFailed
-
-    def on_step(step: int, max_steps: int, loss: float) -> None:
-        emit("progress", phase=phase, step=step, max_steps=max_steps, loss=round(loss, 5))
-        if cancelled():
-            raise ActionFailed("cancelled")
-
-    return on_step
-
-
 def apply_method(model, tokenizer, spec: CompressSpec, emit: Emit,
-                 cancelled: Callable[[], bool] = lambda: False) -> tuple[Any, dict | None, dict]:
-    """(compressed model, int8 storage marker or None, notes for the report)."""
+                 cancelled: Callable[[], bool] = lambda: False,
+                 run: TrainingRun | None = None) -> tuple[Any, dict | None, dict]:
+    """(compressed model, int8 storage marker or None, notes for the report). A method that
+    trains (pruning recovery, distillation) saves its checkpoints under run.workdir; without
+    a run, in a temporary directory."""
     import torch
 
     if spec.method in ("bf16", "fp16"):
@@ -48,14 +39,19 @@ def apply_method(model, tokenizer, spec: CompressSpec, emit: Emit,
         return model, marker, {"int8_format": marker["format"],
                                "int8_modules": len(marker["linear_modules"]),
                                "int8_embedding": marker["embedding"]}
-    if spec.method == "prune":
-        return _prune(model, tokenizer, spec, emit, cancelled)
-    return _distill(model, tokenizer, spec, emit, cancelled)
+    if run is None:
+        with scratch_run(emit, cancelled) as scratch:
+            return _trained_method(model, tokenizer, spec, scratch)
+    return _trained_method(model, tokenizer, spec, run)
 
 
-def _prune(model, tokenizer, spec, emit, cancelled):
+def _trained_method(model, tokenizer, spec: CompressSpec, run: TrainingRun):
+    return (_prune if spec.method == "prune" else _distill)(model, tokenizer, spec, run)
+
+
+def _prune(model, tokenizer, spec, run: TrainingRun):
     from engine.compression import prune
-    from engine.compression.training import causal_lm_loss, text_batches, train_steps
+    from engine.compression.training import text_blocks, train
 
     masks: dict = {}
     if spec.structured:
@@ -67,11 +63,10 @@ def _prune(model, tokenizer, spec, emit, cancelled):
         notes = {"removed": "single weights (unstructured): stored dense, so no size or speed win"}
     if spec.recover_steps:
         model.float()
-        batches = text_batches(tokenizer, spec.train_text_path.read_text(), spec.seq_len,
-                               spec.train_batch)
-        losses = train_steps(model, batches, spec.recover_steps, causal_lm_loss,
-                             spec.learning_rate, _progress(emit, "recover", cancelled),
-                             after_step=prune.reapply_masks(model, masks) if masks else None)
+        blocks = text_blocks(tokenizer, spec.train_text_path.read_text(), spec.seq_len)
+        losses = train(model, blocks, run, "recover", spec.recover_steps, spec.learning_rate,
+                       spec.train_batch,
+                       after_step=prune.reapply_masks(model, masks) if masks else None)
         notes = {**notes, "recover_loss_first": losses[0], "recover_loss_last": losses[-1]}
     return model, None, notes
 
@@ -82,9 +77,9 @@ def _calibration_ids(tokenizer, spec: CompressSpec, max_tokens: int = 1024):
     return token_ids[:, :max_tokens]
 
 
-def _distill(teacher, tokenizer, spec, emit, cancelled):
+def _distill(teacher, tokenizer, spec: CompressSpec, run: TrainingRun):
     from engine.compression.distill import build_student
-    from engine.compression.training import distillation_loss, text_batches, train_steps
+    from engine.compression.training import text_blocks, train
 
     teacher.float().eval()
     for parameter in teacher.parameters():
@@ -92,20 +87,21 @@ def _distill(teacher, tokenizer, spec, emit, cancelled):
     student, kept = build_student(teacher, spec.student_layers)
     for parameter in student.parameters():
         parameter.requires_grad_(True)
-    batches = text_batches(tokenizer, spec.train_text_path.read_text(), spec.seq_len,
-                           spec.train_batch)
-    losses = train_steps(student, batches, spec.steps,
-                         distillation_loss(teacher, spec.temperature, spec.alpha),
-                         spec.learning_rate, _progress(emit, "distill", cancelled))
+    blocks = text_blocks(tokenizer, spec.train_text_path.read_text(), spec.seq_len)
+    losses = train(student, blocks, run, "distill", spec.steps, spec.learning_rate,
+                   spec.train_batch, teacher=(teacher, spec.temperature, spec.alpha))
     return student, None, {"student_layers": kept, "distill_loss_first": losses[0],
                            "distill_loss_last": losses[-1]}
 
 
 def compress_version(deck, spec: CompressSpec, workdir: Path, emit: Emit,
                      cancelled: Callable[[], bool] = lambda: False,
-                     device: str | None = None) -> dict[str, Any]:
+                     device: str | None = None, take_requests: Callable[[], set[str]] = set,
+                     tensorboard: Path | None = None) -> dict[str, Any]:
     """Compress and measure on `device` (default: spec.device through the one device policy;
-    the job worker passes its pinned device, engine.jobs.JobContext.device)."""
+    the job worker passes its pinned device, engine.jobs.JobContext.device). A training phase
+    checkpoints under workdir, takes the job's stop / checkpoint requests and writes
+    TensorBoard files to `tensorboard` (default workdir/tensorboard)."""
     from engine.compression.evaluate import compare, measure
     from engine.modelio.devices import resolve_device
     from engine.modelio.loader import load_model, load_tokenizer
@@ -121,7 +117,8 @@ def compress_version(deck, spec: CompressSpec, workdir: Path, emit: Emit,
     parent_metrics = measure(model, tokenizer, source, settings)
     emit("metrics", which="parent", **parent_metrics.to_dict())
     emit("phase", phase="compress", method=spec.method)
-    model, marker, notes = apply_method(model, tokenizer, spec, emit, cancelled)
+    run = TrainingRun(workdir, emit, cancelled, take_requests, tensorboard, device_name)
+    model, marker, notes = apply_method(model, tokenizer, spec, emit, cancelled, run)
     output = workdir / "output"
     shutil.rmtree(output, ignore_errors=True)
     save_model(model.to("cpu"), tokenizer, output, marker)  # the files never depend on the device

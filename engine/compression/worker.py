@@ -15,6 +15,6 @@ def run_compress(context) -> dict[str, Any]:
         # context.device: a cuda:N job sees only GPU N (engine.jobs pins it), as "cuda"
         device = context.device if context.requested_device else None
         return compress_version(deck, spec, context.checkpoints, context.emit, context.cancelled,
-                                device)
+                                device, context.take_requests, context.tensorboard)
     finally:
         deck.close()

@@ -54,8 +54,10 @@ def _train_and_publish(context: JobContext, deck: Any) -> dict[str, Any]:
         return {}
     from engine.training.publish import publish_result
 
-    return publish_result(context, deck, parent, trainer.model, tokenizer, settings, spec,
-                          eval_loss, parent_eval)
+    result = publish_result(context, deck, parent, trainer.model, tokenizer, settings, spec,
+                            eval_loss, parent_eval)
+    stopped = _events_callback(trainer).stopped_early_at
+    return result if stopped is None else {**result, "stopped_early_at_step": stopped}
 
 
 def final_eval_loss(trainer: Any) -> float:
@@ -171,7 +173,7 @@ def build_trainer(context: JobContext, settings: FinetuneSettings, model: Any, t
                   train: list, evaluation: list, spec: dict[str, Any]) -> Any:
     from transformers import (DataCollatorForSeq2Seq, DataCollatorWithPadding, Trainer)
 
-    from engine.training.callback import JobEventsCallback
+    from engine.training.callback import JobEventsCallback, tensorboard_callback
 
     collator: DataCollatorWithPadding | DataCollatorForSeq2Seq
     if spec.get("task") == "classification":
@@ -180,7 +182,8 @@ def build_trainer(context: JobContext, settings: FinetuneSettings, model: Any, t
         collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     return Trainer(model=model, args=training_arguments(context, settings, bool(evaluation)),
                    train_dataset=train, eval_dataset=evaluation or None, data_collator=collator,
-                   processing_class=tokenizer, callbacks=[JobEventsCallback(context)])
+                   processing_class=tokenizer,
+                   callbacks=[JobEventsCallback.for_job(context), tensorboard_callback(context.tensorboard)])
 
 
 def training_arguments(context: JobContext, settings: FinetuneSettings, has_eval: bool) -> Any:
@@ -201,6 +204,8 @@ def training_arguments(context: JobContext, settings: FinetuneSettings, has_eval
         seed=settings.seed, data_seed=settings.seed, use_cpu=use_cpu,
         bf16=precision == "bf16", fp16=precision == "fp16",
         ddp_backend="gloo" if use_cpu and context.world_size > 1 else None,
+        # report_to none: the TensorBoard callback is passed explicitly, after ours, so it
+        # records our step time and memory too, in the job's own tensorboard/ (build_trainer)
         include_num_input_tokens_seen="non_padding", report_to="none", disable_tqdm=True,
         remove_unused_columns=False, dataloader_num_workers=0, save_only_model=False)
 
@@ -222,14 +227,10 @@ def last_checkpoint(directory: Path) -> str | None:
     """The newest checkpoint the Trainer finished writing. A kill during a save leaves a
     checkpoint-N without trainer_state.json (saved after the weights and optimizer), which
     resume must skip, as transformers' get_last_checkpoint would not."""
-    if not directory.is_dir():
-        return None
-    complete = [path for path in directory.glob("checkpoint-*")
-                if path.name.removeprefix("checkpoint-").isdigit()
-                and (path / "trainer_state.json").exists()]
-    if not complete:
-        return None
-    return str(max(complete, key=lambda path: int(path.name.removeprefix("checkpoint-"))))
+    from engine.training.checkpoints import complete_checkpoints
+
+    complete = complete_checkpoints(directory)
+    return str(complete[max(complete)]) if complete else None
 
 
 def _parent_eval_loss(context: JobContext, trainer: Any, spec: dict[str, Any],
@@ -252,8 +253,12 @@ def _write_rank_report(context: JobContext, trainer: Any) -> None:
     """Each rank says what it did, so a distributed run can show that every rank trained."""
     reports = context.directory / "ranks"
     reports.mkdir(exist_ok=True)
-    callback = next(c for c in trainer.callback_handler.callbacks if hasattr(c, "steps_this_rank"))
+    callback = _events_callback(trainer)
     report = {"rank": context.rank, "world_size": context.world_size, "pid": os.getpid(),
               "steps": callback.steps_this_rank, "global_step": trainer.state.global_step,
               "attempt": context.attempt}
     (reports / f"rank{context.rank}.json").write_text(json.dumps(report))
+
+
+def _events_callback(trainer: Any) -> Any:
+    return next(c for c in trainer.callback_handler.callbacks if hasattr(c, "steps_this_rank"))

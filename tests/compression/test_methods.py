@@ -130,3 +130,25 @@ def _load_state(directory: Path) -> dict:
     from safetensors.torch import load_file
 
     return load_file(str(directory / "model.safetensors"))
+
+
+def test_training_phases_use_the_trainer_stack(tiny_deck, tmp_path):
+    """Distillation on the fine-tuning stack: a stop request ends it after the current step
+    (saved there, then measured and registered as usual), and TensorBoard has its losses."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events: list[tuple[str, dict]] = []
+    requests = iter([set(), {"stop"}])  # taken after step 1, then after step 2: stop
+    spec = spec_for("tiny@1", "model", "LlamaForCausalLM", "distill",
+                    {"steps": 50, "student_layers": 1, "decode_tokens": 8})
+    outcome = compress_version(tiny_deck, spec, tmp_path / "work",
+                               lambda kind, **fields: events.append((kind, fields)),
+                               take_requests=lambda: next(requests, set()))
+    progress = [fields for kind, fields in events if kind == "progress"]
+    assert [p["step"] for p in progress] == [1, 2] and outcome["version"] == "tiny@2"
+    assert all(p["phase"] == "distill" and p["step_time_s"] > 0 for p in progress[1:])
+    assert (tmp_path / "work" / "distill" / "checkpoint-2" / "model.safetensors").exists()
+    board = EventAccumulator(str(tmp_path / "work" / "tensorboard"))
+    board.Reload()
+    losses = {s.step: s.value for s in board.Scalars("train/loss")}
+    assert losses == pytest.approx({p["step"]: p["loss"] for p in progress}, rel=1e-5)
