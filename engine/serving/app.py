@@ -108,12 +108,14 @@ class _Api:
         return await self._generate(request, parse_chat, chat=True)
 
     async def _generate(self, request: Request, parse: Callable, chat: bool) -> Response:
+        arrived_at = time.monotonic()  # the latency clock starts here, as the client's does
         if (denied := self._check_api_key(request)) is not None:
             return denied
         try:
             body = await read_json_object(request, self.host.settings)
             stream, include_usage = stream_flags(body)
-            admitted = await self._submit(body, parse, request.headers.get(SESSION_HEADER))
+            admitted = await self._submit(body, parse, request.headers.get(SESSION_HEADER),
+                                          arrived_at)
         except ApiError as error:
             return api_error_response(error)
         served, sequence, events = admitted.served, admitted.sequence, admitted.events
@@ -133,8 +135,8 @@ class _Api:
             sequence.cancel()
             raise
 
-    async def _submit(self, body: dict[str, Any], parse: Callable,
-                      session_id: str | None) -> "_Admitted":
+    async def _submit(self, body: dict[str, Any], parse: Callable, session_id: str | None,
+                      arrived_at: float) -> "_Admitted":
         events: asyncio.Queue[TokenEvent] = asyncio.Queue()
         deliver = _deliverer(events)
         for _ in range(3):  # a deploy may retire the version between reading and submitting
@@ -146,7 +148,7 @@ class _Api:
             prompt_ids, params = await asyncio.to_thread(parse, body, served.loaded.tokenizer,
                                                          self.host.settings)
             try:
-                sequence = served.scheduler.submit(prompt_ids, params, deliver)
+                sequence = served.scheduler.submit(prompt_ids, params, deliver, arrived_at)
                 return _Admitted(served, sequence, events, prompt_ids, params)
             except SchedulerClosed:
                 continue

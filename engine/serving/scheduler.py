@@ -137,7 +137,10 @@ class BatchScheduler:
     # ---- any thread ----------------------------------------------------------------------
 
     def submit(self, prompt_ids: list[int], params: SamplingParams,
-               deliver: Callable[[TokenEvent], None]) -> Sequence:
+               deliver: Callable[[TokenEvent], None], arrived_at: float | None = None) -> Sequence:
+        """Queue a request. `arrived_at` (time.monotonic() when the HTTP request came in) starts
+        its latency clock there, so TTFT and e2e count reading and tokenizing the prompt too, as
+        the client sees them."""
         if not prompt_ids:
             raise BadInput("the prompt is empty")
         if len(prompt_ids) >= self.context_length:
@@ -146,6 +149,8 @@ class BatchScheduler:
         budget = self.context_length - len(prompt_ids)
         params = replace(params, max_tokens=min(params.max_tokens, budget))
         sequence = Sequence(list(prompt_ids), params, deliver)
+        if arrived_at is not None:
+            sequence.submitted_at = arrived_at
         with self._lock:
             if not self._accepting:
                 raise SchedulerClosed("this version is being retired")

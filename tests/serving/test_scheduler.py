@@ -19,12 +19,18 @@ class Recorder:
     def __init__(self) -> None:
         self.batch_sizes: list[int] = []
         self.outcomes: list[str] = []
+        self.first_token_s: list[float] = []
+        self.request_s: list[float] = []
 
     def prompt_tokens(self, count: int) -> None: ...
-    def token(self, first: bool, seconds_since_previous: float) -> None: ...
+
+    def token(self, first: bool, seconds_since_previous: float) -> None:
+        if first:
+            self.first_token_s.append(seconds_since_previous)
 
     def finished(self, outcome: str, seconds: float, completion_tokens: int) -> None:
         self.outcomes.append(outcome)
+        self.request_s.append(seconds)
 
     def step(self, batch_size: int, running: int, waiting: int) -> None:
         self.batch_sizes.append(batch_size)
@@ -85,6 +91,25 @@ def test_request_arriving_mid_decode_joins_and_leaves_before_the_long_one(tiny):
     assert 2 in sizes  # they really shared decode steps
     assert sizes[-1] == 1 and sizes.count(1) > 4  # the short one left; the long one ran alone
     assert long_sequence.finished_step > short_sequence.finished_step
+
+
+def test_latency_counts_from_when_the_request_arrived(tiny):
+    """The HTTP layer passes the time the request came in: reading and tokenizing the prompt
+    (and waiting for a thread to do it on a busy box) count in TTFT and e2e, as clients see."""
+    import time
+
+    model, tokenizer = tiny
+    recorder = Recorder()
+    scheduler = BatchScheduler(model, tokenizer, max_batch_size=1, context_length=512,
+                               observer=recorder)
+    ids = tokenizer("Hello").input_ids
+    events: queue.Queue[TokenEvent] = queue.Queue()
+    scheduler.submit(ids, SamplingParams(max_tokens=2, temperature=0), events.put,
+                     arrived_at=time.monotonic() - 5.0)
+    while events.get(timeout=30).finish_reason is None:
+        pass
+    scheduler.close()
+    assert recorder.first_token_s[0] >= 5.0 and recorder.request_s[0] >= 5.0
 
 
 def test_cancelled_sequence_frees_its_slot(tiny):
