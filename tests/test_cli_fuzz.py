@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.conftest import REPO
 
-# x 17 verb families: about 370 invocations, 11-50 s on 2 busy cores; raise it for a deeper hunt
+# x 22 verb families: about 480 invocations, 11-50 s on 2 busy cores; raise it for a deeper hunt
 EXAMPLES_PER_VERB = int(os.environ.get("MODELDECK_FUZZ_EXAMPLES", "22"))
 GPU_READINGS = REPO / "tests" / "telemetry" / "fixtures" / "gpu-8x-h100.jsonl"
 
@@ -120,9 +120,12 @@ def verb_strategies(places: Places) -> dict[str, st.SearchStrategy[list[str]]]:
             lambda rest: ["audit", *rest]),
         "status": st.just(["status"]),
         "targets": st.sampled_from(["list", "check"]).map(lambda action: ["targets", action]),
-        "jobs": st.tuples(st.sampled_from(["list", "show", "cancel", "resume", "logs"]),
+        "jobs": st.tuples(st.sampled_from(["list", "show", "cancel", "resume", "logs", "stop",
+                                           "checkpoint", "register-checkpoint", "metrics"]),
                           value(FINISHED_JOB),
-                          options({"--reason": reason, "--follow": None, "--kind": value("finetune")})).map(
+                          options({"--reason": reason, "--follow": None, "--kind": value("finetune"),
+                                   "--step": value("1", "2"), "--metric": value("loss", "eval_loss"),
+                                   "--around": value("1"), "--window": value("2")})).map(
             lambda t: ["jobs", t[0]] + ([] if t[0] == "list" else [t[1]]) + t[2]),
         "finetune": st.tuples(ref, data, options(finetune_flags), st.sampled_from(ALWAYS_BAD_FINETUNE)).map(
             lambda t: ["finetune", t[0], "--data", t[1], *t[2], *t[3]]),
@@ -138,6 +141,19 @@ def verb_strategies(places: Places) -> dict[str, st.SearchStrategy[list[str]]]:
                                  "--device": value("cpu"), "--max-batch-size": value("4")}).map(
             lambda rest: ["serve", "--stop", *rest]),
         "demo": st.just(["demo"]),
+        "jobs snapshot": st.tuples(value(FINISHED_JOB), value("1", "2")).map(
+            lambda t: ["jobs", "snapshot", t[0], "--step", t[1]]),
+        "alerts": options({"--since": value("2h", "2026-01-01T00:00", "10m"), "--rules": None}).map(
+            lambda rest: ["alerts", *rest]),
+        "monitor --stop": options({"--interval": value("1"), "--count": value("1")}).map(
+            lambda rest: ["monitor", "--stop", *rest]),
+        "record": st.tuples(value(str(places.directory / "flight.jsonl"), str(places.directory)),
+                            options({"--count": value("1"), "--interval": value("0.05"),
+                                     "--max-bytes": value("100000"), "--keep": value("2"),
+                                     "--local": None, "--gpu-replay": value(str(GPU_READINGS))})).map(
+            lambda t: ["record", t[0], *t[1]]),
+        "fleet status": options({"--hosts": value("a", "a,b")}).map(
+            lambda rest: ["fleet", "status", *rest]),
     }
 
 
@@ -173,7 +189,7 @@ def clamp_long_runs(argv: list[str]) -> list[str]:
         args = build_parser().parse_args(argv)
     except (UsageError, SystemExit):
         return argv  # refused (or --help) before anything runs
-    if args.command == "watch":
+    if args.command in ("watch", "record"):
         return [*argv, "--count", "1", "--interval", "0.05"]
     if args.command == "endpoints" and getattr(args, "window", 0) > 0.1:
         return [*argv, "--window", "0"]
@@ -242,7 +258,8 @@ def fuzz_deck(cli, deck_home, tiny_model_dir, tmp_path):
 
 VERBS = ("models import", "models list", "models show", "models alias", "deploy", "rollback",
          "history", "audit", "status", "targets", "jobs", "finetune", "compress", "watch",
-         "endpoints", "serve --stop", "demo")
+         "endpoints", "serve --stop", "demo", "jobs snapshot", "alerts", "monitor --stop", "record",
+         "fleet status")
 
 
 @pytest.mark.parametrize("verb", VERBS)
