@@ -122,6 +122,10 @@ class GpuDevice(_ToDict):
     host: str | None = None
     # NVML's clock event (throttle) reasons now, e.g. ("sw_power_cap",); None: not reported
     throttle_reasons: tuple[str, ...] | None = None
+    # XID errors (NVML's critical-error events) seen since this reader started, and the last
+    # one's code; None: this reader cannot see them (no NVML events, a replay, DCGM's count)
+    xid_errors: int | None = None
+    last_xid: int | None = None
     diagnosis: Diagnosis | None = None  # filled in by the sampler
 
 

@@ -140,6 +140,9 @@ def _default(name: str, when: str, for_s: float, severity: str = "warning",
 DEFAULT_RULES: tuple[dict[str, Any], ...] = (
     _default("endpoint-down", "endpoint.state == 'down'", 30, "critical"),
     _default("gpu-hot", "gpu.temperature_c > 85", 60),
+    # NVML's XID events since the reader started; a GPU that raised one usually needs a reset,
+    # so the alert stays fired until the sampler restarts
+    _default("gpu-xid", "gpu.xid_errors > 0", 0, "critical"),
     _default("gpu-memory-full", "gpu.memory_pct > 97", 120),
     _default("host-memory-full", "host.memory_pct > 95", 60),
     _default("kv-cache-full", "endpoint.kv_cache_pct > 95", 60),

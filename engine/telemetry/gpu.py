@@ -51,6 +51,7 @@ class NvmlSource:
         self._driver_version: str | None = None
         self._failure: GpuSnapshot | None = None
         self._processes = _ProcessNames()
+        self._xids: _XidEvents | None = None
 
     def read(self) -> GpuSnapshot:
         with self._lock:
@@ -62,6 +63,8 @@ class NvmlSource:
             if not self._devices:
                 return GpuSnapshot("no-gpu", "NVML found no GPU", (), self._driver_version,
                                    taken_at=time.time())
+            if self._xids is not None:
+                self._xids.drain()
             devices = tuple(self._read_device(index, facts)
                             for index, facts in enumerate(self._devices))
             return GpuSnapshot("ok", None, devices, self._driver_version, taken_at=time.time())
@@ -86,6 +89,7 @@ class NvmlSource:
             self._failure = GpuSnapshot("error", f"NVML could not list devices: {error}")
             return
         self._devices = tuple(self._static_facts(handle) for handle in handles)
+        self._xids = _XidEvents(pynvml, handles)
 
     def _static_facts(self, handle: Any) -> _StaticFacts:
         nvml = self._nvml
@@ -114,7 +118,12 @@ class NvmlSource:
             sm_clock_mhz=_ask(nvml.nvmlDeviceGetClockInfo, handle, nvml.NVML_CLOCK_SM),
             memory_clock_mhz=_ask(nvml.nvmlDeviceGetClockInfo, handle, nvml.NVML_CLOCK_MEM),
             processes=self._device_processes(handle),
-            throttle_reasons=throttle_reasons(_ask(_event_reasons_call(nvml), handle)))
+            throttle_reasons=throttle_reasons(_ask(_event_reasons_call(nvml), handle)),
+            **self._xid_fields(index))
+
+    def _xid_fields(self, index: int) -> dict[str, Any]:
+        xid_errors, last_xid = self._xids.counts(index) if self._xids is not None else (None, None)
+        return {"xid_errors": xid_errors, "last_xid": last_xid}
 
     def _device_processes(self, handle: Any) -> tuple[GpuProcess, ...]:
         nvml = self._nvml
@@ -130,9 +139,75 @@ class NvmlSource:
 
     def close(self) -> None:
         with self._lock:
+            if self._xids is not None:
+                self._xids.close()
+                self._xids = None
             if self._nvml is not None:
                 _ask(self._nvml.nvmlShutdown)
                 self._nvml, self._devices = None, None
+
+
+class _XidEvents:
+    """XID errors come from NVML only as events (there is no counter to read): a set registered
+    for critical-error events on every device, drained without waiting at each read. Devices or
+    drivers that do not support events report None, not 0."""
+
+    MAX_PER_READ = 256  # a storm of XIDs must not hold up a tick
+
+    def __init__(self, nvml: Any, handles: list[Any]) -> None:
+        self._nvml, self._handles = nvml, handles
+        self._errors = [0 for _ in handles]
+        self._last: list[int | None] = [None for _ in handles]
+        self._watched = [False for _ in handles]
+        self._set = _ask(getattr(nvml, "nvmlEventSetCreate", lambda: None))
+        kind = getattr(nvml, "nvmlEventTypeXidCriticalError", None)
+        if self._set is None or kind is None:
+            return
+        for index, handle in enumerate(handles):
+            self._watched[index] = _succeeded(nvml.nvmlDeviceRegisterEvents, handle, kind,
+                                              self._set)
+
+    def drain(self) -> None:
+        if self._set is None:
+            return
+        wait = getattr(self._nvml, "nvmlEventSetWait_v2", None) or self._nvml.nvmlEventSetWait
+        for _ in range(self.MAX_PER_READ):
+            event = _ask(wait, self._set, 0)  # NVMLError_Timeout (-> None): nothing waiting
+            if event is None:
+                return
+            index = self._index_of(event.device)
+            if index is not None:
+                self._errors[index] += 1
+                self._last[index] = int(event.eventData)
+
+    def _index_of(self, handle: Any) -> int | None:
+        for index, known in enumerate(self._handles):
+            if known == handle:
+                return index
+        found = _ask(self._nvml.nvmlDeviceGetIndex, handle)
+        return int(found) if found is not None and 0 <= found < len(self._handles) else None
+
+    def counts(self, index: int) -> tuple[int | None, int | None]:
+        """(XIDs seen, the last one's code); (None, None) for a device NVML cannot watch."""
+        if not self._watched[index]:
+            return None, None
+        return self._errors[index], self._last[index]
+
+    def close(self) -> None:
+        if self._set is not None:
+            _ask(self._nvml.nvmlEventSetFree, self._set)
+            self._set = None
+
+
+def _succeeded(call: Callable[..., Any], *args: Any) -> bool:
+    """One NVML call that returns nothing: whether it worked."""
+    import pynvml
+
+    try:
+        call(*args)
+    except pynvml.NVMLError:
+        return False
+    return True
 
 
 class _ProcessNames:

@@ -26,6 +26,7 @@ DCGM_FIELDS = {  # DCGM series -> GpuDevice field (and a scale)
     "DCGM_FI_DEV_POWER_USAGE": ("power_w", 1.0),
     "DCGM_FI_DEV_SM_CLOCK": ("sm_clock_mhz", 1.0),
     "DCGM_FI_DEV_MEM_CLOCK": ("memory_clock_mhz", 1.0),
+    "DCGM_FI_DEV_XID_ERRORS": ("last_xid", 1.0),  # DCGM reports the last XID's code, not a count
 }
 # Generated tokens/s per serving job, whichever engine's name is present. `:` may arrive as `_`:
 # prometheus_client escapes it when Prometheus negotiates OpenMetrics (seen with Prometheus 2.42).
@@ -112,7 +113,7 @@ def gpus_from_rows(rows: list[dict[str, Any]]) -> tuple[GpuDevice, ...]:
 def _device(entry: dict[str, Any]) -> GpuDevice:
     free = entry.pop("memory_free_bytes", None)
     used = entry.get("memory_used_bytes")
-    for key in ("memory_used_bytes", "sm_clock_mhz", "memory_clock_mhz"):
+    for key in ("memory_used_bytes", "sm_clock_mhz", "memory_clock_mhz", "last_xid"):
         if entry.get(key) is not None:
             entry[key] = int(entry[key])
     total = int(used + free) if used is not None and free is not None else None

@@ -11,7 +11,7 @@ from pathlib import Path
 from engine.alert_settings import JOB_FIELDS, ROLLOUT_FIELDS, SUBJECT_FIELDS
 from engine.jobs import append_event, record_state
 from engine.paths import DeckPaths
-from engine.snapshots import GpuSnapshot, TelemetrySnapshot
+from engine.snapshots import GpuDevice, GpuSnapshot, TelemetrySnapshot
 from engine.telemetry.alerts.service import AlertService
 from engine.telemetry.alerts.subjects import JobWatcher, rollout_subjects
 
@@ -93,3 +93,13 @@ def test_default_rules_fire_on_training_and_rollout_trouble(tmp_path: Path):
     assert fired == {("loss-spike", "job:spike"), ("eval-loss-regression", "job:spike"),
                      ("training-non-finite", "job:diverged"), ("training-stalled", "job:stalled"),
                      ("rollout-gate-tripped", "rollout:r1")}
+
+
+def test_the_default_xid_rule_fires_on_a_gpu_that_raised_one(tmp_path: Path):
+    now = time.time()
+    gpus = GpuSnapshot("ok", devices=(GpuDevice(0, xid_errors=0), GpuDevice(1, xid_errors=2,
+                                                                             last_xid=79),
+                                      GpuDevice(2)))  # 2: no NVML events, nothing to say
+    service = AlertService(DeckPaths(tmp_path), (), exclusive=False)
+    fired = {(r["rule"], r["subject"]) for r in service.observe(TelemetrySnapshot(now, gpus))}
+    assert fired == {("gpu-xid", "gpu:1")}

@@ -121,6 +121,55 @@ class FakeNvml(types.ModuleType):
         raise self.NVMLError("Not Supported")
 
 
+class FakeNvmlWithEvents(FakeNvml):
+    """Adds NVML's event API: device 1 cannot register for events; XIDs are queued by a test."""
+
+    nvmlEventTypeXidCriticalError = 0x8
+
+    def __init__(self, devices: int = 3) -> None:
+        super().__init__(devices)
+        self.queued: list[types.SimpleNamespace] = []
+        self.freed = False
+
+    def nvmlEventSetCreate(self):
+        return "event-set"
+
+    def nvmlDeviceRegisterEvents(self, handle, kinds, event_set):
+        if handle == 1:
+            raise self.NVMLError("Not Supported")
+
+    def nvmlEventSetWait_v2(self, event_set, timeout_ms):
+        assert timeout_ms == 0  # a read never waits for an event
+        if not self.queued:
+            raise self.NVMLError("Timeout")
+        return self.queued.pop(0)
+
+    def nvmlEventSetFree(self, event_set):
+        self.freed = True
+
+    def xid(self, handle: int, code: int) -> None:
+        self.queued.append(types.SimpleNamespace(device=handle, eventData=code,
+                                                 eventType=self.nvmlEventTypeXidCriticalError))
+
+
+def test_xid_errors_are_counted_from_nvml_events_per_device(monkeypatch):
+    fake = FakeNvmlWithEvents(devices=3)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    source = NvmlSource()
+    first = source.read().devices
+    assert [(device.xid_errors, device.last_xid) for device in first] == [(0, None), (None, None),
+                                                                         (0, None)]
+    fake.xid(2, 79)
+    fake.xid(2, 48)
+    fake.xid(0, 13)
+    devices = source.read().devices
+    assert [(device.xid_errors, device.last_xid) for device in devices] == [(1, 13), (None, None),
+                                                                           (2, 48)]
+    assert source.read().devices[2].xid_errors == 2  # counted once, not per read
+    source.close()
+    assert fake.freed
+
+
 def test_nvml_path_caches_handles_and_nulls_what_a_device_cannot_report(monkeypatch):
     fake = FakeNvml(devices=2)
     monkeypatch.setitem(sys.modules, "pynvml", fake)
