@@ -400,7 +400,9 @@ def job_report(job: Mapping[str, Any], data: Mapping[str, Any]) -> Details:
     ]))]
     if progress:
         sections.append(Section("progress", pairs(progress_items(progress) + [
-            ("last eval loss", number(last_eval.get("eval_loss"), 4))])))
+            ("last eval loss", number(last_eval.get("eval_loss"), 4)),
+            ("data wait", number(progress.get("data_wait_pct"), 0, "%")),
+            ("diagnosis", _mapping(data.get("diagnosis")).get("line"))])))
     report = result.get("report")
     if isinstance(report, Mapping):
         sections.insert(0, compression_section(report))

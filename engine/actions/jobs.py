@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,9 +113,21 @@ def show_job(deck: Deck, job_id: str) -> JobResult:
     events, _ = jobs.read_events(Path(job.directory))
     progress = [e for e in events if e.get("type") == "progress"]
     evals = [e for e in events if e.get("type") == "eval"]
-    return JobResult(job, {"last_progress": progress[-1] if progress else None,
+    last = progress[-1] if progress else None
+    return JobResult(job, {"last_progress": last,
                            "last_eval": evals[-1] if evals else None,
-                           "loss_curve": jobs.loss_curve(events)})
+                           "loss_curve": jobs.loss_curve(events),
+                           "diagnosis": _job_diagnosis(job.state, last)})
+
+
+def _job_diagnosis(state: str, progress: dict[str, Any] | None) -> dict[str, Any] | None:
+    """One line on a running job (engine.telemetry.diagnosis); None once it has ended."""
+    from engine.telemetry.diagnosis import diagnose_job
+
+    if state != "running":
+        return None
+    since = time.time() - progress["t"] if progress and isinstance(progress.get("t"), float) else None
+    return diagnose_job(progress, since).to_dict()
 
 
 def cancel_job(deck: Deck, request: JobRequest) -> JobResult:

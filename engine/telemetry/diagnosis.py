@@ -17,6 +17,7 @@ Several matches join with "; ", the most pressing first.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +30,7 @@ HOT_C = 87.0  # without throttle reasons: hot enough that the clocks are likely 
 POWER_LIMIT_FRACTION = 0.98
 STALLED_S = 300.0
 STARVED_GPU_PCT = 40.0
+STARVED_DATA_WAIT_PCT = 30.0  # of the wall time between two logs, waiting for the next batches
 THERMAL_REASONS = ("sw_thermal_slowdown", "hw_thermal_slowdown", "hw_slowdown")
 POWER_REASONS = ("sw_power_cap", "hw_power_brake_slowdown")
 
@@ -165,7 +167,8 @@ def diagnose_job(progress: Mapping[str, Any] | None, seconds_since_step: float |
                  gpu_utilization_pct: float | None = None) -> Diagnosis:
     """A running job from its newest `progress` event (engine.training.callback), the seconds
     since that event, and the utilization of the GPU it trains on (None: on the CPU, or not
-    known). The job events carry no data-loader timing, so starvation is read from the GPU
+    known). Starvation is read from the share of each step the trainer spent waiting for its
+    next batches (`data_wait_pct`), or, from a job that does not report it, from the GPU
     waiting on its input while the job steps."""
     findings: list[Finding] = []
     checked: list[str] = []
@@ -178,6 +181,12 @@ def diagnose_job(progress: Mapping[str, Any] | None, seconds_since_step: float |
         checked.append(f"last step {seconds_since_step:.0f} s ago")
         if seconds_since_step >= STALLED_S:
             findings.append(("stalled", f"stalled: no step for {seconds_since_step:.0f} s"))
+    waiting = progress.get("data_wait_pct")
+    if isinstance(waiting, (int, float)) and math.isfinite(waiting):
+        checked.append(f"data wait {_pct(waiting)}")
+        if waiting >= STARVED_DATA_WAIT_PCT and not findings:
+            findings.append(("input-starved", f"starved by its data loader: {_pct(waiting)} of "
+                                              "the time waiting for batches"))
     if gpu_utilization_pct is not None:
         checked.append(f"GPU {_pct(gpu_utilization_pct)}")
         if gpu_utilization_pct < STARVED_GPU_PCT and not findings:

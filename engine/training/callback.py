@@ -34,6 +34,11 @@ class JobEventsCallback(TrainerCallback):
         self.start_tokens = 0
         self.steps_this_rank = 0
         self.stopped_early_at: int | None = None
+        # Seconds between one step's end and the next one's start: the Trainer fetches the next
+        # batches there, so it is the time spent waiting on the data loader (logging, evaluating
+        # and saving happen there too; they move the mark forward, see _mark)
+        self.step_ended_at: float | None = None
+        self.data_wait_s = 0.0
 
     @classmethod
     def for_job(cls, context: JobContext, **extra: Any) -> JobEventsCallback:
@@ -48,7 +53,18 @@ class JobEventsCallback(TrainerCallback):
                   resumed_from_step=state.global_step or None, world_size=args.world_size,
                   **self.extra)
 
+    def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        if self.step_ended_at is not None:
+            self.data_wait_s += time.monotonic() - self.step_ended_at
+        self.step_ended_at = None
+
+    def _mark(self) -> None:
+        """The data loader's wait starts now (after a step, or after logging, evaluating or
+        saving, which are not the loader's time)."""
+        self.step_ended_at = time.monotonic()
+
     def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        self._mark()
         self.steps_this_rank += 1
         if self.cancelled():
             control.should_training_stop = True  # SIGTERM normally gets here first
@@ -65,6 +81,7 @@ class JobEventsCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         self.emit("checkpoint", step=state.global_step, path=str(path), **self.extra)
+        self._mark()
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
         if logs is None:
@@ -77,8 +94,10 @@ class JobEventsCallback(TrainerCallback):
             self.emit("progress", **self._progress(args, state, logs), **self.extra)
         if "eval_loss" in logs:
             self._emit_eval(state, logs)
+        self._mark()
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: ANN001
+        self._mark()
         metrics = metrics or {}
         loss = metrics.get("eval_loss")
         if loss is not None and not math.isfinite(loss):
@@ -92,10 +111,12 @@ class JobEventsCallback(TrainerCallback):
     def _step_signals(self, args: Any, state: Any) -> dict[str, float]:
         """Mean seconds per step since the last log, and the memory the process holds."""
         now = time.monotonic()
-        steps = state.global_step - self.last_log_step
-        step_time = (now - self.last_log_at) / steps if steps > 0 else None
-        self.last_log_at, self.last_log_step = now, state.global_step
+        steps, span = state.global_step - self.last_log_step, now - self.last_log_at
+        step_time = span / steps if steps > 0 else None
         signals = {"memory_bytes": float(memory_bytes(args.device))}
+        if span > 0:  # the share of the time since the last log spent waiting for batches
+            signals["data_wait_pct"] = min(100.0, 100.0 * self.data_wait_s / span)
+        self.last_log_at, self.last_log_step, self.data_wait_s = now, state.global_step, 0.0
         return signals if step_time is None else {**signals, "step_time_s": step_time}
 
     def _progress(self, args: Any, state: Any, logs: dict[str, Any]) -> dict[str, Any]:
@@ -112,6 +133,7 @@ class JobEventsCallback(TrainerCallback):
                 "tokens_per_s": tokens / elapsed if elapsed > 0 and tokens else None,
                 "samples_per_s": samples / elapsed if elapsed > 0 else None,
                 "step_time_s": logs.get("step_time_s"), "memory_bytes": logs.get("memory_bytes"),
+                "data_wait_pct": logs.get("data_wait_pct"),
                 "tokens_seen": state.num_input_tokens_seen, "elapsed_s": elapsed,
                 # CPU seconds of this process: throughput per CPU-second survives a busy machine
                 "cpu_s": time.process_time() - self.cpu_started,

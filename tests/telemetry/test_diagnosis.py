@@ -90,6 +90,10 @@ JOB_CASES = [
     ({"step": 40}, 400.0, 0.0, ("stalled",), "stalled: no step for 400 s"),
     ({"step": 40}, 1.0, 25.0, ("input-starved",), "starved by its input: GPU only 25% busy"),
     (None, None, None, ("no-progress",), "not checked: no step reported yet"),
+    ({"step": 40, "data_wait_pct": 45.0}, 1.0, None, ("input-starved",),
+     "starved by its data loader: 45% of the time waiting for batches"),
+    ({"step": 40, "data_wait_pct": 12.0}, 1.0, None, ("ok",), "ok: step 40, last step 1 s ago, "
+                                                              "data wait 12%"),
 ]
 
 
