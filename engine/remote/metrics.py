@@ -34,6 +34,8 @@ GAUGES_SUMMED: dict[str, tuple[str, ...]] = {
                 "tgi_batch_current_size"),
     "waiting": ("vllm_num_requests_waiting", "modeldeck_num_requests_waiting",
                 "modeldeck_requests_waiting", "llamacpp_requests_deferred", "tgi_queue_size"),
+    # the batch limit, where a server exports it (modeldeck's; vLLM's max-num-seqs is not a series)
+    "batch_capacity": ("modeldeck_max_num_seqs",),
 }
 GAUGES_AVERAGED: dict[str, tuple[str, ...]] = {  # fractions 0..1: averaged over engines
     "kv_cache": ("vllm_kv_cache_usage_perc", "vllm_gpu_cache_usage_perc",

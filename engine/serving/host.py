@@ -206,6 +206,7 @@ class ModelHost:
                                   self.settings.dtype)
         if loaded.device == "cpu":
             _leave_a_core_for_http()
+        self.metrics.max_num_seqs.set(self.settings.max_batch_size)
         scheduler = BatchScheduler(loaded.model, loaded.tokenizer,
                                    max_batch_size=self.settings.max_batch_size,
                                    max_queue=self.settings.max_queue,

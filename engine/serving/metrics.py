@@ -54,6 +54,12 @@ class ServerMetrics:
                                     labels, registry=self.registry)
         self.batch_size = Histogram("modeldeck_batch_size", "Sequences per decode step",
                                     labels, buckets=BATCH_BUCKETS, registry=self.registry)
+        # The scheduler's batch limit ([serve] max_batch_size), so a reader can tell a queue
+        # behind a full batch from one behind a batch with room (engine.telemetry.diagnosis).
+        # Not per version: every version's scheduler has the same limit.
+        self.max_num_seqs = Gauge("modeldeck_max_num_seqs",
+                                  "The most sequences one scheduler step batches",
+                                  registry=self.registry)
         self.requests = Counter("modeldeck_requests", "Finished requests by outcome",
                                 ("version", "outcome"), registry=self.registry)
         # Rollouts (engine.serving.rollout): each version's share of new requests, and the

@@ -52,8 +52,9 @@ def _pct(value: float) -> str:
 
 
 def diagnose_endpoint(endpoint: EndpointSnapshot, batch_capacity: int | None = None) -> Diagnosis:
-    """`batch_capacity`: the most sequences the server batches, when known (vLLM's
-    max-num-seqs, [serve] max_batch_size); no server exports it, so None is the usual case."""
+    """`batch_capacity`: the most sequences the server batches, when it says
+    (modeldeck's server exports `modeldeck_max_num_seqs`; vLLM does not export max-num-seqs,
+    so its endpoints read None and a queue there is only `queueing`)."""
     if endpoint.status not in ("up", "degraded"):
         return Diagnosis(f"not checked: {endpoint.status}"
                          + (f" ({endpoint.reason})" if endpoint.reason else ""), (endpoint.status,))

@@ -177,7 +177,8 @@ class Sampler:
         endpoint = self._windowed(endpoint, scrape, now)
         for series in ENDPOINT_SERIES:
             self._append(f"endpoint.{endpoint.name}.{series}", getattr(endpoint, series))
-        return replace(endpoint, diagnosis=diagnose_endpoint(endpoint), tokens_history=tuple(
+        diagnosis = diagnose_endpoint(endpoint, _batch_capacity(scrape))
+        return replace(endpoint, diagnosis=diagnosis, tokens_history=tuple(
             self._history.get(f"endpoint.{endpoint.name}.tokens_per_s", ())))
 
     def _windowed(self, endpoint: EndpointSnapshot, scrape: "Scrape | None",
@@ -302,6 +303,14 @@ def _read_gpus(source: "GpuSource | None") -> GpuSnapshot:
 
 def _read_host(source: "HostSource | None") -> HostSnapshot | None:
     return source.read() if source is not None else None
+
+
+def _batch_capacity(scrape: "Scrape | None") -> int | None:
+    """The server's batch limit, where its /metrics says (engine.telemetry.diagnosis)."""
+    from engine.remote.metrics import GAUGES_SUMMED
+
+    capacity = scrape.gauge(GAUGES_SUMMED["batch_capacity"]) if scrape is not None else None
+    return int(capacity) if capacity else None
 
 
 def _too_old(endpoint: EndpointSnapshot, now: float, limit: float) -> bool:

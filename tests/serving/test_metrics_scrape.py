@@ -7,7 +7,8 @@ from urllib.parse import urlparse
 from tests.prometheus_server import prometheus_or_skip
 
 
-def test_prometheus_scrapes_the_serving_metrics(running, tmp_path):
+def test_prometheus_scrapes_the_serving_metrics(start_server, tmp_path):
+    running = start_server(max_batch_size=3)
     client = running.openai()
     for prompt in ("Hello", "The cat", "Once upon a time"):
         client.completions.create(model="tiny", prompt=prompt, max_tokens=5, temperature=0)
@@ -22,8 +23,11 @@ def test_prometheus_scrapes_the_serving_metrics(running, tmp_path):
         assert float(ttft_count[0]["value"][1]) == 3
         for name in ("modeldeck_inter_token_latency_seconds_bucket",
                      "modeldeck_e2e_request_latency_seconds_bucket", "modeldeck_batch_size_bucket",
-                     "modeldeck_num_requests_running", "modeldeck_num_requests_waiting"):
+                     "modeldeck_num_requests_running", "modeldeck_num_requests_waiting",
+                     "modeldeck_max_num_seqs"):
             assert prometheus.query(name), name
+        limit = prometheus.query("modeldeck_max_num_seqs")  # the batch limit, as served
+        assert float(limit[0]["value"][1]) == 3
         info = prometheus.query("modeldeck_model_info")
         assert info[0]["metric"]["ref"] == "tiny@1" and info[0]["metric"]["dtype"] == "float32"
         assert info[0]["metric"]["engine_path"] == "fused", info[0]["metric"]

@@ -75,3 +75,23 @@ def test_the_console_rows_carry_the_diagnosis_line():
     assert endpoint_row(endpoint).diagnosis == "KV cache full (97%)"
     assert gpu_row(GpuDevice(0, diagnosis=Diagnosis("ok: util 5%", ("ok",)))).diagnosis == "ok: util 5%"
     assert gpu_row(GpuDevice(0)).diagnosis == ""
+
+
+@pytest.mark.parametrize("running, verdict", [(4, "at capacity: batch full (4), 3 waiting"),
+                                              (1, "queue-bound: 3 waiting while the batch holds 1 of 4")])
+def test_a_servers_batch_limit_tells_a_full_batch_from_one_with_room(running, verdict):
+    """modeldeck's server exports its batch limit (modeldeck_max_num_seqs); the sampler hands it
+    to the diagnosis, which can then tell a queue behind a full batch from a stalled admission."""
+    from engine.remote.metrics import parse_scrape
+    from engine.snapshots import EndpointSnapshot
+    from engine.telemetry.diagnosis import diagnose_endpoint
+    from engine.telemetry.sampler import _batch_capacity
+
+    body = (f'modeldeck_num_requests_running{{version="tiny@1"}} {running}\n'
+            'modeldeck_num_requests_waiting{version="tiny@1"} 3\n'
+            "modeldeck_max_num_seqs 4\n")
+    scrape = parse_scrape(body, 0.0)
+    endpoint = EndpointSnapshot("local", "modeldeck", "http://127.0.0.1:1", "up",
+                                running=float(running), waiting=3.0)
+    assert verdict in diagnose_endpoint(endpoint, _batch_capacity(scrape)).line
+    assert _batch_capacity(parse_scrape(body.replace("modeldeck_max_num_seqs 4\n", ""), 0.0)) is None
