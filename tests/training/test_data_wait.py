@@ -58,3 +58,30 @@ def test_data_wait_is_the_share_between_steps_without_logging_or_evaluating(cloc
     hooks.on_log(args, state, control, logs={"loss": 1.9})
     later = [fields for kind, fields in emitted if kind == "progress"][-1]
     assert later["data_wait_pct"] == pytest.approx(0.0)  # counted afresh after each log
+
+
+def test_jobs_show_diagnoses_a_running_job_starved_by_its_data_loader(deck):
+    """`jobs show` (JSON and text) carries the diagnosis of a running job from its newest
+    progress event; an ended job has none."""
+    import json
+    import os
+
+    from console.present import job_report, sections_text
+    from engine import actions
+    from engine.jobs import append_event, new_job_id, record_state
+
+    job_id = new_job_id("finetune")
+    directory = deck.paths.jobs / job_id
+    directory.mkdir(parents=True)
+    (directory / "spec.json").write_text(json.dumps({"id": job_id, "kind": "finetune",
+                                                     "created_at": 0.0, "spec": {}}))
+    (directory / "pid").write_text(str(os.getpid()))  # a live supervisor: this process
+    record_state(directory, "running")
+    append_event(directory, "progress", step=7, max_steps=100, loss=2.0, data_wait_pct=62.0)
+    shown = actions.show_job(deck, job_id)
+    assert shown.data["diagnosis"]["rules"] == ["input-starved"]
+    text = sections_text(job_report(shown.job.to_dict(), shown.data))
+    assert "starved by its data loader: 62% of the time waiting for batches" in text
+    assert "data wait" in text and "62%" in text
+    record_state(directory, "finished")
+    assert actions.show_job(deck, job_id).data["diagnosis"] is None
