@@ -24,7 +24,7 @@ from pydantic_core import PydanticCustomError
 
 from engine.alert_settings import AlertRules
 from engine.errors import BadInput
-from engine.validate import NAME_PATTERN
+from engine.validate import NAME_PATTERN, unique_names
 from engine.finetune_settings import checked_values
 from engine.host_settings import Hosts
 from engine.slo_settings import SloBounds, SloSettings
@@ -305,11 +305,7 @@ class DeckConfig(Section):
     @field_validator("endpoints", "targets")
     @classmethod
     def _unique_names(cls, entries: tuple) -> tuple:
-        names = [entry.name for entry in entries]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"duplicate name {duplicates[0]!r}")
-        return entries
+        return unique_names(entries)
 
     def target(self, name: str) -> TargetSettings | None:
         return next((target for target in self.targets if target.name == name), None)

@@ -19,7 +19,7 @@ from typing import Annotated
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo,
                       field_validator)
 
-from engine.validate import NAME_PATTERN
+from engine.validate import NAME_PATTERN, unique_names
 
 
 def _destination(value: str) -> None:
@@ -77,11 +77,7 @@ class HostSettings(BaseModel):
 
 
 def _unique(hosts: tuple[HostSettings, ...]) -> tuple[HostSettings, ...]:
-    names = [host.name for host in hosts]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"duplicate host name {duplicates[0]!r}")
-    return hosts
+    return unique_names(hosts, "host name")
 
 
 Hosts = Annotated[tuple[HostSettings, ...], AfterValidator(_unique)]

@@ -191,6 +191,16 @@ def inside(directory: Path, name: str, what: str = "file name") -> Path:
     return candidate
 
 
+def unique_names(entries: tuple, what: str = "name") -> tuple:
+    """A settings list whose entries' `name`s are unique (a pydantic validator's body: the
+    ValueError becomes deck.toml's one-line error naming the list)."""
+    names = [entry.name for entry in entries]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate {what} {duplicates[0]!r}")
+    return entries
+
+
 def _shown(value: object, limit: int = 60) -> str:
     """A value as it may appear in a one-line error: quoted and cut, never a huge repr."""
     text = str(value)

@@ -29,7 +29,7 @@ from pydantic_core import PydanticCustomError
 
 from engine.alert_settings.expression import Expression, ExpressionError, parse
 from engine.snapshots import EndpointSnapshot, GpuDevice, HostSnapshot
-from engine.validate import NAME_PATTERN
+from engine.validate import NAME_PATTERN, unique_names
 
 # Fields a rule may read, per subject. GPUs, endpoints and the host are the snapshot's
 # (engine/snapshots.py) plus a few derived ones; jobs and rollouts are built from their files
@@ -159,11 +159,7 @@ DEFAULT_FOR_S, DEFAULT_SUPPRESS_S = 0.0, 60.0
 
 
 def _unique(rules: tuple[AlertRule, ...]) -> tuple[AlertRule, ...]:
-    names = [rule.name for rule in rules]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"duplicate rule name {duplicates[0]!r}")
-    return rules
+    return unique_names(rules, "rule name")
 
 
 # DeckConfig's `alerts` field: deck.toml's [[alerts]], names unique.
