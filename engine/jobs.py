@@ -10,18 +10,17 @@ A job is a directory, jobs/<id>/:
   control/       requests to a running worker (stop, checkpoint), one file each, taken once
   tensorboard/   TensorBoard event files of the job's training runs
 
-`start_job` spawns `python -m engine.jobs supervise <dir>` with start_new_session, so closing the
-terminal or the SSH session does not stop it. The supervisor runs the worker (directly, or under
-torchrun for several processes), and records `failed` with the exit status if the worker died
-without saying why. The worker (`python -m engine.jobs run <dir>`) dispatches on kind to a
-function `fn(context: JobContext) -> dict | None`; its return value is the job's result.
+This module is the caller side: start, read, follow, cancel and resume jobs. `start_job` spawns
+`python -m engine.jobs supervise <dir>` with start_new_session, so closing the terminal or the SSH
+session does not stop it. What runs in there (the supervisor, the worker `python -m engine.jobs
+run <dir>`, JobContext) is engine.job_worker; its names are re-exported here, so engine.jobs
+stays the one import path for callers and the one module path for the job's processes.
 
 Nothing here imports torch: `status` and the console read jobs cheaply.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import secrets
@@ -32,20 +31,24 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Union
+from typing import TYPE_CHECKING, Any, Union
 
-from engine.errors import ActionFailed, BadInput, DeckError
+from engine.errors import ActionFailed, BadInput
 from engine.paths import DeckPaths
 from engine.fsutil import write_atomically
 from engine.procs import process_alive
+# The detached side, re-exported: callers, tests and `python -m engine.jobs` reach it from here.
+from engine.job_worker import (CONTROL_ACTIONS, JOB_STATES, TERMINAL_STATES, JobCancelled,
+                               JobContext, JobLaunch, append_event, main, record_state,
+                               run_worker, take_control_requests, worker_device)
+from engine.job_worker import _worker_command as _worker_command  # tests check its command line
+from engine.job_worker import read_json as _read_json  # also engine.telemetry.alerts' reader
 
 if TYPE_CHECKING:
     from engine.deck import Deck
 
 Where = Union["Deck", DeckPaths]  # every public function takes a Deck or its DeckPaths
 
-JOB_STATES = ("queued", "running", "finished", "failed", "cancelled")
-TERMINAL_STATES = ("finished", "failed", "cancelled")
 # kind -> "module:function". Another engineer adds a kind here (or passes entry= to start_job).
 WORKER_ENTRIES: dict[str, str] = {
     "finetune": "engine.actions.jobs:run_finetune_job",  # trains, then deploy-if-better
@@ -53,14 +56,8 @@ WORKER_ENTRIES: dict[str, str] = {
     "selftest": "engine.jobs:_selftest_worker",
 }
 CANCEL_GRACE_S = 10.0
-# What a running training worker can be asked to do (it polls control/ after every step).
-CONTROL_ACTIONS = ("stop", "checkpoint")
 CONTROLLABLE_KINDS = ("finetune", "compress")
 VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
-
-
-class JobCancelled(Exception):
-    """Raised inside a worker when the job is cancelled (SIGTERM to its process group)."""
 
 
 # ---- records ---------------------------------------------------------------------------------
@@ -88,43 +85,7 @@ class JobInfo:
         return {**asdict(self), "tensorboard_dir": str(Path(self.directory) / "tensorboard")}
 
 
-@dataclass(frozen=True)
-class JobLaunch:
-    """How many processes run the worker: 1 is a plain process, more go through torchrun."""
-
-    nproc: int = 1
-    nnodes: int = 1
-    rdzv_endpoint: str | None = None
-    node_rank: int | None = None
-
-    @property
-    def distributed(self) -> bool:
-        return self.nproc > 1 or self.nnodes > 1
-
-
-# ---- the event stream ------------------------------------------------------------------------
-
-
-def append_event(job_dir: Path, event_type: str, **fields: Any) -> dict[str, Any]:
-    """One line, one write, O_APPEND: concurrent writers never interleave inside a line."""
-    event = {"t": time.time(), "type": event_type, **fields}
-    line = (json.dumps(event, default=str, allow_nan=True) + "\n").encode()
-    descriptor = os.open(job_dir / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(descriptor, line)
-    finally:
-        os.close(descriptor)
-    return event
-
-
-def record_state(job_dir: Path, state: str, reason: str | None = None, **fields: Any) -> None:
-    """Append the state change and rewrite state.json (temp + rename, so readers see whole files)."""
-    if state not in JOB_STATES:
-        raise ValueError(f"unknown job state {state!r}")
-    event = append_event(job_dir, "state", state=state, reason=reason, **fields)
-    previous = _read_json(job_dir / "state.json") or {}
-    snapshot = {**previous, "state": state, "reason": reason, "updated_at": event["t"], **fields}
-    write_atomically(job_dir / "state.json", json.dumps(snapshot, default=str))
+# ---- reading the event stream ----------------------------------------------------------------
 
 
 def read_events(job_dir: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
@@ -244,14 +205,6 @@ def _read_pid(directory: Path) -> int | None:
         return None
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 # ---- starting, cancelling, resuming ----------------------------------------------------------
 
 
@@ -306,13 +259,6 @@ def pinned_environment(device: str | None, inherited: Mapping[str, str]) -> dict
         raise BadInput(f"device {device}: {VISIBLE_DEVICES}={inherited[VISIBLE_DEVICES]!r} "
                        f"leaves {len(visible)} CUDA device(s) visible")
     return {VISIBLE_DEVICES: visible[index] if visible else str(index)}
-
-
-def worker_device(device: str | None) -> str:
-    """The device a job worker uses: its pinned GPU is the only one it sees, so cuda:N -> cuda."""
-    if not device:
-        return "auto"
-    return "cuda" if device.startswith("cuda:") else device
 
 
 def _spawn_supervisor(paths: DeckPaths, directory: Path) -> None:
@@ -371,18 +317,6 @@ def request_control(where: Where, job_id: str, action: str) -> JobInfo:
     return job
 
 
-def take_control_requests(job_dir: Path) -> set[str]:
-    """The requests waiting for the worker, each taken (removed) once."""
-    taken = set()
-    for action in CONTROL_ACTIONS:
-        try:
-            (job_dir / "control" / action).unlink()
-        except FileNotFoundError:
-            continue
-        taken.add(action)
-    return taken
-
-
 def resume_job(where: Where, job_id: str) -> JobInfo:
     """Start a failed or cancelled job again; its worker continues from its checkpoints."""
     paths = deck_paths_of(where)
@@ -402,147 +336,7 @@ def resume_job(where: Where, job_id: str) -> JobInfo:
     return get_job(paths, job_id)
 
 
-# ---- the detached side: supervisor and worker ------------------------------------------------
-
-
-def _supervise(directory: Path) -> int:
-    """Run the worker (or torchrun), then make sure the job ends in a terminal state."""
-    document = _read_json(directory / "spec.json") or {}
-    if (directory / "cancel").exists():  # cancelled before it got going
-        if (_read_json(directory / "state.json") or {}).get("state") not in TERMINAL_STATES:
-            record_state(directory, "cancelled", (directory / "cancel").read_text() or None)
-        return 0
-    launch = JobLaunch(**document.get("launch", {}))
-    command = _worker_command(directory, launch)
-    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, cwd=directory)
-    signal.signal(signal.SIGTERM, lambda *_: None)  # the group's SIGTERM is for the worker
-    code = child.wait()
-    snapshot = _read_json(directory / "state.json") or {}
-    if snapshot.get("state") not in TERMINAL_STATES:
-        if (directory / "cancel").exists():
-            record_state(directory, "cancelled", (directory / "cancel").read_text() or None)
-        else:
-            record_state(directory, "failed", _exit_reason(code))
-    return 0
-
-
-def _exit_reason(code: int) -> str:
-    if code < 0:
-        return f"worker killed by signal {signal.Signals(-code).name}"
-    return f"worker exited with status {code} (see the job's log)"
-
-
-def _worker_command(directory: Path, launch: JobLaunch) -> list[str]:
-    if not launch.distributed:
-        return [sys.executable, "-m", "engine.jobs", "run", str(directory)]
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={launch.nproc}",
-               f"--nnodes={launch.nnodes}"]
-    if launch.rdzv_endpoint:
-        command += ["--rdzv-backend=c10d", f"--rdzv-endpoint={launch.rdzv_endpoint}"]
-    else:
-        command += ["--standalone"]
-    if launch.node_rank is not None:
-        command += [f"--node-rank={launch.node_rank}"]
-    return command + ["--module", "engine.jobs", "run", str(directory)]
-
-
-@dataclass
-class JobContext:
-    """What a worker function gets: its spec, where to write, and how to report."""
-
-    job_id: str
-    directory: Path
-    kind: str
-    spec: dict[str, Any]
-    home: Path
-    attempt: int
-    rank: int = 0
-    world_size: int = 1
-    requested_device: str | None = None  # what the job was started with (cuda:N, cpu, ...)
-
-    @property
-    def device(self) -> str:
-        """The device this worker uses: cuda:N was pinned by CUDA_VISIBLE_DEVICES, so "cuda"."""
-        return worker_device(self.requested_device)
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.directory / "checkpoints"
-
-    def emit(self, event_type: str, **fields: Any) -> None:
-        """Rank 0 writes the stream; other ranks stay quiet so the curve is one curve."""
-        if self.is_main:
-            append_event(self.directory, event_type, **fields)
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.directory / "tensorboard"
-
-    def cancelled(self) -> bool:
-        return (self.directory / "cancel").exists()
-
-    def take_requests(self) -> set[str]:
-        """Stop / checkpoint requests; only rank 0 takes them (it tells the other ranks)."""
-        return take_control_requests(self.directory) if self.is_main else set()
-
-    def deck(self):
-        from engine.deck import Deck
-
-        return Deck.at(self.home)
-
-
-def _raise_cancelled(*_: Any) -> None:
-    raise JobCancelled("cancelled")
-
-
-def run_worker(directory: Path) -> int:
-    """The worker process: dispatch on kind, turn the outcome into the job's terminal state."""
-    document = _read_json(directory / "spec.json") or {}
-    snapshot = _read_json(directory / "state.json") or {}
-    context = JobContext(job_id=directory.name, directory=directory, kind=document.get("kind", "?"),
-                         spec=document.get("spec", {}), home=directory.parent.parent,
-                         attempt=int(snapshot.get("attempt", 1)),
-                         rank=int(os.environ.get("RANK", 0)),
-                         world_size=int(os.environ.get("WORLD_SIZE", 1)),
-                         requested_device=document.get("device"))
-    signal.signal(signal.SIGTERM, _raise_cancelled)
-    if context.is_main:
-        record_state(directory, "running", f"attempt {context.attempt}", worker_pid=os.getpid(),
-                     world_size=context.world_size)
-    try:
-        result = _entry_function(document.get("entry", ""))(context)
-    except JobCancelled:
-        reason = (directory / "cancel").read_text() if (directory / "cancel").exists() else None
-        if context.is_main:
-            record_state(directory, "cancelled", reason or "cancelled")
-        return 1
-    except Exception as error:  # every failure becomes a reason on the job, then the exit
-        if context.is_main:
-            record_state(directory, "failed", _failure_reason(error))
-        import traceback
-
-        traceback.print_exc()
-        return 1
-    if context.is_main:
-        record_state(directory, "finished", "done", result=result or {})
-    return 0
-
-
-def _failure_reason(error: Exception) -> str:
-    if isinstance(error, DeckError):
-        return str(error)
-    return f"{type(error).__name__}: {error}"
-
-
-def _entry_function(entry: str) -> Callable[[JobContext], dict[str, Any] | None]:
-    module_name, _, function_name = entry.partition(":")
-    if not module_name or not function_name:
-        raise ActionFailed(f"job has no valid worker entry ({entry!r})")
-    return getattr(importlib.import_module(module_name), function_name)
+# ---- the selftest kind: a torch-free worker for testing the machinery ------------------------
 
 
 def _selftest_worker(context: JobContext) -> dict[str, Any]:
@@ -557,14 +351,6 @@ def _selftest_worker(context: JobContext) -> dict[str, Any]:
         if context.spec.get("fail_at") == step:
             raise ActionFailed(f"asked to fail at step {step}")
     return {"steps": steps, "started_at_step": start}
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] not in ("run", "supervise"):
-        sys.stderr.write("usage: python -m engine.jobs run|supervise JOB_DIR\n")
-        return 2
-    directory = Path(argv[1]).resolve()
-    return run_worker(directory) if argv[0] == "run" else _supervise(directory)
 
 
 if __name__ == "__main__":
