@@ -249,7 +249,9 @@ def finished_job(home: Path) -> None:
 
 
 @pytest.fixture
-def fuzz_deck(cli, deck_home, tiny_model_dir, tmp_path):
+def fuzz_deck(cli, deck_home, tiny_model_dir, tmp_path, monkeypatch):
+    # `record FILE` with a junk FILE writes it relative to the working directory: a scratch one
+    monkeypatch.chdir(tmp_path)
     assert cli("models", "import", str(tiny_model_dir), "--name", "tiny").code == 0
     assert cli("deploy", "tiny@1", "--yes").code == 0
     finished_job(deck_home)
