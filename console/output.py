@@ -68,10 +68,7 @@ def one_line(message: str) -> str:
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     cells = [[str(h) for h in headers]] + [[_cell(value) for value in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip()
-             for row in cells]
-    return "\n".join(lines)
+    return "\n".join(present.aligned(cells, [False] * len(headers)))
 
 
 def _cell(value: Any) -> str:

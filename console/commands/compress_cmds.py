@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from console.commands.arguments import device, existing_file, number, text, whole
-from console import present
+from console import present, present_models
 from console.output import emit
 from engine import actions
 from engine.deck import Deck
@@ -88,5 +88,5 @@ def _summary(result: actions.CompressResult) -> str:
 def report_table(report: dict[str, Any]) -> str:
     """Parent and result side by side, with the change: the table `models show` and the
     console's details view show (console.present)."""
-    section = present.compression_section(report)
+    section = present_models.compression_section(report)
     return present.sections_text(present.Details("", (section,))).lstrip("\n")

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from console import present
+from console import present, present_jobs
 from console.commands.arguments import (device, existing_file, job_id, number, text,
                                          whole)
 from console.output import emit, human_time, table
@@ -213,7 +213,7 @@ def list_command(args: argparse.Namespace, deck: Deck) -> int:
 def _jobs_table(jobs: list[Any]) -> str:
     if not jobs:
         return "no jobs yet: `modeldeck finetune NAME@VERSION --data FILE`"
-    rows = [(j.id, j.kind, j.state, present.job_source(j.spec), (j.result or {}).get("version"),
+    rows = [(j.id, j.kind, j.state, present_jobs.job_source(j.spec), (j.result or {}).get("version"),
              human_time(j.created_at), j.reason) for j in jobs]
     return table(("ID", "KIND", "STATE", "FROM", "RESULT", "CREATED", "REASON"), rows)
 
@@ -227,7 +227,7 @@ def show_command(args: argparse.Namespace, deck: Deck) -> int:
 def _details_text(details: actions.JobResult) -> str:
     """The job as a designed view (console.present): state, source, progress, and its result
     as the parent-vs-result table its kind has."""
-    return present.sections_text(present.job_report(details.job.to_dict(), details.data))
+    return present.sections_text(present_jobs.job_report(details.job.to_dict(), details.data))
 
 
 def cancel_command(args: argparse.Namespace, deck: Deck) -> int:

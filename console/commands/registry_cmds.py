@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from console import present
+from console import present, present_models
 from console.commands.arguments import path_text, text
 from console.output import emit, human_bytes, human_count, human_time, table
 from engine import actions
@@ -78,7 +78,7 @@ def show_command(args: argparse.Namespace, deck: Deck) -> int:
 
 def _details_text(details: actions.ModelDetails) -> str:
     """The version as the console's details view shows it (console.present), as text."""
-    return present.sections_text(present.model_details(details.to_dict()))
+    return present.sections_text(present_models.model_details(details.to_dict()))
 
 
 def alias_command(args: argparse.Namespace, deck: Deck) -> int:

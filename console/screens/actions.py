@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from textual import work
 
-from console import engine_calls, present
+from console import engine_calls, present, present_jobs, present_live, present_models
 from console.data import local_server_running
 from console.screens.details import DetailsScreen
 from console.screens.finetune_form import FinetuneForm
@@ -229,7 +229,7 @@ class DashboardActions(_DashboardState):
             self.report("error", f"rollout {reference} failed: {error}")
         else:
             state = result.rollout or {}
-            self.report("info", f"rollout {reference} started: {present.eval_verdict(result.eval)}"
+            self.report("info", f"rollout {reference} started: {present_live.eval_verdict(result.eval)}"
                         f"; {state.get('message', '')}")
         self.poll("endpoints")
         self.poll("events")
@@ -437,10 +437,10 @@ class DashboardActions(_DashboardState):
         if pane is models and (row := models.selected_row()) is not None:
             self.model_details(row.ref)
             return
-        for pane_id, getter, build in (("#jobs", "selected_job", present.job_details),
-                                       ("#gpus", "selected_gpu", present.gpu_details),
-                                       ("#endpoints", "selected_endpoint", present.endpoint_details),
-                                       ("#events", "selected_event", present.event_details)):
+        for pane_id, getter, build in (("#jobs", "selected_job", present_jobs.job_details),
+                                       ("#gpus", "selected_gpu", present_live.gpu_details),
+                                       ("#endpoints", "selected_endpoint", present_live.endpoint_details),
+                                       ("#events", "selected_event", present_live.event_details)):
             if pane is self.query_one(pane_id):
                 item = getattr(pane, getter)()
                 if item is not None:
@@ -454,7 +454,7 @@ class DashboardActions(_DashboardState):
         except Exception as error:
             self.report("error", f"details of {reference}: {error}")
             return
-        self.app.push_screen(DetailsScreen(present.model_details(data)))
+        self.app.push_screen(DetailsScreen(present_models.model_details(data)))
 
     def help_details(self) -> present.Details:
         rows = []

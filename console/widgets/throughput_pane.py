@@ -22,7 +22,7 @@ import dataclasses
 
 from rich.text import Text
 
-from console import present
+from console import present, present_live
 from console.data import (LOCAL_ENDPOINT, EndpointRow, EndpointsPanel, RolloutView, VersionRow,
                           history_columns)
 from console.widgets.common import SparkCell, TablePane, fmt_number, matches, theme_colour
@@ -115,16 +115,16 @@ class ThroughputPane(TablePane):
             ttft = (fmt_number(version.ttft_p95_s * 1000, 0, "ms")
                     if version.ttft_p95_s is not None else "-")
             rows.append((f"{LOCAL_ENDPOINT} {ref}", (
-                f"└{ref} {present.version_weight(ref, state)}", errors,
+                f"└{ref} {present_live.version_weight(ref, state)}", errors,
                 fmt_number(version.tokens_per_s), ttft, SparkCell(()), "", "", "",
                 present.slo_attainment(version.slo))))
         return rows
 
     def rollout_line(self, rollout: RolloutView) -> str:
         state = dataclasses.asdict(rollout)
-        full = present.rollout_line(state)
+        full = present_live.rollout_line(state)
         room = self.size.width - 4  # the border and the line's padding
-        return full if room <= 0 or len(full) <= room else present.rollout_line(state, short=True)
+        return full if room <= 0 or len(full) <= room else present_live.rollout_line(state, short=True)
 
     def on_resize(self) -> None:
         if self.panel is not None:

@@ -292,7 +292,8 @@ def test_present_imports_no_ui():
     import subprocess
     import sys
 
-    code = ("import sys, console.present; "
+    code = ("import sys, console.present, console.present_models, console.present_jobs, "
+            "console.present_live; "
             "print([m for m in ('textual', 'rich', 'torch', 'engine') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout

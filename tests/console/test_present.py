@@ -1,10 +1,10 @@
-"""console.present reads the engine's records as they are written."""
+"""console.present_live reads the engine's records as they are written."""
 
 from __future__ import annotations
 
 import json
 
-from console.present import detail_section
+from console.present_live import detail_section
 from engine.targets.base import GateCheck, GateReport
 
 
