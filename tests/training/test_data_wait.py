@@ -66,7 +66,8 @@ def test_jobs_show_diagnoses_a_running_job_starved_by_its_data_loader(deck):
     import json
     import os
 
-    from console.present import job_report, sections_text
+    from console.present import sections_text
+    from console.present_jobs import job_report
     from engine import actions
     from engine.jobs import append_event, new_job_id, record_state
 
