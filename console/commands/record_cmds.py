@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from console.commands.arguments import existing_file, number, path_text, whole
-from console.commands.telemetry_cmds import MAX_INTERVAL_S, MIN_INTERVAL_S
+from console.commands.telemetry_cmds import MAX_INTERVAL_S, MIN_INTERVAL_S, watch_request
 from console.output import emit, human_bytes
 from engine import actions
 from engine.actions.telemetry import DEFAULT_MAX_BYTES, RecordRequest, record
@@ -39,8 +39,7 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def record_command(args: argparse.Namespace, deck: Deck) -> int:
-    replay = Path(args.gpu_replay) if args.gpu_replay else None
-    watch = actions.WatchRequest(args.interval, args.count, replay, not args.local)
+    watch = watch_request(args)
     path = Path(args.file).expanduser()
     progress = None
     ticks = record(deck, RecordRequest(path, watch, args.max_bytes, args.keep))

@@ -56,10 +56,14 @@ def register(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser)
 # ---- watch ------------------------------------------------------------------------------------
 
 
-def watch_command(args: argparse.Namespace, deck: Deck) -> int:
+def watch_request(args: argparse.Namespace) -> actions.WatchRequest:
+    """What to sample, from watch's (and record's) --interval, --count, --gpu-replay, --local."""
     replay = Path(args.gpu_replay) if args.gpu_replay else None
-    request = actions.WatchRequest(args.interval, args.count, replay, not args.local)
-    ticks = actions.watch(deck, request)
+    return actions.WatchRequest(args.interval, args.count, replay, not args.local)
+
+
+def watch_command(args: argparse.Namespace, deck: Deck) -> int:
+    ticks = actions.watch(deck, watch_request(args))
     # The sampling process evaluates alerts (not with --local: endpoints unseen are not clear).
     alerts = alert_actions.alert_service(deck) if not args.local else None
     feed = alert_actions.alert_feed(deck)  # what this or another process announced: shown
