@@ -79,6 +79,11 @@ def test_adapters_deploy_and_roll_back_on_a_real_vllm(cli, deck_home, tmp_path, 
                       f'[targets.gate]\nprompts = ["Hello"]\nmax_tokens = 4\n')
     monkeypatch.setenv("MODELDECK_CONFIG", str(config))
     url = vllm.url
+    # discovery finds the real vLLM from its process and port, with the model it serves
+    found = cli("endpoints", "discover", "--json")
+    assert found.code == 0, found
+    ours = [e for e in found.json["engines"] if e["port"] == int(url.rsplit(":", 1)[1])]
+    assert [(e["kind"], SERVED_NAME in e["models"]) for e in ours] == [("vllm", True)], ours
 
     deployed = cli("deploy", first, "--target", "vllm", "--yes")
     assert deployed.code == 0, deployed
