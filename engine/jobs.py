@@ -42,7 +42,7 @@ from engine.job_worker import (CONTROL_ACTIONS, JOB_STATES, TERMINAL_STATES, Job
                                JobContext, JobLaunch, append_event, main, record_state,
                                run_worker, take_control_requests, worker_device)
 from engine.job_worker import _worker_command as _worker_command  # tests check its command line
-from engine.job_worker import read_json as _read_json  # also engine.telemetry.alerts' reader
+from engine.job_worker import read_json as _read_json
 
 if TYPE_CHECKING:
     from engine.deck import Deck

@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.jobs import _read_json as read_json  # the one reader of a job's small JSON files
+from engine.job_worker import read_json  # the one reader of a job's small JSON files
 from engine.jobs import read_events
 from engine.paths import DeckPaths
 from engine.snapshots import EndpointSnapshot, GpuDevice, TelemetrySnapshot
