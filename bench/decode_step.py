@@ -3,7 +3,7 @@ eager one (transformers' own forward over the slot cache, what every model can r
 the fused one (engine/serving/modelstep.py: fused, prepacked GEMMs), same scheduler, same
 process, interleaved, on one torch thread (as the server runs on a 2-core CPU).
 
-    PYTHONPATH=$PWD .venv/bin/python bench/decode_step.py [--tiny] [--tokens 48] [--rounds 2]
+    PYTHONPATH=$PWD .venv/bin/python bench/decode_step.py [--tiny] [--tokens 48] [--rounds 2] [--threads 1]
 
 A step's time is the interval between consecutive scheduler iterations while all B requests
 decode (the observer's step hook), median over the run. SmolLM2-135M (bf16) when the
@@ -95,12 +95,14 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args()
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     name, model, tokenizer = load(args.tiny)
-    print(f"{name} on {next(model.parameters()).device}, 1 torch thread; {args.tokens} tokens "
+    print(f"{name} on {next(model.parameters()).device}, {args.threads} torch thread(s) (the fused "
+          f"step's GEMMs on every core); {args.tokens} tokens "
           f"per request; median step, {args.rounds} interleaved rounds (noisy on a shared machine)")
     for path in ("eager", "fused"):
         step_time(path, model, tokenizer, 1, 8)  # warm-up

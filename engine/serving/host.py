@@ -326,9 +326,10 @@ def _leave_a_core_for_http() -> None:
     """One torch thread fewer than there are cores on a CPU server.
 
     The event loop (and often the clients) need a core for every streamed token. With torch on
-    all cores, each wake-up preempts one OpenMP worker and the whole op waits at its barrier;
-    measured on 2 cores with SmolLM2-135M, 1 torch thread decodes as fast as 2 in isolation, so
-    the freed core is pure gain for the server (bench/serve.py).
+    all cores for every op, each wake-up preempts one OpenMP worker and the op waits at its
+    barrier, and the step's many small ops each pay a parallel region: on 2 cores with
+    SmolLM2-135M the whole step on 2 threads was slower than on 1. The fused step's GEMMs, big
+    enough to be worth it, still run on every core (engine.serving.modelstep.gemm_threads).
     """
     import os
 
