@@ -429,7 +429,10 @@ class BatchScheduler:
             reason = None
         if reason and not stopped:
             text += sequence.stops.flush()
-        if text:
+        # An event per generated token, even one that adds no text yet (a special token, half a
+        # character, text held back for a stop string), as vLLM streams a chunk per token: a
+        # client sees the first token when it is made, not one step later.
+        if text or reason is None:
             sequence.deliver(TokenEvent(text))
         return reason
 

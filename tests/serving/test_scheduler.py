@@ -147,6 +147,33 @@ def test_queue_limit_and_context_limit(tiny):
     scheduler.close()
 
 
+def test_every_generated_token_is_an_event_even_one_without_text_yet(tiny):
+    """Text held back (here: it could begin a stop string) still reports its token, with empty
+    text, at the step that made it: a streaming client's first chunk is not a step late."""
+    model, tokenizer = tiny
+    scheduler = BatchScheduler(model, tokenizer, context_length=512)
+    prompt = tokenizer("Once upon a time").input_ids
+    first_piece = ""
+    for max_tokens in (1, 2, 3):  # the text of the first token (one token may decode to none)
+        first_piece, _ = generate_blocking(scheduler, prompt,
+                                           SamplingParams(max_tokens=max_tokens, temperature=0))
+        if first_piece:
+            break
+    assert first_piece
+    events: queue.Queue[TokenEvent] = queue.Queue()
+    params = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True,
+                            stop=(first_piece + "\u0000",))  # never matched, always a prefix
+    scheduler.submit(prompt, params, events.put)
+    seen = [events.get(timeout=30)]
+    while seen[-1].finish_reason is None:
+        seen.append(events.get(timeout=30))
+    scheduler.close()
+    tokens = [event for event in seen if event.finish_reason is None]
+    assert tokens[0].text == ""  # the first token's text was held back, its event was not
+    assert len(tokens) >= params.max_tokens - 1  # the last token's text may ride the final event
+    assert "".join(event.text for event in seen).startswith(first_piece)
+
+
 def test_stop_strings_seeds_and_length(tiny):
     model, tokenizer = tiny
     scheduler = BatchScheduler(model, tokenizer, context_length=512)
