@@ -21,8 +21,8 @@ def status_command(args: argparse.Namespace, deck: Deck) -> int:
 
 
 def _engine_lines(engine: dict | None) -> list[str]:
-    """What computes the served version: `engine    fused (Llama block, oneDNN prepacked) on
-    cpu, bfloat16, 1 torch thread`."""
+    """What computes the served version: `engine    fused (Llama block, oneDNN prepacked on 2
+    threads) on cpu, bfloat16, 1 torch thread`."""
     if not engine:
         return []
     threads = engine.get("torch_threads")
