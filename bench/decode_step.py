@@ -1,7 +1,8 @@
 """Time one decode step of the serving scheduler at batch 1/4/8 with each model step: the
 eager one (transformers' own forward over the slot cache, what every model can run) against
 the fused one (engine/serving/modelstep.py: fused, prepacked GEMMs), same scheduler, same
-process, interleaved, on one torch thread (as the server runs on a 2-core CPU).
+process, interleaved, on one torch thread with the fused step's GEMMs on every core (as the
+server runs on a 2-core CPU; `--threads 2` puts every op on two).
 
     PYTHONPATH=$PWD .venv/bin/python bench/decode_step.py [--tiny] [--tokens 48] [--rounds 2] [--threads 1]
 
