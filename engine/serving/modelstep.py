@@ -105,24 +105,31 @@ class FusedLinear:
     """One GEMM over several linears' weights stacked by rows (their outputs concatenated)."""
 
     def __init__(self, modules: list[Any], threads: int | None = None) -> None:
-        """threads: the torch thread count for this GEMM (None: the caller's)."""
+        """threads: the thread count for this GEMM (None: the caller's torch threads)."""
         import torch
 
         self.threads = threads
         self.base_threads = torch.get_num_threads()
-        weights = [_dense_weight(module) for module in modules]
         biases = [getattr(module, "bias", None) for module in modules]
-        weight = torch.cat(weights) if len(weights) > 1 else weights[0]
-        self.bias = (torch.cat([b if b is not None else torch.zeros(w.shape[0], dtype=w.dtype,
-                                                                    device=w.device)
-                                for b, w in zip(biases, weights)])
+        self.sizes = [_out_features(module) for module in modules]
+        self.bias = (torch.cat([b if b is not None else torch.zeros(size, dtype=_dtype(module),
+                                                                    device=_device(module))
+                                for b, size, module in zip(biases, self.sizes, modules)])
                      if any(b is not None for b in biases) else None)
-        self.sizes = [w.shape[0] for w in weights]
-        self.onednn = weight.device.type == "cpu" and _onednn_usable(weight.dtype)
-        self.weight = (torch.ops.mkldnn._reorder_linear_weight(weight, BATCH_HINT)
-                       if self.onednn else weight.contiguous())
+        self.packed = _packed(modules, self.bias)
+        self.kernel = ("int8" if self.packed.int8 else "bf16") if self.packed else None
+        weight = None
+        if self.packed is None:
+            weights = [_dense_weight(module) for module in modules]
+            weight = torch.cat(weights) if len(weights) > 1 else weights[0]
+        self.onednn = (weight is not None and weight.device.type == "cpu"
+                       and _onednn_usable(weight.dtype))
+        self.weight: Any = (torch.ops.mkldnn._reorder_linear_weight(weight, BATCH_HINT)
+                            if self.onednn else weight.contiguous() if weight is not None else None)
 
     def __call__(self, hidden: Any) -> Any:
+        if self.packed is not None:  # modeldeck's kernels take the thread count per call
+            return self.packed(hidden, self.threads or self.base_threads)
         if self.threads is None:
             return self._multiply(hidden)
         import torch
@@ -200,9 +207,8 @@ class FusedLlamaStep:
         half = self.head_dim // 2
         self.rotation_sign = torch.cat([-torch.ones(half), torch.ones(self.head_dim - half)]).to(
             next(model.parameters()).device)
-        kernel = "oneDNN prepacked" if self.head.onednn else "fused GEMMs"
         spread = f" on {self.gemm_threads} threads" if self.gemm_threads else ""
-        self.reason = f"Llama block, {kernel}{spread}"
+        self.reason = f"Llama block, {_kernels(self.layers, self.head)}{spread}"
 
     def release_unfused_weights(self) -> None:
         """Free the per-projection weights the fused GEMMs copied (not a tied embedding)."""
@@ -308,6 +314,52 @@ def _projections(layer: Any) -> tuple[Any, ...]:
     attention, mlp = layer.self_attn, layer.mlp
     return (attention.q_proj, attention.k_proj, attention.v_proj, attention.o_proj,
             mlp.gate_proj, mlp.up_proj, mlp.down_proj)
+
+
+def _packed(modules: list[Any], bias: Any) -> Any:
+    """The stacked weights in modeldeck's CPU kernel layout (engine.serving.cpugemm), kept int8
+    when every module is an int8 one, or None where those kernels do not apply (a GPU, a CPU
+    without AVX512-BF16, an fp32 model, a shape off the blocks): then oneDNN or cuBLAS."""
+    import torch
+
+    from engine.serving.cpugemm import load
+
+    int8 = all(hasattr(module, "qweight") for module in modules)
+    if _device(modules[0]).type != "cpu" or (not int8 and _dtype(modules[0]) != torch.bfloat16):
+        return None
+    gemm, _ = load()
+    in_features = (modules[0].qweight if int8 else modules[0].weight).shape[1]
+    if gemm is None or not gemm.fits(sum(_out_features(m) for m in modules), in_features):
+        return None
+    if int8:
+        return gemm.pack(torch.cat([m.qweight for m in modules]),
+                         torch.cat([m.scales.float() for m in modules]), bias)
+    return gemm.pack(torch.cat([m.weight.detach() for m in modules]), None, bias)
+
+
+def _kernels(layers: list[_Layer], head: FusedLinear) -> str:
+    """Which kernels the step's GEMMs run, in words ("modeldeck int8 kernels", or a count where
+    some shapes fell back)."""
+    gemms = [head] + [gemm for layer in layers for gemm in (layer.qkv, layer.o, layer.gate_up,
+                                                            layer.down)]
+    names = ["modeldeck " + gemm.kernel + " kernel" if gemm.kernel
+             else "oneDNN prepacked" if gemm.onednn else "fused GEMMs" for gemm in gemms]
+    counts = {name: names.count(name) for name in dict.fromkeys(names)}
+    if len(counts) == 1:
+        return names[0].replace("kernel", "kernels")
+    return ", ".join(f"{name} ({count} of {len(names)} GEMMs)" for name, count in counts.items())
+
+
+def _out_features(module: Any) -> int:
+    return int((module.qweight if hasattr(module, "qweight") else module.weight).shape[0])
+
+
+def _dtype(module: Any) -> Any:
+    return module.scales.dtype if hasattr(module, "qweight") else module.weight.dtype
+
+
+def _device(module: Any) -> Any:
+    return (module.qweight if hasattr(module, "qweight") else module.weight).device
 
 
 def _dense_weight(module: Any) -> Any:

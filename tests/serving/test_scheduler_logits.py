@@ -62,8 +62,12 @@ def unbatched_logits(model, sequence):
 
 # (step, dtype, rtol, atol): fp32 noise from a different reduction order is ~1e-5 and bf16's is
 # a few hundredths on these logits; a mask or position bug moves them by ~1 (seen: see the note).
+# On a CPU with AVX512-BF16, "fused" bf16 and int8 run modeldeck's own kernels
+# (engine/serving/cpugemm.py) and "fused-onednn" the oneDNN GEMMs they replace; int8 is the
+# model quantized by the int8 format, whose own forward is torch's `_weight_int8pack_mm`.
 PATHS = [("fused", "float32", 1e-4, 1e-4), ("eager", "float32", 1e-4, 1e-4),
-         ("fused", "bfloat16", 3e-2, 6e-2), ("fused", "cuda-bfloat16", 3e-2, 6e-2),
+         ("fused", "bfloat16", 3e-2, 6e-2), ("fused-onednn", "bfloat16", 3e-2, 6e-2),
+         ("fused", "int8", 3e-2, 6e-2), ("fused", "cuda-bfloat16", 3e-2, 6e-2),
          ("fused", "cuda-float32", 1e-3, 1e-3)]  # CUDA: TF32-free fp32 still reorders sums
 
 
@@ -104,19 +108,27 @@ def assert_logits_match(model, log: LogitsLog, sequences, rtol: float = 1e-4,
 
 @pytest.mark.parametrize("path,dtype,rtol,atol", PATHS, ids=[f"{p}-{d}" for p, d, *_ in PATHS])
 def test_logits_match_unbatched_forwards_across_joins_leaves_and_chunks(trained, path, dtype,
-                                                                        rtol, atol):
+                                                                        rtol, atol, monkeypatch):
     import copy
 
     import torch
 
+    from engine.modelio.int8 import quantize_int8
+    from engine.serving import cpugemm
     from engine.serving.modelstep import EagerStep
 
     model, tokenizer = trained
     device, _, dtype = dtype.rpartition("-")
+    path, _, kernels = path.partition("-")
     if device == "cuda" and not _has_cuda():
         pytest.skip("no CUDA")
-    if dtype != "float32" or device:
+    if dtype == "int8":
+        model = copy.deepcopy(model).to(torch.bfloat16)
+        quantize_int8(model)
+    elif dtype != "float32" or device:
         model = copy.deepcopy(model).to(device or "cpu", getattr(torch, dtype))
+    if kernels == "onednn":
+        monkeypatch.setitem(cpugemm._LOADED, "gemm", (None, "turned off by the test"))
     log = LogitsLog()
     # A small prefill chunk: the long prompts below take several chunks, between decode steps.
     scheduler = BatchScheduler(model, tokenizer, max_batch_size=4, context_length=256,
@@ -124,6 +136,10 @@ def test_logits_match_unbatched_forwards_across_joins_leaves_and_chunks(trained,
     if path == "eager":
         scheduler.step = EagerStep(model, "forced by the test")
     assert scheduler.step.path == path  # the tiny model is a Llama: the fused path must take it
+    if path == "fused" and not device and dtype != "float32" and cpugemm.load()[0] is not None:
+        expected = ("oneDNN prepacked" if kernels == "onednn"
+                    else f"modeldeck {'int8' if dtype == 'int8' else 'bf16'} kernels")
+        assert expected in scheduler.step.reason
     scheduler.logits_hook = log
     greedy = dict(temperature=0, ignore_eos=True)
     long_prompt = tokenizer("Once upon a time there was a model that learned to serve many "

@@ -1,0 +1,99 @@
+/* modeldeck's CPU GEMMs for the serving step: y (M, N) bf16 = x (M, K) bf16 @ W.T (* scale)
+ * (+ bias), with W stored as bf16 or as int8 (one fp32 scale per output row), on AVX512-BF16.
+ *
+ * Why (measured on a 2-core AMD EPYC with AVX512-BF16, SmolLM2-135M's linears, see
+ * engine/serving/cpugemm.py): oneDNN's prepacked bf16 GEMM is tuned for large matrices; a decode
+ * step multiplies 1-16 rows, where it reaches about half of what memory bandwidth allows. These
+ * kernels keep a small block of rows in registers (one zmm accumulator per row per 16 outputs),
+ * stream each weight once, and for int8 convert 32 weights to bf16 in registers (int8 -> int32 ->
+ * fp32 -> bf16, exact for |w| <= 127), so int8 reads half the bytes of bf16.
+ *
+ * Weight layout ("packed"): N/16 blocks of 16 output rows; inside a block, K/2 pairs of
+ * (16 rows x 2 consecutive k) -- the operand order of vdpbf16ps, which adds
+ * a[2i]*b[2i] + a[2i+1]*b[2i+1] into fp32 lane i. Requires N % 16 == 0 and K % 2 == 0.
+ * Compiled by engine/serving/cpugemm.py with `cc -O3 -fopenmp -shared -fPIC`. */
+#include <immintrin.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#define MAX_ROWS 8 /* accumulators + row broadcasts stay within the 32 zmm registers */
+
+int md_supported(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512bf16");
+}
+
+TARGET static inline __m512bh load_int8(const int8_t* p) {
+    __m512 low = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)p)));
+    __m512 high = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(p + 16))));
+    return _mm512_cvtne2ps_pbh(high, low);
+}
+
+TARGET static inline __m512bh load_bf16(const uint16_t* p) {
+    return (__m512bh)_mm512_loadu_si512((const void*)p);
+}
+
+/* One block of 16 outputs for ROWS rows; WEIGHT_T/LOAD pick the stored weight type. */
+#define BLOCK_KERNEL(NAME, WEIGHT_T, LOAD, ROWS)                                                  \
+    TARGET static void NAME##_##ROWS(const uint16_t* x, int ldx, int pairs, const WEIGHT_T* w, \
+                                     const float* scale, const float* bias, uint16_t* y,       \
+                                     int ldy) {                                                \
+        __m512 acc[ROWS];                                                                      \
+        for (int m = 0; m < ROWS; m++) acc[m] = _mm512_setzero_ps();                            \
+        for (int pair = 0; pair < pairs; pair++) {                                             \
+            __m512bh weights = LOAD(w + (size_t)pair * 32);                                    \
+            for (int m = 0; m < ROWS; m++) {                                                   \
+                __m512i row = _mm512_set1_epi32(*(const int32_t*)(x + (size_t)m * ldx + 2 * pair)); \
+                acc[m] = _mm512_dpbf16_ps(acc[m], weights, (__m512bh)row);                     \
+            }                                                                                  \
+        }                                                                                      \
+        __m512 factor = scale ? _mm512_loadu_ps(scale) : _mm512_set1_ps(1.0f);                 \
+        __m512 offset = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();                    \
+        for (int m = 0; m < ROWS; m++) {                                                       \
+            __m512 value = _mm512_fmadd_ps(acc[m], factor, offset);                             \
+            _mm256_storeu_si256((__m256i*)(y + (size_t)m * ldy), (__m256i)_mm512_cvtneps_pbh(value)); \
+        }                                                                                      \
+    }
+
+#define ALL_ROWS(NAME, WEIGHT_T, LOAD)                                                          \
+    BLOCK_KERNEL(NAME, WEIGHT_T, LOAD, 1) BLOCK_KERNEL(NAME, WEIGHT_T, LOAD, 2)                 \
+    BLOCK_KERNEL(NAME, WEIGHT_T, LOAD, 3) BLOCK_KERNEL(NAME, WEIGHT_T, LOAD, 4)                 \
+    BLOCK_KERNEL(NAME, WEIGHT_T, LOAD, 5) BLOCK_KERNEL(NAME, WEIGHT_T, LOAD, 6)                 \
+    BLOCK_KERNEL(NAME, WEIGHT_T, LOAD, 7) BLOCK_KERNEL(NAME, WEIGHT_T, LOAD, 8)
+
+ALL_ROWS(int8_block, int8_t, load_int8)
+ALL_ROWS(bf16_block, uint16_t, load_bf16)
+
+typedef void (*int8_block_t)(const uint16_t*, int, int, const int8_t*, const float*,
+                             const float*, uint16_t*, int);
+typedef void (*bf16_block_t)(const uint16_t*, int, int, const uint16_t*, const float*,
+                             const float*, uint16_t*, int);
+static const int8_block_t INT8_BLOCKS[MAX_ROWS + 1] = {
+    0, int8_block_1, int8_block_2, int8_block_3, int8_block_4,
+    int8_block_5, int8_block_6, int8_block_7, int8_block_8};
+static const bf16_block_t BF16_BLOCKS[MAX_ROWS + 1] = {
+    0, bf16_block_1, bf16_block_2, bf16_block_3, bf16_block_4,
+    bf16_block_5, bf16_block_6, bf16_block_7, bf16_block_8};
+
+/* Each thread takes whole 16-output blocks and runs every row of x through a block before the
+ * next, so a block's weights are read from memory once and stay in L1/L2 across row groups. */
+#define GEMM(NAME, WEIGHT_T, BLOCKS)                                                            \
+    void NAME(const uint16_t* x, int rows, int k, const WEIGHT_T* w, int n, const float* scale, \
+              const float* bias, uint16_t* y, int threads) {                                   \
+        const int blocks = n / 16, pairs = k / 2;                                              \
+        const size_t block_size = (size_t)pairs * 32;                                          \
+        _Pragma("omp parallel for num_threads(threads) schedule(static)")                      \
+        for (int b = 0; b < blocks; b++) {                                                     \
+            for (int m = 0; m < rows; m += MAX_ROWS) {                                         \
+                int count = rows - m < MAX_ROWS ? rows - m : MAX_ROWS;                         \
+                BLOCKS[count](x + (size_t)m * k, k, pairs, w + b * block_size,                 \
+                              scale ? scale + 16 * b : 0, bias ? bias + 16 * b : 0,            \
+                              y + (size_t)m * n + 16 * b, n);                                  \
+            }                                                                                  \
+        }                                                                                      \
+    }
+
+GEMM(md_int8_gemm, int8_t, INT8_BLOCKS)
+GEMM(md_bf16_gemm, uint16_t, BF16_BLOCKS)

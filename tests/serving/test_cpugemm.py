@@ -1,0 +1,135 @@
+"""modeldeck's CPU GEMMs (engine/serving/cpugemm.py): each result against an fp32 reference and
+against torch's own int8 kernel, at row counts inside one register block and across several,
+and the build cached under the deck home. Skipped, with the reason the server would report,
+on a CPU without AVX512-BF16 or a machine without a C compiler."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.serving import cpugemm
+
+ROWS = (1, 3, 8, 9, 17, 40)  # one block of rows, a partial one, and several (8 rows a block)
+
+
+@pytest.fixture(scope="module")
+def gemm():
+    loaded, reason = cpugemm.load()
+    if loaded is None:
+        pytest.skip(reason)
+    return loaded
+
+
+def _weights(out_features: int, in_features: int, seed: int):
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(out_features, in_features, generator=generator) * 0.05
+    # Outlier rows, as real models have: per-row scales must keep them apart.
+    weight[::7] *= 20
+    scales = weight.abs().amax(1) / 127
+    quantized = torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8)
+    bias = torch.randn(out_features, generator=generator)
+    return weight.to(torch.bfloat16), quantized, scales, bias
+
+
+@pytest.mark.parametrize("rows", ROWS)
+def test_bf16_weights_give_what_an_fp32_matmul_of_the_same_numbers_gives(gemm, rows):
+    import torch
+
+    weight, _, _, bias = _weights(96, 72, seed=rows)
+    hidden = torch.randn(rows, 72).to(torch.bfloat16)
+    reference = hidden.float() @ weight.float().T + bias
+    result = gemm.pack(weight, None, bias)(hidden, threads=2)
+    assert result.dtype == torch.bfloat16 and result.shape == (rows, 96)
+    # Only the final rounding to bf16 differs (fp32 accumulation inside).
+    torch.testing.assert_close(result.float(), reference, rtol=8e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("rows", ROWS)
+def test_int8_weights_match_the_int8_formats_own_kernel(gemm, rows):
+    import torch
+
+    _, quantized, scales, _ = _weights(64, 48, seed=100 + rows)
+    hidden = torch.randn(rows, 48).to(torch.bfloat16)
+    packed = gemm.pack(quantized, scales)
+    result = packed(hidden, threads=2)
+    dequantized = quantized.float() * scales[:, None]
+    torch.testing.assert_close(result.float(), hidden.float() @ dequantized.T, rtol=8e-3, atol=1e-3)
+    theirs = torch._weight_int8pack_mm(hidden, quantized, scales.to(torch.bfloat16))
+    torch.testing.assert_close(result.float(), theirs.float(), rtol=8e-3, atol=2e-3)
+    assert packed.weight.dtype == torch.int8  # int8 stays int8: half the bytes to stream
+
+
+def test_leading_dimensions_and_thread_counts_do_not_change_the_result(gemm):
+    import torch
+
+    weight, _, _, _ = _weights(32, 16, seed=7)
+    hidden = torch.randn(2, 5, 16).to(torch.bfloat16)
+    packed = gemm.pack(weight)
+    one, two = packed(hidden, threads=1), packed(hidden, threads=2)
+    assert one.shape == (2, 5, 32)
+    assert torch.equal(one, two)
+    torch.testing.assert_close(one.float(), (hidden.float() @ weight.float().T), rtol=8e-3, atol=1e-3)
+
+
+def test_shapes_off_the_blocks_are_refused_so_the_step_falls_back(gemm):
+    import torch
+
+    assert not gemm.fits(40, 16) and not gemm.fits(32, 15) and gemm.fits(48, 16)
+    with pytest.raises(ValueError, match="does not fit"):
+        gemm.pack(torch.zeros(40, 16, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="scales"):
+        gemm.pack(torch.zeros(32, 16, dtype=torch.int8))
+
+
+def test_a_fused_linear_off_the_blocks_runs_onednn_and_says_so(gemm):
+    import torch
+
+    from engine.serving.modelstep import FusedLinear
+
+    odd = torch.nn.Linear(16, 40, bias=False).to(torch.bfloat16)
+    even = torch.nn.Linear(16, 48, bias=False).to(torch.bfloat16)
+    assert FusedLinear([odd]).kernel is None
+    fused = FusedLinear([even])
+    assert fused.kernel == "bf16" and fused.weight is None  # no second copy of the weights
+    hidden = torch.randn(3, 16).to(torch.bfloat16)
+    torch.testing.assert_close(fused(hidden).float(), even(hidden).float(), rtol=8e-3, atol=1e-3)
+
+
+def test_the_library_is_built_once_under_the_deck_home(gemm, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("MODELDECK_HOME", str(tmp_path))
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    built = cpugemm._built(compiler)
+    assert built.parent == tmp_path / "cache" / "kernels" and built.suffix == ".so"
+    stamp = built.stat().st_mtime_ns
+    assert cpugemm._built(compiler) == built and built.stat().st_mtime_ns == stamp
+    assert not list(built.parent.glob(".build-*"))  # the staging file was renamed, not left
+
+
+def test_the_switch_turns_the_kernels_off_with_a_reason(monkeypatch):
+    monkeypatch.setenv(cpugemm.SWITCH, "off")
+    gemm, reason = cpugemm._load()
+    assert gemm is None and reason == "turned off by MODELDECK_CPU_GEMM"
+
+
+def test_a_fused_linear_hands_the_kernel_its_gemm_threads(gemm):
+    import torch
+
+    from engine.serving.modelstep import FusedLinear
+
+    linear = torch.nn.Linear(16, 32, bias=True).to(torch.bfloat16)
+    seen: list[int] = []
+    fused = FusedLinear([linear], threads=3)
+    packed = fused.packed
+
+    def spy(hidden, threads):
+        seen.append(threads)
+        return packed(hidden, threads)
+
+    fused.packed = spy
+    hidden = torch.randn(2, 16).to(torch.bfloat16)
+    torch.testing.assert_close(fused(hidden).float(), linear(hidden).float(), rtol=8e-3, atol=1e-3)
+    assert seen == [3] and torch.get_num_threads() == fused.base_threads
