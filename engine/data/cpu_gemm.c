@@ -1,4 +1,4 @@
-/* modeldeck's CPU GEMMs for the serving step: y (M, N) bf16 = x (M, K) bf16 @ W.T (* scale)
+/* modeldeck's CPU kernels for the serving step. GEMMs: y (M, N) bf16 = x (M, K) bf16 @ W.T (* scale)
  * (+ bias), with W stored as bf16 or as int8 (one fp32 scale per output row), on AVX512-BF16.
  *
  * Why (measured on a 2-core AMD EPYC with AVX512-BF16, SmolLM2-135M's linears, see
@@ -11,10 +11,13 @@
  * Weight layout ("packed"): N/16 blocks of 16 output rows; inside a block, K/2 pairs of
  * (16 rows x 2 consecutive k) -- the operand order of vdpbf16ps, which adds
  * a[2i]*b[2i] + a[2i+1]*b[2i+1] into fp32 lane i. Requires N % 16 == 0 and K % 2 == 0.
- * Compiled by engine/serving/cpugemm.py with `cc -O3 -fopenmp -shared -fPIC`. */
+ * Decode attention: see md_decode_attention below.
+ * Compiled by engine/serving/cpugemm.py with `cc -O3 -fopenmp -shared -fPIC ... -lm`. */
 #include <immintrin.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 #define MAX_ROWS 8 /* accumulators + row broadcasts stay within the 32 zmm registers */
@@ -97,3 +100,95 @@ static const bf16_block_t BF16_BLOCKS[MAX_ROWS + 1] = {
 
 GEMM(md_int8_gemm, int8_t, INT8_BLOCKS)
 GEMM(md_bf16_gemm, uint16_t, BF16_BLOCKS)
+
+/* ---- Decode attention: one query token per row, grouped-query heads, over a row's cache. ----
+ * Why: at batch 8 SDPA's CPU flash kernel took ~114 us a layer for this tiny problem (8 rows x
+ * 9 query heads x ~60 keys x 64 dims), a third of the step's non-GEMM time; the work itself is a
+ * few microseconds. Scores and softmax in fp32 (bf16 products are exact in fp32), the
+ * output rounded once to bf16, as SDPA does. dim % 16 == 0, group <= MAX_GROUP. */
+#define MAX_GROUP 16
+#define MAX_DIM 256
+
+TARGET static inline __m512 widen_bf16(const uint16_t* p) {
+    __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+
+static inline float round_bf16(float value) { /* to the nearest bf16, ties to even */
+    uint32_t bits;
+    __builtin_memcpy(&bits, &value, 4);
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000u;
+    __builtin_memcpy(&value, &bits, 4);
+    return value;
+}
+
+TARGET static void attend_one(const uint16_t* q, long q_head_stride, const uint16_t* k,
+                              const uint16_t* v, const float* mask, int group, int dim,
+                              int length, float scale, uint16_t* out, float* scores) {
+    const int chunks16 = dim / 16;
+    __m512 query[MAX_GROUP * (MAX_DIM / 16)];  /* widened once: bf16 products are exact in fp32 */
+    for (int g = 0; g < group; g++)
+        for (int c = 0; c < chunks16; c++)
+            query[g * chunks16 + c] = widen_bf16(q + g * q_head_stride + 16 * c);
+    for (int l = 0; l < length; l++) {
+        __m512 key[MAX_DIM / 16];
+        for (int c = 0; c < chunks16; c++) key[c] = widen_bf16(k + (size_t)l * dim + 16 * c);
+        for (int g = 0; g < group; g++) {
+            __m512 acc = _mm512_setzero_ps();
+            for (int c = 0; c < chunks16; c++)
+                acc = _mm512_fmadd_ps(key[c], query[g * chunks16 + c], acc);
+            scores[(size_t)g * length + l] = _mm512_reduce_add_ps(acc) * scale + mask[l];
+        }
+    }
+    float inverse[MAX_GROUP];
+    for (int g = 0; g < group; g++) {
+        float* row = scores + (size_t)g * length;
+        float top = -INFINITY, total = 0.0f;
+        for (int l = 0; l < length; l++) top = row[l] > top ? row[l] : top;
+        for (int l = 0; l < length; l++) {
+            float weight = expf(row[l] - top);
+            total += weight;
+            row[l] = round_bf16(weight); /* as SDPA's CPU kernel feeds bf16 weights to P @ V */
+        }
+        inverse[g] = total > 0.0f ? 1.0f / total : 0.0f;
+    }
+    __m512 acc[MAX_GROUP * (MAX_DIM / 16)];
+    for (int i = 0; i < group * chunks16; i++) acc[i] = _mm512_setzero_ps();
+    for (int l = 0; l < length; l++) {
+        const uint16_t* value = v + (size_t)l * dim;
+        for (int c = 0; c < chunks16; c++) {
+            __m512 wide = widen_bf16(value + 16 * c);
+            for (int g = 0; g < group; g++)
+                acc[g * chunks16 + c] = _mm512_fmadd_ps(_mm512_set1_ps(scores[(size_t)g * length + l]),
+                                                        wide, acc[g * chunks16 + c]);
+        }
+    }
+    for (int g = 0; g < group; g++)
+        for (int c = 0; c < chunks16; c++)
+            _mm256_storeu_si256((__m256i*)(out + (size_t)g * dim + 16 * c),
+                                (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(
+                                    acc[g * chunks16 + c], _mm512_set1_ps(inverse[g]))));
+}
+
+/* q: (rows, kv_heads * group, dim) with row stride q_row_stride; k, v: a row's kv head at
+ * k + row * kv_row_stride + head * kv_head_stride, `length` keys of `dim`; mask (rows, length)
+ * fp32 additive; out (rows, kv_heads * group * dim) bf16. Returns 0, or -1 if a buffer failed. */
+int md_decode_attention(const uint16_t* q, long q_row_stride, const uint16_t* k, const uint16_t* v,
+                        long kv_row_stride, long kv_head_stride, const float* mask, int rows,
+                        int kv_heads, int group, int dim, int length, float scale, uint16_t* out,
+                        int threads) {
+    if (group > MAX_GROUP || dim > MAX_DIM || dim % 16) return -1;
+    int failed = 0;
+    _Pragma("omp parallel for num_threads(threads) schedule(static) reduction(|:failed)")
+    for (int task = 0; task < rows * kv_heads; task++) {
+        const int r = task / kv_heads, h = task % kv_heads;
+        float* scores = malloc(sizeof(float) * (size_t)group * length);
+        if (!scores) { failed = 1; continue; }
+        const size_t kv = (size_t)r * kv_row_stride + (size_t)h * kv_head_stride;
+        attend_one(q + (size_t)r * q_row_stride + (size_t)h * group * dim, dim, k + kv, v + kv,
+                   mask + (size_t)r * length, group, dim, length, scale,
+                   out + ((size_t)r * kv_heads + h) * group * dim, scores);
+        free(scores);
+    }
+    return failed ? -1 : 0;
+}

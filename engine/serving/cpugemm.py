@@ -35,15 +35,49 @@ SWITCH = "MODELDECK_CPU_GEMM"  # "off": never use these kernels
 BLOCK = 16  # outputs per block: N must be a multiple, K even
 
 
-class CpuGemm:
-    """The loaded library: pack a weight once, multiply many times."""
+class CpuKernels:
+    """The loaded library: pack a weight once, multiply many times; attend one-token queries."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
-        arguments: list[Any] = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
-                     ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+        arguments: list[Any] = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+                                ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                ctypes.c_int]
         self._int8, self._bf16 = library.md_int8_gemm, library.md_bf16_gemm
         for function in (self._int8, self._bf16):
             function.argtypes, function.restype = arguments, None
+        self._attend = library.md_decode_attention
+        self._attend.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p,
+                                 ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_int,
+                                 ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                 ctypes.c_float, ctypes.c_void_p, ctypes.c_int]
+        self._attend.restype = ctypes.c_int
+
+    @staticmethod
+    def attends(group: int, head_dim: int) -> bool:
+        """Whether the decode attention kernel takes this head shape (md_decode_attention)."""
+        return group <= 16 and head_dim <= 256 and head_dim % 16 == 0
+
+    def attend(self, query: Any, keys: Any, values: Any, mask: Any, scale: float,
+               threads: int) -> Any:
+        """One-token attention, grouped-query: query (rows, kv_heads, group, dim) bf16 over
+        keys/values (rows, kv_heads, length, dim) bf16 (views of the slot cache: each head's
+        keys contiguous), mask (rows, length) fp32 additive. Returns (rows, heads * dim) bf16."""
+        import torch
+
+        rows, kv_heads, group, dim = query.shape
+        length = keys.shape[2]
+        if query.stride()[1:] != (group * dim, dim, 1):
+            query = query.contiguous()
+        for cache in (keys, values):
+            if cache.stride()[2:] != (dim, 1) or cache.stride() != keys.stride():
+                raise ValueError("keys and values must share strides, each head contiguous")
+        output = torch.empty(rows, kv_heads * group * dim, dtype=torch.bfloat16)
+        failed = self._attend(query.data_ptr(), query.stride(0), keys.data_ptr(), values.data_ptr(),
+                              keys.stride(0), keys.stride(1), mask.data_ptr(), rows, kv_heads,
+                              group, dim, length, scale, output.data_ptr(), threads)
+        if failed:
+            raise MemoryError("decode attention could not allocate its scores")
+        return output
 
     @staticmethod
     def fits(out_features: int, in_features: int) -> bool:
@@ -57,7 +91,7 @@ class CpuGemm:
 class PackedWeight:
     """One weight in the kernels' block layout, callable on (rows, K) bf16 activations."""
 
-    def __init__(self, gemm: CpuGemm, weight: Any, scales: Any | None, bias: Any | None) -> None:
+    def __init__(self, gemm: CpuKernels, weight: Any, scales: Any | None, bias: Any | None) -> None:
         import torch
 
         out_features, in_features = weight.shape
@@ -92,17 +126,17 @@ class PackedWeight:
         return output.view(*hidden.shape[:-1], self.out_features)
 
 
-_LOADED: dict[str, tuple[CpuGemm | None, str]] = {}
+_LOADED: dict[str, tuple[CpuKernels | None, str]] = {}
 
 
-def load() -> tuple[CpuGemm | None, str]:
+def load() -> tuple[CpuKernels | None, str]:
     """The kernels, built and loaded once per process, or None and why not."""
     if "gemm" not in _LOADED:
         _LOADED["gemm"] = _load()
     return _LOADED["gemm"]
 
 
-def _load() -> tuple[CpuGemm | None, str]:
+def _load() -> tuple[CpuKernels | None, str]:
     if os.environ.get(SWITCH, "").lower() in ("off", "0", "no", "false"):
         return None, f"turned off by {SWITCH}"
     if platform.machine().lower() not in ("x86_64", "amd64") or not _cpu_has_bf16():
@@ -116,7 +150,7 @@ def _load() -> tuple[CpuGemm | None, str]:
         return None, f"modeldeck's kernels did not build: {' '.join(str(error).split())[:120]}"
     if not library.md_supported():
         return None, "this CPU has no AVX512-BF16"
-    return CpuGemm(library), "modeldeck AVX512-BF16 kernels"
+    return CpuKernels(library), "modeldeck AVX512-BF16 kernels"
 
 
 def _cpu_has_bf16() -> bool:
@@ -145,7 +179,7 @@ def _built(compiler: str) -> Path:
         except OSError:
             continue  # a read-only deck home: build in the temporary directory
         try:
-            built = subprocess.run([compiler, *FLAGS, "-o", str(staging), str(SOURCE)],
+            built = subprocess.run([compiler, *FLAGS, "-o", str(staging), str(SOURCE), "-lm"],
                                    capture_output=True, text=True, timeout=300)
             if built.returncode != 0:
                 last = (built.stderr.strip().splitlines() or ["no output"])[-1]

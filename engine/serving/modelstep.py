@@ -9,9 +9,12 @@ flash kernel, slow for one query token (1.9 ms a layer at 200 cached tokens, aga
 the query heads of a key/value group are packed as that group's queries). This path:
 
 - fuses q/k/v into one GEMM and gate/up into one (four GEMMs a layer instead of seven);
-- on the CPU, prepacks every weight once into oneDNN's blocked layout (`mkldnn._linear_pointwise`,
-  the kernels Inductor's freezing pass and vLLM's CPU build use): all linears of a step take
-  ~20-25 ms instead of ~36-43 ms at batch 1-8; elsewhere (CUDA) the fused weights go to cuBLAS;
+- on a CPU with AVX512-BF16, packs every fused weight once for modeldeck's own GEMMs
+  (engine/serving/cpugemm.py; int8 versions stay int8): all linears of a step take 10.2 / 10.8 /
+  16.5 ms (bf16) and 6.2 / 8.7 / 12.9 ms (int8) at 1 / 4 / 8 rows against 15.5 / 14.3 / 17.3 ms
+  for oneDNN (`bench/cpu_gemm.py`); elsewhere prepacks them into oneDNN's blocked layout
+  (`mkldnn._linear_pointwise`, the kernels Inductor's freezing pass and vLLM's CPU build use;
+  ~36-43 ms through `F.linear`), and on CUDA the fused weights go to cuBLAS;
 - attends one-token queries per key/value group (no repeat), longer ones with SDPA's native
   grouped-query support;
 - flattens the tokens of all parts of a forward (each prompt being prefilled, the decode rows)
@@ -21,8 +24,9 @@ the query heads of a key/value group are packed as that group's queries). This p
 - on the CPU, runs each GEMM on every core and the rest of the step on the server's own thread
   count (`gemm_threads`).
 
-A decode step: 19.9 / 21.6 / 26.1 ms at batch 1 / 4 / 8 against 50.0 / 56.5 / 62.5 ms eager
-(27.8 / 27.1 / 33.8 with the GEMMs on one thread).
+A decode step (`bench/decode_step.py`): 15.0 / 18.0 / 24.3 ms at batch 1 / 4 / 8 with
+modeldeck's kernels, 19.9 / 21.6 / 26.1 with oneDNN's, against 50.0 / 56.5 / 62.5 ms eager
+(27.8 / 27.1 / 33.8 with oneDNN's GEMMs on one thread).
 `torch.compile` over the whole step was measured too: 363 s of compilation on this box before the
 first token, then 46/55/64 ms at batch 1/4/8, slower than this path, so it is not used. Any model this path does not recognise runs the eager forward (`EagerStep`); which one a
 version got is reported in `status` and on /metrics (`engine_path`).
@@ -207,8 +211,12 @@ class FusedLlamaStep:
         half = self.head_dim // 2
         self.rotation_sign = torch.cat([-torch.ones(half), torch.ones(self.head_dim - half)]).to(
             next(model.parameters()).device)
+        self.attention_kernel = _attention_kernel(model, self.heads // self.kv_heads,
+                                                  self.head_dim)
+        self._float_masks: dict[int, tuple[Any, Any]] = {}  # per run: each part's mask, fp32
         spread = f" on {self.gemm_threads} threads" if self.gemm_threads else ""
-        self.reason = f"Llama block, {_kernels(self.layers, self.head)}{spread}"
+        attention = ", modeldeck decode attention" if self.attention_kernel else ""
+        self.reason = f"Llama block, {_kernels(self.layers, self.head)}{attention}{spread}"
 
     def release_unfused_weights(self) -> None:
         """Free the per-projection weights the fused GEMMs copied (not a tied embedding)."""
@@ -228,6 +236,7 @@ class FusedLlamaStep:
         import torch
 
         shapes = [tuple(part.ids.shape) for part in parts]
+        self._float_masks = {}
         hidden = self.embed(torch.cat([part.ids.reshape(-1) for part in parts]))
         positions = torch.cat([part.positions.reshape(-1) for part in parts])
         cos, sin = self.rotary(hidden[None], positions[None])
@@ -279,11 +288,24 @@ class FusedLlamaStep:
             # One query token: a key/value head's query heads act as that head's queries.
             group = self.heads // self.kv_heads
             packed = query.reshape(rows, self.kv_heads, group, self.head_dim)
+            if self.attention_kernel is not None and keys.dtype == packed.dtype == torch.bfloat16:
+                return self.attention_kernel.attend(packed, keys, values, self._float_mask(mask),
+                                                    self.scale, self.gemm_threads or
+                                                    torch.get_num_threads())
             output = attend(packed, keys, values, attn_mask=mask, scale=self.scale)
             return output.reshape(rows, self.heads * self.head_dim)
         output = attend(query.transpose(1, 2), keys, values, attn_mask=mask, scale=self.scale,
                         enable_gqa=self.kv_heads != self.heads)
         return output.transpose(1, 2).reshape(rows * length, self.heads * self.head_dim)
+
+    def _float_mask(self, mask: Any) -> Any:
+        """A decode part's (rows, 1, 1, kv) additive mask as (rows, kv) fp32, once per run
+        (every layer attends under the same mask)."""
+        cached = self._float_masks.get(id(mask))
+        if cached is None or cached[0] is not mask:
+            cached = (mask, mask.reshape(mask.shape[0], mask.shape[-1]).float().contiguous())
+            self._float_masks[id(mask)] = cached
+        return cached[1]
 
     @staticmethod
     def _mlp(layer: _Layer, hidden: Any) -> Any:
@@ -335,6 +357,20 @@ def _packed(modules: list[Any], bias: Any) -> Any:
         return gemm.pack(torch.cat([m.qweight for m in modules]),
                          torch.cat([m.scales.float() for m in modules]), bias)
     return gemm.pack(torch.cat([m.weight.detach() for m in modules]), None, bias)
+
+
+def _attention_kernel(model: Any, group: int, head_dim: int) -> Any:
+    """modeldeck's decode attention (engine.serving.cpugemm) for a bf16 model on a CPU that runs
+    it, else None (SDPA)."""
+    import torch
+
+    from engine.serving.cpugemm import load
+
+    parameter = next(model.parameters())
+    if parameter.device.type != "cpu" or parameter.dtype not in (torch.bfloat16, torch.int8):
+        return None
+    kernels, _ = load()
+    return kernels if kernels is not None and kernels.attends(group, head_dim) else None
 
 
 def _kernels(layers: list[_Layer], head: FusedLinear) -> str:
