@@ -11,7 +11,7 @@
  * Weight layout ("packed"): N/16 blocks of 16 output rows; inside a block, K/2 pairs of
  * (16 rows x 2 consecutive k) -- the operand order of vdpbf16ps, which adds
  * a[2i]*b[2i] + a[2i+1]*b[2i+1] into fp32 lane i. Requires N % 16 == 0 and K % 2 == 0.
- * Decode attention: see md_decode_attention below.
+ * Attention: see md_attention below.
  * Compiled by engine/serving/cpugemm.py with `cc -O3 -fopenmp -shared -fPIC ... -lm`. */
 #include <immintrin.h>
 #include <math.h>
@@ -101,13 +101,14 @@ static const bf16_block_t BF16_BLOCKS[MAX_ROWS + 1] = {
 GEMM(md_int8_gemm, int8_t, INT8_BLOCKS)
 GEMM(md_bf16_gemm, uint16_t, BF16_BLOCKS)
 
-/* ---- Decode attention: one query token per row, grouped-query heads, over a row's cache. ----
+/* ---- Attention for short queries (decode: one token a row), grouped-query heads, over a row's cache. ----
  * Why: at batch 8 SDPA's CPU flash kernel took ~114 us a layer for this tiny problem (8 rows x
  * 9 query heads x ~60 keys x 64 dims), a third of the step's non-GEMM time; the work itself is a
  * few microseconds. Scores and softmax in fp32 (bf16 products are exact in fp32), the
  * output rounded once to bf16, as SDPA does. dim % 16 == 0, group <= MAX_GROUP. */
 #define MAX_GROUP 16
 #define MAX_DIM 256
+#define MASKED -1e30f /* an additive mask at the dtype's minimum */
 
 TARGET static inline __m512 widen_bf16(const uint16_t* p) {
     __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p));
@@ -131,6 +132,10 @@ TARGET static void attend_one(const uint16_t* q, long q_head_stride, const uint1
         for (int c = 0; c < chunks16; c++)
             query[g * chunks16 + c] = widen_bf16(q + g * q_head_stride + 16 * c);
     for (int l = 0; l < length; l++) {
+        if (mask[l] < MASKED) { /* a key this query may not see (causal, past the row's end) */
+            for (int g = 0; g < group; g++) scores[(size_t)g * length + l] = -INFINITY;
+            continue;
+        }
         __m512 key[MAX_DIM / 16];
         for (int c = 0; c < chunks16; c++) key[c] = widen_bf16(k + (size_t)l * dim + 16 * c);
         for (int g = 0; g < group; g++) {
@@ -145,6 +150,11 @@ TARGET static void attend_one(const uint16_t* q, long q_head_stride, const uint1
         float* row = scores + (size_t)g * length;
         float top = -INFINITY, total = 0.0f;
         for (int l = 0; l < length; l++) top = row[l] > top ? row[l] : top;
+        if (top == -INFINITY) { /* nothing visible (a padding query): zeros, not NaN */
+            for (int l = 0; l < length; l++) row[l] = 0.0f;
+            inverse[g] = 0.0f;
+            continue;
+        }
         for (int l = 0; l < length; l++) {
             float weight = expf(row[l] - top);
             total += weight;
@@ -155,6 +165,7 @@ TARGET static void attend_one(const uint16_t* q, long q_head_stride, const uint1
     __m512 acc[MAX_GROUP * (MAX_DIM / 16)];
     for (int i = 0; i < group * chunks16; i++) acc[i] = _mm512_setzero_ps();
     for (int l = 0; l < length; l++) {
+        if (mask[l] < MASKED) continue;
         const uint16_t* value = v + (size_t)l * dim;
         for (int c = 0; c < chunks16; c++) {
             __m512 wide = widen_bf16(value + 16 * c);
@@ -170,24 +181,27 @@ TARGET static void attend_one(const uint16_t* q, long q_head_stride, const uint1
                                     acc[g * chunks16 + c], _mm512_set1_ps(inverse[g]))));
 }
 
-/* q: (rows, kv_heads * group, dim) with row stride q_row_stride; k, v: a row's kv head at
- * k + row * kv_row_stride + head * kv_head_stride, `length` keys of `dim`; mask (rows, length)
- * fp32 additive; out (rows, kv_heads * group * dim) bf16. Returns 0, or -1 if a buffer failed. */
-int md_decode_attention(const uint16_t* q, long q_row_stride, const uint16_t* k, const uint16_t* v,
-                        long kv_row_stride, long kv_head_stride, const float* mask, int rows,
-                        int kv_heads, int group, int dim, int length, float scale, uint16_t* out,
-                        int threads) {
+/* Attention for short queries (decode steps, short prompt pieces): q (rows, tokens, kv_heads *
+ * group, dim) at q + row * q_row_stride + token * q_token_stride, each token's heads contiguous;
+ * k, v: a row's kv head at k + row * kv_row_stride + head * kv_head_stride, `length` keys of
+ * `dim`; mask (rows, tokens, length) fp32 additive (causality and each row's length live there);
+ * out (rows, tokens, kv_heads * group * dim) bf16. Returns 0, or -1 if a buffer failed. */
+int md_attention(const uint16_t* q, long q_row_stride, long q_token_stride, const uint16_t* k,
+                 const uint16_t* v, long kv_row_stride, long kv_head_stride, const float* mask,
+                 int rows, int tokens, int kv_heads, int group, int dim, int length, float scale,
+                 uint16_t* out, int threads) {
     if (group > MAX_GROUP || dim > MAX_DIM || dim % 16) return -1;
     int failed = 0;
     _Pragma("omp parallel for num_threads(threads) schedule(static) reduction(|:failed)")
-    for (int task = 0; task < rows * kv_heads; task++) {
-        const int r = task / kv_heads, h = task % kv_heads;
+    for (int task = 0; task < rows * tokens * kv_heads; task++) {
+        const int h = task % kv_heads, t = (task / kv_heads) % tokens, r = task / (kv_heads * tokens);
         float* scores = malloc(sizeof(float) * (size_t)group * length);
         if (!scores) { failed = 1; continue; }
         const size_t kv = (size_t)r * kv_row_stride + (size_t)h * kv_head_stride;
-        attend_one(q + (size_t)r * q_row_stride + (size_t)h * group * dim, dim, k + kv, v + kv,
-                   mask + (size_t)r * length, group, dim, length, scale,
-                   out + ((size_t)r * kv_heads + h) * group * dim, scores);
+        const size_t query_row = (size_t)r * tokens + t;
+        attend_one(q + (size_t)r * q_row_stride + (size_t)t * q_token_stride + (size_t)h * group * dim,
+                   dim, k + kv, v + kv, mask + query_row * length, group, dim, length, scale,
+                   out + (query_row * kv_heads + h) * group * dim, scores);
         free(scores);
     }
     return failed ? -1 : 0;

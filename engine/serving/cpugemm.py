@@ -45,39 +45,13 @@ class CpuKernels:
         self._int8, self._bf16 = library.md_int8_gemm, library.md_bf16_gemm
         for function in (self._int8, self._bf16):
             function.argtypes, function.restype = arguments, None
-        self._attend = library.md_decode_attention
-        self._attend.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p,
-                                 ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_int,
+        self._attend = library.md_attention
+        self._attend.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
+                                 ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
                                  ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                 ctypes.c_float, ctypes.c_void_p, ctypes.c_int]
+                                 ctypes.c_int, ctypes.c_int, ctypes.c_float, ctypes.c_void_p,
+                                 ctypes.c_int]
         self._attend.restype = ctypes.c_int
-
-    @staticmethod
-    def attends(group: int, head_dim: int) -> bool:
-        """Whether the decode attention kernel takes this head shape (md_decode_attention)."""
-        return group <= 16 and head_dim <= 256 and head_dim % 16 == 0
-
-    def attend(self, query: Any, keys: Any, values: Any, mask: Any, scale: float,
-               threads: int) -> Any:
-        """One-token attention, grouped-query: query (rows, kv_heads, group, dim) bf16 over
-        keys/values (rows, kv_heads, length, dim) bf16 (views of the slot cache: each head's
-        keys contiguous), mask (rows, length) fp32 additive. Returns (rows, heads * dim) bf16."""
-        import torch
-
-        rows, kv_heads, group, dim = query.shape
-        length = keys.shape[2]
-        if query.stride()[1:] != (group * dim, dim, 1):
-            query = query.contiguous()
-        for cache in (keys, values):
-            if cache.stride()[2:] != (dim, 1) or cache.stride() != keys.stride():
-                raise ValueError("keys and values must share strides, each head contiguous")
-        output = torch.empty(rows, kv_heads * group * dim, dtype=torch.bfloat16)
-        failed = self._attend(query.data_ptr(), query.stride(0), keys.data_ptr(), values.data_ptr(),
-                              keys.stride(0), keys.stride(1), mask.data_ptr(), rows, kv_heads,
-                              group, dim, length, scale, output.data_ptr(), threads)
-        if failed:
-            raise MemoryError("decode attention could not allocate its scores")
-        return output
 
     @staticmethod
     def fits(out_features: int, in_features: int) -> bool:
@@ -86,6 +60,35 @@ class CpuKernels:
     def pack(self, weight: Any, scales: Any | None = None, bias: Any | None = None) -> "PackedWeight":
         """weight: (N, K) bf16, or int8 with `scales` (N) for y = x @ (weight * scales).T."""
         return PackedWeight(self, weight, scales, bias)
+
+    @staticmethod
+    def attends(group: int, head_dim: int) -> bool:
+        """Whether the attention kernel takes this head shape (md_attention)."""
+        return group <= 16 and head_dim <= 256 and head_dim % 16 == 0
+
+    def attend(self, query: Any, keys: Any, values: Any, mask: Any, scale: float,
+               threads: int) -> Any:
+        """Grouped-query attention for short queries: query (rows, tokens, heads, dim) bf16
+        (each token's heads contiguous) over keys/values (rows, kv_heads, length, dim) bf16
+        (views of the slot cache: each head's keys contiguous), mask (rows, tokens, length)
+        fp32 additive. Returns (rows * tokens, heads * dim) bf16."""
+        import torch
+
+        rows, tokens, heads, dim = query.shape
+        kv_heads, length = keys.shape[1], keys.shape[2]
+        if query.stride()[2:] != (dim, 1):
+            query = query.contiguous()
+        for cache in (keys, values):
+            if cache.stride()[2:] != (dim, 1) or cache.stride() != keys.stride():
+                raise ValueError("keys and values must share strides, each head contiguous")
+        output = torch.empty(rows * tokens, heads * dim, dtype=torch.bfloat16)
+        failed = self._attend(query.data_ptr(), query.stride(0), query.stride(1), keys.data_ptr(),
+                              values.data_ptr(), keys.stride(0), keys.stride(1), mask.data_ptr(),
+                              rows, tokens, kv_heads, heads // kv_heads, dim, length, scale,
+                              output.data_ptr(), threads)
+        if failed:
+            raise MemoryError("attention could not allocate its scores")
+        return output
 
 
 class PackedWeight:

@@ -16,7 +16,8 @@ the query heads of a key/value group are packed as that group's queries). This p
   (`mkldnn._linear_pointwise`, the kernels Inductor's freezing pass and vLLM's CPU build use;
   ~36-43 ms through `F.linear`), and on CUDA the fused weights go to cuBLAS;
 - attends one-token queries per key/value group (no repeat), longer ones with SDPA's native
-  grouped-query support;
+  grouped-query support; with modeldeck's kernels, pieces up to KERNEL_ATTENTION_TOKENS tokens
+  attend through modeldeck's own attention kernel instead;
 - flattens the tokens of all parts of a forward (each prompt being prefilled, the decode rows)
   into one matrix for every GEMM, with attention per part over its own cache slots;
 - keeps the op count per layer low (rotary on queries and keys at once, `F.rms_norm`): at these
@@ -41,6 +42,9 @@ from engine.serving.kvcache import ForwardPart, SlotKVCache
 # The decoder block this path computes: pre-norm RMSNorm, rotary attention, SiLU-gated MLP.
 FUSED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 BATCH_HINT = 8  # oneDNN picks a blocking for this many rows; any row count still works
+# Query pieces up to this many tokens attend through modeldeck's kernel (a decode step, a short
+# prompt), longer ones through SDPA's flash kernel, which wins once the score matrix is large.
+KERNEL_ATTENTION_TOKENS = 64
 
 
 class ModelStep(Protocol):
@@ -215,7 +219,7 @@ class FusedLlamaStep:
                                                   self.head_dim)
         self._float_masks: dict[int, tuple[Any, Any]] = {}  # per run: each part's mask, fp32
         spread = f" on {self.gemm_threads} threads" if self.gemm_threads else ""
-        attention = ", modeldeck decode attention" if self.attention_kernel else ""
+        attention = ", modeldeck attention" if self.attention_kernel else ""
         self.reason = f"Llama block, {_kernels(self.layers, self.head)}{attention}{spread}"
 
     def release_unfused_weights(self) -> None:
@@ -283,15 +287,16 @@ class FusedLlamaStep:
         import torch
 
         rows, length = query.shape[:2]
+        if (self.attention_kernel is not None and length <= KERNEL_ATTENTION_TOKENS
+                and keys.dtype == query.dtype == torch.bfloat16):
+            return self.attention_kernel.attend(query, keys, values, self._float_mask(mask),
+                                                self.scale,
+                                                self.gemm_threads or torch.get_num_threads())
         attend = torch.nn.functional.scaled_dot_product_attention
         if length == 1:
             # One query token: a key/value head's query heads act as that head's queries.
             group = self.heads // self.kv_heads
             packed = query.reshape(rows, self.kv_heads, group, self.head_dim)
-            if self.attention_kernel is not None and keys.dtype == packed.dtype == torch.bfloat16:
-                return self.attention_kernel.attend(packed, keys, values, self._float_mask(mask),
-                                                    self.scale, self.gemm_threads or
-                                                    torch.get_num_threads())
             output = attend(packed, keys, values, attn_mask=mask, scale=self.scale)
             return output.reshape(rows, self.heads * self.head_dim)
         output = attend(query.transpose(1, 2), keys, values, attn_mask=mask, scale=self.scale,
@@ -299,11 +304,11 @@ class FusedLlamaStep:
         return output.transpose(1, 2).reshape(rows * length, self.heads * self.head_dim)
 
     def _float_mask(self, mask: Any) -> Any:
-        """A decode part's (rows, 1, 1, kv) additive mask as (rows, kv) fp32, once per run
-        (every layer attends under the same mask)."""
+        """A part's (rows, 1, q, kv) additive mask as (rows, q, kv) fp32, once per run (every
+        layer attends under the same mask)."""
         cached = self._float_masks.get(id(mask))
         if cached is None or cached[0] is not mask:
-            cached = (mask, mask.reshape(mask.shape[0], mask.shape[-1]).float().contiguous())
+            cached = (mask, mask.reshape(mask.shape[0], -1, mask.shape[-1]).float().contiguous())
             self._float_masks[id(mask)] = cached
         return cached[1]
 

@@ -135,28 +135,35 @@ def test_a_fused_linear_hands_the_kernel_its_gemm_threads(gemm):
     assert seen == [3] and torch.get_num_threads() == fused.base_threads
 
 
-@pytest.mark.parametrize("group,head_dim", [(3, 64), (2, 16), (1, 32)])
-def test_decode_attention_matches_sdpa_over_strided_cache_slots_and_a_mask(gemm, group, head_dim):
+@pytest.mark.parametrize("group,head_dim,tokens", [(3, 64, 1), (2, 16, 1), (1, 32, 1), (3, 64, 7),
+                                                    (2, 16, 5)])
+def test_attention_matches_sdpa_over_strided_cache_slots_and_a_mask(gemm, group, head_dim, tokens):
     import torch
 
-    generator = torch.Generator().manual_seed(group * 100 + head_dim)
+    generator = torch.Generator().manual_seed(group * 100 + head_dim + tokens)
     rows, kv_heads, slot_len, length = 5, 2, 40, 23
+    heads = kv_heads * group
     # The slot cache's layout: (slots, kv_heads, slot_len + 1, dim), read as a slice of slots
     # and columns, so rows and heads are strided and only each head's keys are contiguous.
     cache_keys = torch.randn(rows + 2, kv_heads, slot_len + 1, head_dim, generator=generator)
     cache_values = torch.randn(rows + 2, kv_heads, slot_len + 1, head_dim, generator=generator)
     keys = cache_keys.to(torch.bfloat16)[1:1 + rows, :, :length]
     values = cache_values.to(torch.bfloat16)[1:1 + rows, :, :length]
-    query = torch.randn(rows, kv_heads, group, head_dim, generator=generator).to(torch.bfloat16)
-    # Each row sees its own prefix: row r sees 10 + 3r columns.
-    visible = torch.arange(length)[None, :] < (10 + 3 * torch.arange(rows))[:, None]
-    mask = (~visible).to(torch.bfloat16)[:, None, None, :] * torch.finfo(torch.bfloat16).min
+    # Queries as the step has them: a slice of a (rows, tokens, q+k heads, dim) projection.
+    projected = torch.randn(rows, tokens, heads + kv_heads, head_dim, generator=generator)
+    query = projected.to(torch.bfloat16)[:, :, :heads]
+    # Row r's token t sees the first 10 + 3r - (tokens - 1 - t) columns: causal, own length.
+    ends = (10 + 3 * torch.arange(rows))[:, None] - (tokens - 1 - torch.arange(tokens))[None, :]
+    visible = torch.arange(length)[None, None, :] < ends[:, :, None]
+    mask = (~visible).to(torch.bfloat16)[:, None] * torch.finfo(torch.bfloat16).min
     scale = head_dim ** -0.5
-    ours = gemm.attend(query, keys, values, mask.reshape(rows, length).float(), scale, threads=2)
-    theirs = torch.nn.functional.scaled_dot_product_attention(query, keys, values,
-                                                              attn_mask=mask, scale=scale)
-    assert ours.shape == (rows, kv_heads * group * head_dim)
-    torch.testing.assert_close(ours.float(), theirs.reshape(rows, -1).float(), rtol=2e-2, atol=2e-2)
+    ours = gemm.attend(query, keys, values, mask.reshape(rows, tokens, length).float(), scale,
+                       threads=2)
+    theirs = torch.nn.functional.scaled_dot_product_attention(
+        query.transpose(1, 2), keys, values, attn_mask=mask, scale=scale,
+        enable_gqa=group > 1).transpose(1, 2).reshape(rows * tokens, heads * head_dim)
+    assert ours.shape == (rows * tokens, heads * head_dim)
+    torch.testing.assert_close(ours.float(), theirs.float(), rtol=2e-2, atol=2e-2)
     # The mask matters here: without it the answer is far from SDPA's.
-    unmasked = gemm.attend(query, keys, values, torch.zeros(rows, length), scale, threads=2)
-    assert (unmasked.float() - theirs.reshape(rows, -1).float()).abs().max() > 0.1
+    unmasked = gemm.attend(query, keys, values, torch.zeros(rows, tokens, length), scale, threads=2)
+    assert (unmasked.float() - theirs.float()).abs().max() > 0.1
