@@ -63,7 +63,7 @@ class ServedVersion:
         self.scheduler.model = None
         self.loaded = LoadedModel(self.loaded.ref, None, self.loaded.tokenizer, self.loaded.device,
                                   self.loaded.dtype, self.loaded.context_length)
-        gc.collect()
+        settle_heap()  # the dropped model's cycles are collected, then the rest frozen again
         _empty_cuda_cache()
 
 
@@ -214,7 +214,9 @@ class ModelHost:
                                    observer=self.metrics.observer(ref),
                                    release_unfused=True)
         _slow_down_for_tests(scheduler, ref)
-        return ServedVersion(loaded, scheduler)
+        served = ServedVersion(loaded, scheduler)
+        settle_heap()
+        return served
 
     def start_with(self, served: ServedVersion) -> None:
         self.active = served
@@ -337,6 +339,18 @@ def _leave_a_core_for_http() -> None:
 
     cores = len(os.sched_getaffinity(0))
     torch.set_num_threads(max(1, min(torch.get_num_threads(), cores - 1)))
+
+
+def settle_heap() -> None:
+    """Collect once, then freeze what survives (models, tokenizers, the app: ~400,000 objects
+    with SmolLM2 loaded) out of the garbage collector's reach. Measured: a full collection of
+    that heap takes ~190 ms, and serving's own allocations trigger one from time to time, a
+    190 ms stall of every stream each time; frozen, it takes microseconds. vLLM does the same
+    after start-up (`freeze_gc_heap`). Unfreezing first lets a retired model's reference
+    cycles be collected rather than kept forever."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _empty_cuda_cache() -> None:
