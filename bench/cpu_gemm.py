@@ -1,6 +1,6 @@
 """All linears of one SmolLM2-135M serving step (30 layers' fused qkv, o, gate_up, down and the
 head), on every core, through each kernel the serving step could use on a CPU: modeldeck's own
-(engine/serving/cpugemm.py) on bf16 and on int8 weights, oneDNN's prepacked bf16 (what the step
+(engine/serving/cpukernels.py) on bf16 and on int8 weights, oneDNN's prepacked bf16 (what the step
 used before, and what vLLM's CPU build uses) and torch's int8 weight-only `_weight_int8pack_mm`.
 
     PYTHONPATH=$PWD .venv/bin/python bench/cpu_gemm.py [--rows 1,4,8,16,64] [--rounds 3]
@@ -29,7 +29,7 @@ SHAPES = [(HIDDEN + 2 * KV, HIDDEN), (HIDDEN, HIDDEN), (2 * INTERMEDIATE, HIDDEN
 def build(threads: int) -> dict[str, Callable[[Any], None]]:
     import torch
 
-    from engine.serving.cpugemm import load
+    from engine.serving.cpukernels import load
 
     gemm, reason = load()
     if gemm is None:

@@ -10,7 +10,7 @@ the query heads of a key/value group are packed as that group's queries). This p
 
 - fuses q/k/v into one GEMM and gate/up into one (four GEMMs a layer instead of seven);
 - on a CPU with AVX512-BF16, packs every fused weight once for modeldeck's own GEMMs
-  (engine/serving/cpugemm.py; int8 versions stay int8): all linears of a step take 10.2 / 10.8 /
+  (engine/serving/cpukernels.py; int8 versions stay int8): all linears of a step take 10.2 / 10.8 /
   16.5 ms (bf16) and 6.2 / 8.7 / 12.9 ms (int8) at 1 / 4 / 8 rows against 15.5 / 14.3 / 17.3 ms
   for oneDNN (`bench/cpu_gemm.py`); elsewhere prepacks them into oneDNN's blocked layout
   (`mkldnn._linear_pointwise`, the kernels Inductor's freezing pass and vLLM's CPU build use;
@@ -344,12 +344,12 @@ def _projections(layer: Any) -> tuple[Any, ...]:
 
 
 def _packed(modules: list[Any], bias: Any) -> Any:
-    """The stacked weights in modeldeck's CPU kernel layout (engine.serving.cpugemm), kept int8
+    """The stacked weights in modeldeck's CPU kernel layout (engine.serving.cpukernels), kept int8
     when every module is an int8 one, or None where those kernels do not apply (a GPU, a CPU
     without AVX512-BF16, an fp32 model, a shape off the blocks): then oneDNN or cuBLAS."""
     import torch
 
-    from engine.serving.cpugemm import load
+    from engine.serving.cpukernels import load
 
     int8 = all(hasattr(module, "qweight") for module in modules)
     if _device(modules[0]).type != "cpu" or (not int8 and _dtype(modules[0]) != torch.bfloat16):
@@ -365,11 +365,11 @@ def _packed(modules: list[Any], bias: Any) -> Any:
 
 
 def _attention_kernel(model: Any, group: int, head_dim: int) -> Any:
-    """modeldeck's decode attention (engine.serving.cpugemm) for a bf16 model on a CPU that runs
+    """modeldeck's decode attention (engine.serving.cpukernels) for a bf16 model on a CPU that runs
     it, else None (SDPA)."""
     import torch
 
-    from engine.serving.cpugemm import load
+    from engine.serving.cpukernels import load
 
     parameter = next(model.parameters())
     if parameter.device.type != "cpu" or parameter.dtype not in (torch.bfloat16, torch.int8):

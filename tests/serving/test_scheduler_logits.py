@@ -63,7 +63,7 @@ def unbatched_logits(model, sequence):
 # (step, dtype, rtol, atol): fp32 noise from a different reduction order is ~1e-5 and bf16's is
 # a few hundredths on these logits; a mask or position bug moves them by ~1 (seen: see the note).
 # On a CPU with AVX512-BF16, "fused" bf16 and int8 run modeldeck's own kernels
-# (engine/serving/cpugemm.py) and "fused-onednn" the oneDNN GEMMs they replace; int8 is the
+# (engine/serving/cpukernels.py) and "fused-onednn" the oneDNN GEMMs they replace; int8 is the
 # model quantized by the int8 format, whose own forward is torch's `_weight_int8pack_mm`.
 PATHS = [("fused", "float32", 1e-4, 1e-4), ("eager", "float32", 1e-4, 1e-4),
          ("fused", "bfloat16", 3e-2, 6e-2), ("fused-onednn", "bfloat16", 3e-2, 6e-2),
@@ -114,7 +114,7 @@ def test_logits_match_unbatched_forwards_across_joins_leaves_and_chunks(trained,
     import torch
 
     from engine.modelio.int8 import quantize_int8
-    from engine.serving import cpugemm
+    from engine.serving import cpukernels
     from engine.serving.modelstep import EagerStep
 
     model, tokenizer = trained
@@ -128,7 +128,7 @@ def test_logits_match_unbatched_forwards_across_joins_leaves_and_chunks(trained,
     elif dtype != "float32" or device:
         model = copy.deepcopy(model).to(device or "cpu", getattr(torch, dtype))
     if kernels == "onednn":
-        monkeypatch.setitem(cpugemm._LOADED, "gemm", (None, "turned off by the test"))
+        monkeypatch.setitem(cpukernels._LOADED, "kernels", (None, "turned off by the test"))
     log = LogitsLog()
     # A small prefill chunk: the long prompts below take several chunks, between decode steps.
     scheduler = BatchScheduler(model, tokenizer, max_batch_size=4, context_length=256,
@@ -136,7 +136,7 @@ def test_logits_match_unbatched_forwards_across_joins_leaves_and_chunks(trained,
     if path == "eager":
         scheduler.step = EagerStep(model, "forced by the test")
     assert scheduler.step.path == path  # the tiny model is a Llama: the fused path must take it
-    if path == "fused" and not device and dtype != "float32" and cpugemm.load()[0] is not None:
+    if path == "fused" and not device and dtype != "float32" and cpukernels.load()[0] is not None:
         expected = ("oneDNN prepacked" if kernels == "onednn"
                     else f"modeldeck {'int8' if dtype == 'int8' else 'bf16'} kernels")
         assert expected in scheduler.step.reason

@@ -2,7 +2,7 @@
  * (+ bias), with W stored as bf16 or as int8 (one fp32 scale per output row), on AVX512-BF16.
  *
  * Why (measured on a 2-core AMD EPYC with AVX512-BF16, SmolLM2-135M's linears, see
- * engine/serving/cpugemm.py): oneDNN's prepacked bf16 GEMM is tuned for large matrices; a decode
+ * engine/serving/cpukernels.py): oneDNN's prepacked bf16 GEMM is tuned for large matrices; a decode
  * step multiplies 1-16 rows, where it reaches about half of what memory bandwidth allows. These
  * kernels keep a small block of rows in registers (one zmm accumulator per row per 16 outputs),
  * stream each weight once, and for int8 convert 32 weights to bf16 in registers (int8 -> int32 ->
@@ -12,7 +12,7 @@
  * (16 rows x 2 consecutive k) -- the operand order of vdpbf16ps, which adds
  * a[2i]*b[2i] + a[2i+1]*b[2i+1] into fp32 lane i. Requires N % 16 == 0 and K % 2 == 0.
  * Attention: see md_attention below.
- * Compiled by engine/serving/cpugemm.py with `cc -O3 -fopenmp -shared -fPIC ... -lm`. */
+ * Compiled by engine/serving/cpukernels.py with `cc -O3 -fopenmp -shared -fPIC ... -lm`. */
 #include <immintrin.h>
 #include <math.h>
 #include <stddef.h>

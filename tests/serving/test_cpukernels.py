@@ -1,4 +1,4 @@
-"""modeldeck's CPU GEMMs (engine/serving/cpugemm.py): each result against an fp32 reference and
+"""modeldeck's CPU kernels (engine/serving/cpukernels.py): each GEMM result against an fp32 reference and
 against torch's own int8 kernel, at row counts inside one register block and across several,
 and the build cached under the deck home. Skipped, with the reason the server would report,
 on a CPU without AVX512-BF16 or a machine without a C compiler."""
@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import pytest
 
-from engine.serving import cpugemm
+from engine.serving import cpukernels
 
 ROWS = (1, 3, 8, 9, 17, 40)  # one block of rows, a partial one, and several (8 rows a block)
 
 
 @pytest.fixture(scope="module")
 def gemm():
-    loaded, reason = cpugemm.load()
+    loaded, reason = cpukernels.load()
     if loaded is None:
         pytest.skip(reason)
     return loaded
@@ -102,17 +102,17 @@ def test_the_library_is_built_once_under_the_deck_home(gemm, tmp_path, monkeypat
 
     monkeypatch.setenv("MODELDECK_HOME", str(tmp_path))
     compiler = shutil.which("cc") or shutil.which("gcc")
-    built = cpugemm._built(compiler)
+    built = cpukernels._built(compiler)
     assert built.parent == tmp_path / "cache" / "kernels" and built.suffix == ".so"
     stamp = built.stat().st_mtime_ns
-    assert cpugemm._built(compiler) == built and built.stat().st_mtime_ns == stamp
+    assert cpukernels._built(compiler) == built and built.stat().st_mtime_ns == stamp
     assert not list(built.parent.glob(".build-*"))  # the staging file was renamed, not left
 
 
 def test_the_switch_turns_the_kernels_off_with_a_reason(monkeypatch):
-    monkeypatch.setenv(cpugemm.SWITCH, "off")
-    gemm, reason = cpugemm._load()
-    assert gemm is None and reason == "turned off by MODELDECK_CPU_GEMM"
+    monkeypatch.setenv(cpukernels.SWITCH, "off")
+    gemm, reason = cpukernels._load()
+    assert gemm is None and reason == "turned off by MODELDECK_CPU_KERNELS"
 
 
 def test_a_fused_linear_hands_the_kernel_its_gemm_threads(gemm):

@@ -1,20 +1,24 @@
-"""modeldeck's own CPU GEMMs for the serving step (engine/data/cpu_gemm.c), compiled once per
-machine with the system C compiler and called through ctypes.
+"""modeldeck's own CPU kernels for the serving step (engine/data/cpu_kernels.c): GEMMs on bf16
+or int8 weights and attention for short queries, compiled once per machine with the system C
+compiler and called through ctypes.
 
-Why (measured on this project's 2-core AMD EPYC box with AVX512-BF16, all linears of a
-SmolLM2-135M step, 30 layers and the head, 2 threads; `bench/cpu_gemm.py`): oneDNN's prepacked bf16
-GEMM, the fastest kernel torch offers here, takes 14.9 / 15.3 / 18.1 ms at 1 / 4 / 8 rows;
-these kernels take 9.3 / 11.2 / 15.6 ms on bf16 weights and 6.9 / 9.3 / 12.3 ms on int8
-weights (torch's own int8 weight-only kernel, `_weight_int8pack_mm`: 10.3 / 16.2 / 30.6 ms).
-At 64-256 rows (a prefill) they match oneDNN (1.01-1.10x), so one packed copy serves both.
+Why (measured on this project's 2-core AMD EPYC box with AVX512-BF16; all linears of a
+SmolLM2-135M step, 30 layers and the head, 2 threads; `bench/cpu_gemm.py`): oneDNN's prepacked
+bf16 GEMM, the fastest kernel torch offers here, takes 15.5 / 14.3 / 17.3 ms at 1 / 4 / 8 rows;
+these take 10.2 / 10.8 / 16.5 ms on bf16 weights and 6.2 / 8.7 / 12.9 ms on int8 weights
+(torch's own int8 weight-only `_weight_int8pack_mm`: 11.4 / 15.9 / 35.6 ms). At 64 rows (a
+prefill) they are even with oneDNN (0.93-0.95x): both are bound by vdpbf16ps throughput there,
+so one packed copy serves both. SDPA's flash kernel spent ~114 us a layer on a batch-8 decode
+attention that is a few microseconds of work; the attention kernel here takes pieces of up to
+modelstep.KERNEL_ATTENTION_TOKENS tokens.
 
 Why ctypes and not a torch C++ extension: the source is plain C, compiles in about a second
-(a torch extension takes a minute), and needs no torch headers; the call costs ~2 us against
+(a torch extension takes a minute), and needs no torch headers; a call costs ~2 us against
 50-500 us of GEMM. OpenMP threads come from the libgomp torch already loaded (same soname),
 so the kernels and torch share one thread pool.
 
-Not available (and the step falls back to oneDNN, saying why in `status`): no x86 AVX512-BF16,
-no C compiler, a build that fails, or MODELDECK_CPU_GEMM=off (for A/B runs).
+Not available (and the step falls back to oneDNN and SDPA, saying why in `status`): no x86
+AVX512-BF16, no C compiler, a build that fails, or MODELDECK_CPU_KERNELS=off (for A/B runs).
 """
 
 from __future__ import annotations
@@ -29,14 +33,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-SOURCE = Path(__file__).resolve().parent.parent / "data" / "cpu_gemm.c"
+SOURCE = Path(__file__).resolve().parent.parent / "data" / "cpu_kernels.c"
 FLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC")
-SWITCH = "MODELDECK_CPU_GEMM"  # "off": never use these kernels
+SWITCH = "MODELDECK_CPU_KERNELS"  # "off": never use these kernels
 BLOCK = 16  # outputs per block: N must be a multiple, K even
 
 
 class CpuKernels:
-    """The loaded library: pack a weight once, multiply many times; attend one-token queries."""
+    """The loaded library: pack a weight once, multiply many times; attend short queries."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
         arguments: list[Any] = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
@@ -129,14 +133,14 @@ class PackedWeight:
         return output.view(*hidden.shape[:-1], self.out_features)
 
 
-_LOADED: dict[str, tuple[CpuKernels | None, str]] = {}
+_LOADED: dict[str, tuple[CpuKernels | None, str]] = {}  # "kernels": load()'s answer
 
 
 def load() -> tuple[CpuKernels | None, str]:
     """The kernels, built and loaded once per process, or None and why not."""
-    if "gemm" not in _LOADED:
-        _LOADED["gemm"] = _load()
-    return _LOADED["gemm"]
+    if "kernels" not in _LOADED:
+        _LOADED["kernels"] = _load()
+    return _LOADED["kernels"]
 
 
 def _load() -> tuple[CpuKernels | None, str]:
@@ -171,7 +175,7 @@ def _built(compiler: str) -> Path:
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
                              timeout=30).stdout
     digest = hashlib.sha256(SOURCE.read_bytes() + version.encode() + " ".join(FLAGS).encode())
-    name = f"cpu_gemm-{digest.hexdigest()[:16]}.so"
+    name = f"cpu_kernels-{digest.hexdigest()[:16]}.so"
     for directory in _cache_directories():
         library = directory / name
         if library.exists():
