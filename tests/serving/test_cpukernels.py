@@ -167,3 +167,17 @@ def test_attention_matches_sdpa_over_strided_cache_slots_and_a_mask(gemm, group,
     # The mask matters here: without it the answer is far from SDPA's.
     unmasked = gemm.attend(query, keys, values, torch.zeros(rows, tokens, length), scale, threads=2)
     assert (unmasked.float() - theirs.float()).abs().max() > 0.1
+
+
+def test_no_compiler_and_a_failed_build_each_fall_back_with_a_reason(monkeypatch, tmp_path):
+    if not cpukernels._cpu_has_bf16():
+        pytest.skip("this CPU has no AVX512-BF16: the compiler is never asked")
+    monkeypatch.setenv("MODELDECK_HOME", str(tmp_path))
+    monkeypatch.setattr(cpukernels.shutil, "which", lambda name: None)
+    assert cpukernels._load() == (None, "no C compiler to build modeldeck's kernels")
+    monkeypatch.undo()
+    monkeypatch.setenv("MODELDECK_HOME", str(tmp_path))
+    monkeypatch.setenv("CC", "false")  # a "compiler" that fails: no library, no exception
+    kernels, reason = cpukernels._load()
+    assert kernels is None and reason.startswith("modeldeck's kernels did not build: false exited 1")
+    assert not list((tmp_path / "cache" / "kernels").glob("*"))  # nothing half-built left
