@@ -178,10 +178,12 @@ def _built(compiler: str) -> Path:
     name = f"cpu_kernels-{digest.hexdigest()[:16]}.so"
     for directory in _cache_directories():
         library = directory / name
-        if library.exists():
-            return library
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not _ours(directory):
+                continue  # someone else could have planted a library there: never load it
+            if library.exists() and _ours(library):
+                return library
             staging = Path(tempfile.mkstemp(dir=directory, prefix=".build-", suffix=".so")[1])
         except OSError:
             continue  # a read-only deck home: build in the temporary directory
@@ -198,7 +200,14 @@ def _built(compiler: str) -> Path:
     raise OSError("no writable directory to build into")
 
 
+def _ours(path: Path) -> bool:
+    """Owned by this user and writable by nobody else: a library loaded from here runs as us."""
+    status = path.stat()
+    return status.st_uid == os.getuid() and not status.st_mode & 0o022
+
+
 def _cache_directories() -> list[Path]:
     from engine.paths import deck_home
 
-    return [deck_home() / "cache" / "kernels", Path(tempfile.gettempdir()) / "modeldeck-kernels"]
+    return [deck_home() / "cache" / "kernels",
+            Path(tempfile.gettempdir()) / f"modeldeck-kernels-{os.getuid()}"]

@@ -181,3 +181,21 @@ def test_no_compiler_and_a_failed_build_each_fall_back_with_a_reason(monkeypatch
     kernels, reason = cpukernels._load()
     assert kernels is None and reason.startswith("modeldeck's kernels did not build: false exited 1")
     assert not list((tmp_path / "cache" / "kernels").glob("*"))  # nothing half-built left
+
+
+def test_a_library_others_could_have_written_is_rebuilt_not_loaded(gemm, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("MODELDECK_HOME", str(tmp_path))
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    built = cpukernels._built(compiler)
+    planted = b"not a library"
+    built.write_bytes(planted)
+    built.chmod(0o666)  # world-writable: anyone could have put this here
+    assert cpukernels._built(compiler) == built and built.read_bytes() != planted
+    assert not built.stat().st_mode & 0o022
+    built.parent.chmod(0o777)  # a directory others can write to is not used at all
+    try:
+        assert cpukernels._built(compiler).parent != built.parent
+    finally:
+        built.parent.chmod(0o700)
