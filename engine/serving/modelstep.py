@@ -25,9 +25,9 @@ the query heads of a key/value group are packed as that group's queries). This p
 - on the CPU, runs each GEMM on every core and the rest of the step on the server's own thread
   count (`gemm_threads`).
 
-A decode step (`bench/decode_step.py`): 15.0 / 18.0 / 24.3 ms at batch 1 / 4 / 8 with
-modeldeck's kernels, 19.9 / 21.6 / 26.1 with oneDNN's, against 50.0 / 56.5 / 62.5 ms eager
-(27.8 / 27.1 / 33.8 with oneDNN's GEMMs on one thread).
+A decode step (`bench/decode_step.py`'s scheduler): 14.1 / 16.1 / 19.2 ms at batch 1 / 4 / 8
+with modeldeck's kernels (GEMMs and attention) against 27.0 / 22.5 / 26.7 with oneDNN and SDPA
+in the same run (`MODELDECK_CPU_KERNELS=off`), and 50.0 / 56.5 / 62.5 ms eager.
 `torch.compile` over the whole step was measured too: 363 s of compilation on this box before the
 first token, then 46/55/64 ms at batch 1/4/8, slower than this path, so it is not used. Any model this path does not recognise runs the eager forward (`EagerStep`); which one a
 version got is reported in `status` and on /metrics (`engine_path`).
@@ -365,8 +365,8 @@ def _packed(modules: list[Any], bias: Any) -> Any:
 
 
 def _attention_kernel(model: Any, group: int, head_dim: int) -> Any:
-    """modeldeck's decode attention (engine.serving.cpukernels) for a bf16 model on a CPU that runs
-    it, else None (SDPA)."""
+    """modeldeck's attention kernel (engine.serving.cpukernels) for a bf16 or int8 model on a CPU
+    that runs it, else None (SDPA)."""
     import torch
 
     from engine.serving.cpukernels import load
