@@ -72,7 +72,9 @@ async def test_typed_values_survive_a_validation_error(deck, tiny_model_dir):
         await pilot.press("f")
         await wait_for(pilot, lambda: isinstance(app.screen, FinetuneForm))
         form = app.screen
-        assert app.focused is form.query_one("#field-data", Input)  # the first field
+        # The first field takes focus once the screen has mounted, a tick or two after it is
+        # pushed (a loaded machine lets the test look in between).
+        await wait_for(pilot, lambda: app.focused is form.query_one("#field-data", Input))
         assert isinstance(form.query_one("#field-method"), Select)
         await pilot.press(*"/no/such/file.jsonl")  # typed, not pasted: focus behaviour counts
         form.query_one("#field-batch_size", Input).focus()
