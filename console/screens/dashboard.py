@@ -242,8 +242,12 @@ class DashboardScreen(LossKeys, DashboardActions, Screen):
         (verb, arguments, when the action began) of an action the engine writes to the audit
         log; the audit's row replaces this one once it is read."""
         verb, arguments, began = audited if audited is not None else ("", {}, None)
-        self.query_one("#events", EventsPane).add(
-            EventRow(now(), level, text, verb=verb, arguments=tuple(arguments.items())), began)
+        panes = self.query("#events").results(EventsPane)
+        events = next(panes, None)
+        if events is None:  # the app is closing: an action's worker finished after the panes went
+            return
+        events.add(EventRow(now(), level, text, verb=verb, arguments=tuple(arguments.items())),
+                   began)
         if toast:
             severity = {"info": "information", "warning": "warning"}.get(level, "error")
             self.notify(text, severity=severity, timeout=6)  # type: ignore[arg-type]

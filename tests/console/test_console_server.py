@@ -77,6 +77,12 @@ async def test_s_starts_the_server_and_stops_it_after_confirming(server_deck):
         await wait_for(pilot, lambda: local_row(app).status == "stopped", 60)
         assert actions.local_server_state(server_deck)["state"] == "stopped"
 
+        def stopped_event_shown() -> bool:  # the poll can see it down before the stop reports
+            events = [event.text for event in app.dashboard.query_one("#events").session_events]
+            return any(text.startswith("local server stopped") for text in events)
+
+        await wait_for(pilot, stopped_event_shown, 30)
+
 
 async def test_s_is_dimmed_with_a_reason_when_nothing_is_deployed_to_local(deck, tiny_model_dir):
     actions.import_model(deck, actions.ImportRequest(tiny_model_dir, "tiny"))
@@ -88,3 +94,13 @@ async def test_s_is_dimmed_with_a_reason_when_nothing_is_deployed_to_local(deck,
         await pilot.press("s")
         await pilot.pause(0.2)
         assert actions.local_server_state(deck)["state"] == "stopped"
+
+
+async def test_a_report_arriving_after_the_panes_are_gone_is_dropped(deck):
+    # An action's worker can finish while the app closes (the stop above, quit right after):
+    # its report must not crash the worker on a screen whose panes were removed.
+    app = ModeldeckApp(deck, refresh_s=30.0)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until_loaded(pilot, app)
+        await app.dashboard.query_one("#events").remove()
+        app.dashboard.report("info", "local server stopped (pid 1)")  # no NoMatches
