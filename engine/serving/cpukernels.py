@@ -184,7 +184,9 @@ def _built(compiler: str) -> Path:
                 continue  # someone else could have planted a library there: never load it
             if library.exists() and _ours(library):
                 return library
-            staging = Path(tempfile.mkstemp(dir=directory, prefix=".build-", suffix=".so")[1])
+            handle, name_staged = tempfile.mkstemp(dir=directory, prefix=".build-", suffix=".so")
+            os.close(handle)  # the compiler writes the file by its name
+            staging = Path(name_staged)
         except OSError:
             continue  # a read-only deck home: build in the temporary directory
         try:
