@@ -23,7 +23,8 @@ the query heads of a key/value group are packed as that group's queries). This p
 - keeps the op count per layer low (rotary on queries and keys at once, `F.rms_norm`): at these
   sizes each dispatched op costs microseconds that add up to milliseconds a step;
 - on the CPU, runs each GEMM on every core and the rest of the step on the server's own thread
-  count (`gemm_threads`).
+  count (`gemm_threads`), and measures while serving whether every core still helps
+  (engine.serving.threads: a neighbour busy on one core stalls every multi-threaded GEMM).
 
 A decode step (`bench/decode_step.py`'s scheduler): 14.1 / 16.1 / 19.2 ms at batch 1 / 4 / 8
 with modeldeck's kernels (GEMMs and attention) against 27.0 / 22.5 / 26.7 with oneDNN and SDPA
@@ -38,6 +39,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from engine.serving.kvcache import ForwardPart, SlotKVCache
+from engine.serving.threads import GemmThreads
 
 # The decoder block this path computes: pre-norm RMSNorm, rotary attention, SiLU-gated MLP.
 FUSED_MODEL_TYPES = ("llama", "mistral", "qwen2")
@@ -112,8 +114,8 @@ def unsupported_reason(model: Any) -> str | None:
 class FusedLinear:
     """One GEMM over several linears' weights stacked by rows (their outputs concatenated)."""
 
-    def __init__(self, modules: list[Any], threads: int | None = None) -> None:
-        """threads: the thread count for this GEMM (None: the caller's torch threads)."""
+    def __init__(self, modules: list[Any], threads: GemmThreads | None = None) -> None:
+        """threads: where this GEMM's thread count comes from (None: the caller's torch threads)."""
         import torch
 
         self.threads = threads
@@ -136,15 +138,16 @@ class FusedLinear:
                             if self.onednn else weight.contiguous() if weight is not None else None)
 
     def __call__(self, hidden: Any) -> Any:
+        threads = self.threads.active if self.threads is not None else None
         if self.packed is not None:  # modeldeck's kernels take the thread count per call
-            return self.packed(hidden, self.threads or self.base_threads)
-        if self.threads is None:
+            return self.packed(hidden, threads or self.base_threads)
+        if threads is None:
             return self._multiply(hidden)
         import torch
 
         # ~0.1 us each. The count is process-wide: back to the server's own count, not to what
         # this thread saw, so two versions stepping at once (a rollout) cannot leave it raised.
-        torch.set_num_threads(self.threads)
+        torch.set_num_threads(threads)
         try:
             return self._multiply(hidden)
         finally:
@@ -163,7 +166,7 @@ class FusedLinear:
 
 
 class _Layer:
-    def __init__(self, layer: Any, threads: int | None) -> None:
+    def __init__(self, layer: Any, threads: GemmThreads | None) -> None:
         attention, mlp = layer.self_attn, layer.mlp
         self.input_norm = RmsNorm(layer.input_layernorm)
         self.post_norm = RmsNorm(layer.post_attention_layernorm)
@@ -205,10 +208,11 @@ class FusedLlamaStep:
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.scale = self.head_dim ** -0.5
-        self.gemm_threads = gemm_threads(next(model.parameters()).device)
+        most = gemm_threads(next(model.parameters()).device)
+        self.threads = GemmThreads(most) if most else None
         with torch.inference_mode():
-            self.layers = [_Layer(layer, self.gemm_threads) for layer in model.model.layers]
-            self.head = FusedLinear([model.lm_head], self.gemm_threads)
+            self.layers = [_Layer(layer, self.threads) for layer in model.model.layers]
+            self.head = FusedLinear([model.lm_head], self.threads)
         self.embed = model.get_input_embeddings()
         self.norm = RmsNorm(model.model.norm)
         self.rotary = model.model.rotary_emb
@@ -218,7 +222,7 @@ class FusedLlamaStep:
         self.attention_kernel = _attention_kernel(model, self.heads // self.kv_heads,
                                                   self.head_dim)
         self._float_masks: dict[int, tuple[Any, Any]] = {}  # per run: each part's mask, fp32
-        spread = f" on {self.gemm_threads} threads" if self.gemm_threads else ""
+        spread = f", {self.threads.describe()}" if self.threads else ""
         attention = ", modeldeck attention" if self.attention_kernel else ""
         self.reason = f"Llama block, {_kernels(self.layers, self.head)}{attention}{spread}"
 
@@ -246,6 +250,8 @@ class FusedLlamaStep:
         cos, sin = self.rotary(hidden[None], positions[None])
         # (tokens, 1, dim), over heads; sin's first half negated: see _attention's rotation.
         cos, sin = cos[0, :, None, :], sin[0, :, None, :] * self.rotation_sign.to(sin.dtype)
+        if self.threads is not None:
+            self.threads.begin_step(hidden.shape[0])
         for index, layer in enumerate(self.layers):
             hidden = hidden + self._attention(layer, layer.input_norm(hidden), cos, sin, parts,
                                               shapes, cache, index)
@@ -256,6 +262,8 @@ class FusedLlamaStep:
             ends.append(torch.arange(1, rows + 1, device=hidden.device) * length - 1 + offset)
             offset += rows * length
         logits = self.head(self.norm(hidden[torch.cat(ends)]))
+        if self.threads is not None:
+            self.threads.end_step()
         return list(logits.split([rows for rows, _ in shapes]))
 
     def _attention(self, layer: _Layer, hidden: Any, cos: Any, sin: Any,
@@ -291,7 +299,8 @@ class FusedLlamaStep:
                 and keys.dtype == query.dtype == torch.bfloat16):
             return self.attention_kernel.attend(query, keys, values, self._float_mask(mask),
                                                 self.scale,
-                                                self.gemm_threads or torch.get_num_threads())
+                                                self.threads.active if self.threads is not None
+                                                else torch.get_num_threads())
         attend = torch.nn.functional.scaled_dot_product_attention
         if length == 1:
             # One query token: a key/value head's query heads act as that head's queries.

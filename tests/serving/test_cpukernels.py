@@ -119,10 +119,11 @@ def test_a_fused_linear_hands_the_kernel_its_gemm_threads(gemm):
     import torch
 
     from engine.serving.modelstep import FusedLinear
+    from engine.serving.threads import GemmThreads
 
     linear = torch.nn.Linear(16, 32, bias=True).to(torch.bfloat16)
     seen: list[int] = []
-    fused = FusedLinear([linear], threads=3)
+    fused = FusedLinear([linear], threads=GemmThreads(3))
     packed = fused.packed
 
     def spy(hidden, threads):

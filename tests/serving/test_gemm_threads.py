@@ -8,6 +8,7 @@ import os
 import pytest
 
 from engine.serving.modelstep import FusedLinear, gemm_threads
+from engine.serving.threads import GemmThreads
 
 CORES = len(os.sched_getaffinity(0))
 needs_two_cores = pytest.mark.skipif(CORES < 2, reason="one usable core: no spare core for GEMMs")
@@ -38,7 +39,7 @@ def test_a_gemm_runs_on_its_threads_and_hands_back_the_servers_count(one_thread)
     import torch
 
     linear = torch.nn.Linear(64, 48, bias=True, dtype=torch.float32)
-    fused = FusedLinear([linear], threads=CORES)
+    fused = FusedLinear([linear], threads=GemmThreads(CORES))
     seen: list[int] = []
     multiply = fused._multiply
 
@@ -67,3 +68,134 @@ def test_without_threads_a_gemm_leaves_the_count_alone(one_thread):
     with torch.inference_mode():
         torch.testing.assert_close(fused(torch.ones(2, 16)), linear(torch.ones(2, 16)))
     assert torch.get_num_threads() == 1
+
+
+# --- the count measured while serving (engine.serving.threads) --------------------------------
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def drive(threads: GemmThreads, clock: FakeClock, seconds_per_step, steps: int,
+          tokens: int = 8) -> list[int]:
+    """Run `steps` steps whose time depends on the count they ran on; the counts used."""
+    used = []
+    for _ in range(steps):
+        threads.begin_step(tokens)
+        used.append(threads.active)
+        clock.now += seconds_per_step(threads.active)
+        threads.end_step()
+    return used
+
+
+QUIET = {1: 0.015, 2: 0.010}.get  # both cores free: two threads 1.5x faster
+NEIGHBOUR = {1: 0.016, 2: 1.2}.get  # a busy neighbour on one core: measured 16 ms vs 1.2 s
+
+
+def test_a_quiet_box_keeps_every_core_with_few_cheap_trials():
+    clock = FakeClock()
+    threads = GemmThreads(2, clock, busy_elsewhere=lambda: 0.0)
+    used = drive(threads, clock, QUIET, 3000)
+    assert threads.chosen == 2 and threads.switches == 0
+    trials = used.count(1)
+    assert 0 < trials <= clock.now / 0.5 + 1  # fewer threads tried every PROBE_SECONDS, no more
+
+
+def test_a_busy_neighbour_moves_the_gemms_to_one_thread_within_a_few_steps():
+    clock = FakeClock()
+    threads = GemmThreads(2, clock, busy_elsewhere=lambda: 1.0)
+    used = drive(threads, clock, NEIGHBOUR, 10)
+    assert threads.chosen == 1 and threads.switches == 1
+    assert used[-1] == 1 and used.count(2) <= 4  # 3 steps to know the count, then trials
+    later = drive(threads, clock, NEIGHBOUR, 5000)  # ~80 s: the busy core is never tried again
+    assert later.count(2) == 0 and threads.chosen == 1
+
+
+def test_the_cores_come_back_when_the_neighbour_leaves():
+    clock = FakeClock()
+    elsewhere = [1.0]
+    threads = GemmThreads(2, clock, busy_elsewhere=lambda: elsewhere[0])
+    drive(threads, clock, NEIGHBOUR, 10)
+    assert threads.chosen == 1
+    elsewhere[0] = 0.0
+    left_at = clock.now
+    while threads.chosen == 1 and clock.now - left_at < 10:
+        drive(threads, clock, QUIET, 1)
+    assert threads.chosen == 2 and clock.now - left_at <= 1.0
+
+
+def test_without_a_cpu_reading_trials_of_more_threads_back_off():
+    """Elsewhere than Linux nothing says the cores are busy: each lost trial doubles the wait,
+    so a neighbour that stays costs one slow step every UP_BACKOFF_MAX_SECONDS at most."""
+    from engine.serving import threads as module
+
+    clock = FakeClock()
+    threads = GemmThreads(2, clock, busy_elsewhere=lambda: None)
+    drive(threads, clock, NEIGHBOUR, 10)
+    start = clock.now
+    used = drive(threads, clock, NEIGHBOUR, 8000)  # ~130 s
+    minutes = (clock.now - start) / 60
+    assert threads.chosen == 1
+    assert 0 < used.count(2) <= minutes * 60 / module.UP_BACKOFF_MAX_SECONDS + 4
+
+
+def test_one_lucky_trial_does_not_switch():
+    clock = FakeClock()
+    threads = GemmThreads(2, clock, busy_elsewhere=lambda: 0.0)
+    lucky = [0]
+
+    def once_fast(count: int) -> float:
+        if count == 1 and not lucky[0]:
+            lucky[0] = 1
+            return 0.005  # one trial step on one thread happened to be fast
+        return QUIET(count)
+
+    drive(threads, clock, once_fast, 500)
+    assert lucky[0] and threads.chosen == 2 and threads.switches == 0
+
+
+def test_trials_compare_steps_of_the_same_size_only():
+    """A trial of a 1-token step is not judged against the times of 64-token steps."""
+    clock = FakeClock()
+    threads = GemmThreads(2, clock, busy_elsewhere=lambda: 0.0)
+    for _ in range(200):  # a prefill-heavy burst, then plain decoding, and again
+        for tokens, scale in ((64, 20.0), (1, 1.0)):
+            for _ in range(6):
+                threads.begin_step(tokens)
+                clock.now += scale * QUIET(threads.active)
+                threads.end_step()
+    assert threads.chosen == 2 and threads.switches == 0
+
+
+def test_other_processes_busy_cores_are_measured_and_our_own_are_not():
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("no /proc/stat (not Linux)")
+    import subprocess
+    import sys
+    import time
+
+    from engine.serving.threads import OthersCpu
+
+    reading = OthersCpu()
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:  # this process busy: not counted as elsewhere
+        pass
+    own = reading.cores()
+    neighbour = subprocess.Popen([sys.executable, "-c", SPIN])
+    try:
+        time.sleep(0.3)
+        reading.cores()
+        time.sleep(1.0)
+        elsewhere = reading.cores()
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+    assert own is not None and elsewhere is not None
+    assert elsewhere >= own + 0.5 and elsewhere >= 0.6
+
+
+SPIN = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end: pass"

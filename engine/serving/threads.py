@@ -1,0 +1,145 @@
+"""How many threads the fused step's CPU GEMMs run on, chosen by measuring, not assumed.
+
+Every core helps a GEMM only while every core is free. When another process keeps one busy (a
+build, a training job, a benchmark client), each multi-threaded GEMM waits at its barrier for
+the thread the kernel scheduler parked behind that process: measured on this project's 2-core
+box with `python -c "while True: pass"` running beside the server, SmolLM2-135M served 0.9 tok/s
+to one client with its GEMMs on 2 threads, against 58.6 with the server pinned to the free core
+and 60-80 with no neighbour. A decode step alone (no HTTP) took 29.3 / 49.5 ms at batch 1 / 8
+on 2 threads beside that neighbour, against 16.2 / 30.0 on one.
+
+So the count is measured while serving. A trial runs one whole step on a neighbouring count
+(one thread fewer or one more) and compares its time with the median of recent steps of the same
+size on the chosen count; two trials in a row at least MARGIN faster switch the count. Two
+shorter trials were tried here and mislead: alternating counts layer by layer within a step (the
+OpenMP worker still spins between two-thread layers and slows the one-thread layers beside them:
+beside the neighbour it favoured 2 threads by 1.1-1.6x, the slower choice), and trying only the
+first 6 layers of a step (2-3 ms, shorter than a scheduler time slice: two threads won such
+bursts beside the neighbour at batch 1 and lost the steps). A trial of fewer threads runs every
+PROBE_SECONDS; one of more threads backs off after each loss (up to UP_BACKOFF_MAX_SECONDS),
+since with a neighbour that stays it is the expensive side to try: beside that neighbour a
+two-thread step of the server took 1.2 s at batch 1 and 0.3 s at batch 8 (16 and 30 ms on one
+thread). So a trial of more threads also waits until the cores it would add look free: the CPU
+time other processes used since the last look (/proc/stat's busy time less this process's own)
+must leave at least half a core beyond those the chosen count occupies.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import deque
+from typing import Callable
+
+PROBE_SECONDS = 0.5  # between trials of fewer threads
+UP_BACKOFF_MAX_SECONDS = 8.0  # the longest wait between trials of more threads
+MARGIN = 0.05  # a trial wins when its step takes at most 95% of the chosen count's median
+WINS_TO_SWITCH = 3
+BASELINE_STEPS = 5  # recent steps of one size on the chosen count
+BASELINE_NEEDED = 3
+
+
+class GemmThreads:
+    """The GEMM thread count of one model step; `active` is what a GEMM called now should use."""
+
+    def __init__(self, most: int, clock: Callable[[], float] = time.perf_counter,
+                 busy_elsewhere: Callable[[], float | None] | None = None) -> None:
+        """busy_elsewhere: cores other processes kept busy since its last call (None: unknown)."""
+        self.most = max(1, most)
+        self._busy_elsewhere = busy_elsewhere or OthersCpu().cores
+        self.chosen = self.active = self.most
+        self.switches = 0
+        self._clock = clock
+        self._baselines: dict[int, deque[float]] = {}  # step size in tokens -> layer seconds
+        self._tokens = 0
+        self._trial: int | None = None
+        self._started = 0.0
+        self._streak: tuple[int, int] = (0, 0)  # (trial count, consecutive wins)
+        now = clock()
+        self._last_down = self._last_up = now
+        self._up_wait = PROBE_SECONDS
+
+    def begin_step(self, tokens: int) -> None:
+        """Before a step of `tokens` tokens: sets `active` (a trial's count or the chosen one)."""
+        self._tokens = tokens
+        self._trial = self._due_trial(tokens)
+        self.active = self._trial or self.chosen
+        self._started = self._clock()
+
+    def end_step(self) -> None:
+        """After the step's last GEMM: keeps its time, and judges it if it was a trial."""
+        self._record(self._clock() - self._started)
+        self.active = self.chosen
+
+    def describe(self) -> str:
+        return f"GEMMs on 1 to {self.most} threads, measured while serving"
+
+    def _due_trial(self, tokens: int) -> int | None:
+        if self.most == 1 or len(self._baselines.get(tokens, ())) < BASELINE_NEEDED:
+            return None
+        trial, wins = self._streak
+        if wins:
+            return trial  # confirm a first win at once
+        now = self._clock()
+        if self.chosen > 1 and now - self._last_down >= PROBE_SECONDS:
+            self._last_down = now
+            return self.chosen - 1
+        if self.chosen < self.most and now - self._last_up >= self._up_wait:
+            self._last_up = now
+            elsewhere = self._busy_elsewhere()
+            if elsewhere is None or self.most - elsewhere >= self.chosen + 0.5:
+                return self.chosen + 1
+        return None
+
+    def _record(self, seconds: float) -> None:
+        if self._trial is None:
+            self._baselines.setdefault(self._tokens, deque(maxlen=BASELINE_STEPS)).append(seconds)
+            return
+        baseline = statistics.median(self._baselines[self._tokens])
+        trial, self._trial = self._trial, None
+        if seconds > (1.0 - MARGIN) * baseline:
+            self._streak = (0, 0)
+            if trial > self.chosen:  # more threads lost: wait longer before trying again
+                self._up_wait = min(2 * self._up_wait, UP_BACKOFF_MAX_SECONDS)
+            return
+        wins = self._streak[1] + 1 if self._streak[0] == trial else 1
+        self._streak = (trial, wins)
+        if wins >= WINS_TO_SWITCH:
+            self.chosen, self._streak = trial, (0, 0)
+            self._baselines.clear()  # the old count's times say nothing about the new one
+            self._up_wait = PROBE_SECONDS
+            self._last_down = self._last_up = self._clock()
+            self.switches += 1
+
+
+class OthersCpu:
+    """How many cores other processes kept busy, on average, between two calls of `cores`.
+
+    Linux only (/proc/stat); elsewhere `cores` returns None. Steal time counts as busy: a core
+    the hypervisor gave to another guest is not free either."""
+
+    def __init__(self) -> None:
+        self._last = self._read()
+
+    def cores(self) -> float | None:
+        now = self._read()
+        last, self._last = self._last, now
+        if now is None or last is None or now[0] <= last[0]:
+            return None
+        wall, busy, own = (now_value - last_value for now_value, last_value in zip(now, last))
+        return max(0.0, (busy - own) / wall)
+
+    @staticmethod
+    def _read() -> tuple[float, float, float] | None:
+        """(monotonic seconds, busy CPU seconds of the whole machine, this process's CPU seconds)."""
+        import os
+
+        try:
+            with open("/proc/stat", encoding="ascii") as stat:
+                fields = [int(value) for value in stat.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
+        times = os.times()
+        return time.monotonic(), busy / os.sysconf("SC_CLK_TCK"), times.user + times.system
