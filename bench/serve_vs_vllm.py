@@ -22,6 +22,10 @@ Both servers listen on 127.0.0.1 on free ports and are stopped at the end, on Ct
 
     PYTHONPATH=$PWD .venv/bin/python bench/serve_vs_vllm.py            # everything
     BENCH_ROUNDS=1 BENCH_CLIENTS=1 ... bench/serve_vs_vllm.py --modeldeck-only   # dry run
+    ... bench/serve_vs_vllm.py --neighbour   # the same rounds beside a CPU-bound process
+
+--neighbour runs `python -c "while True: pass"` (in its own session, as another user's job would
+be) for the whole of the measured rounds: a busy box, where each server has one core left.
 
 Targets (printed beside the figures, not asserted): modeldeck bf16 >= 1.0x vLLM tok/s at 1/4/8
 clients with TTFT p95 no worse; int8 >= 1.5x vLLM bf16 at 8 clients, perplexity within 1%.
@@ -56,6 +60,7 @@ MAX_TOKENS = 64
 REQUESTS_PER_CLIENT = 3
 INT8_CLIENTS = 8
 IDLE_LIMIT = 0.05  # of one core: more than this while idle counts as stealing CPU
+NEIGHBOUR = "import time\nend = time.monotonic() + 7200\nwhile time.monotonic() < end: pass"
 
 
 # ---- settings ----------------------------------------------------------------------------------
@@ -370,6 +375,8 @@ def main() -> None:
     parser.add_argument("--modeldeck-only", action="store_true",
                         help="dry run: no vLLM (no install, no start), modeldeck's figures only")
     parser.add_argument("--skip-int8", action="store_true", help="no int8 compression or rounds")
+    parser.add_argument("--neighbour", action="store_true",
+                        help="a CPU-bound process runs beside both servers during the rounds")
     args = parser.parse_args()
     rounds, client_counts = settings_from_env()
     SCRATCH.mkdir(parents=True, exist_ok=True)
@@ -382,6 +389,7 @@ def main() -> None:
     vllm = None if args.modeldeck_only else ensure_vllm()
     servers: dict[str, Server] = {}
     results = Results()
+    neighbour: subprocess.Popen | None = None
     try:
         if vllm is not None:  # the slow start first, while nothing is measured
             servers["vllm"] = start_vllm(vllm, directory)
@@ -389,6 +397,9 @@ def main() -> None:
         for server in servers.values():
             warm_up(server)
         idle_lines = decide_suspension(servers)
+        if args.neighbour:
+            neighbour = subprocess.Popen([sys.executable, "-c", NEIGHBOUR], start_new_session=True)
+            idle_lines.append("a CPU-bound neighbour process ran throughout the rounds")
         names = ["modeldeck", "vllm"] if vllm is not None else ["modeldeck"]
         run_rounds(servers, names, client_counts, rounds, results)
         if int8 is not None:
@@ -398,6 +409,9 @@ def main() -> None:
             idle_lines += decide_suspension({"int8": servers["int8"]})
             int8_rounds(servers, rounds, results)
     finally:
+        if neighbour is not None:
+            neighbour.kill()
+            neighbour.wait()
         for server in servers.values():
             server.stop()
         from engine.runstate import stop_server

@@ -10,18 +10,26 @@ on 2 threads beside that neighbour, against 16.2 / 30.0 on one.
 
 So the count is measured while serving. A trial runs one whole step on a neighbouring count
 (one thread fewer or one more) and compares its time with the median of recent steps of the same
-size on the chosen count; two trials in a row at least MARGIN faster switch the count. Two
-shorter trials were tried here and mislead: alternating counts layer by layer within a step (the
-OpenMP worker still spins between two-thread layers and slows the one-thread layers beside them:
-beside the neighbour it favoured 2 threads by 1.1-1.6x, the slower choice), and trying only the
-first 6 layers of a step (2-3 ms, shorter than a scheduler time slice: two threads won such
-bursts beside the neighbour at batch 1 and lost the steps). A trial of fewer threads runs every
-PROBE_SECONDS; one of more threads backs off after each loss (up to UP_BACKOFF_MAX_SECONDS),
-since with a neighbour that stays it is the expensive side to try: beside that neighbour a
-two-thread step of the server took 1.2 s at batch 1 and 0.3 s at batch 8 (16 and 30 ms on one
-thread). So a trial of more threads also waits until the cores it would add look free: the CPU
-time other processes used since the last look (/proc/stat's busy time less this process's own)
-must leave at least half a core beyond those the chosen count occupies.
+size on the chosen count; WINS_TO_SWITCH trials in a row at least MARGIN faster switch the
+count. Two shorter trials were tried here and mislead: alternating counts layer by layer within
+a step (the OpenMP worker still spins between two-thread layers and slows the one-thread layers
+beside them: beside the neighbour it favoured 2 threads by 1.1-1.6x, the slower choice), and
+trying only the first 6 layers of a step (2-3 ms, shorter than a scheduler time slice: two
+threads won such bursts beside the neighbour at batch 1 and lost the steps).
+
+A trial of fewer threads runs every PROBE_SECONDS, and at once after a step SUDDEN times slower
+than its size's median (a neighbour starting mid-serving; without that, the median took three
+slow steps to move, 3.6 s beside that neighbour, and one request waited 0.48 s for its first
+token). A trial of more threads is the expensive side: beside that neighbour a two-thread step
+of the server took 1.2 s at batch 1 and 0.3 s at batch 8 (16 and 30 ms on one thread). So it
+backs off after each loss (up to UP_BACKOFF_MAX_SECONDS) and waits until the cores it would add
+look free: the CPU time other processes used since the last look (/proc/stat's busy time less
+this process's own) must leave at least half a core beyond those the chosen count occupies.
+
+The same measuring covers a slowdown inside the process: libgomp stops spinning when it manages
+more threads than there are cores, which happens when a second thread (two versions stepping at
+once, or a test's main thread) has run multi-threaded regions; two-thread steps then measured
+slower than one-thread steps (3.4 against 2.3 ms on a small model), and the count follows.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ UP_BACKOFF_MAX_SECONDS = 8.0  # the longest wait between trials of more threads
 MARGIN = 0.05  # a trial wins when its step takes at most 95% of the chosen count's median
 WINS_TO_SWITCH = 3
 BASELINE_STEPS = 5  # recent steps of one size on the chosen count
+SUDDEN = 3.0  # a step this many times its size's median: try fewer threads at the next step
 BASELINE_NEEDED = 3
 
 
@@ -50,7 +59,8 @@ class GemmThreads:
         self.chosen = self.active = self.most
         self.switches = 0
         self._clock = clock
-        self._baselines: dict[int, deque[float]] = {}  # step size in tokens -> layer seconds
+        self._baselines: dict[int, deque[float]] = {}  # step size in tokens -> step seconds
+        self._sudden: dict[int, float] = {}  # step size -> a step far slower than its median
         self._tokens = 0
         self._trial: int | None = None
         self._started = 0.0
@@ -75,9 +85,13 @@ class GemmThreads:
         return f"GEMMs on 1 to {self.most} threads, measured while serving"
 
     def _due_trial(self, tokens: int) -> int | None:
-        if self.most == 1 or len(self._baselines.get(tokens, ())) < BASELINE_NEEDED:
+        if self.most == 1:
             return None
         trial, wins = self._streak
+        if tokens in self._sudden and self.chosen > 1:
+            return trial if wins else self.chosen - 1
+        if len(self._baselines.get(tokens, ())) < BASELINE_NEEDED:
+            return None
         if wins:
             return trial  # confirm a first win at once
         now = self._clock()
@@ -93,11 +107,17 @@ class GemmThreads:
 
     def _record(self, seconds: float) -> None:
         if self._trial is None:
-            self._baselines.setdefault(self._tokens, deque(maxlen=BASELINE_STEPS)).append(seconds)
+            history = self._baselines.setdefault(self._tokens, deque(maxlen=BASELINE_STEPS))
+            if (self.chosen > 1 and len(history) >= BASELINE_NEEDED
+                    and seconds > SUDDEN * statistics.median(history)):
+                self._sudden[self._tokens] = seconds
+            history.append(seconds)
             return
-        baseline = statistics.median(self._baselines[self._tokens])
+        baseline = (self._sudden.get(self._tokens)
+                    or statistics.median(self._baselines[self._tokens]))
         trial, self._trial = self._trial, None
         if seconds > (1.0 - MARGIN) * baseline:
+            self._sudden.pop(self._tokens, None)
             self._streak = (0, 0)
             if trial > self.chosen:  # more threads lost: wait longer before trying again
                 self._up_wait = min(2 * self._up_wait, UP_BACKOFF_MAX_SECONDS)
@@ -107,6 +127,7 @@ class GemmThreads:
         if wins >= WINS_TO_SWITCH:
             self.chosen, self._streak = trial, (0, 0)
             self._baselines.clear()  # the old count's times say nothing about the new one
+            self._sudden.clear()
             self._up_wait = PROBE_SECONDS
             self._last_down = self._last_up = self._clock()
             self.switches += 1

@@ -199,3 +199,26 @@ def test_other_processes_busy_cores_are_measured_and_our_own_are_not():
 
 
 SPIN = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end: pass"
+
+
+def test_a_neighbour_starting_mid_serving_costs_one_slow_step():
+    clock = FakeClock()
+    threads = GemmThreads(2, clock, busy_elsewhere=lambda: 1.0)
+    drive(threads, clock, QUIET, 200)
+    assert threads.chosen == 2
+    used = drive(threads, clock, NEIGHBOUR, 20)
+    assert threads.chosen == 1 and used.count(2) == 1  # the slow step that showed it, no more
+
+
+def test_a_single_hiccup_on_a_quiet_box_is_undone_within_a_second():
+    """One step 3x slow (a page fault, a burst of HTTP work) may move the count to one thread;
+    the trial of more threads half a second later moves it back."""
+    clock = FakeClock()
+    threads = GemmThreads(2, clock, busy_elsewhere=lambda: 0.0)
+    drive(threads, clock, QUIET, 200)
+    drive(threads, clock, lambda count: 0.04, 1)  # the hiccup
+    start = clock.now
+    used = drive(threads, clock, QUIET, 300)
+    assert threads.chosen == 2
+    one_thread_seconds = used.count(1) * QUIET(1)
+    assert one_thread_seconds <= 1.0 and clock.now - start >= 2.0
