@@ -18,7 +18,7 @@ trying only the first 6 layers of a step (2-3 ms, shorter than a scheduler time 
 threads won such bursts beside the neighbour at batch 1 and lost the steps).
 
 A trial of fewer threads runs every PROBE_SECONDS, and at once after a step SUDDEN times slower
-than its size's median (a neighbour starting mid-serving; without that, the median took three
+than its size's median and SUDDEN_MIN_SECONDS over it (a neighbour starting mid-serving; without that, the median took three
 slow steps to move, 3.6 s beside that neighbour, and one request waited 0.48 s for its first
 token). A trial of more threads is the expensive side: beside that neighbour a two-thread step
 of the server took 1.2 s at batch 1 and 0.3 s at batch 8 (16 and 30 ms on one thread). So it
@@ -45,6 +45,7 @@ MARGIN = 0.05  # a trial wins when its step takes at most 95% of the chosen coun
 WINS_TO_SWITCH = 3
 BASELINE_STEPS = 5  # recent steps of one size on the chosen count
 SUDDEN = 3.0  # a step this many times its size's median: try fewer threads at the next step
+SUDDEN_MIN_SECONDS = 0.02  # ...and this much slower: a few ms of hiccup on a small step is not one
 BASELINE_NEEDED = 3
 
 
@@ -109,7 +110,8 @@ class GemmThreads:
         if self._trial is None:
             history = self._baselines.setdefault(self._tokens, deque(maxlen=BASELINE_STEPS))
             if (self.chosen > 1 and len(history) >= BASELINE_NEEDED
-                    and seconds > SUDDEN * statistics.median(history)):
+                    and seconds > max(SUDDEN * statistics.median(history),
+                                      statistics.median(history) + SUDDEN_MIN_SECONDS)):
                 self._sudden[self._tokens] = seconds
             history.append(seconds)
             return

@@ -59,6 +59,7 @@ def phases(directory: str) -> None:
     threads = scheduler.step.threads
     seen = {"most": threads.most, "reason": scheduler.step.reason}
     serve_until(scheduler, lambda: False, 2.0)
+    serve_until(scheduler, lambda: threads.chosen == 2, 2.0)  # past a hiccup's trial, if any
     seen["quiet"] = threads.chosen
     neighbour = subprocess.Popen([sys.executable, "-c", SPIN])
     try:
