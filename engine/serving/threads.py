@@ -23,8 +23,9 @@ slow steps to move, 3.6 s beside that neighbour, and one request waited 0.48 s f
 token). A trial of more threads is the expensive side: beside that neighbour a two-thread step
 of the server took 1.2 s at batch 1 and 0.3 s at batch 8 (16 and 30 ms on one thread). So it
 backs off after each loss (up to UP_BACKOFF_MAX_SECONDS) and waits until the cores it would add
-look free: the CPU time other processes used since the last look (/proc/stat's busy time less
-this process's own) must leave at least half a core beyond those the chosen count occupies.
+look free: the CPU time other processes used since the last look, every PROBE_SECONDS
+(/proc/stat's busy time less this process's own), must leave at least half a core beyond those
+the chosen count occupies. Cores seen busy and then free end the back-off: the neighbour left.
 
 The same measuring covers a slowdown inside the process: libgomp stops spinning when it manages
 more threads than there are cores, which happens when a second thread (two versions stepping at
@@ -67,8 +68,9 @@ class GemmThreads:
         self._started = 0.0
         self._streak: tuple[int, int] = (0, 0)  # (trial count, consecutive wins)
         now = clock()
-        self._last_down = self._last_up = now
+        self._last_down = self._last_up = self._last_look = now
         self._up_wait = PROBE_SECONDS
+        self._cores_were_busy = False
 
     def begin_step(self, tokens: int) -> None:
         """Before a step of `tokens` tokens: sets `active` (a trial's count or the chosen one)."""
@@ -99,10 +101,16 @@ class GemmThreads:
         if self.chosen > 1 and now - self._last_down >= PROBE_SECONDS:
             self._last_down = now
             return self.chosen - 1
-        if self.chosen < self.most and now - self._last_up >= self._up_wait:
-            self._last_up = now
+        if self.chosen < self.most and now - self._last_look >= PROBE_SECONDS:
+            self._last_look = now
             elsewhere = self._busy_elsewhere()
-            if elsewhere is None or self.most - elsewhere >= self.chosen + 0.5:
+            if elsewhere is not None and self.most - elsewhere < self.chosen + 0.5:
+                self._cores_were_busy = True
+                return None
+            if self._cores_were_busy:  # they were busy and are free now: earlier losses are moot
+                self._cores_were_busy, self._up_wait = False, PROBE_SECONDS
+            if now - self._last_up >= self._up_wait:
+                self._last_up = now
                 return self.chosen + 1
         return None
 
@@ -131,7 +139,7 @@ class GemmThreads:
             self._baselines.clear()  # the old count's times say nothing about the new one
             self._sudden.clear()
             self._up_wait = PROBE_SECONDS
-            self._last_down = self._last_up = self._clock()
+            self._last_down = self._last_up = self._last_look = self._clock()
             self.switches += 1
 
 

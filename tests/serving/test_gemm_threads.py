@@ -8,7 +8,7 @@ import os
 import pytest
 
 from engine.serving.modelstep import FusedLinear, gemm_threads
-from engine.serving.threads import GemmThreads
+from engine.serving.threads import UP_BACKOFF_MAX_SECONDS, GemmThreads
 
 CORES = len(os.sched_getaffinity(0))
 needs_two_cores = pytest.mark.skipif(CORES < 2, reason="one usable core: no spare core for GEMMs")
@@ -124,6 +124,25 @@ def test_the_cores_come_back_when_the_neighbour_leaves():
     elsewhere[0] = 0.0
     left_at = clock.now
     while threads.chosen == 1 and clock.now - left_at < 10:
+        drive(threads, clock, QUIET, 1)
+    assert threads.chosen == 2 and clock.now - left_at <= 1.0
+
+
+def test_losses_before_a_neighbour_leaves_do_not_delay_the_return():
+    """Trials of two threads lost while the cores looked free (the neighbour not yet counted)
+    back off; the neighbour then seen and seen gone ends that back-off."""
+    clock = FakeClock()
+    elsewhere: list[float | None] = [None]
+    threads = GemmThreads(2, clock, busy_elsewhere=lambda: elsewhere[0])
+    drive(threads, clock, NEIGHBOUR, 2000)  # trials of 2 threads lost: waits up to the maximum
+    assert threads.chosen == 1 and threads._up_wait == UP_BACKOFF_MAX_SECONDS
+    while drive(threads, clock, NEIGHBOUR, 1) != [2]:  # until a trial just lost
+        pass
+    elsewhere[0] = 1.0
+    drive(threads, clock, NEIGHBOUR, 50)  # 0.8 s seen busy
+    elsewhere[0] = 0.0
+    left_at = clock.now
+    while threads.chosen == 1 and clock.now - left_at < 20:
         drive(threads, clock, QUIET, 1)
     assert threads.chosen == 2 and clock.now - left_at <= 1.0
 

@@ -41,6 +41,8 @@ def test_the_gemms_leave_a_busy_core_and_take_it_back(tmp_path):
     assert seen["neighbour"] == 1, "the neighbour's core stalled two-thread steps"
     assert seen["neighbour_stays"] == 1  # the busy core is not tried again while it stays busy
     assert seen["after"] == 2, "the neighbour left: both cores again"
+    print(f"left the busy core after {seen['left_after_s']:.2f} s, back on both "
+          f"{seen['back_after_s']:.2f} s after the neighbour ended")
 
 
 def phases(directory: str) -> None:
@@ -63,15 +65,17 @@ def phases(directory: str) -> None:
     seen["quiet"] = threads.chosen
     neighbour = subprocess.Popen([sys.executable, "-c", SPIN])
     try:
+        started = time.monotonic()
         serve_until(scheduler, lambda: threads.chosen == 1, 10.0)
-        seen["neighbour"] = threads.chosen
+        seen["neighbour"], seen["left_after_s"] = threads.chosen, time.monotonic() - started
         serve_until(scheduler, lambda: threads.chosen != 1, 2.0)
         seen["neighbour_stays"] = threads.chosen
     finally:
         neighbour.kill()
         neighbour.wait()
+    ended = time.monotonic()
     serve_until(scheduler, lambda: threads.chosen == 2, 10.0)
-    seen["after"] = threads.chosen
+    seen["after"], seen["back_after_s"] = threads.chosen, time.monotonic() - ended
     scheduler.close(timeout=30)
     print(json.dumps(seen))
 
