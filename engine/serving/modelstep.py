@@ -251,7 +251,8 @@ class FusedLlamaStep:
         # (tokens, 1, dim), over heads; sin's first half negated: see _attention's rotation.
         cos, sin = cos[0, :, None, :], sin[0, :, None, :] * self.rotation_sign.to(sin.dtype)
         if self.threads is not None:
-            self.threads.begin_step(hidden.shape[0])
+            self.threads.begin_step(hidden.shape[0],
+                                    prefill=any(length > 1 for _, length in shapes))
         for index, layer in enumerate(self.layers):
             hidden = hidden + self._attention(layer, layer.input_norm(hidden), cos, sin, parts,
                                               shapes, cache, index)

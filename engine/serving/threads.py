@@ -17,7 +17,9 @@ beside them: beside the neighbour it favoured 2 threads by 1.1-1.6x, the slower 
 trying only the first 6 layers of a step (2-3 ms, shorter than a scheduler time slice: two
 threads won such bursts beside the neighbour at batch 1 and lost the steps).
 
-A trial of fewer threads runs every PROBE_SECONDS, and at once after a step SUDDEN times slower
+Trials run on decode steps of a busy server, never on the step after an idle spell (a cold
+step, slower either way, and a first token's wait) and never on a prefill step unless a sudden
+slowdown calls for one. A trial of fewer threads runs every PROBE_SECONDS, and at once after a step SUDDEN times slower
 than its size's median and SUDDEN_MIN_SECONDS over it (a neighbour starting mid-serving; without that, the median took three
 slow steps to move, 3.6 s beside that neighbour, and one request waited 0.48 s for its first
 token). A trial of more threads is the expensive side: beside that neighbour a two-thread step
@@ -48,6 +50,11 @@ BASELINE_STEPS = 5  # recent steps of one size on the chosen count
 SUDDEN = 3.0  # a step this many times its size's median: try fewer threads at the next step
 SUDDEN_MIN_SECONDS = 0.02  # ...and this much slower: a few ms of hiccup on a small step is not one
 BASELINE_NEEDED = 3
+# A step starting this long after the last one ended is a cold one: measured after 1.5 s idle,
+# a 9-token prefill took 32-43 ms against 20-25 back to back, and it was what a trial at that
+# moment would have been judged by (the first step after idle used to be a one-thread trial,
+# every time: a first token's wait paid for it).
+IDLE_GAP_SECONDS = 0.05
 
 
 class GemmThreads:
@@ -66,34 +73,42 @@ class GemmThreads:
         self._tokens = 0
         self._trial: int | None = None
         self._started = 0.0
+        self._ended = -1e9  # when the last step ended (a step after a gap is a cold one)
+        self._cold = True
         self._streak: tuple[int, int] = (0, 0)  # (trial count, consecutive wins)
         now = clock()
         self._last_down = self._last_up = self._last_look = now
         self._up_wait = PROBE_SECONDS
         self._cores_were_busy = False
 
-    def begin_step(self, tokens: int) -> None:
-        """Before a step of `tokens` tokens: sets `active` (a trial's count or the chosen one)."""
-        self._tokens = tokens
-        self._trial = self._due_trial(tokens)
-        self.active = self._trial or self.chosen
+    def begin_step(self, tokens: int, prefill: bool = False) -> None:
+        """Before a step of `tokens` tokens (`prefill`: it prefills a prompt): sets `active`, a
+        trial's count or the chosen one. The first step after an idle spell is neither a trial
+        nor a measurement (a cold step), and a prefill step is a trial only right after a sudden
+        slowdown: its time is a first token's wait."""
         self._started = self._clock()
+        self._tokens = tokens
+        self._cold = self._started - self._ended > IDLE_GAP_SECONDS
+        self._trial = None if self._cold else self._due_trial(tokens, periodic=not prefill)
+        self.active = self._trial or self.chosen
 
     def end_step(self) -> None:
         """After the step's last GEMM: keeps its time, and judges it if it was a trial."""
-        self._record(self._clock() - self._started)
+        self._ended = self._clock()
+        if not self._cold:
+            self._record(self._ended - self._started)
         self.active = self.chosen
 
     def describe(self) -> str:
         return f"GEMMs on 1 to {self.most} threads, measured while serving"
 
-    def _due_trial(self, tokens: int) -> int | None:
+    def _due_trial(self, tokens: int, periodic: bool) -> int | None:
         if self.most == 1:
             return None
         trial, wins = self._streak
         if tokens in self._sudden and self.chosen > 1:
             return trial if wins else self.chosen - 1
-        if len(self._baselines.get(tokens, ())) < BASELINE_NEEDED:
+        if not periodic or len(self._baselines.get(tokens, ())) < BASELINE_NEEDED:
             return None
         if wins:
             return trial  # confirm a first win at once

@@ -241,3 +241,25 @@ def test_a_single_hiccup_on_a_quiet_box_is_undone_within_a_second():
     assert threads.chosen == 2
     one_thread_seconds = used.count(1) * QUIET(1)
     assert one_thread_seconds <= 1.0 and clock.now - start >= 2.0
+
+
+def test_a_first_token_never_waits_for_a_trial():
+    """The step after an idle spell and prefill steps (a first token's wait) run on the chosen
+    count; trials happen on decode steps of a busy server."""
+    clock = FakeClock()
+    threads = GemmThreads(2, clock, busy_elsewhere=lambda: 0.0)
+    drive(threads, clock, QUIET, 200)
+    for _ in range(20):
+        clock.now += 2.0  # idle: every trial is due by now
+        threads.begin_step(8)
+        assert threads.active == 2
+        clock.now += QUIET(threads.active)
+        threads.end_step()
+    prefill_counts = []
+    for _ in range(300):
+        threads.begin_step(8, prefill=True)
+        prefill_counts.append(threads.active)
+        clock.now += QUIET(threads.active)
+        threads.end_step()
+    assert set(prefill_counts) == {2}
+    assert 1 in drive(threads, clock, QUIET, 100)  # decode steps still host the trials
