@@ -95,8 +95,7 @@ class GemmThreads:
     def end_step(self) -> None:
         """After the step's last GEMM: keeps its time, and judges it if it was a trial."""
         self._ended = self._clock()
-        if not self._cold:
-            self._record(self._ended - self._started)
+        self._record(self._ended - self._started, cold=self._cold)
         self.active = self.chosen
 
     def describe(self) -> str:
@@ -129,14 +128,17 @@ class GemmThreads:
                 return self.chosen + 1
         return None
 
-    def _record(self, seconds: float) -> None:
+    def _record(self, seconds: float, cold: bool) -> None:
+        """A cold step only says whether it was sudden (a neighbour that started while the
+        server idled): a few cold milliseconds are far under SUDDEN, and not a baseline."""
         if self._trial is None:
             history = self._baselines.setdefault(self._tokens, deque(maxlen=BASELINE_STEPS))
             if (self.chosen > 1 and len(history) >= BASELINE_NEEDED
                     and seconds > max(SUDDEN * statistics.median(history),
                                       statistics.median(history) + SUDDEN_MIN_SECONDS)):
                 self._sudden[self._tokens] = seconds
-            history.append(seconds)
+            if not cold:
+                history.append(seconds)
             return
         baseline = (self._sudden.get(self._tokens)
                     or statistics.median(self._baselines[self._tokens]))

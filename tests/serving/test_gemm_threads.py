@@ -263,3 +263,12 @@ def test_a_first_token_never_waits_for_a_trial():
         threads.end_step()
     assert set(prefill_counts) == {2}
     assert 1 in drive(threads, clock, QUIET, 100)  # decode steps still host the trials
+
+
+def test_a_neighbour_that_started_while_the_server_idled_costs_one_slow_step():
+    clock = FakeClock()
+    threads = GemmThreads(2, clock, busy_elsewhere=lambda: 1.0)
+    drive(threads, clock, QUIET, 200)
+    clock.now += 5.0  # idle; the neighbour starts meanwhile
+    used = drive(threads, clock, NEIGHBOUR, 20)
+    assert threads.chosen == 1 and used.count(2) == 1
