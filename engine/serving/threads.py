@@ -83,9 +83,9 @@ class GemmThreads:
 
     def begin_step(self, tokens: int, prefill: bool = False) -> None:
         """Before a step of `tokens` tokens (`prefill`: it prefills a prompt): sets `active`, a
-        trial's count or the chosen one. The first step after an idle spell is neither a trial
-        nor a measurement (a cold step), and a prefill step is a trial only right after a sudden
-        slowdown: its time is a first token's wait."""
+        trial's count or the chosen one. The first step after an idle spell (a cold step) is
+        no trial and no baseline, and a prefill step is a trial only right after a sudden
+        slowdown: their time is a first token's wait."""
         self._started = self._clock()
         self._tokens = tokens
         self._cold = self._started - self._ended > IDLE_GAP_SECONDS
