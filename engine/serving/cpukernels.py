@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import mmap
 import os
 import platform
 import shutil
@@ -37,6 +38,8 @@ SOURCE = Path(__file__).resolve().parent.parent / "data" / "cpu_kernels.c"
 FLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC")
 SWITCH = "MODELDECK_CPU_KERNELS"  # "off": never use these kernels
 BLOCK = 16  # outputs per block: N must be a multiple, K even
+HUGE_PAGE = 2 << 20  # x86-64 transparent huge page
+THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")  # "always [madvise] never"
 
 
 class CpuKernels:
@@ -119,6 +122,12 @@ class PackedWeight:
                           self.scales.data_ptr() if self.scales is not None else None,
                           self.bias.data_ptr() if self.bias is not None else None)
 
+    def place(self, storage: Any) -> None:
+        """Move the packed weight into `storage` (same size, bytes); the old copy is freed."""
+        storage.copy_(self.weight.view(-1).view(storage.dtype))
+        self.weight = storage.view(self.weight.dtype).view(self.weight.shape)
+        self._pointers = (self.weight.data_ptr(), *self._pointers[1:])
+
     def __call__(self, hidden: Any, threads: int) -> Any:
         import torch
 
@@ -131,6 +140,42 @@ class PackedWeight:
         self._function(flat.data_ptr(), flat.shape[0], self.in_features, weight,
                        self.out_features, scales, bias, output.data_ptr(), threads)
         return output.view(*hidden.shape[:-1], self.out_features)
+
+
+def place_on_huge_pages(packed: list[PackedWeight]) -> bool:
+    """Move a model's packed weights into one mapping advised for transparent huge pages; False
+    where the platform has no MADV_HUGEPAGE (the weights stay where they are).
+
+    Why: a decode step streams every weight once (272 MB for SmolLM2-135M), and on 4 KB pages
+    that is 66,000 page walks a step; the hardware prefetchers also stop at each page's end.
+    Measured here (2 cores, THP `madvise`), all linears of a SmolLM2 step on 2 MB pages against
+    the same kernels on ordinary pages: 1.07-1.10x faster at 1-4 rows, 1.13x at 8 rows on two
+    threads, 1.16-1.23x on one; a 64-row prefill even. False (nothing moved) where THP is off."""
+    import torch
+
+    if not packed or not hasattr(mmap, "MADV_HUGEPAGE") or not _huge_pages_on():
+        return False
+    sizes = [_aligned(item.weight.numel() * item.weight.element_size(), 64) for item in packed]
+    length = _aligned(sum(sizes), HUGE_PAGE) + HUGE_PAGE  # room to start on a 2 MB boundary
+    mapping = mmap.mmap(-1, length, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    mapping.madvise(mmap.MADV_HUGEPAGE)
+    arena = torch.frombuffer(mapping, dtype=torch.uint8)  # keeps the mapping alive while used
+    offset = (-arena.data_ptr()) % HUGE_PAGE
+    for item, size in zip(packed, sizes):
+        item.place(arena[offset:offset + item.weight.numel() * item.weight.element_size()])
+        offset += size
+    return True
+
+
+def _huge_pages_on() -> bool:
+    try:
+        return "[never]" not in THP_MODE.read_text()
+    except OSError:
+        return False  # no THP in this kernel
+
+
+def _aligned(size: int, boundary: int) -> int:
+    return -(-size // boundary) * boundary
 
 
 _LOADED: dict[str, tuple[CpuKernels | None, str]] = {}  # "kernels": load()'s answer

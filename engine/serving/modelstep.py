@@ -213,6 +213,7 @@ class FusedLlamaStep:
         with torch.inference_mode():
             self.layers = [_Layer(layer, self.threads) for layer in model.model.layers]
             self.head = FusedLinear([model.lm_head], self.threads)
+        self.huge_pages = _on_huge_pages(self.layers, self.head)
         self.embed = model.get_input_embeddings()
         self.norm = RmsNorm(model.model.norm)
         self.rotary = model.model.rotary_emb
@@ -224,7 +225,9 @@ class FusedLlamaStep:
         self._float_masks: dict[int, tuple[Any, Any]] = {}  # per run: each part's mask, fp32
         spread = f", {self.threads.describe()}" if self.threads else ""
         attention = ", modeldeck attention" if self.attention_kernel else ""
-        self.reason = f"Llama block, {_kernels(self.layers, self.head)}{attention}{spread}"
+        pages = ", weights on 2 MB pages" if self.huge_pages else ""
+        self.reason = (f"Llama block, {_kernels(self.layers, self.head)}{pages}{attention}"
+                       f"{spread}")
 
     def release_unfused_weights(self) -> None:
         """Free the per-projection weights the fused GEMMs copied (not a tied embedding)."""
@@ -388,11 +391,23 @@ def _attention_kernel(model: Any, group: int, head_dim: int) -> Any:
     return kernels if kernels is not None and kernels.attends(group, head_dim) else None
 
 
+def _gemms(layers: list[_Layer], head: FusedLinear) -> list[FusedLinear]:
+    return [head] + [gemm for layer in layers
+                     for gemm in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+
+
+def _on_huge_pages(layers: list[_Layer], head: FusedLinear) -> bool:
+    """The packed weights moved onto huge pages (engine.serving.cpukernels), where they are
+    modeldeck's kernels' and the platform has them."""
+    from engine.serving.cpukernels import place_on_huge_pages
+
+    return place_on_huge_pages([gemm.packed for gemm in _gemms(layers, head) if gemm.packed])
+
+
 def _kernels(layers: list[_Layer], head: FusedLinear) -> str:
     """Which kernels the step's GEMMs run, in words ("modeldeck int8 kernels", or a count where
     some shapes fell back)."""
-    gemms = [head] + [gemm for layer in layers for gemm in (layer.qkv, layer.o, layer.gate_up,
-                                                            layer.down)]
+    gemms = _gemms(layers, head)
     names = ["modeldeck " + gemm.kernel + " kernel" if gemm.kernel
              else "oneDNN prepacked" if gemm.onednn else "fused GEMMs" for gemm in gemms]
     counts = {name: names.count(name) for name in dict.fromkeys(names)}

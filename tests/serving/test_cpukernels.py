@@ -200,3 +200,49 @@ def test_a_library_others_could_have_written_is_rebuilt_not_loaded(gemm, tmp_pat
         assert cpukernels._built(compiler).parent != built.parent
     finally:
         built.parent.chmod(0o700)
+
+
+def _mapping_of(address: int) -> tuple[int, tuple[str, ...]]:
+    """The start and VmFlags of the mapping in this process that holds `address`."""
+    start, flags = None, None
+    for line in open("/proc/self/smaps"):
+        field = line.split()[0]
+        if "-" in field and not field.endswith(":"):
+            low, high = (int(value, 16) for value in field.split("-"))
+            start = low if low <= address < high else None
+        elif field == "VmFlags:" and start is not None:
+            return start, tuple(line.split()[1:])
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+def test_weights_moved_onto_huge_pages_give_the_same_results_from_one_advised_mapping(gemm):
+    import torch
+
+    if not cpukernels._huge_pages_on():
+        pytest.skip("transparent huge pages are off in this kernel")
+    weight, quantized, scales, bias = _weights(2048, 768, seed=7)  # 3 MB: spans a 2 MB page
+    packed = [gemm.pack(weight, None, bias), gemm.pack(quantized, scales), gemm.pack(weight[:96])]
+    hidden = torch.randn(5, 768).to(torch.bfloat16)
+    before = [item(hidden, threads=2) for item in packed]
+    assert cpukernels.place_on_huge_pages(packed)
+    after = [item(hidden, threads=2) for item in packed]
+    for old, new in zip(before, after):
+        assert torch.equal(old, new)
+    addresses = [item.weight.data_ptr() for item in packed]
+    assert addresses[0] % cpukernels.HUGE_PAGE == 0
+    mappings = {_mapping_of(address) for address in addresses}
+    assert len(mappings) == 1  # one mapping for them all
+    (_, flags), = mappings
+    assert "hg" in flags  # advised MADV_HUGEPAGE: the kernel backs it with 2 MB pages
+
+
+def test_without_huge_pages_the_weights_stay_where_they_are(gemm, monkeypatch, tmp_path):
+    import torch
+
+    setting = tmp_path / "enabled"
+    setting.write_text("always madvise [never]\n")
+    monkeypatch.setattr(cpukernels, "THP_MODE", setting)
+    packed = gemm.pack(torch.randn(32, 16).to(torch.bfloat16))
+    address = packed.weight.data_ptr()
+    assert not cpukernels.place_on_huge_pages([packed])
+    assert packed.weight.data_ptr() == address
