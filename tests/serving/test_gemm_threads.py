@@ -275,3 +275,47 @@ def test_a_neighbour_that_started_while_the_server_idled_costs_one_slow_step():
     clock.now += 5.0  # idle; the neighbour starts meanwhile
     used = drive(threads, clock, NEIGHBOUR, 20)
     assert threads.chosen == 1 and used.count(2) == 1
+
+
+STREAMING = {1: 0.010, 2: 0.012}.get  # batch-1 decode beside this server's own streaming work
+
+
+def test_prefill_steps_run_on_every_core_while_the_cores_look_free():
+    """Decode steps may choose one thread (the other core busy with this server's own
+    streaming); a prefill multiplies many rows and runs on both cores while other processes
+    leave them free, without moving the decode steps' choice."""
+    clock = FakeClock()
+    elsewhere = [0.0]
+    threads = GemmThreads(2, clock, busy_elsewhere=lambda: elsewhere[0])
+    drive(threads, clock, STREAMING, 400)
+    assert threads.chosen == 1
+    counts = []
+    for _ in range(200):  # a prefill now and then between decode steps
+        threads.begin_step(9, prefill=True)
+        counts.append(threads.active)
+        clock.now += 0.030 if threads.active == 1 else 0.022
+        threads.end_step()
+        drive(threads, clock, STREAMING, 5, tokens=1)
+    assert set(counts) == {2} and threads.chosen == 1
+    elsewhere[0] = 1.0  # a neighbour: seen at the next look, prefills stay on the chosen count
+    drive(threads, clock, NEIGHBOUR, 60, tokens=1)
+    threads.begin_step(9, prefill=True)
+    assert threads.active == 1
+
+
+def test_after_an_idle_spell_beside_a_busy_process_the_first_prefill_stays_on_the_chosen_count():
+    clock = FakeClock()
+    elsewhere = [0.0]
+    threads = GemmThreads(2, clock, busy_elsewhere=lambda: elsewhere[0])
+    drive(threads, clock, STREAMING, 400)
+    assert threads.chosen == 1
+    elsewhere[0] = 1.5  # the look after idle covers the spell: another server's turn
+    clock.now += 6.0
+    threads.begin_step(9, prefill=True)
+    assert threads.active == 1
+    clock.now += 0.03
+    threads.end_step()
+    elsewhere[0] = 0.0  # it stopped: once a look sees the cores free, prefills get both
+    clock.now += 0.6
+    threads.begin_step(9, prefill=True)
+    assert threads.active == 2
