@@ -246,3 +246,19 @@ def test_without_huge_pages_the_weights_stay_where_they_are(gemm, monkeypatch, t
     address = packed.weight.data_ptr()
     assert not cpukernels.place_on_huge_pages([packed])
     assert packed.weight.data_ptr() == address
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_a_rows_result_does_not_depend_on_the_rows_beside_it(gemm, int8):
+    """Bit for bit, a row gives the same output alone, in a decode batch and in a long prefill
+    (the kernels for 1-8 rows and the two-block kernel for 16+ sum in the same order): a
+    sequence's text does not change with the batch it runs in."""
+    import torch
+
+    weight, quantized, scales, bias = _weights(256, 1536, seed=11)  # long sums: order shows
+    packed = gemm.pack(quantized, scales, bias) if int8 else gemm.pack(weight, None, bias)
+    hidden = torch.randn(40, 1536).to(torch.bfloat16)
+    together = packed(hidden, threads=2)
+    for row in (0, 7, 8, 16, 23, 39):
+        assert torch.equal(packed(hidden[row:row + 1], threads=2)[0], together[row])
+    assert torch.equal(packed(hidden[8:13], threads=1), together[8:13])
