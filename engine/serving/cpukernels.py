@@ -7,8 +7,8 @@ SmolLM2-135M step, 30 layers and the head, 2 threads; `bench/cpu_gemm.py`): oneD
 bf16 GEMM, the fastest kernel torch offers here, takes 15.5 / 14.3 / 17.3 ms at 1 / 4 / 8 rows;
 these take 10.2 / 10.8 / 16.5 ms on bf16 weights and 6.2 / 8.7 / 12.9 ms on int8 weights
 (torch's own int8 weight-only `_weight_int8pack_mm`: 11.4 / 15.9 / 35.6 ms). At 64 rows (a
-prefill) they are even with oneDNN (0.93-0.95x): both are bound by vdpbf16ps throughput there,
-so one packed copy serves both. SDPA's flash kernel spent ~114 us a layer on a batch-8 decode
+prefill) both are bound by vdpbf16ps throughput; these take 77.0 ms against oneDNN's 82.3, so
+one packed copy serves both. SDPA's flash kernel spent ~114 us a layer on a batch-8 decode
 attention that is a few microseconds of work; the attention kernel here takes pieces of up to
 modelstep.KERNEL_ATTENTION_TOKENS tokens.
 
