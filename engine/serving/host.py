@@ -213,6 +213,7 @@ class ModelHost:
                                    context_length=loaded.context_length,
                                    observer=self.metrics.observer(ref),
                                    release_unfused=True)
+        self.metrics.watch_gemm_threads(ref, getattr(scheduler.step, "threads", None))
         _slow_down_for_tests(scheduler, ref)
         served = ServedVersion(loaded, scheduler)
         settle_heap()

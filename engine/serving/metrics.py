@@ -12,6 +12,7 @@ themselves, not interpolated from buckets.
 from __future__ import annotations
 
 import os
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info,
@@ -21,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from engine.serving.slo_window import SloWindows
 
 if TYPE_CHECKING:
+    from engine.serving.threads import GemmThreads
     from engine.slo_settings import SloSettings
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0,
@@ -81,6 +83,8 @@ class ServerMetrics:
         self.model_info = Info("modeldeck_model", "The version serving new requests",
                                registry=self.registry)
         self.registry.register(_MemoryCollector())
+        self._gemm_threads = _GemmThreadsCollector()
+        self.registry.register(self._gemm_threads)
         if self.slo is not None:
             self.registry.register(self.slo)
 
@@ -92,6 +96,12 @@ class ServerMetrics:
         model, _, version = version_ref.rpartition("@")
         self.model_info.info({"model": model, "version": version, "ref": version_ref,
                               **{key: str(value) for key, value in engine.items()}})
+
+    def watch_gemm_threads(self, version_ref: str, threads: "GemmThreads | None") -> None:
+        """Export the thread count the version's CPU GEMMs run on (engine.serving.threads),
+        read at scrape time, for as long as that step lives."""
+        if threads is not None:
+            self._gemm_threads.watched[version_ref] = threads
 
     def count_rejection(self, version_ref: str, outcome: str) -> None:
         self.requests.labels(version_ref, outcome).inc()
@@ -152,6 +162,31 @@ class _MemoryCollector:
         if cuda is not None:
             family.add_metric(("cuda",), float(cuda))
         yield family
+
+
+class _GemmThreadsCollector:
+    """Each serving version's GEMM thread count and how often the measuring changed it: a count
+    below the cores means another process (or this server's own HTTP work) was found to slow
+    the multi-threaded GEMMs down. A version's series go when its step is freed."""
+
+    def __init__(self) -> None:
+        self.watched: "weakref.WeakValueDictionary[str, GemmThreads]" = (
+            weakref.WeakValueDictionary())
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        threads = GaugeMetricFamily("modeldeck_gemm_threads",
+                                    "Threads the version's CPU GEMMs run on, measured while "
+                                    "serving", labels=("version",))
+        switches = CounterMetricFamily("modeldeck_gemm_thread_switches",
+                                       "Times the measuring changed that count",
+                                       labels=("version",))
+        for version_ref, watched in list(self.watched.items()):
+            threads.add_metric((version_ref,), float(watched.chosen))
+            switches.add_metric((version_ref,), float(watched.switches))
+        yield threads
+        yield switches
 
 
 def _rss_bytes() -> int:

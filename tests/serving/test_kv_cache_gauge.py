@@ -36,3 +36,23 @@ def test_kv_cache_gauge_tracks_the_cache_and_is_read_by_the_poller(tiny_model_di
     assert scheduler.close(timeout=30)
     assert metrics.registry.get_sample_value(GAUGE, {"version": "tiny@1"}) == 0
     assert f'{GAUGE}{{version="tiny@1"}}' in metrics.exposition().decode()
+
+
+def test_the_gemm_thread_count_is_on_metrics_while_its_step_lives():
+    import gc
+
+    from engine.serving.threads import GemmThreads
+
+    metrics = ServerMetrics()
+    threads = GemmThreads(2, busy_elsewhere=lambda: 0.0)
+    metrics.watch_gemm_threads("tiny@1", threads)
+    metrics.watch_gemm_threads("tiny@2", None)  # a GPU or eager step: no series
+    assert metrics.registry.get_sample_value("modeldeck_gemm_threads", {"version": "tiny@1"}) == 2
+    threads.chosen, threads.switches = 1, 1  # the measuring moved it
+    assert metrics.registry.get_sample_value("modeldeck_gemm_threads", {"version": "tiny@1"}) == 1
+    assert metrics.registry.get_sample_value("modeldeck_gemm_thread_switches_total",
+                                             {"version": "tiny@1"}) == 1
+    assert 'version="tiny@2"' not in metrics.exposition().decode()
+    del threads
+    gc.collect()
+    assert "modeldeck_gemm_threads{" not in metrics.exposition().decode()
