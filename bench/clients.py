@@ -39,9 +39,14 @@ def run_clients(stream_one: StreamOne, clients: int, requests: int,
 
     results: list[tuple[int, float]] = []
     failures: list[Exception] = []
+    # Built before the clock starts, as a load generator keeps its sessions: each httpx.Client
+    # costs ~20 ms of CPU (it loads the CA bundle even for plain http), and 8 built at a round's
+    # start kept one of this box's 2 cores busy while the first requests were served, counted
+    # as the server's time to first token.
+    sessions = [httpx.Client(timeout=timeout) for _ in range(clients)]
 
     def client(index: int) -> None:
-        with httpx.Client(timeout=timeout) as http:
+        with sessions[index] as http:
             for turn in range(requests):
                 prompt = PROMPTS[(index * requests + turn) % len(PROMPTS)]
                 try:
