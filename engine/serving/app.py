@@ -144,19 +144,23 @@ class _Api:
             if served is None:
                 raise ApiError(503, "no model is deployed to this server", "service_unavailable")
             # Rendering a chat template and tokenizing a prompt of up to max_body_bytes take
-            # long enough to stall every other connection: do it in a worker thread.
-            prompt_ids, params = await asyncio.to_thread(parse, body, served.loaded.tokenizer,
-                                                         self.host.settings)
-            try:
-                sequence = served.scheduler.submit(prompt_ids, params, deliver, arrived_at)
-                return _Admitted(served, sequence, events, prompt_ids, params)
-            except SchedulerClosed:
-                continue
-            except QueueFull as error:
-                self.host.metrics.count_rejection(served.ref, "rejected")
-                raise ApiError(429, f"server busy: {error}", "rate_limit_exceeded") from None
-            except BadInput as error:
-                raise ApiError(400, str(error), "invalid_request_error", "context_length_exceeded") from None
+            # long enough to stall every other connection: do it in a worker thread. Counted as
+            # arriving meanwhile, so an idle scheduler waits for it (engine.serving.arrivals).
+            with served.scheduler.arrivals.arriving() as arrival:
+                prompt_ids, params = await asyncio.to_thread(parse, body, served.loaded.tokenizer,
+                                                             self.host.settings)
+                try:
+                    sequence = served.scheduler.submit(prompt_ids, params, deliver, arrived_at,
+                                                       arrival)
+                    return _Admitted(served, sequence, events, prompt_ids, params)
+                except SchedulerClosed:
+                    continue
+                except QueueFull as error:
+                    self.host.metrics.count_rejection(served.ref, "rejected")
+                    raise ApiError(429, f"server busy: {error}", "rate_limit_exceeded") from None
+                except BadInput as error:
+                    raise ApiError(400, str(error), "invalid_request_error",
+                                   "context_length_exceeded") from None
         raise ApiError(503, "the server is switching versions; retry", "service_unavailable")
 
     def _start_shadow(self, admitted: "_Admitted") -> "asyncio.Future[str | None] | None":

@@ -80,3 +80,15 @@ class StopMatcher:
                     longest = size
                     break
         return longest
+
+
+def eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    """The token ids that end a sequence: the generation config's, the model config's and the
+    tokenizer's."""
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config):
+        value = getattr(source, "eos_token_id", None) if source is not None else None
+        ids.update(value if isinstance(value, (list, tuple)) else [value] if value is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return frozenset(ids)

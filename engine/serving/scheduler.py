@@ -32,7 +32,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.errors import BadInput, brief
-from engine.serving.detok import Detokenizer, StopMatcher
+from engine.serving.arrivals import Arrival, Arrivals
+from engine.serving.detok import Detokenizer, StopMatcher, eos_ids
 from engine.serving.kvcache import ForwardPart, SlotKVCache, bytes_per_token
 from engine.serving.modelstep import ModelStep, choose_step
 from engine.serving.sampling import choose_tokens, make_generator
@@ -99,7 +100,7 @@ class BatchScheduler:
         self.observer: Observer = observer or NullObserver()
         self._kv_gauge = getattr(self.observer, "kv_cache_usage", None)
         self.logits_hook: LogitsHook | None = None
-        self.eos_ids = _eos_ids(model, tokenizer)
+        self.eos_ids = eos_ids(model, tokenizer)
         self.vocabulary = model.get_input_embeddings().num_embeddings
         parameter = next(model.parameters())
         self.device = parameter.device
@@ -128,6 +129,7 @@ class BatchScheduler:
         self._prefilling: list[Sequence] = []  # the wave being prefilled, chunk by chunk
         self._waiting: deque[Sequence] = deque()
         self._lock = threading.Condition()
+        self.arrivals = Arrivals(self._lock)  # requests being read: see _iteration
         self._accepting = True
         self._stopping = False
         self.steps = 0  # decode steps run so far; tests read admitted/finished step numbers
@@ -137,10 +139,11 @@ class BatchScheduler:
     # ---- any thread ----------------------------------------------------------------------
 
     def submit(self, prompt_ids: list[int], params: SamplingParams,
-               deliver: Callable[[TokenEvent], None], arrived_at: float | None = None) -> Sequence:
+               deliver: Callable[[TokenEvent], None], arrived_at: float | None = None,
+               arrival: Arrival | None = None) -> Sequence:
         """Queue a request. `arrived_at` (time.monotonic() when the HTTP request came in) starts
         its latency clock there, so TTFT and e2e count reading and tokenizing the prompt too, as
-        the client sees them."""
+        the client sees them; `arrival`: its count in `arrivals`, settled as it is queued."""
         if not prompt_ids:
             raise BadInput("the prompt is empty")
         if len(prompt_ids) >= self.context_length:
@@ -159,6 +162,7 @@ class BatchScheduler:
             if len(self._waiting) >= self.max_queue + free_slots:
                 raise QueueFull(f"{len(self._waiting)} requests are waiting (limit {self.max_queue})")
             self._waiting.append(sequence)
+            self.arrivals.settle(arrival)
             self._lock.notify()
         return sequence
 
@@ -199,6 +203,8 @@ class BatchScheduler:
 
     def _iteration(self) -> None:
         self._drop_cancelled()
+        if self.arrivals.count and not any(self._slots):  # idle: let a burst start together
+            self.arrivals.gather()
         # Requests admitted at every iteration join the prompts being prefilled.
         self._prefilling += self._set_up(self._admit())
         # One forward per iteration: a prefill piece of every prompt being prefilled (a part
@@ -469,16 +475,6 @@ class BatchScheduler:
         for sequence in victims:
             sequence.slot = None
             self._finish(sequence, "error", detail)
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
-    ids: set[int] = set()
-    for source in (getattr(model, "generation_config", None), model.config):
-        value = getattr(source, "eos_token_id", None) if source is not None else None
-        ids.update(value if isinstance(value, (list, tuple)) else [value] if value is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return frozenset(ids)
 
 
 def generate_blocking(scheduler: BatchScheduler, prompt_ids: list[int], params: SamplingParams,

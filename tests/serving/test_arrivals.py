@@ -1,0 +1,79 @@
+"""An idle scheduler waits a moment for requests still being read, so a burst that arrives
+together starts in one forward (engine/serving/arrivals.py); a lone request never waits, and a
+request that is never submitted holds nobody up for long."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+from engine.serving.arrivals import GATHER_SECONDS
+from engine.serving.scheduler import BatchScheduler, SamplingParams
+
+PARAMS = SamplingParams(max_tokens=3, temperature=0, ignore_eos=True)
+
+
+def _scheduler(tiny) -> tuple[BatchScheduler, list[int]]:
+    model, tokenizer = tiny
+    scheduler = BatchScheduler(model, tokenizer, max_batch_size=4, context_length=64)
+    prefill_waves: list[int] = []  # how many prompts finished their prefill in each forward
+    scheduler.logits_hook = lambda kind, sequences, logits: (
+        prefill_waves.append(len(sequences)) if kind == "prefill" else None)
+    return scheduler, prefill_waves
+
+
+def _finish(events: queue.Queue) -> None:
+    while events.get(timeout=30).finish_reason is None:
+        pass
+
+
+def test_requests_being_read_when_the_first_is_submitted_start_in_its_forward(tiny):
+    scheduler, prefill_waves = _scheduler(tiny)
+    tokenizer = tiny[1]
+    first, second = queue.Queue(), queue.Queue()
+    with scheduler.arrivals.arriving() as arrival_a, scheduler.arrivals.arriving() as arrival_b:
+        scheduler.submit(tokenizer("The cat").input_ids, PARAMS, first.put, arrival=arrival_a)
+        time.sleep(GATHER_SECONDS / 4)  # the second is still being tokenized
+        scheduler.submit(tokenizer("Once upon a time").input_ids, PARAMS, second.put,
+                         arrival=arrival_b)
+    _finish(first)
+    _finish(second)
+    assert prefill_waves[0] == 2  # one forward prefilled both
+    assert scheduler.arrivals.count == 0
+    assert scheduler.close(timeout=30)
+
+
+def test_a_lone_request_does_not_wait_and_a_stuck_one_holds_up_the_rest_only_briefly(tiny):
+    scheduler, prefill_waves = _scheduler(tiny)
+    tokenizer = tiny[1]
+    events: queue.Queue = queue.Queue()
+    with scheduler.arrivals.arriving() as arrival:
+        scheduler.submit(tokenizer("Hello").input_ids, PARAMS, events.put, arrival=arrival)
+        assert scheduler.arrivals.count == 0  # counted out as it was queued
+    _finish(events)
+    stuck = threading.Event()
+
+    def read_forever() -> None:  # a request whose reading never ends (a client stalled mid-body)
+        with scheduler.arrivals.arriving():
+            stuck.wait(8)
+
+    reader = threading.Thread(target=read_forever)
+    reader.start()
+    try:
+        while scheduler.arrivals.count == 0:
+            time.sleep(0.001)
+        started = time.monotonic()
+        _finish(events_for(scheduler, tokenizer))
+        assert time.monotonic() - started < 2.0  # bounded by GATHER_SECONDS, not the 8 s read
+    finally:
+        stuck.set()
+        reader.join()
+    assert scheduler.arrivals.count == 0
+    assert scheduler.close(timeout=30)
+
+
+def events_for(scheduler: BatchScheduler, tokenizer) -> queue.Queue:
+    events: queue.Queue = queue.Queue()
+    scheduler.submit(tokenizer("The sea").input_ids, PARAMS, events.put)
+    return events
