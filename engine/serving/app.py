@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from engine.config import ServeSettings
 from engine.errors import BadInput
+from engine.serving.arrivals import Arrival
 from engine.serving.host import ModelHost, ServedVersion
 from engine.serving.rollout_routes import rollout_routes
 from engine.serving.http import (EXCEPTION_HANDLERS, BodyDeadline, api_error_response,
@@ -111,13 +112,15 @@ class _Api:
         arrived_at = time.monotonic()  # the latency clock starts here, as the client's does
         if (denied := self._check_api_key(request)) is not None:
             return denied
-        try:
-            body = await read_json_object(request, self.host.settings)
-            stream, include_usage = stream_flags(body)
-            admitted = await self._submit(body, parse, request.headers.get(SESSION_HEADER),
-                                          arrived_at)
-        except ApiError as error:
-            return api_error_response(error)
+        # Counted as arriving until queued, so an idle scheduler waits for it (arrivals.py).
+        with self.host.arrivals.arriving() as arrival:
+            try:
+                body = await read_json_object(request, self.host.settings)
+                stream, include_usage = stream_flags(body)
+                admitted = await self._submit(body, parse, request.headers.get(SESSION_HEADER),
+                                              arrived_at, arrival)
+            except ApiError as error:
+                return api_error_response(error)
         served, sequence, events = admitted.served, admitted.sequence, admitted.events
         try:  # from here a sequence is queued: whatever goes wrong must free it
             job = CompletionJob(chat=chat, version_ref=served.ref, created=int(time.time()),
@@ -136,7 +139,7 @@ class _Api:
             raise
 
     async def _submit(self, body: dict[str, Any], parse: Callable, session_id: str | None,
-                      arrived_at: float) -> "_Admitted":
+                      arrived_at: float, arrival: Arrival) -> "_Admitted":
         events: asyncio.Queue[TokenEvent] = asyncio.Queue()
         deliver = _deliverer(events)
         for _ in range(3):  # a deploy may retire the version between reading and submitting
@@ -144,23 +147,21 @@ class _Api:
             if served is None:
                 raise ApiError(503, "no model is deployed to this server", "service_unavailable")
             # Rendering a chat template and tokenizing a prompt of up to max_body_bytes take
-            # long enough to stall every other connection: do it in a worker thread. Counted as
-            # arriving meanwhile, so an idle scheduler waits for it (engine.serving.arrivals).
-            with served.scheduler.arrivals.arriving() as arrival:
-                prompt_ids, params = await asyncio.to_thread(parse, body, served.loaded.tokenizer,
-                                                             self.host.settings)
-                try:
-                    sequence = served.scheduler.submit(prompt_ids, params, deliver, arrived_at,
-                                                       arrival)
-                    return _Admitted(served, sequence, events, prompt_ids, params)
-                except SchedulerClosed:
-                    continue
-                except QueueFull as error:
-                    self.host.metrics.count_rejection(served.ref, "rejected")
-                    raise ApiError(429, f"server busy: {error}", "rate_limit_exceeded") from None
-                except BadInput as error:
-                    raise ApiError(400, str(error), "invalid_request_error",
-                                   "context_length_exceeded") from None
+            # long enough to stall every other connection: do it in a worker thread.
+            prompt_ids, params = await asyncio.to_thread(parse, body, served.loaded.tokenizer,
+                                                         self.host.settings)
+            try:
+                sequence = served.scheduler.submit(prompt_ids, params, deliver, arrived_at,
+                                                   arrival)
+                return _Admitted(served, sequence, events, prompt_ids, params)
+            except SchedulerClosed:
+                continue
+            except QueueFull as error:
+                self.host.metrics.count_rejection(served.ref, "rejected")
+                raise ApiError(429, f"server busy: {error}", "rate_limit_exceeded") from None
+            except BadInput as error:
+                raise ApiError(400, str(error), "invalid_request_error",
+                               "context_length_exceeded") from None
         raise ApiError(503, "the server is switching versions; retry", "service_unavailable")
 
     def _start_shadow(self, admitted: "_Admitted") -> "asyncio.Future[str | None] | None":

@@ -8,7 +8,9 @@ scheduler started a forward for the first one alone; the other three waited for 
 start in one forward.
 
 Only an idle scheduler waits (nothing running: no stream is delayed), at most GATHER_SECONDS,
-and only while a request is actually being read: a lone request never waits.
+and only while a request is actually being read: a lone request never waits. A request counts
+from the moment its handler starts (before its body is read, before a version is picked): one
+count per server, shared by the versions it serves.
 """
 
 from __future__ import annotations
@@ -31,31 +33,33 @@ class Arrival:
 
 
 class Arrivals:
-    """The requests being read for one scheduler; shares the scheduler's condition."""
+    """The requests being read right now."""
 
-    def __init__(self, condition: threading.Condition) -> None:
-        self._condition = condition
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
         self.count = 0
 
     @contextmanager
     def arriving(self) -> Iterator[Arrival]:
         """Around reading a request until it is submitted (pass the arrival to `submit`, which
-        counts it out under the same lock as it queues it) or given up."""
+        counts it out once the request is queued) or given up."""
         arrival = Arrival()
         with self._condition:
             self.count += 1
         try:
             yield arrival
         finally:
-            with self._condition:
-                self.settle(arrival)
-                self._condition.notify()
+            self.settle(arrival)
 
     def settle(self, arrival: Arrival | None) -> None:
-        """Count an arrival out; the caller holds the condition's lock."""
-        if arrival is not None and arrival.counted:
-            arrival.counted = False
-            self.count -= 1
+        """Count an arrival out (once; None: nothing to count)."""
+        if arrival is None:
+            return
+        with self._condition:
+            if arrival.counted:
+                arrival.counted = False
+                self.count -= 1
+                self._condition.notify_all()
 
     def gather(self, seconds: float = GATHER_SECONDS) -> None:
         """Wait until no request is being read, at most `seconds` (the lock not held)."""

@@ -26,6 +26,7 @@ from typing import Any
 from engine.config import GateSettings, ServeSettings
 from engine.errors import DeckError
 from engine.paths import DeckPaths
+from engine.serving.arrivals import Arrivals
 from engine.serving.loader import LoadedModel, load_for_serving
 from engine.serving.metrics import ServerMetrics
 from engine.serving.probes import judge_text
@@ -92,6 +93,8 @@ class ModelHost:
     _shadow_lock: threading.Lock = field(default_factory=threading.Lock)
     _shadow: dict[str, float] = field(default_factory=dict)
     _draws: Iterator[int] = field(default_factory=itertools.count)
+    # Requests being read, whichever version they go to (engine.serving.arrivals).
+    arrivals: Arrivals = field(default_factory=Arrivals)
 
     # ---- routing during a rollout --------------------------------------------------------
 
@@ -212,7 +215,7 @@ class ModelHost:
                                    max_queue=self.settings.max_queue,
                                    context_length=loaded.context_length,
                                    observer=self.metrics.observer(ref),
-                                   release_unfused=True)
+                                   release_unfused=True, arrivals=self.arrivals)
         self.metrics.watch_gemm_threads(ref, getattr(scheduler.step, "threads", None))
         _slow_down_for_tests(scheduler, ref)
         served = ServedVersion(loaded, scheduler)

@@ -90,7 +90,8 @@ class BatchScheduler:
     def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 8, max_queue: int = 64,
                  context_length: int = 2048, observer: Observer | None = None,
                  kv_cache_bytes: int | None = None,
-                 prefill_chunk: int = PREFILL_CHUNK_TOKENS, release_unfused: bool = False) -> None:
+                 prefill_chunk: int = PREFILL_CHUNK_TOKENS, release_unfused: bool = False,
+                 arrivals: Arrivals | None = None) -> None:
         import torch
 
         self.model, self.tokenizer = model, tokenizer
@@ -129,7 +130,7 @@ class BatchScheduler:
         self._prefilling: list[Sequence] = []  # the wave being prefilled, chunk by chunk
         self._waiting: deque[Sequence] = deque()
         self._lock = threading.Condition()
-        self.arrivals = Arrivals(self._lock)  # requests being read: see _iteration
+        self.arrivals = arrivals or Arrivals()  # requests being read: see _iteration
         self._accepting = True
         self._stopping = False
         self.steps = 0  # decode steps run so far; tests read admitted/finished step numbers

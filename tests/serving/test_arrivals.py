@@ -77,3 +77,45 @@ def events_for(scheduler: BatchScheduler, tokenizer) -> queue.Queue:
     events: queue.Queue = queue.Queue()
     scheduler.submit(tokenizer("The sea").input_ids, PARAMS, events.put)
     return events
+
+
+def test_every_request_the_server_reads_is_counted_out_whether_it_is_served_or_refused(tmp_path,
+                                                                                       tiny_model_dir):
+    """Through the real app (in process): served requests and refused ones (bad JSON, a bad
+    field, an unknown model, a prompt too long) all leave the count at zero, or an idle
+    scheduler would wait GATHER_SECONDS before every request from then on."""
+    import asyncio
+    import gc
+
+    import httpx
+
+    from engine.config import ServeSettings
+    from engine.paths import DeckPaths
+    from engine.serving.app import build_app
+    from engine.serving.host import ModelHost
+    from engine.serving.metrics import ServerMetrics
+
+    host = ModelHost(DeckPaths(tmp_path / "home").ensure(), ServeSettings(), ServerMetrics())
+    try:
+        host.start_with(host.load_files("tiny@1", tiny_model_dir))
+        app = build_app(host, "token", None, lambda: None)
+
+        async def send_all() -> list[int]:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                bodies = [b'{"prompt": "Hello", "max_tokens": 2}', b"{not json",
+                          b'{"prompt": "Hello", "max_tokens": -1}',
+                          b'{"prompt": "' + b"word " * 5000 + b'", "max_tokens": 2}',
+                          b'{"prompt": "Hello", "max_tokens": 2, "stream": true}']
+                responses = await asyncio.gather(*[
+                    client.post("/v1/completions", content=body,
+                                headers={"content-type": "application/json"})
+                    for body in bodies])
+                return [response.status_code for response in responses]
+
+        statuses = asyncio.run(send_all())
+        assert statuses[0] == 200 and statuses[-1] == 200 and set(statuses[1:4]) == {400}
+        assert host.arrivals.count == 0
+    finally:
+        host.close()
+        gc.unfreeze()
