@@ -70,22 +70,25 @@ ALL_ROWS(int8_block, int8_t, load_int8)
 ALL_ROWS(bf16_block, uint16_t, load_bf16)
 
 
-/* Two 16-output blocks at once for a full group of MAX_ROWS rows (prefills of 16 rows or more):
- * each row's broadcast feeds two vdpbf16ps, halving the broadcast loads per multiply. Every
+/* Two 16-output blocks at once for a group of up to MAX_ROWS rows (used when x has more rows than
+ * one group: a prefill): each row's broadcast feeds two vdpbf16ps, and a small remainder group
+ * (9 rows = 8 + 1) runs two accumulator chains instead of one, which is latency-bound. Every
  * output sums its products in the same order as in BLOCK_KERNEL, so results are bit-identical
  * (a sequence's logits do not depend on the rows it shares a step with). Measured here, all
- * linears of a SmolLM2-135M step on 2 threads: 1.05-1.13x faster at 16-64 rows. */
-#define PAIR_KERNEL(NAME, WEIGHT_T, LOAD)                                                         \
-    TARGET static void NAME##_pair(const uint16_t* x, int ldx, int pairs, const WEIGHT_T* w,   \
+ * linears of a SmolLM2-135M step on 2 threads: 1.16-1.28x faster at 9-12 rows, 1.05-1.13x at
+ * 16-64 (the remainder on one block: no gain at 9-12). At 1-8 rows (decode) two weight streams
+ * per thread measured 0.81-0.95x, so those keep one block at a time. */
+#define PAIR_KERNEL(NAME, WEIGHT_T, LOAD, ROWS)                                                   \
+    TARGET static void NAME##_pair_##ROWS(const uint16_t* x, int ldx, int pairs, const WEIGHT_T* w, \
                                    size_t block_size, const float* scale, const float* bias,  \
                                    uint16_t* y, int ldy) {                                    \
-        __m512 acc0[MAX_ROWS], acc1[MAX_ROWS];                                                 \
-        for (int m = 0; m < MAX_ROWS; m++) acc0[m] = acc1[m] = _mm512_setzero_ps();            \
+        __m512 acc0[ROWS], acc1[ROWS];                                                         \
+        for (int m = 0; m < ROWS; m++) acc0[m] = acc1[m] = _mm512_setzero_ps();                 \
         const WEIGHT_T* w1 = w + block_size;                                                   \
         for (int pair = 0; pair < pairs; pair++) {                                             \
             __m512bh weights0 = LOAD(w + (size_t)pair * 32);                                   \
             __m512bh weights1 = LOAD(w1 + (size_t)pair * 32);                                  \
-            for (int m = 0; m < MAX_ROWS; m++) {                                               \
+            for (int m = 0; m < ROWS; m++) {                                                   \
                 __m512i row = _mm512_set1_epi32(*(const int32_t*)(x + (size_t)m * ldx + 2 * pair)); \
                 acc0[m] = _mm512_dpbf16_ps(acc0[m], weights0, (__m512bh)row);                  \
                 acc1[m] = _mm512_dpbf16_ps(acc1[m], weights1, (__m512bh)row);                  \
@@ -94,15 +97,30 @@ ALL_ROWS(bf16_block, uint16_t, load_bf16)
         for (int half = 0; half < 2; half++) {                                                 \
             __m512 factor = scale ? _mm512_loadu_ps(scale + 16 * half) : _mm512_set1_ps(1.0f); \
             __m512 offset = bias ? _mm512_loadu_ps(bias + 16 * half) : _mm512_setzero_ps();    \
-            for (int m = 0; m < MAX_ROWS; m++) {                                               \
+            for (int m = 0; m < ROWS; m++) {                                                   \
                 __m512 value = _mm512_fmadd_ps(half ? acc1[m] : acc0[m], factor, offset);      \
                 _mm256_storeu_si256((__m256i*)(y + (size_t)m * ldy + 16 * half),               \
                                     (__m256i)_mm512_cvtneps_pbh(value));                        \
             }                                                                                  \
         }                                                                                      \
     }
-PAIR_KERNEL(int8_block, int8_t, load_int8)
-PAIR_KERNEL(bf16_block, uint16_t, load_bf16)
+#define ALL_PAIRS(NAME, WEIGHT_T, LOAD)                                                         \
+    PAIR_KERNEL(NAME, WEIGHT_T, LOAD, 1) PAIR_KERNEL(NAME, WEIGHT_T, LOAD, 2)                   \
+    PAIR_KERNEL(NAME, WEIGHT_T, LOAD, 3) PAIR_KERNEL(NAME, WEIGHT_T, LOAD, 4)                   \
+    PAIR_KERNEL(NAME, WEIGHT_T, LOAD, 5) PAIR_KERNEL(NAME, WEIGHT_T, LOAD, 6)                   \
+    PAIR_KERNEL(NAME, WEIGHT_T, LOAD, 7) PAIR_KERNEL(NAME, WEIGHT_T, LOAD, 8)
+ALL_PAIRS(int8_block, int8_t, load_int8)
+ALL_PAIRS(bf16_block, uint16_t, load_bf16)
+typedef void (*int8_pair_t)(const uint16_t*, int, int, const int8_t*, size_t, const float*,
+                            const float*, uint16_t*, int);
+typedef void (*bf16_pair_t)(const uint16_t*, int, int, const uint16_t*, size_t, const float*,
+                            const float*, uint16_t*, int);
+static const int8_pair_t INT8_PAIRS[MAX_ROWS + 1] = {
+    0, int8_block_pair_1, int8_block_pair_2, int8_block_pair_3, int8_block_pair_4,
+    int8_block_pair_5, int8_block_pair_6, int8_block_pair_7, int8_block_pair_8};
+static const bf16_pair_t BF16_PAIRS[MAX_ROWS + 1] = {
+    0, bf16_block_pair_1, bf16_block_pair_2, bf16_block_pair_3, bf16_block_pair_4,
+    bf16_block_pair_5, bf16_block_pair_6, bf16_block_pair_7, bf16_block_pair_8};
 
 typedef void (*int8_block_t)(const uint16_t*, int, int, const int8_t*, const float*,
                              const float*, uint16_t*, int);
@@ -115,37 +133,35 @@ static const bf16_block_t BF16_BLOCKS[MAX_ROWS + 1] = {
     0, bf16_block_1, bf16_block_2, bf16_block_3, bf16_block_4,
     bf16_block_5, bf16_block_6, bf16_block_7, bf16_block_8};
 
-/* Each thread takes whole 16-output blocks (pairs of them for 16 rows or more) and runs every
+/* Each thread takes whole 16-output blocks (pairs of them above MAX_ROWS rows) and runs every
  * row of x through them before the next, so a block's weights are read from memory once and stay
  * in L1/L2 across row groups. */
-#define GEMM(NAME, WEIGHT_T, BLOCKS, PAIR)                                                      \
+#define GEMM(NAME, WEIGHT_T, BLOCKS, PAIRS)                                                     \
     void NAME(const uint16_t* x, int rows, int k, const WEIGHT_T* w, int n, const float* scale, \
               const float* bias, uint16_t* y, int threads) {                                   \
         const int blocks = n / 16, pairs = k / 2;                                              \
         const size_t block_size = (size_t)pairs * 32;                                          \
-        const int twin = rows >= 2 * MAX_ROWS && blocks % 2 == 0;                              \
-        const int units = twin ? blocks / 2 : blocks;                                          \
+        const int twin = rows > MAX_ROWS;                                                      \
+        const int units = twin ? (blocks + 1) / 2 : blocks;                                    \
         _Pragma("omp parallel for num_threads(threads) schedule(static)")                      \
         for (int u = 0; u < units; u++) {                                                      \
             int b = twin ? 2 * u : u;                                                          \
-            int m = 0;                                                                         \
-            if (twin)                                                                          \
-                for (; m + MAX_ROWS <= rows; m += MAX_ROWS)                                    \
-                    PAIR(x + (size_t)m * k, k, pairs, w + b * block_size, block_size,          \
-                         scale ? scale + 16 * b : 0, bias ? bias + 16 * b : 0,                 \
-                         y + (size_t)m * n + 16 * b, n);                                       \
-            for (int bb = b; bb < b + (twin ? 2 : 1); bb++)                                    \
-                for (int mm = m; mm < rows; mm += MAX_ROWS) {                                  \
-                    int count = rows - mm < MAX_ROWS ? rows - mm : MAX_ROWS;                   \
-                    BLOCKS[count](x + (size_t)mm * k, k, pairs, w + bb * block_size,           \
-                                  scale ? scale + 16 * bb : 0, bias ? bias + 16 * bb : 0,      \
-                                  y + (size_t)mm * n + 16 * bb, n);                            \
-                }                                                                              \
+            for (int m = 0; m < rows; m += MAX_ROWS) {                                         \
+                int count = rows - m < MAX_ROWS ? rows - m : MAX_ROWS;                         \
+                if (twin && b + 1 < blocks)                                                    \
+                    PAIRS[count](x + (size_t)m * k, k, pairs, w + b * block_size, block_size,  \
+                                 scale ? scale + 16 * b : 0, bias ? bias + 16 * b : 0,         \
+                                 y + (size_t)m * n + 16 * b, n);                               \
+                else                                                                           \
+                    BLOCKS[count](x + (size_t)m * k, k, pairs, w + b * block_size,             \
+                                  scale ? scale + 16 * b : 0, bias ? bias + 16 * b : 0,        \
+                                  y + (size_t)m * n + 16 * b, n);                              \
+            }                                                                                  \
         }                                                                                      \
     }
 
-GEMM(md_int8_gemm, int8_t, INT8_BLOCKS, int8_block_pair)
-GEMM(md_bf16_gemm, uint16_t, BF16_BLOCKS, bf16_block_pair)
+GEMM(md_int8_gemm, int8_t, INT8_BLOCKS, INT8_PAIRS)
+GEMM(md_bf16_gemm, uint16_t, BF16_BLOCKS, BF16_PAIRS)
 
 /* ---- Attention for short queries (decode: one token a row), grouped-query heads, over a row's cache. ----
  * Why: at batch 8 SDPA's CPU flash kernel took ~114 us a layer for this tiny problem (8 rows x
