@@ -46,6 +46,7 @@ from collections import deque
 from typing import Callable
 
 PROBE_SECONDS = 0.5  # between trials of fewer threads
+FRESH_LOOK_SECONDS = 0.1  # a /proc/stat reading this recent still says how busy the cores are
 UP_BACKOFF_MAX_SECONDS = 8.0  # the longest wait between trials of more threads
 MARGIN = 0.05  # a trial wins when its step takes at most 95% of the chosen count's median
 WINS_TO_SWITCH = 3
@@ -81,7 +82,7 @@ class GemmThreads:
         self._cold = True
         self._streak: tuple[int, int] = (0, 0)  # (trial count, consecutive wins)
         now = clock()
-        self._last_down = self._last_up = self._last_look = now
+        self._last_down = self._last_up = self._last_look = self._last_up_check = now
         self._up_wait = PROBE_SECONDS
         self._cores_were_busy = False
         self._elsewhere: float | None = None  # cores others kept busy, at the last look
@@ -108,8 +109,9 @@ class GemmThreads:
 
     def _boost(self) -> bool:
         """Whether a prefill step should run on every thread although fewer were chosen: yes
-        while the cores beyond the chosen count looked free at the latest look (one is taken
-        when the last is PROBE_SECONDS old, so after an idle spell it covers that spell).
+        while the cores beyond the chosen count looked free at the latest look (the trials'
+        looks, every PROBE_SECONDS while serving; after an idle spell one taken now, which
+        covers that spell).
 
         Why: the count is chosen on decode steps, where the other core's work is this
         server's own streaming (the event loop, the clients) and one thread can win by a few
@@ -121,7 +123,7 @@ class GemmThreads:
         if self.chosen >= self.most:
             return False
         now = self._clock()
-        if now - self._last_look >= PROBE_SECONDS:
+        if now - self._last_look >= 2 * PROBE_SECONDS:  # stale (an idle spell): look now
             self._look(now)
         return self._elsewhere is not None and not self._too_busy_for(self.most)
 
@@ -142,8 +144,12 @@ class GemmThreads:
         if self.chosen > 1 and now - self._last_down >= PROBE_SECONDS:
             self._last_down = now
             return self.chosen - 1
-        if self.chosen < self.most and now - self._last_look >= PROBE_SECONDS:
-            self._look(now)
+        if self.chosen < self.most and now - self._last_up_check >= PROBE_SECONDS:
+            # Its own cadence: a prefill's look (_boost) must not use up this one's turn. A look
+            # that recent is reused: its window ended moments ago.
+            self._last_up_check = now
+            if now - self._last_look >= FRESH_LOOK_SECONDS:
+                self._look(now)
             if not self._too_busy_for(self.chosen + 1) and now - self._last_up >= self._up_wait:
                 self._last_up = now
                 return self.chosen + 1
@@ -191,7 +197,7 @@ class GemmThreads:
             self._baselines.clear()  # the old count's times say nothing about the new one
             self._sudden.clear()
             self._up_wait = PROBE_SECONDS
-            self._last_down = self._last_up = self._last_look = self._clock()
+            self._last_down = self._last_up = self._last_look = self._last_up_check = self._clock()
             self.switches += 1
 
 

@@ -316,6 +316,31 @@ def test_after_an_idle_spell_beside_a_busy_process_the_first_prefill_stays_on_th
     clock.now += 0.03
     threads.end_step()
     elsewhere[0] = 0.0  # it stopped: once a look sees the cores free, prefills get both
-    clock.now += 0.6
+    clock.now += 1.1  # idle again: the look is stale, the next prefill takes a new one
     threads.begin_step(9, prefill=True)
     assert threads.active == 2
+
+
+def test_prefills_between_decode_steps_do_not_hold_up_the_return_to_both_cores():
+    """The prefills' reading of the cores must not use up the trials' turn: with a prefill
+    every other step (clients joining all the time), the cores still come back soon after the
+    neighbour leaves."""
+    clock = FakeClock()
+    elsewhere = [1.0]
+    threads = GemmThreads(2, clock, busy_elsewhere=lambda: elsewhere[0])
+
+    def waves(cost, seconds: float) -> None:
+        end = clock.now + seconds
+        while clock.now < end and not (elsewhere[0] == 0.0 and threads.chosen == 2):
+            threads.begin_step(9, prefill=True)
+            clock.now += cost(threads.active) * 1.5
+            threads.end_step()
+            drive(threads, clock, cost, 1)
+
+    drive(threads, clock, NEIGHBOUR, 10)
+    waves(NEIGHBOUR, 3.0)
+    assert threads.chosen == 1
+    elsewhere[0] = 0.0
+    left_at = clock.now
+    waves(QUIET, 20.0)
+    assert threads.chosen == 2 and clock.now - left_at <= 1.5
