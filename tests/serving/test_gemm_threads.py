@@ -280,15 +280,21 @@ def test_a_neighbour_that_started_while_the_server_idled_costs_one_slow_step():
 STREAMING = {1: 0.010, 2: 0.012}.get  # batch-1 decode beside this server's own streaming work
 
 
-def test_prefill_steps_run_on_every_core_while_the_cores_look_free():
-    """Decode steps may choose one thread (the other core busy with this server's own
-    streaming); a prefill multiplies many rows and runs on both cores while other processes
-    leave them free, without moving the decode steps' choice."""
+def streaming_on_one_thread() -> tuple[FakeClock, list[float], GemmThreads]:
+    """A server whose decode steps chose one thread while the cores were free."""
     clock = FakeClock()
     elsewhere = [0.0]
     threads = GemmThreads(2, clock, busy_elsewhere=lambda: elsewhere[0])
     drive(threads, clock, STREAMING, 400)
     assert threads.chosen == 1
+    return clock, elsewhere, threads
+
+
+def test_prefill_steps_run_on_every_core_while_the_cores_look_free():
+    """Decode steps may choose one thread (the other core busy with this server's own
+    streaming); a prefill multiplies many rows and runs on both cores while other processes
+    leave them free, without moving the decode steps' choice."""
+    clock, elsewhere, threads = streaming_on_one_thread()
     counts = []
     for _ in range(200):  # a prefill now and then between decode steps
         threads.begin_step(9, prefill=True)
@@ -304,11 +310,7 @@ def test_prefill_steps_run_on_every_core_while_the_cores_look_free():
 
 
 def test_after_an_idle_spell_beside_a_busy_process_the_first_prefill_stays_on_the_chosen_count():
-    clock = FakeClock()
-    elsewhere = [0.0]
-    threads = GemmThreads(2, clock, busy_elsewhere=lambda: elsewhere[0])
-    drive(threads, clock, STREAMING, 400)
-    assert threads.chosen == 1
+    clock, elsewhere, threads = streaming_on_one_thread()
     elsewhere[0] = 1.5  # the look after idle covers the spell: another server's turn
     clock.now += 6.0
     threads.begin_step(9, prefill=True)
