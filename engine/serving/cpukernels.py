@@ -155,14 +155,14 @@ def place_on_huge_pages(packed: list[PackedWeight]) -> bool:
 
     if not packed or not hasattr(mmap, "MADV_HUGEPAGE") or not _huge_pages_on():
         return False
-    sizes = [_aligned(item.weight.numel() * item.weight.element_size(), 64) for item in packed]
+    sizes = [_aligned(item.weight.nbytes, 64) for item in packed]
     length = _aligned(sum(sizes), HUGE_PAGE) + HUGE_PAGE  # room to start on a 2 MB boundary
     mapping = mmap.mmap(-1, length, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     mapping.madvise(mmap.MADV_HUGEPAGE)
     arena = torch.frombuffer(mapping, dtype=torch.uint8)  # keeps the mapping alive while used
     offset = (-arena.data_ptr()) % HUGE_PAGE
     for item, size in zip(packed, sizes):
-        item.place(arena[offset:offset + item.weight.numel() * item.weight.element_size()])
+        item.place(arena[offset:offset + item.weight.nbytes])
         offset += size
     return True
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info,
                                generate_latest)
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from engine.serving.slo_window import SloWindows
 
@@ -174,8 +174,6 @@ class _GemmThreadsCollector:
             weakref.WeakValueDictionary())
 
     def collect(self) -> Any:
-        from prometheus_client.core import CounterMetricFamily
-
         threads = GaugeMetricFamily("modeldeck_gemm_threads",
                                     "Threads the version's CPU GEMMs run on, measured while "
                                     "serving", labels=("version",))

@@ -204,7 +204,8 @@ class BatchScheduler:
 
     def _iteration(self) -> None:
         self._drop_cancelled()
-        if self.arrivals.count and not any(self._slots):  # idle: let a burst start together
+        idle = self._slots.count(None) == self.max_batch_size
+        if idle and self.arrivals.count:  # let a burst of arrivals start in one forward
             self.arrivals.gather()
         # Requests admitted at every iteration join the prompts being prefilled.
         self._prefilling += self._set_up(self._admit())
