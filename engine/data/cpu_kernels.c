@@ -268,3 +268,105 @@ int md_attention(const uint16_t* q, long q_row_stride, long q_token_stride, cons
     }
     return failed ? -1 : 0;
 }
+
+/* ---- The step's glue between GEMMs: what torch would run as 3-6 small ops each, one call. ----
+ * Each rounds to bf16 where torch's bf16 ops round (so results match torch's to the last bit, or
+ * by one bf16 step where torch's fp32 sum order or exp differs), and each row is computed alone:
+ * a row's result does not depend on the rows beside it. Widths are multiples of 16, head dims
+ * at most MAX_DIM, checked by the caller. */
+
+TARGET static inline __m512 bf16_round(__m512 value) { /* to bf16 and back: torch's rounding */
+    __m512i wide = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(value));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+
+TARGET static inline void store_bf16(uint16_t* p, __m512 value) {
+    _mm256_storeu_si256((__m256i*)p, (__m256i)_mm512_cvtneps_pbh(value));
+}
+
+TARGET static inline __m512 exp512(__m512 x) { /* Cephes' expf, ~1 ulp; inf and 0 at the ends */
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(89.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* hidden (rows, dim) += delta (when not NULL), rounded to bf16 as torch's add; then
+ * out = weight * bf16(hidden * rsqrt(mean(hidden^2) + eps)), the mean in fp32: transformers'
+ * Llama RMSNorm (F.rms_norm rounds its result to bf16, the weight multiplies in bf16). */
+TARGET void md_add_rms_norm(uint16_t* hidden, const uint16_t* delta, const uint16_t* weight,
+                            uint16_t* out, int rows, int dim, float eps) {
+    for (int r = 0; r < rows; r++) {
+        uint16_t* h = hidden + (size_t)r * dim;
+        __m512 squares = _mm512_setzero_ps();
+        for (int i = 0; i < dim; i += 16) {
+            __m512 value = widen_bf16(h + i);
+            if (delta) {
+                value = bf16_round(_mm512_add_ps(value, widen_bf16(delta + (size_t)r * dim + i)));
+                store_bf16(h + i, value);
+            }
+            squares = _mm512_fmadd_ps(value, value, squares);
+        }
+        const __m512 scale = _mm512_set1_ps(
+            1.0f / sqrtf(_mm512_reduce_add_ps(squares) / (float)dim + eps));
+        uint16_t* o = out + (size_t)r * dim;
+        for (int i = 0; i < dim; i += 16)
+            store_bf16(o + i, _mm512_mul_ps(widen_bf16(weight + i),
+                                            bf16_round(_mm512_mul_ps(widen_bf16(h + i), scale))));
+    }
+}
+
+/* out (rows, inter) = bf16(silu(gate)) * up, gate and up the two halves of each row of
+ * gate_up (rows, 2 * inter): torch's silu on bf16 (x / (1 + exp(-x)) in fp32, one rounding),
+ * then its mul. */
+TARGET void md_silu_mul(const uint16_t* gate_up, uint16_t* out, int rows, int inter) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int r = 0; r < rows; r++) {
+        const uint16_t* gate = gate_up + (size_t)r * 2 * inter;
+        for (int i = 0; i < inter; i += 16) {
+            const __m512 g = widen_bf16(gate + i);
+            const __m512 silu = _mm512_div_ps(g, _mm512_add_ps(one, exp512(_mm512_sub_ps(
+                                                     _mm512_setzero_ps(), g))));
+            store_bf16(out + (size_t)r * inter + i,
+                       _mm512_mul_ps(bf16_round(silu), widen_bf16(gate + inter + i)));
+        }
+    }
+}
+
+/* Rotary embedding in place on the first `heads` heads of each token of x (tokens, >= heads,
+ * dim), token_stride elements apart: x = bf16(x * cos) + bf16(roll(x, dim / 2) * sin), rounded
+ * as torch's three bf16 ops; cos and sin (tokens, dim), sin's first half already negated. */
+TARGET void md_rotary(uint16_t* x, long token_stride, int tokens, int heads, int dim,
+                      const uint16_t* cos, const uint16_t* sin) {
+    const int chunks = dim / 16, half = dim / 2;
+    float twice[2 * MAX_DIM]; /* a head's values twice over: roll(x, half) is a load at +half */
+    for (int t = 0; t < tokens; t++) {
+        __m512 c[MAX_DIM / 16], s[MAX_DIM / 16];
+        for (int i = 0; i < chunks; i++) {
+            c[i] = widen_bf16(cos + (size_t)t * dim + 16 * i);
+            s[i] = widen_bf16(sin + (size_t)t * dim + 16 * i);
+        }
+        for (int h = 0; h < heads; h++) {
+            uint16_t* head = x + (size_t)t * token_stride + (size_t)h * dim;
+            __m512 original[MAX_DIM / 16];
+            for (int i = 0; i < chunks; i++) {
+                original[i] = widen_bf16(head + 16 * i);
+                _mm512_storeu_ps(twice + 16 * i, original[i]);
+                _mm512_storeu_ps(twice + dim + 16 * i, original[i]);
+            }
+            for (int i = 0; i < chunks; i++)
+                store_bf16(head + 16 * i, _mm512_add_ps(
+                    bf16_round(_mm512_mul_ps(original[i], c[i])),
+                    bf16_round(_mm512_mul_ps(_mm512_loadu_ps(twice + 16 * i + half), s[i]))));
+        }
+    }
+}

@@ -59,6 +59,16 @@ class CpuKernels:
                                  ctypes.c_int, ctypes.c_int, ctypes.c_float, ctypes.c_void_p,
                                  ctypes.c_int]
         self._attend.restype = ctypes.c_int
+        pointer, count = ctypes.c_void_p, ctypes.c_int
+        self._add_rms_norm = library.md_add_rms_norm
+        self._add_rms_norm.argtypes = [pointer, pointer, pointer, pointer, count, count,
+                                       ctypes.c_float]
+        self._silu_mul = library.md_silu_mul
+        self._silu_mul.argtypes = [pointer, pointer, count, count]
+        self._rotary = library.md_rotary
+        self._rotary.argtypes = [pointer, ctypes.c_long, count, count, count, pointer, pointer]
+        for glue in (self._add_rms_norm, self._silu_mul, self._rotary):
+            glue.restype = None
 
     @staticmethod
     def fits(out_features: int, in_features: int) -> bool:
@@ -96,6 +106,37 @@ class CpuKernels:
         if failed:
             raise MemoryError("attention could not allocate its scores")
         return output
+
+
+    # ---- the glue between a step's GEMMs: one call where torch runs 3-6 small ops ----------
+
+    def add_rms_norm(self, hidden: Any, delta: Any | None, weight: Any, eps: float) -> Any:
+        """hidden (rows, dim) bf16 contiguous += delta, in place; returns weight * RMSNorm of
+        the sum (transformers' Llama RMSNorm, rounded as its bf16 ops round)."""
+        import torch
+
+        rows, dim = hidden.shape
+        output = torch.empty(rows, dim, dtype=torch.bfloat16)
+        self._add_rms_norm(hidden.data_ptr(), delta.data_ptr() if delta is not None else None,
+                           weight.data_ptr(), output.data_ptr(), rows, dim, eps)
+        return output
+
+    def silu_mul(self, gate_up: Any) -> Any:
+        """silu(gate) * up of a (rows, 2 * inter) bf16 contiguous gate/up GEMM output."""
+        import torch
+
+        rows, width = gate_up.shape
+        output = torch.empty(rows, width // 2, dtype=torch.bfloat16)
+        self._silu_mul(gate_up.data_ptr(), output.data_ptr(), rows, width // 2)
+        return output
+
+    def rotate(self, heads: Any, count: int, cos: Any, sin: Any) -> None:
+        """Rotary embedding in place on the first `count` heads of heads (tokens, >= count,
+        dim) bf16 (each token's heads contiguous); cos, sin (tokens, dim) bf16 contiguous,
+        sin's first half negated."""
+        tokens, _, dim = heads.shape
+        self._rotary(heads.data_ptr(), heads.stride(0), tokens, count, dim, cos.data_ptr(),
+                     sin.data_ptr())
 
 
 class PackedWeight:

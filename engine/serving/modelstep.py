@@ -21,7 +21,9 @@ the query heads of a key/value group are packed as that group's queries). This p
 - flattens the tokens of all parts of a forward (each prompt being prefilled, the decode rows)
   into one matrix for every GEMM, with attention per part over its own cache slots;
 - keeps the op count per layer low (rotary on queries and keys at once, `F.rms_norm`): at these
-  sizes each dispatched op costs microseconds that add up to milliseconds a step;
+  sizes each dispatched op costs microseconds that add up to milliseconds a step; with modeldeck's
+  kernels the glue between GEMMs (residual add + RMSNorm, rotary, SiLU-gated product) is one C
+  call each (engine/serving/stepglue.py): 2 ms off a 11-13 ms batch-1 decode step;
 - on the CPU, runs each GEMM on every core and the rest of the step on the server's own thread
   count (`gemm_threads`), and measures while serving whether every core still helps
   (engine.serving.threads: a neighbour busy on one core stalls every multi-threaded GEMM).
@@ -39,6 +41,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from engine.serving.kvcache import ForwardPart, SlotKVCache
+from engine.serving.stepglue import RmsNorm, choose_glue
 from engine.serving.threads import GemmThreads
 
 # The decoder block this path computes: pre-norm RMSNorm, rotary attention, SiLU-gated MLP.
@@ -176,23 +179,6 @@ class _Layer:
         self.down = FusedLinear([mlp.down_proj], threads)
 
 
-class RmsNorm:
-    """transformers' Llama RMSNorm in two ops instead of seven: `F.rms_norm` computes in fp32
-    and rounds once to the input's dtype, then the weight multiplies in that dtype, exactly as
-    transformers does. (Folding the weight into the next GEMM saves one more op but rounds
-    differently: bf16 logits moved by up to 0.16 on the test model, so it is not done.)"""
-
-    def __init__(self, module: Any) -> None:
-        self.weight = module.weight
-        self.epsilon = getattr(module, "variance_epsilon", None) or getattr(module, "eps", 1e-6)
-        self.shape = (module.weight.shape[-1],)
-
-    def __call__(self, hidden: Any) -> Any:
-        import torch
-
-        return self.weight * torch.nn.functional.rms_norm(hidden, self.shape, eps=self.epsilon)
-
-
 class FusedLlamaStep:
     """The Llama block computed op by op with fused, prepacked GEMMs; numerically the model's
     own forward (the scheduler's logits test compares the two on a trained model)."""
@@ -222,9 +208,11 @@ class FusedLlamaStep:
             next(model.parameters()).device)
         self.attention_kernel = _attention_kernel(model, self.heads // self.kv_heads,
                                                   self.head_dim)
+        self.glue = choose_glue(model, self.head_dim)
         self._float_masks: dict[int, tuple[Any, Any]] = {}  # per run: each part's mask, fp32
         spread = f", {self.threads.describe()}" if self.threads else ""
         attention = ", modeldeck attention" if self.attention_kernel else ""
+        attention += ", modeldeck norms and rotary" if self.glue.name == "modeldeck" else ""
         pages = ", weights on 2 MB pages" if self.huge_pages else ""
         self.reason = (f"Llama block, {_kernels(self.layers, self.head)}{pages}{attention}"
                        f"{spread}")
@@ -251,21 +239,25 @@ class FusedLlamaStep:
         hidden = self.embed(torch.cat([part.ids.reshape(-1) for part in parts]))
         positions = torch.cat([part.positions.reshape(-1) for part in parts])
         cos, sin = self.rotary(hidden[None], positions[None])
-        # (tokens, 1, dim), over heads; sin's first half negated: see _attention's rotation.
+        # (tokens, 1, dim), over heads; sin's first half negated: see stepglue.TorchGlue.rotate.
         cos, sin = cos[0, :, None, :], sin[0, :, None, :] * self.rotation_sign.to(sin.dtype)
         if self.threads is not None:
             self.threads.begin_step(hidden.shape[0],
                                     prefill=any(length > 1 for _, length in shapes))
+        # Each residual add is fused with the norm after it: the last one with the final
+        # norm, which only the rows' last queries need but costs little on every row.
+        hidden, normed = self.glue.add_norm(hidden, None, self.layers[0].input_norm)
         for index, layer in enumerate(self.layers):
-            hidden = hidden + self._attention(layer, layer.input_norm(hidden), cos, sin, parts,
-                                              shapes, cache, index)
-            hidden = hidden + self._mlp(layer, layer.post_norm(hidden))
+            delta = self._attention(layer, normed, cos, sin, parts, shapes, cache, index)
+            hidden, normed = self.glue.add_norm(hidden, delta, layer.post_norm)
+            following = self.layers[index + 1].input_norm if index + 1 < len(self.layers) else self.norm
+            hidden, normed = self.glue.add_norm(hidden, self._mlp(layer, normed), following)
         # Each row's last query: the offset of each part's rows' ends in the flat tokens.
         ends, offset = [], 0
         for rows, length in shapes:
             ends.append(torch.arange(1, rows + 1, device=hidden.device) * length - 1 + offset)
             offset += rows * length
-        logits = self.head(self.norm(hidden[torch.cat(ends)]))
+        logits = self.head(normed[torch.cat(ends)])
         if self.threads is not None:
             self.threads.end_step()
         return list(logits.split([rows for rows, _ in shapes]))
@@ -277,10 +269,7 @@ class FusedLlamaStep:
 
         tokens, rotated = hidden.shape[0], self.heads + self.kv_heads
         heads = layer.qkv(hidden).view(tokens, rotated + self.kv_heads, self.head_dim)
-        # Rotary embedding on queries and keys at once. transformers' rotate_half(x) is
-        # cat(-x2, x1); roll(x, half) is cat(x2, x1), and sin's first half is negated.
-        query_key = heads[:, :rotated]
-        query_key = query_key * cos + query_key.roll(self.head_dim // 2, -1) * sin
+        query_key = self.glue.rotate(heads, rotated, cos, sin)  # queries and keys at once
         query, key = query_key[:, :self.heads], query_key[:, self.heads:]
         value = heads[:, rotated:]
         outputs, offset = [], 0
@@ -325,12 +314,8 @@ class FusedLlamaStep:
             self._float_masks[id(mask)] = cached
         return cached[1]
 
-    @staticmethod
-    def _mlp(layer: _Layer, hidden: Any) -> Any:
-        import torch
-
-        gate, up = layer.gate_up(hidden).split(layer.gate_up.sizes, dim=-1)
-        return layer.down(torch.nn.functional.silu(gate) * up)
+    def _mlp(self, layer: _Layer, hidden: Any) -> Any:
+        return layer.down(self.glue.silu_mul(layer.gate_up(hidden), layer.gate_up.sizes))
 
 
 def gemm_threads(device: Any) -> int | None:
