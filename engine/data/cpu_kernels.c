@@ -370,3 +370,23 @@ TARGET void md_rotary(uint16_t* x, long token_stride, int tokens, int heads, int
         }
     }
 }
+
+/* A part's keys and values into the slot cache: token (r, t)'s heads go to slot first + r,
+ * column columns[r * q + t] of keys/values (slots, heads, columns, dim), slot_stride and
+ * head_stride elements apart. k and v hold each token's heads contiguous, src_token_stride
+ * elements from one token to the next. A plain copy: what torch's index_put does, without its
+ * per-call setup (two a layer, ~15 us each at batch 8). */
+void md_write_kv(uint16_t* keys, uint16_t* values, long slot_stride, long head_stride,
+                 const uint16_t* k, const uint16_t* v, long src_token_stride, int first,
+                 const int64_t* columns, int rows, int q, int heads, int dim) {
+    for (int r = 0; r < rows; r++)
+        for (int t = 0; t < q; t++) {
+            const size_t token = (size_t)r * q + t;
+            const size_t at = (size_t)(first + r) * slot_stride + (size_t)columns[token] * dim;
+            for (int h = 0; h < heads; h++) {
+                const size_t from = token * src_token_stride + (size_t)h * dim;
+                __builtin_memcpy(keys + at + (size_t)h * head_stride, k + from, 2 * (size_t)dim);
+                __builtin_memcpy(values + at + (size_t)h * head_stride, v + from, 2 * (size_t)dim);
+            }
+        }
+}

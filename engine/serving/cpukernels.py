@@ -67,7 +67,11 @@ class CpuKernels:
         self._silu_mul.argtypes = [pointer, pointer, count, count]
         self._rotary = library.md_rotary
         self._rotary.argtypes = [pointer, ctypes.c_long, count, count, count, pointer, pointer]
-        for glue in (self._add_rms_norm, self._silu_mul, self._rotary):
+        self._write_kv = library.md_write_kv
+        self._write_kv.argtypes = [pointer, pointer, ctypes.c_long, ctypes.c_long, pointer,
+                                   pointer, ctypes.c_long, count, pointer, count, count, count,
+                                   count]
+        for glue in (self._add_rms_norm, self._silu_mul, self._rotary, self._write_kv):
             glue.restype = None
 
     @staticmethod
@@ -137,6 +141,18 @@ class CpuKernels:
         tokens, _, dim = heads.shape
         self._rotary(heads.data_ptr(), heads.stride(0), tokens, count, dim, cos.data_ptr(),
                      sin.data_ptr())
+
+
+    def write_kv(self, keys: Any, values: Any, first: int, columns: Any, key: Any,
+                 value: Any) -> None:
+        """Token (r, t) of key/value (rows * q, heads, dim) bf16 (each token's heads
+        contiguous, both with one token stride) into slot first + r, column columns[r, t]
+        (int64, contiguous) of keys/values (slots, heads, columns, dim) bf16 contiguous."""
+        rows, q = columns.shape
+        heads, dim = key.shape[1], key.shape[2]
+        self._write_kv(keys.data_ptr(), values.data_ptr(), keys.stride(0), keys.stride(1),
+                       key.data_ptr(), value.data_ptr(), key.stride(0), first,
+                       columns.data_ptr(), rows, q, heads, dim)
 
 
 class PackedWeight:

@@ -89,7 +89,12 @@ class SlotKVCache:
         # Advanced indices on dims 0 and 2 put the (rows, q) index dims first: (rows, q, heads, dim).
         keys[part.slots, :, part.write] = key_states.transpose(1, 2)
         values[part.slots, :, part.write] = value_states.transpose(1, 2)
-        return keys[part.span, :, :part.kv_len], values[part.span, :, :part.kv_len]
+        return self.read(layer, part)
+
+    def read(self, layer: int, part: "ForwardPart") -> tuple[Any, Any]:
+        """A part's slots' columns [0, kv_len) of one layer: (rows, heads, kv_len, dim) views."""
+        return (self.keys[layer][part.span, :, :part.kv_len],
+                self.values[layer][part.span, :, :part.kv_len])
 
     def move(self, source: int, destination: int, length: int) -> None:
         """Copy one slot's first `length` columns into another (compaction after a leave)."""

@@ -276,9 +276,7 @@ class FusedLlamaStep:
         for part, (rows, length) in zip(parts, shapes):
             piece = slice(offset, offset + rows * length)
             offset += rows * length
-            keys, values = cache.write_read(
-                index, part, key[piece].view(rows, length, self.kv_heads, self.head_dim).transpose(1, 2),
-                value[piece].view(rows, length, self.kv_heads, self.head_dim).transpose(1, 2))
+            keys, values = self.glue.write_read(cache, index, part, key[piece], value[piece])
             outputs.append(self._attend(query[piece].view(rows, length, self.heads, self.head_dim),
                                         keys, values, part.mask))
         return layer.o(torch.cat(outputs) if len(outputs) > 1 else outputs[0])

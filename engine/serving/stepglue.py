@@ -1,5 +1,5 @@
 """The fused step's glue between its GEMMs: residual adds with RMSNorm, rotary embedding, the
-SiLU-gated product. Two ways to run it, one interface (engine.serving.modelstep picks):
+SiLU-gated product, the KV-cache writes. Two ways to run it, one interface (engine.serving.modelstep picks):
 
 - `TorchGlue`: torch ops, any device and dtype (the fallback; the step's only path on a GPU);
 - `KernelGlue`: modeldeck's C kernels (engine/data/cpu_kernels.c) on a CPU that runs them, for
@@ -59,6 +59,13 @@ class TorchGlue:
         return rotated * cos + rotated.roll(heads.shape[-1] // 2, -1) * sin
 
     @staticmethod
+    def write_read(cache: Any, layer: int, part: Any, key: Any, value: Any) -> tuple[Any, Any]:
+        """A part's keys and values (its tokens, kv heads, dim) into its cache slots; the
+        slots' (rows, kv heads, kv_len, dim) keys and values to attend over."""
+        rows, length = part.ids.shape
+        return cache.write_read(layer, part, _by_row(key, rows, length), _by_row(value, rows, length))
+
+    @staticmethod
     def silu_mul(gate_up: Any, sizes: list[int]) -> Any:
         import torch
 
@@ -86,10 +93,27 @@ class KernelGlue:
                             sin.reshape(sin.shape[0], -1).contiguous())
         return heads[:, :count]
 
+    def write_read(self, cache: Any, layer: int, part: Any, key: Any,
+                   value: Any) -> tuple[Any, Any]:
+        import torch
+
+        keys, values = cache.keys[layer], cache.values[layer]
+        if (keys.dtype != torch.bfloat16 or key.stride() != value.stride()
+                or key.stride()[1:] != (key.shape[2], 1) or not keys.is_contiguous()):
+            return TorchGlue.write_read(cache, layer, part, key, value)
+        columns = part.write if part.write.dtype == torch.int64 else part.write.long()
+        self.kernels.write_kv(keys, values, part.first, columns.contiguous(), key, value)
+        return cache.read(layer, part)
+
     def silu_mul(self, gate_up: Any, sizes: list[int]) -> Any:
         if sizes[0] != sizes[1] or sizes[0] % 16 or not gate_up.is_contiguous():
             return TorchGlue.silu_mul(gate_up, sizes)
         return self.kernels.silu_mul(gate_up)
+
+
+def _by_row(states: Any, rows: int, length: int) -> Any:
+    """(rows * length, heads, dim) as (rows, heads, length, dim), the cache's order."""
+    return states.view(rows, length, *states.shape[1:]).transpose(1, 2)
 
 
 def choose_glue(model: Any, head_dim: int) -> TorchGlue | KernelGlue:

@@ -83,6 +83,42 @@ def test_rotary_matches_torch_and_leaves_the_value_heads_alone(kernels, head_dim
     assert torch.equal(rotated_in_place[:, 12:], heads[:, 12:])
 
 
+@pytest.mark.parametrize("first,rows,q,columns", [
+    (0, 1, 5, [[0, 1, 2, 3, 4]]),  # a prompt's chunk into slot 0
+    (2, 3, 1, [[7], [0], [32]]),  # decode rows into slots 2-4; the last one idle (scratch column)
+    (1, 2, 3, [[4, 5, 6], [0, 1, 32]]),  # two chunks, one padded into the scratch column
+])
+def test_kv_writes_land_where_torchs_indexing_puts_them(kernels, first, rows, q, columns):
+    import types
+
+    import torch
+
+    from engine.serving.kvcache import ForwardPart, SlotKVCache
+
+    config = types.SimpleNamespace(num_attention_heads=9, num_key_value_heads=3, head_dim=64,
+                                   hidden_size=576, num_hidden_layers=2)
+    write = torch.tensor(columns)
+    part = ForwardPart(first, torch.zeros(rows, q, dtype=torch.long), write, write, 20, None,
+                       torch.arange(first, first + rows)[:, None])
+    # Keys and values as the step has them: views into one qkv output, a token's heads together.
+    heads = _bf16(rows * q, 9 + 3 + 3, 64, seed=rows)
+    key, value = heads[:, 9:12], heads[:, 12:]
+    written = []
+    for glue in (TorchGlue(), KernelGlue(kernels)):
+        cache = SlotKVCache(config, slots=5, slot_len=32, dtype=torch.bfloat16, device="cpu")
+        for layer_cache, seed in ((cache.keys[1], 10), (cache.values[1], 11)):
+            layer_cache.copy_(_bf16(*layer_cache.shape, seed=seed))  # what earlier steps left
+        before = [tensor.clone() for tensor in (cache.keys[1], cache.values[1])]
+        keys, values = glue.write_read(cache, 1, part, key, value)
+        assert keys.shape == values.shape == (rows, 3, 20, 64)
+        written.append((cache.keys[1], cache.values[1], keys, values, before))
+    (torch_keys, torch_values, *_), (ours_keys, ours_values, keys, values, before) = written
+    assert torch.equal(ours_keys, torch_keys) and torch.equal(ours_values, torch_values)
+    assert not torch.equal(ours_keys, before[0])  # something was written
+    assert torch.equal(keys, ours_keys[first:first + rows, :, :20])
+    assert torch.equal(values, ours_values[first:first + rows, :, :20])
+
+
 def test_a_rows_glue_does_not_depend_on_the_rows_beside_it(kernels):
     import torch
 
