@@ -271,8 +271,10 @@ def turn(servers: dict[str, Server], name: str, clients: int, results: Results,
     servers[name].resume()
     result = server_round(servers[name], clients)
     results.add(filed_as or name, clients, result)
+    firsts = sorted(result["ttft"])
     print(f"round {round_index + 1} {name:<9} x{clients:<2} "
-          f"{result['tokens'] / result['seconds']:7.1f} tok/s", file=sys.stderr, flush=True)
+          f"{result['tokens'] / result['seconds']:7.1f} tok/s, TTFT median "
+          f"{statistics.median(firsts):.3f}s, slowest {firsts[-1]:.3f}s", file=sys.stderr, flush=True)
 
 
 def run_rounds(servers: dict[str, Server], names: list[str], client_counts: tuple[int, ...],
