@@ -23,14 +23,15 @@ the query heads of a key/value group are packed as that group's queries). This p
 - keeps the op count per layer low (rotary on queries and keys at once, `F.rms_norm`): at these
   sizes each dispatched op costs microseconds that add up to milliseconds a step; with modeldeck's
   kernels the glue between GEMMs (residual add + RMSNorm, rotary, SiLU-gated product) is one C
-  call each (engine/serving/stepglue.py): 2 ms off a 11-13 ms batch-1 decode step;
+  call each (engine/serving/stepglue.py): ~2 ms off a 13 ms batch-1 decode step;
 - on the CPU, runs each GEMM on every core and the rest of the step on the server's own thread
   count (`gemm_threads`), and measures while serving whether every core still helps
   (engine.serving.threads: a neighbour busy on one core stalls every multi-threaded GEMM).
 
 A decode step (`bench/decode_step.py`'s scheduler): 14.1 / 16.1 / 19.2 ms at batch 1 / 4 / 8
 with modeldeck's kernels (GEMMs and attention) against 27.0 / 22.5 / 26.7 with oneDNN and SDPA
-in the same run (`MODELDECK_CPU_KERNELS=off`), and 50.0 / 56.5 / 62.5 ms eager.
+in the same run (`MODELDECK_CPU_KERNELS=off`), and 50.0 / 56.5 / 62.5 ms eager; with the glue
+kernels and the weights on 2 MB pages too, 11.4 / 11.7 / 13.4 ms (eager 48.7 / 55.1 / 62.8).
 `torch.compile` over the whole step was measured too: 363 s of compilation on this box before the
 first token, then 46/55/64 ms at batch 1/4/8, slower than this path, so it is not used. Any model this path does not recognise runs the eager forward (`EagerStep`); which one a
 version got is reported in `status` and on /metrics (`engine_path`).
