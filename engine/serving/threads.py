@@ -30,7 +30,8 @@ look free: the CPU time other processes used since the last look, every PROBE_SE
 the chosen count occupies. Cores seen busy and then free end the back-off: the neighbour left.
 
 The count is chosen on decode steps; a prefill step runs on every thread while the last look
-saw the cores free (GemmThreads._boost): many rows per weight, where two threads win clearly.
+saw the cores free, or after an idle spell while no other process is runnable at that instant
+(GemmThreads._boost): many rows per weight, where two threads win clearly.
 
 The same measuring covers a slowdown inside the process: libgomp stops spinning when it manages
 more threads than there are cores, which happens when a second thread (two versions stepping at
@@ -65,10 +66,16 @@ class GemmThreads:
     """The GEMM thread count of one model step; `active` is what a GEMM called now should use."""
 
     def __init__(self, most: int, clock: Callable[[], float] = time.perf_counter,
-                 busy_elsewhere: Callable[[], float | None] | None = None) -> None:
-        """busy_elsewhere: cores other processes kept busy since its last call (None: unknown)."""
+                 busy_elsewhere: Callable[[], float | None] | None = None,
+                 running_elsewhere: Callable[[], int | None] | None = None) -> None:
+        """busy_elsewhere: cores other processes kept busy since its last call (None: unknown);
+        running_elsewhere: their tasks runnable right now (None: unknown). Given one of them,
+        the other defaults to unknown."""
         self.most = max(1, most)
-        self._busy_elsewhere = busy_elsewhere or OthersCpu().cores
+        others = OthersCpu() if busy_elsewhere is running_elsewhere is None else None
+        self._busy_elsewhere = busy_elsewhere or (others.cores if others else lambda: None)
+        self._running_elsewhere = running_elsewhere or (others.running_now if others
+                                                        else lambda: None)
         self.chosen = self.active = self.most
         self.switches = 0
         self._clock = clock
@@ -110,8 +117,8 @@ class GemmThreads:
     def _boost(self) -> bool:
         """Whether a prefill step should run on every thread although fewer were chosen: yes
         while the cores beyond the chosen count looked free at the latest look (the trials'
-        looks, every PROBE_SECONDS while serving; after an idle spell one taken now, which
-        covers that spell).
+        looks, every PROBE_SECONDS while serving); after an idle spell, while no other
+        process's task is runnable right now.
 
         Why: the count is chosen on decode steps, where the other core's work is this
         server's own streaming (the event loop, the clients) and one thread can win by a few
@@ -125,6 +132,13 @@ class GemmThreads:
         now = self._clock()
         if now - self._last_look >= 2 * PROBE_SECONDS:  # stale (an idle spell): look now
             self._look(now)
+            # That look covers the whole spell, which may have been another process's burst
+            # that is over now (in bench/serve_vs_vllm.py, vLLM's turn: the first prefill after
+            # it ran on one thread, 43-65 ms for 4 prompts against ~25 on two). What is
+            # runnable at this instant says whether the cores are free now.
+            running = self._running_elsewhere()
+            if running is not None:
+                return running == 0
         return self._elsewhere is not None and not self._too_busy_for(self.most)
 
     def describe(self) -> str:
@@ -217,6 +231,29 @@ class OthersCpu:
             return None
         wall, busy, own = (now_value - last_value for now_value, last_value in zip(now, last))
         return max(0.0, (busy - own) / wall)
+
+    @staticmethod
+    def running_now() -> int | None:
+        """Tasks of other processes runnable at this instant: /proc/loadavg's count of running
+        tasks (the whole machine's, this thread included) less this process's threads in state
+        R. ~0.1-0.5 ms (a file per thread), so it is read only after an idle spell."""
+        import os
+
+        try:
+            with open("/proc/loadavg", encoding="ascii") as loadavg:
+                running = int(loadavg.read().split()[3].split("/")[0])
+            own = 0
+            with os.scandir("/proc/self/task") as tasks:
+                for task in tasks:
+                    try:
+                        with open(f"{task.path}/stat", encoding="ascii", errors="replace") as stat:
+                            text = stat.read()
+                    except OSError:  # the thread ended meanwhile
+                        continue
+                    own += text[text.rindex(")") + 2] == "R"
+        except (OSError, ValueError, IndexError):
+            return None
+        return max(0, running - own)
 
     @staticmethod
     def _read() -> tuple[float, float, float] | None:

@@ -323,6 +323,69 @@ def test_after_an_idle_spell_beside_a_busy_process_the_first_prefill_stays_on_th
     assert threads.active == 2
 
 
+def test_after_an_idle_spell_the_first_prefill_goes_by_what_runs_now_not_by_the_spell():
+    """The look after idle covers the spell, which may have been another process's burst that
+    is over (the bench's other server, stopped for this one's turn): if nothing else is
+    runnable now, the first prefill gets every core; if something is, the chosen count."""
+    clock, elsewhere, _ = streaming_on_one_thread()
+    running = [0]
+    threads = GemmThreads(2, clock, busy_elsewhere=lambda: elsewhere[0],
+                          running_elsewhere=lambda: running[0])
+    drive(threads, clock, STREAMING, 400)
+    assert threads.chosen == 1
+    elsewhere[0] = 1.5  # the spell: the other server's turn
+    for now_running, expected in ((0, 2), (1, 1)):
+        running[0] = now_running
+        clock.now += 6.0
+        threads.begin_step(9, prefill=True)
+        assert threads.active == expected, now_running
+        clock.now += 0.03
+        threads.end_step()
+    assert threads.chosen == 1  # the decode steps' choice is not moved by it
+
+
+def test_what_runs_now_counts_other_processes_not_this_ones_threads():
+    import subprocess
+    import sys
+    import threading
+    import time as clock_module
+
+    from engine.serving.threads import OthersCpu
+
+    import hashlib
+
+    stop = threading.Event()
+    data = bytes(32 << 20)
+
+    def spin() -> None:  # this process's own busy thread, off the GIL: not another process
+        while not stop.is_set():
+            hashlib.sha256(data).digest()
+
+    own = threading.Thread(target=spin)
+    own.start()
+    try:
+        counts = [_spaced(OthersCpu.running_now) for _ in range(20)]
+    finally:
+        stop.set()
+        own.join()
+    assert counts.count(0) >= 10, counts  # a quiet test box: now and then something else runs
+    neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        clock_module.sleep(0.3)
+        counts = [_spaced(OthersCpu.running_now) for _ in range(20)]
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+    assert counts.count(0) <= 2, counts
+
+
+def _spaced(read):
+    import time as clock_module
+
+    clock_module.sleep(0.01)
+    return read()
+
+
 def test_prefills_between_decode_steps_do_not_hold_up_the_return_to_both_cores():
     """The prefills' reading of the cores must not use up the trials' turn: with a prefill
     every other step (clients joining all the time), the cores still come back soon after the
