@@ -129,3 +129,15 @@ def tiny(tiny_model_dir: Path):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     return model, AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def cpu_kernels():
+    """modeldeck's CPU kernels (engine/serving/cpukernels.py), or a skip with the reason the
+    server would report (no AVX512-BF16, no C compiler)."""
+    from engine.serving import cpukernels
+
+    loaded, reason = cpukernels.load()
+    if loaded is None:
+        pytest.skip(reason)
+    return loaded

@@ -12,12 +12,9 @@ from engine.serving import cpukernels
 ROWS = (1, 3, 8, 9, 17, 40)  # one block of rows, a partial one, and several (8 rows a block)
 
 
-@pytest.fixture(scope="module")
-def gemm():
-    loaded, reason = cpukernels.load()
-    if loaded is None:
-        pytest.skip(reason)
-    return loaded
+@pytest.fixture
+def gemm(cpu_kernels):  # tests/serving/conftest.py: the kernels, or a skip with the reason
+    return cpu_kernels
 
 
 def _weights(out_features: int, in_features: int, seed: int):

@@ -9,18 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.serving import cpukernels
 from engine.serving.stepglue import KernelGlue, RmsNorm, TorchGlue, choose_glue
 
 ROWS = (1, 8, 9, 40)
-
-
-@pytest.fixture(scope="module")
-def kernels():
-    loaded, reason = cpukernels.load()
-    if loaded is None:
-        pytest.skip(reason)
-    return loaded
 
 
 def _bf16(*shape: int, seed: int, scale: float = 1.0):
@@ -48,37 +39,37 @@ def _at_most_one_step_apart(result, reference) -> None:
 
 
 @pytest.mark.parametrize("rows", ROWS)
-def test_residual_add_and_norm_match_torch(kernels, rows):
+def test_residual_add_and_norm_match_torch(cpu_kernels, rows):
     import torch
 
     hidden, delta = _bf16(rows, 576, seed=rows, scale=4.0), _bf16(rows, 576, seed=rows + 1)
     norm = RmsNorm(_Norm((torch.rand(576) + 0.5).to(torch.bfloat16), 1e-5))
     expected_hidden, expected = TorchGlue.add_norm(hidden, delta, norm)
-    summed, normed = KernelGlue(kernels).add_norm(hidden.clone(), delta, norm)
+    summed, normed = KernelGlue(cpu_kernels).add_norm(hidden.clone(), delta, norm)
     assert torch.equal(summed, expected_hidden)  # bf16 adds round one way only
     _at_most_one_step_apart(normed, expected)
-    alone, normed_alone = KernelGlue(kernels).add_norm(hidden.clone(), None, norm)
+    alone, normed_alone = KernelGlue(cpu_kernels).add_norm(hidden.clone(), None, norm)
     assert torch.equal(alone, hidden)  # no delta: nothing added
     _at_most_one_step_apart(normed_alone, norm(hidden))
 
 
 @pytest.mark.parametrize("rows", ROWS)
-def test_silu_gated_product_matches_torch(kernels, rows):
+def test_silu_gated_product_matches_torch(cpu_kernels, rows):
     gate_up = _bf16(rows, 2 * 1536, seed=rows, scale=3.0)
     expected = TorchGlue.silu_mul(gate_up, [1536, 1536])
-    _at_most_one_step_apart(KernelGlue(kernels).silu_mul(gate_up, [1536, 1536]), expected)
+    _at_most_one_step_apart(KernelGlue(cpu_kernels).silu_mul(gate_up, [1536, 1536]), expected)
 
 
 @pytest.mark.parametrize("head_dim", [16, 48, 64, 128])
 @pytest.mark.parametrize("rows", [1, 9])
-def test_rotary_matches_torch_and_leaves_the_value_heads_alone(kernels, head_dim, rows):
+def test_rotary_matches_torch_and_leaves_the_value_heads_alone(cpu_kernels, head_dim, rows):
     import torch
 
     heads = _bf16(rows, 9 + 3 + 3, head_dim, seed=head_dim, scale=2.0)  # q 9, k 3, v 3 heads
     cos, sin = _bf16(rows, 1, head_dim, seed=1), _bf16(rows, 1, head_dim, seed=2)
     expected = TorchGlue.rotate(heads, 12, cos, sin)
     rotated_in_place = heads.clone()
-    result = KernelGlue(kernels).rotate(rotated_in_place, 12, cos, sin)
+    result = KernelGlue(cpu_kernels).rotate(rotated_in_place, 12, cos, sin)
     assert torch.equal(result, expected)  # three bf16 roundings, each as torch's
     assert torch.equal(rotated_in_place[:, 12:], heads[:, 12:])
 
@@ -88,7 +79,7 @@ def test_rotary_matches_torch_and_leaves_the_value_heads_alone(kernels, head_dim
     (2, 3, 1, [[7], [0], [32]]),  # decode rows into slots 2-4; the last one idle (scratch column)
     (1, 2, 3, [[4, 5, 6], [0, 1, 32]]),  # two chunks, one padded into the scratch column
 ])
-def test_kv_writes_land_where_torchs_indexing_puts_them(kernels, first, rows, q, columns):
+def test_kv_writes_land_where_torchs_indexing_puts_them(cpu_kernels, first, rows, q, columns):
     import types
 
     import torch
@@ -104,7 +95,7 @@ def test_kv_writes_land_where_torchs_indexing_puts_them(kernels, first, rows, q,
     heads = _bf16(rows * q, 9 + 3 + 3, 64, seed=rows)
     key, value = heads[:, 9:12], heads[:, 12:]
     written = []
-    for glue in (TorchGlue(), KernelGlue(kernels)):
+    for glue in (TorchGlue(), KernelGlue(cpu_kernels)):
         cache = SlotKVCache(config, slots=5, slot_len=32, dtype=torch.bfloat16, device="cpu")
         for layer_cache, seed in ((cache.keys[1], 10), (cache.values[1], 11)):
             layer_cache.copy_(_bf16(*layer_cache.shape, seed=seed))  # what earlier steps left
@@ -119,10 +110,10 @@ def test_kv_writes_land_where_torchs_indexing_puts_them(kernels, first, rows, q,
     assert torch.equal(values, ours_values[first:first + rows, :, :20])
 
 
-def test_a_rows_glue_does_not_depend_on_the_rows_beside_it(kernels):
+def test_a_rows_glue_does_not_depend_on_the_rows_beside_it(cpu_kernels):
     import torch
 
-    glue = KernelGlue(kernels)
+    glue = KernelGlue(cpu_kernels)
     hidden, delta = _bf16(40, 576, seed=3, scale=4.0), _bf16(40, 576, seed=4)
     norm = RmsNorm(_Norm(_bf16(576, seed=5), 1e-6))
     gate_up = _bf16(40, 2 * 1536, seed=6, scale=3.0)
@@ -135,7 +126,7 @@ def test_a_rows_glue_does_not_depend_on_the_rows_beside_it(kernels):
                            gated[row:row + 1])
 
 
-def test_the_step_takes_the_kernels_for_bf16_on_this_cpu_and_torch_ops_otherwise(kernels,
+def test_the_step_takes_the_kernels_for_bf16_on_this_cpu_and_torch_ops_otherwise(cpu_kernels,
                                                                                  tiny_model_dir):
     import torch
     from transformers import AutoModelForCausalLM
@@ -145,5 +136,5 @@ def test_the_step_takes_the_kernels_for_bf16_on_this_cpu_and_torch_ops_otherwise
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
     step = choose_step(model)
     assert isinstance(step.glue, KernelGlue) and "modeldeck norms and rotary" in step.reason
-    assert isinstance(choose_glue(model, 512), TorchGlue)  # a head wider than the kernels take
+    assert isinstance(choose_glue(model, 512), TorchGlue)  # a head wider than the cpu_kernels take
     assert isinstance(choose_glue(model.float(), 16), TorchGlue)  # fp32 hidden states
