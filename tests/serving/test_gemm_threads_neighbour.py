@@ -30,19 +30,39 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_gemms_leave_a_busy_core_and_take_it_back(tmp_path):
+    # A second attempt only when the first saw the phases go wrong: the suite starts a real
+    # vLLM in the background (its start takes ~2 minutes of bursty CPU) while other tests run,
+    # and once in CI this test ran beside it and saw the count go back to two threads with the
+    # neighbour still busy. A fault in the measuring fails every attempt (seen: with no trial of
+    # more threads, both attempts stayed on one thread after the neighbour left).
+    for attempt in range(2):
+        seen = _run_phases(tmp_path / f"attempt{attempt}")
+        failure = _phases_gone_wrong(seen)
+        if failure is None:
+            break
+        print(f"attempt {attempt + 1}: {failure}: {seen}")
+    assert failure is None, f"{failure}: {seen}"
+    print(f"left the busy core after {seen['left_after_s']:.2f} s, back on both "
+          f"{seen['back_after_s']:.2f} s after the neighbour ended")
+
+
+def _run_phases(directory: Path) -> dict:
+    directory.mkdir()
     result = subprocess.run([sys.executable, "-c", "from tests.serving.test_gemm_threads_neighbour"
-                             f" import phases; phases({str(tmp_path)!r})"],
+                             f" import phases; phases({str(directory)!r})"],
                             cwd=ROOT, capture_output=True, text=True, timeout=180,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr[-3000:]
-    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _phases_gone_wrong(seen: dict) -> str | None:
     assert seen["most"] == 2 and ("modeldeck" in seen["reason"] or "oneDNN" in seen["reason"])
-    assert seen["quiet"] == 2, "two free cores: both threads were faster"
-    assert seen["neighbour"] == 1, "the neighbour's core stalled two-thread steps"
-    assert seen["neighbour_stays"] == 1  # the busy core is not tried again while it stays busy
-    assert seen["after"] == 2, "the neighbour left: both cores again"
-    print(f"left the busy core after {seen['left_after_s']:.2f} s, back on both "
-          f"{seen['back_after_s']:.2f} s after the neighbour ended")
+    checks = [(seen["quiet"] == 2, "two free cores, yet one thread was chosen"),
+              (seen["neighbour"] == 1, "the neighbour's core did not send the GEMMs to one thread"),
+              (seen["neighbour_stays"] == 1, "the busy core was taken back while still busy"),
+              (seen["after"] == 2, "the neighbour left, yet the GEMMs stayed on one thread")]
+    return next((why for held, why in checks if not held), None)
 
 
 def phases(directory: str) -> None:
