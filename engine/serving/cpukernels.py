@@ -111,7 +111,6 @@ class CpuKernels:
             raise MemoryError("attention could not allocate its scores")
         return output
 
-
     # ---- the glue between a step's GEMMs: one call where torch runs 3-6 small ops ----------
 
     def add_rms_norm(self, hidden: Any, delta: Any | None, weight: Any, eps: float) -> Any:
@@ -141,7 +140,6 @@ class CpuKernels:
         tokens, _, dim = heads.shape
         self._rotary(heads.data_ptr(), heads.stride(0), tokens, count, dim, cos.data_ptr(),
                      sin.data_ptr())
-
 
     def write_kv(self, keys: Any, values: Any, first: int, columns: Any, key: Any,
                  value: Any) -> None:

@@ -22,8 +22,8 @@ the query heads of a key/value group are packed as that group's queries). This p
   into one matrix for every GEMM, with attention per part over its own cache slots;
 - keeps the op count per layer low (rotary on queries and keys at once, `F.rms_norm`): at these
   sizes each dispatched op costs microseconds that add up to milliseconds a step; with modeldeck's
-  kernels the glue between GEMMs (residual add + RMSNorm, rotary, SiLU-gated product) is one C
-  call each (engine/serving/stepglue.py): ~2 ms off a 13 ms batch-1 decode step;
+  kernels the glue between GEMMs (residual add + RMSNorm, rotary, SiLU-gated product, KV-cache
+  writes) is one C call each (engine/serving/stepglue.py): ~2 ms off a 13 ms batch-1 decode step;
 - on the CPU, runs each GEMM on every core and the rest of the step on the server's own thread
   count (`gemm_threads`), and measures while serving whether every core still helps
   (engine.serving.threads: a neighbour busy on one core stalls every multi-threaded GEMM).
@@ -251,7 +251,8 @@ class FusedLlamaStep:
         for index, layer in enumerate(self.layers):
             delta = self._attention(layer, normed, cos, sin, parts, shapes, cache, index)
             hidden, normed = self.glue.add_norm(hidden, delta, layer.post_norm)
-            following = self.layers[index + 1].input_norm if index + 1 < len(self.layers) else self.norm
+            last = index + 1 == len(self.layers)
+            following = self.norm if last else self.layers[index + 1].input_norm
             hidden, normed = self.glue.add_norm(hidden, self._mlp(layer, normed), following)
         # Each row's last query: the offset of each part's rows' ends in the flat tokens.
         ends, offset = [], 0

@@ -1,5 +1,5 @@
 """The fused step's glue between its GEMMs: residual adds with RMSNorm, rotary embedding, the
-SiLU-gated product, the KV-cache writes. Two ways to run it, one interface (engine.serving.modelstep picks):
+SiLU-gated product, the KV-cache writes. Two ways to run it, one interface (modelstep picks):
 
 - `TorchGlue`: torch ops, any device and dtype (the fallback; the step's only path on a GPU);
 - `KernelGlue`: modeldeck's C kernels (engine/data/cpu_kernels.c) on a CPU that runs them, for
@@ -63,7 +63,8 @@ class TorchGlue:
         """A part's keys and values (its tokens, kv heads, dim) into its cache slots; the
         slots' (rows, kv heads, kv_len, dim) keys and values to attend over."""
         rows, length = part.ids.shape
-        return cache.write_read(layer, part, _by_row(key, rows, length), _by_row(value, rows, length))
+        return cache.write_read(layer, part, _by_row(key, rows, length),
+                                _by_row(value, rows, length))
 
     @staticmethod
     def silu_mul(gate_up: Any, sizes: list[int]) -> Any:

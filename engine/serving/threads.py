@@ -72,10 +72,10 @@ class GemmThreads:
         running_elsewhere: their tasks runnable right now (None: unknown). Given one of them,
         the other defaults to unknown."""
         self.most = max(1, most)
-        others = OthersCpu() if busy_elsewhere is running_elsewhere is None else None
-        self._busy_elsewhere = busy_elsewhere or (others.cores if others else lambda: None)
-        self._running_elsewhere = running_elsewhere or (others.running_now if others
-                                                        else lambda: None)
+        if busy_elsewhere is None and running_elsewhere is None:
+            busy_elsewhere, running_elsewhere = OthersCpu().cores, OthersCpu.running_now
+        self._busy_elsewhere = busy_elsewhere or (lambda: None)
+        self._running_elsewhere = running_elsewhere or (lambda: None)
         self.chosen = self.active = self.most
         self.switches = 0
         self._clock = clock
