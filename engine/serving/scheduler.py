@@ -205,7 +205,7 @@ class BatchScheduler:
     def _iteration(self) -> None:
         self._drop_cancelled()
         idle = self._slots.count(None) == self.max_batch_size
-        if idle and self.arrivals.count:  # let a burst of arrivals start in one forward
+        if idle and self.arrivals.pending():  # let a burst of arrivals start in one forward
             self.arrivals.gather()
         # Requests admitted at every iteration join the prompts being prefilled.
         self._prefilling += self._set_up(self._admit())
@@ -227,6 +227,8 @@ class BatchScheduler:
             if prefill is not None:
                 ended += self._after_prefill(logits[:len(prefill[0])], *prefill)
         self._settle(ended)
+        if ended:
+            self.arrivals.finished(len(ended))
         running, waiting = self.load
         self.observer.step(decoded, running, waiting)
         if self._kv_gauge is not None:

@@ -1,6 +1,7 @@
 """An idle scheduler waits a moment for requests still being read, so a burst that arrives
 together starts in one forward (engine/serving/arrivals.py); a lone request never waits, and a
-request that is never submitted holds nobody up for long."""
+request that is never submitted holds nobody up for long. It also waits a moment for the
+clients of a wave that just finished, as many as finished and no longer than a bound."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import queue
 import threading
 import time
 
-from engine.serving.arrivals import GATHER_SECONDS
+from engine.serving.arrivals import (GATHER_SECONDS, RETURN_GATHER_SECONDS, RETURN_SECONDS,
+                                     Arrivals)
 from engine.serving.scheduler import BatchScheduler, SamplingParams
 
 PARAMS = SamplingParams(max_tokens=3, temperature=0, ignore_eos=True)
@@ -119,3 +121,55 @@ def test_every_request_the_server_reads_is_counted_out_whether_it_is_served_or_r
     finally:
         host.close()
         gc.unfreeze()
+
+
+def test_the_clients_of_a_wave_that_finished_together_start_their_next_requests_together(tiny):
+    """Three streams end in one step; their clients come back 0, 4 and 8 ms after (as looping
+    clients do, one after another): one forward prefills all three. Without the wait for
+    returning clients the first came back to an idle scheduler and was prefilled alone."""
+    scheduler, prefill_waves = _scheduler(tiny)
+    tokenizer = tiny[1]
+    prompts = ["The cat", "Once upon a time", "The sea"]
+    firsts = [queue.Queue() for _ in prompts]
+    with scheduler.arrivals.arriving() as a, scheduler.arrivals.arriving() as b, \
+            scheduler.arrivals.arriving() as c:
+        for events, prompt, arrival in zip(firsts, prompts, (a, b, c)):
+            scheduler.submit(tokenizer(prompt).input_ids, PARAMS, events.put, arrival=arrival)
+    seconds: list[queue.Queue] = [queue.Queue() for _ in prompts]
+
+    def client(index: int) -> None:
+        _finish(firsts[index])
+        time.sleep(0.004 * index)
+        scheduler.submit(tokenizer(prompts[index]).input_ids, PARAMS, seconds[index].put)
+
+    clients = [threading.Thread(target=client, args=(index,)) for index in range(3)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join()
+    for events in seconds:
+        _finish(events)
+    assert prefill_waves == [3, 3]
+    assert scheduler.close(timeout=30)
+
+
+def test_a_looping_lone_client_never_waits_and_clients_that_do_not_return_hold_up_briefly():
+    arrivals = Arrivals()
+    arrivals.finished(1)
+    with arrivals.arriving():
+        pass  # its client is back: nobody else is expected
+    assert not arrivals.pending()
+    started = time.monotonic()
+    arrivals.gather()
+    assert time.monotonic() - started < RETURN_GATHER_SECONDS / 2
+    arrivals.finished(3)
+    with arrivals.arriving():
+        pass  # one of three is back
+    assert arrivals.pending()
+    started = time.monotonic()
+    arrivals.gather()
+    waited = time.monotonic() - started
+    assert RETURN_GATHER_SECONDS * 0.9 <= waited < 1.0  # bounded, not for the two missing
+    arrivals.finished(2)
+    time.sleep(RETURN_SECONDS * 1.2)  # too late to count as coming back together
+    assert not arrivals.pending()
