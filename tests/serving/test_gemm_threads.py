@@ -409,3 +409,22 @@ def test_prefills_between_decode_steps_do_not_hold_up_the_return_to_both_cores()
     left_at = clock.now
     waves(QUIET, 20.0)
     assert threads.chosen == 2 and clock.now - left_at <= 1.5
+
+
+def test_after_an_idle_spell_a_task_runnable_at_one_look_only_does_not_keep_the_prefill_off_a_core():
+    """A client or kernel thread that wakes as the request arrives is runnable at one look; a
+    process that keeps a core busy is runnable at every look (threads.RUNNABLE_LOOKS)."""
+    clock, elsewhere, _ = streaming_on_one_thread()
+    looks: list[int] = []
+    threads = GemmThreads(2, clock, busy_elsewhere=lambda: elsewhere[0],
+                          running_elsewhere=lambda: looks.pop(0))
+    drive(threads, clock, STREAMING, 400)
+    assert threads.chosen == 1
+    for seen, expected in (([1, 0, 1], 2), ([1, 1, 1], 1), ([2, 1, 1], 1), ([0], 2)):
+        looks[:] = seen
+        clock.now += 6.0
+        threads.begin_step(9, prefill=True)
+        assert threads.active == expected, seen
+        assert not looks or seen == [1, 0, 1] and looks == [1]  # no look after a free one
+        clock.now += 0.03
+        threads.end_step()
