@@ -411,7 +411,7 @@ def test_prefills_between_decode_steps_do_not_hold_up_the_return_to_both_cores()
     assert threads.chosen == 2 and clock.now - left_at <= 1.5
 
 
-def test_after_an_idle_spell_a_task_runnable_at_one_look_only_does_not_keep_the_prefill_off_a_core():
+def test_after_an_idle_spell_a_task_runnable_at_one_look_only_leaves_the_prefill_every_core():
     """A client or kernel thread that wakes as the request arrives is runnable at one look; a
     process that keeps a core busy is runnable at every look (threads.RUNNABLE_LOOKS)."""
     clock, elsewhere, _ = streaming_on_one_thread()
