@@ -113,7 +113,7 @@ class _Api:
         if (denied := self._check_api_key(request)) is not None:
             return denied
         # Counted as arriving until queued, so an idle scheduler waits for it (arrivals.py).
-        with self.host.arrivals.arriving() as arrival:
+        with self.host.arrivals.arriving(_client(request)) as arrival:
             try:
                 body = await read_json_object(request, self.host.settings)
                 stream, include_usage = stream_flags(body)
@@ -280,6 +280,11 @@ class _Admitted:
     events: asyncio.Queue
     prompt_ids: list[int]
     params: SamplingParams
+
+
+def _client(request: Request) -> str | None:
+    """The request's connection ("host:port"): a client that loops comes back on it."""
+    return f"{request.client.host}:{request.client.port}" if request.client else None
 
 
 def _deliverer(events: asyncio.Queue) -> Callable[[TokenEvent], None]:

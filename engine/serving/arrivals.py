@@ -12,14 +12,17 @@ and only while a request is actually being read: a lone request never waits. A r
 from the moment its handler starts (before its body is read, before a version is picked): one
 count per server, shared by the versions it serves.
 
-It also waits, at most RETURN_GATHER_SECONDS, for the clients of a wave that just finished to
-come back: clients that loop (an evaluation harness, an agent, a benchmark) send their next
-request as their last one ends, so streams that ended in one step come back together, but not
-in one moment. Measured here (bench/serve_vs_vllm.py, 4 clients): the four next requests came
-5-30 ms after the step that ended their streams; the first was prefilled alone (21-48 ms), and
-the other three waited for that forward and then their own: first tokens after 80-100 ms. Only
-as many returns are awaited as streams ended, for at most RETURN_SECONDS after they ended: one
-client that loops never waits.
+It also waits, at most RETURN_GATHER_SECONDS, for the rest of a wave that just finished once one
+of its clients is back: clients that loop (an evaluation harness, an agent, a benchmark) send
+their next request as their last one ends, so streams that ended in one step come back together,
+but not in one moment. Measured here (bench/serve_vs_vllm.py, 4 clients): the four next requests
+came 5-30 ms after the step that ended their streams; the first was prefilled alone (21-48 ms),
+and the other three waited for that forward and then their own: first tokens after 80-100 ms.
+A client is known by its connection (a keep-alive connection's address and port), so only a
+request from a client of the finished wave starts the wait, and only for the others of that wave
+that ended less than RETURN_SECONDS ago: one client that loops never waits, and neither does a
+new client (a first version waited for any request after a wave: a lone client that connected
+as a four-client wave ended waited 20 ms for three clients that had left).
 """
 
 from __future__ import annotations
@@ -37,10 +40,11 @@ RETURN_SECONDS = 0.05  # after this, the clients of a finished wave are not comi
 class Arrival:
     """One request being read; counted until submitted or dropped."""
 
-    __slots__ = ("counted",)
+    __slots__ = ("counted", "client")
 
-    def __init__(self) -> None:
+    def __init__(self, client: str | None = None) -> None:
         self.counted = True
+        self.client = client  # its connection ("host:port"), None when unknown
 
 
 class Arrivals:
@@ -49,27 +53,39 @@ class Arrivals:
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self.count = 0
-        self._returning = 0  # clients of streams that just ended, not back yet
-        self._returning_until = 0.0  # monotonic time after which they are not awaited
+        self._returning: dict[str, float] = {}  # clients whose streams just ended -> until when
+        self._back_until = 0.0  # a client of a finished wave came back: others awaited till then
 
     def pending(self) -> bool:
-        """Whether a request is being read or a just-finished wave's clients are expected."""
-        return bool(self.count) or self._returning_expected(time.monotonic())
-
-    def finished(self, streams: int) -> None:
-        """`streams` requests ended in one step: their clients may come back together."""
+        """Whether a request is being read, or a finished wave's client is back and others of
+        that wave are expected."""
         with self._condition:
-            self._returning = streams
-            self._returning_until = time.monotonic() + RETURN_SECONDS
+            return bool(self.count) or self._returning_expected(time.monotonic())
+
+    def finished(self, clients: list[str | None]) -> None:
+        """The streams of `clients` ended in one step: they may come back together."""
+        now = time.monotonic()
+        with self._condition:
+            self._forget_expired(now)
+            self._returning.update((client, now + RETURN_SECONDS) for client in clients
+                                   if client is not None)
+
+    def _forget_expired(self, now: float) -> None:
+        """Drop the clients not back in time: they left, or came back on another connection."""
+        for client in [client for client, until in self._returning.items() if until <= now]:
+            del self._returning[client]
 
     def _returning_expected(self, now: float) -> bool:
-        return self._returning > 0 and now < self._returning_until
+        """(The lock held.)"""
+        if now >= self._back_until:
+            return False
+        return any(until > now for until in self._returning.values())
 
     @contextmanager
-    def arriving(self) -> Iterator[Arrival]:
+    def arriving(self, client: str | None = None) -> Iterator[Arrival]:
         """Around reading a request until it is submitted (pass the arrival to `submit`, which
-        counts it out once the request is queued) or given up."""
-        arrival = Arrival()
+        counts it out once the request is queued) or given up; `client`: its connection."""
+        arrival = Arrival(client)
         with self._condition:
             self.count += 1
         try:
@@ -85,7 +101,11 @@ class Arrivals:
             if arrival.counted:
                 arrival.counted = False
                 self.count -= 1
-                self._returning = max(0, self._returning - 1)  # one of them, perhaps: it is back
+                until = self._returning.pop(arrival.client, None) if arrival.client else None
+                now = time.monotonic()
+                if until is not None and until > now:  # a finished wave's client is back
+                    self._back_until = until
+                self._forget_expired(now)
                 self._condition.notify_all()
 
     def gather(self, seconds: float = GATHER_SECONDS,
@@ -97,7 +117,7 @@ class Arrivals:
             while True:
                 now = time.monotonic()
                 left = max(started + seconds - now if self.count else 0.0,
-                           min(started + returning_seconds, self._returning_until) - now
+                           started + returning_seconds - now
                            if self._returning_expected(now) else 0.0)
                 if left <= 0:
                     return

@@ -70,6 +70,7 @@ class Sequence:
     decoding: bool = False      # False while its prompt is being prefilled
     detokenizer: Any = None
     stops: Any = None
+    client: str | None = None   # its connection, when known (arrivals.py: clients that loop)
 
     def cancel(self) -> None:
         """Safe from any thread: the slot is freed before the next decode step."""
@@ -152,7 +153,8 @@ class BatchScheduler:
                            f"{self.context_length} tokens")
         budget = self.context_length - len(prompt_ids)
         params = replace(params, max_tokens=min(params.max_tokens, budget))
-        sequence = Sequence(list(prompt_ids), params, deliver)
+        sequence = Sequence(list(prompt_ids), params, deliver,
+                            client=arrival.client if arrival is not None else None)
         if arrived_at is not None:
             sequence.submitted_at = arrived_at
         with self._lock:
@@ -228,7 +230,7 @@ class BatchScheduler:
                 ended += self._after_prefill(logits[:len(prefill[0])], *prefill)
         self._settle(ended)
         if ended:
-            self.arrivals.finished(len(ended))
+            self.arrivals.finished([sequence.client for sequence, _, _ in ended])
         running, waiting = self.load
         self.observer.step(decoded, running, waiting)
         if self._kv_gauge is not None:

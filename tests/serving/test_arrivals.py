@@ -123,29 +123,40 @@ def test_every_request_the_server_reads_is_counted_out_whether_it_is_served_or_r
         gc.unfreeze()
 
 
+def _wave(scheduler: BatchScheduler, tokenizer, clients: list[str]) -> list[queue.Queue]:
+    """One request per client, all prefilled in one forward (so they end in one step)."""
+    events = [queue.Queue() for _ in clients]
+    arrivals = [scheduler.arrivals.arriving(client) for client in clients]
+    counted = [arrival.__enter__() for arrival in arrivals]
+    for queue_, arrival in zip(events, counted):
+        scheduler.submit(tokenizer("Once upon a time").input_ids, PARAMS, queue_.put,
+                         arrival=arrival)
+    for arrival in arrivals:
+        arrival.__exit__(None, None, None)
+    return events
+
+
 def test_the_clients_of_a_wave_that_finished_together_start_their_next_requests_together(tiny):
     """Three streams end in one step; their clients come back 0, 4 and 8 ms after (as looping
     clients do, one after another): one forward prefills all three. Without the wait for
     returning clients the first came back to an idle scheduler and was prefilled alone."""
     scheduler, prefill_waves = _scheduler(tiny)
     tokenizer = tiny[1]
-    prompts = ["The cat", "Once upon a time", "The sea"]
-    firsts = [queue.Queue() for _ in prompts]
-    with scheduler.arrivals.arriving() as a, scheduler.arrivals.arriving() as b, \
-            scheduler.arrivals.arriving() as c:
-        for events, prompt, arrival in zip(firsts, prompts, (a, b, c)):
-            scheduler.submit(tokenizer(prompt).input_ids, PARAMS, events.put, arrival=arrival)
-    seconds: list[queue.Queue] = [queue.Queue() for _ in prompts]
+    clients = ["127.0.0.1:5001", "127.0.0.1:5002", "127.0.0.1:5003"]
+    firsts = _wave(scheduler, tokenizer, clients)
+    seconds: list[queue.Queue] = [queue.Queue() for _ in clients]
 
     def client(index: int) -> None:
         _finish(firsts[index])
         time.sleep(0.004 * index)
-        scheduler.submit(tokenizer(prompts[index]).input_ids, PARAMS, seconds[index].put)
+        with scheduler.arrivals.arriving(clients[index]) as arrival:
+            scheduler.submit(tokenizer("The sea").input_ids, PARAMS, seconds[index].put,
+                             arrival=arrival)
 
-    clients = [threading.Thread(target=client, args=(index,)) for index in range(3)]
-    for thread in clients:
+    threads = [threading.Thread(target=client, args=(index,)) for index in range(3)]
+    for thread in threads:
         thread.start()
-    for thread in clients:
+    for thread in threads:
         thread.join()
     for events in seconds:
         _finish(events)
@@ -153,23 +164,36 @@ def test_the_clients_of_a_wave_that_finished_together_start_their_next_requests_
     assert scheduler.close(timeout=30)
 
 
+def test_a_new_client_after_a_wave_ended_does_not_wait_for_that_wave():
+    arrivals = Arrivals()
+    arrivals.finished(["127.0.0.1:5001", "127.0.0.1:5002"])
+    with arrivals.arriving("127.0.0.1:6000"):
+        pass  # someone else: no sign that the wave's clients are coming back now
+    assert not arrivals.pending()
+    with arrivals.arriving(None):
+        pass  # a request whose connection is unknown says nothing either
+    assert not arrivals.pending()
+
+
 def test_a_looping_lone_client_never_waits_and_clients_that_do_not_return_hold_up_briefly():
     arrivals = Arrivals()
-    arrivals.finished(1)
-    with arrivals.arriving():
+    arrivals.finished(["a:1"])
+    with arrivals.arriving("a:1"):
         pass  # its client is back: nobody else is expected
     assert not arrivals.pending()
     started = time.monotonic()
     arrivals.gather()
     assert time.monotonic() - started < RETURN_GATHER_SECONDS / 2
-    arrivals.finished(3)
-    with arrivals.arriving():
+    arrivals.finished(["a:1", "b:2", "c:3"])
+    with arrivals.arriving("b:2"):
         pass  # one of three is back
     assert arrivals.pending()
     started = time.monotonic()
     arrivals.gather()
     waited = time.monotonic() - started
     assert RETURN_GATHER_SECONDS * 0.9 <= waited < 1.0  # bounded, not for the two missing
-    arrivals.finished(2)
-    time.sleep(RETURN_SECONDS * 1.2)  # too late to count as coming back together
+    arrivals.finished(["a:1", "b:2"])
+    time.sleep(RETURN_SECONDS * 1.2)
+    with arrivals.arriving("a:1"):
+        pass  # back, but too late to count as coming back with the others
     assert not arrivals.pending()
