@@ -274,7 +274,32 @@ def turn(servers: dict[str, Server], name: str, clients: int, results: Results,
     firsts = sorted(result["ttft"])
     print(f"round {round_index + 1} {name:<9} x{clients:<2} "
           f"{result['tokens'] / result['seconds']:7.1f} tok/s, TTFT median "
-          f"{statistics.median(firsts):.3f}s, slowest {firsts[-1]:.3f}s", file=sys.stderr, flush=True)
+          f"{statistics.median(firsts):.3f}s, slowest {firsts[-1]:.3f}s{gemm_threads(servers[name])}",
+          file=sys.stderr, flush=True)
+
+
+def gemm_threads(server: Server) -> str:
+    """modeldeck's GEMM thread count and its switches so far, from /metrics ("" for vLLM): a
+    slow round on one thread says the measuring chose it, not that the kernels were slow."""
+    if not server.label.startswith("modeldeck"):
+        return ""
+    import httpx
+
+    try:
+        text = httpx.get(f"{server.url}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return ""
+    values = {}
+    for line in text.splitlines():
+        for metric in ("modeldeck_gemm_threads{", "modeldeck_gemm_thread_switches_total{"):
+            if line.startswith(metric):
+                values[metric] = int(float(line.rsplit(" ", 1)[1]))
+    if len(values) < 2:
+        return ""
+    threads, switches = (values["modeldeck_gemm_threads{"],
+                         values["modeldeck_gemm_thread_switches_total{"])
+    return (f", GEMMs on {threads} thread{'s' * (threads != 1)} "
+            f"({switches} switch{'es' * (switches != 1)} so far)")
 
 
 def run_rounds(servers: dict[str, Server], names: list[str], client_counts: tuple[int, ...],
