@@ -274,8 +274,8 @@ def turn(servers: dict[str, Server], name: str, clients: int, results: Results,
     firsts = sorted(result["ttft"])
     print(f"round {round_index + 1} {name:<9} x{clients:<2} "
           f"{result['tokens'] / result['seconds']:7.1f} tok/s, TTFT median "
-          f"{statistics.median(firsts):.3f}s, slowest {firsts[-1]:.3f}s{gemm_threads(servers[name])}",
-          file=sys.stderr, flush=True)
+          f"{statistics.median(firsts):.3f}s, slowest {firsts[-1]:.3f}s"
+          f"{gemm_threads(servers[name])}", file=sys.stderr, flush=True)
 
 
 def gemm_threads(server: Server) -> str:
