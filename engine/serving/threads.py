@@ -28,6 +28,8 @@ backs off after each loss (up to UP_BACKOFF_MAX_SECONDS) and waits until the cor
 look free: the CPU time other processes used since the last look, every PROBE_SECONDS
 (/proc/stat's busy time less this process's own), must leave at least half a core beyond those
 the chosen count occupies. Cores seen busy and then free end the back-off: the neighbour left.
+Its first UP_WARMUP_SECONDS of steps are not judged (the core it adds was idle and runs slow at
+first), unless one is SUDDEN times slower than the chosen count's median: that ends it at once.
 
 The count is chosen on decode steps; a prefill step runs on every thread while the last look
 saw the cores free, or after an idle spell while no other process is runnable at that instant
@@ -60,6 +62,12 @@ BASELINE_NEEDED = 3
 # moment would have been judged by (the first step after idle used to be a one-thread trial,
 # every time: a first token's wait paid for it).
 IDLE_GAP_SECONDS = 0.05
+# A trial of more threads runs unjudged this long first: the core it adds was idle, and a core
+# runs slow for ~100 ms after idle on this VM (decode steps ~13 ms, then ~8 after ten steps).
+# Judged from its first step, a two-thread trial after one-thread serving lost every time
+# (batch 8: 20.6-28.2 ms against 18.7-19.7 on one thread, where two threads serve at ~14), so
+# a server that once dropped to one thread stayed there (331 against 466 tok/s at 8 clients).
+UP_WARMUP_SECONDS = 0.12
 RUNNABLE_LOOKS = 3  # looks at what is runnable elsewhere before a prefill after an idle spell
 RUNNABLE_LOOK_SECONDS = 0.0005  # between them
 
@@ -90,6 +98,7 @@ class GemmThreads:
         self._ended = -1e9  # when the last step ended (a step after a gap is a cold one)
         self._cold = True
         self._streak: tuple[int, int] = (0, 0)  # (trial count, consecutive wins)
+        self._warming_until: float | None = None  # a trial of more threads, unjudged until then
         now = clock()
         self._last_down = self._last_up = self._last_look = self._last_up_check = now
         self._up_wait = PROBE_SECONDS
@@ -167,6 +176,12 @@ class GemmThreads:
         if self.most == 1:
             return None
         trial, wins = self._streak
+        if self._warming_until is not None and periodic and (
+                len(self._baselines.get(tokens, ())) >= BASELINE_NEEDED):
+            now = self._clock()
+            if now > self._warming_until + PROBE_SECONDS:  # interrupted (idle): warm it again
+                self._warming_until = now + UP_WARMUP_SECONDS
+            return self.chosen + 1  # the trial of more threads goes on, warming its core
         if tokens in self._sudden and self.chosen > 1:
             return trial if wins else self.chosen - 1
         if not periodic or len(self._baselines.get(tokens, ())) < BASELINE_NEEDED:
@@ -185,6 +200,7 @@ class GemmThreads:
                 self._look(now)
             if not self._too_busy_for(self.chosen + 1) and now - self._last_up >= self._up_wait:
                 self._last_up = now
+                self._warming_until = now + UP_WARMUP_SECONDS
                 return self.chosen + 1
         return None
 
@@ -217,6 +233,12 @@ class GemmThreads:
         baseline = (self._sudden.get(self._tokens)
                     or statistics.median(self._baselines[self._tokens]))
         trial, self._trial = self._trial, None
+        if self._warming_until is not None and trial > self.chosen:
+            if self._started < self._warming_until:  # its core still warming: not judged...
+                if seconds <= max(SUDDEN * baseline, baseline + SUDDEN_MIN_SECONDS):
+                    return
+                seconds = float("inf")  # ...unless far slower: a neighbour the look missed
+            self._warming_until = None
         if seconds > (1.0 - MARGIN) * baseline:
             self._sudden.pop(self._tokens, None)
             self._streak = (0, 0)

@@ -428,3 +428,46 @@ def test_after_an_idle_spell_a_task_runnable_at_one_look_only_leaves_the_prefill
         assert not looks or seen == [1, 0, 1] and looks == [1]  # no look after a free one
         clock.now += 0.03
         threads.end_step()
+
+
+class ColdSecondCore:
+    """Step times where the core the second thread adds runs slow for 0.1 s after idle (as this
+    VM's cores do): two threads win only once that core is warm."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock, self.two_since = clock, None
+
+    def __call__(self, count: int) -> float:
+        if count == 1:
+            self.two_since = None
+            return 0.019
+        if self.two_since is None:
+            self.two_since = self.clock.now
+        return 0.028 if self.clock.now - self.two_since < 0.1 else 0.014
+
+
+def test_a_trial_of_more_threads_is_judged_once_the_core_it_adds_is_warm():
+    clock = FakeClock()
+    elsewhere = [1.0]
+    threads = GemmThreads(2, clock, busy_elsewhere=lambda: elsewhere[0])
+    drive(threads, clock, NEIGHBOUR, 10)
+    assert threads.chosen == 1
+    elsewhere[0] = 0.0
+    cold = ColdSecondCore(clock)
+    left_at = clock.now
+    while threads.chosen == 1 and clock.now - left_at < 20:
+        drive(threads, clock, cold, 1)
+    assert threads.chosen == 2 and clock.now - left_at <= 2.0
+
+
+def test_a_warming_trial_far_slower_than_the_chosen_count_stops_at_once():
+    """A neighbour the look missed (the cores looked free) makes two-thread steps 4x slower:
+    one such step ends the trial, not a whole warm-up of them."""
+    clock = FakeClock()
+    threads = GemmThreads(2, clock, busy_elsewhere=lambda: 1.0)
+    drive(threads, clock, NEIGHBOUR, 10)
+    threads._busy_elsewhere = lambda: 0.0  # the reading says free; the neighbour is still there
+    used = drive(threads, clock, {1: 0.016, 2: 0.064}.get, 2000)
+    runs = "".join(str(count) for count in used).split("1")
+    assert used.count(2) > 3 and max(len(run) for run in runs) == 1  # tried, one step each
+    assert threads.chosen == 1
