@@ -92,13 +92,25 @@ def drive(threads: GemmThreads, clock: FakeClock, seconds_per_step, steps: int,
     return used
 
 
-def seconds_back_on_both_cores(threads: GemmThreads, clock: FakeClock) -> float:
+def seconds_back_on_both_cores(threads: GemmThreads, clock: FakeClock,
+                               seconds_per_step=None) -> float:
     """Quiet steps until two threads are chosen again (at most 20 s): how long that took."""
     left_at = clock.now
     while threads.chosen == 1 and clock.now - left_at < 20:
-        drive(threads, clock, QUIET, 1)
+        drive(threads, clock, seconds_per_step or QUIET, 1)
     assert threads.chosen == 2
     return clock.now - left_at
+
+
+def after_a_neighbour_left() -> tuple[FakeClock, GemmThreads]:
+    """A neighbour moved the GEMMs to one thread, then left (the next look sees it gone)."""
+    clock = FakeClock()
+    elsewhere = [1.0]
+    threads = GemmThreads(2, clock, busy_elsewhere=lambda: elsewhere[0])
+    drive(threads, clock, NEIGHBOUR, 10)
+    assert threads.chosen == 1
+    elsewhere[0] = 0.0
+    return clock, threads
 
 
 QUIET = {1: 0.015, 2: 0.010}.get  # both cores free: two threads 1.5x faster
@@ -125,12 +137,7 @@ def test_a_busy_neighbour_moves_the_gemms_to_one_thread_within_a_few_steps():
 
 
 def test_the_cores_come_back_when_the_neighbour_leaves():
-    clock = FakeClock()
-    elsewhere = [1.0]
-    threads = GemmThreads(2, clock, busy_elsewhere=lambda: elsewhere[0])
-    drive(threads, clock, NEIGHBOUR, 10)
-    assert threads.chosen == 1
-    elsewhere[0] = 0.0
+    clock, threads = after_a_neighbour_left()
     assert seconds_back_on_both_cores(threads, clock) <= 1.0
 
 
@@ -447,17 +454,8 @@ class ColdSecondCore:
 
 
 def test_a_trial_of_more_threads_is_judged_once_the_core_it_adds_is_warm():
-    clock = FakeClock()
-    elsewhere = [1.0]
-    threads = GemmThreads(2, clock, busy_elsewhere=lambda: elsewhere[0])
-    drive(threads, clock, NEIGHBOUR, 10)
-    assert threads.chosen == 1
-    elsewhere[0] = 0.0
-    cold = ColdSecondCore(clock)
-    left_at = clock.now
-    while threads.chosen == 1 and clock.now - left_at < 20:
-        drive(threads, clock, cold, 1)
-    assert threads.chosen == 2 and clock.now - left_at <= 2.0
+    clock, threads = after_a_neighbour_left()
+    assert seconds_back_on_both_cores(threads, clock, ColdSecondCore(clock)) <= 2.0
 
 
 def test_a_warming_trial_far_slower_than_the_chosen_count_stops_at_once():
