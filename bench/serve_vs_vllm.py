@@ -284,20 +284,19 @@ def gemm_threads(server: Server) -> str:
     if not server.label.startswith("modeldeck"):
         return ""
     import httpx
+    from prometheus_client.parser import text_string_to_metric_families
 
     try:
         text = httpx.get(f"{server.url}/metrics", timeout=5).text
     except httpx.HTTPError:
         return ""
-    values = {}
-    for line in text.splitlines():
-        for metric in ("modeldeck_gemm_threads{", "modeldeck_gemm_thread_switches_total{"):
-            if line.startswith(metric):
-                values[metric] = int(float(line.rsplit(" ", 1)[1]))
+    wanted = ("modeldeck_gemm_threads", "modeldeck_gemm_thread_switches_total")
+    values = {sample.name: int(sample.value) for family in text_string_to_metric_families(text)
+              for sample in family.samples if sample.name in wanted}
     if len(values) < 2:
         return ""
-    threads, switches = (values["modeldeck_gemm_threads{"],
-                         values["modeldeck_gemm_thread_switches_total{"])
+    threads, switches = (values["modeldeck_gemm_threads"],
+                         values["modeldeck_gemm_thread_switches_total"])
     return (f", GEMMs on {threads} thread{'s' * (threads != 1)} "
             f"({switches} switch{'es' * (switches != 1)} so far)")
 
