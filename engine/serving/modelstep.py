@@ -14,7 +14,8 @@ the query heads of a key/value group are packed as that group's queries). This p
   16.5 ms (bf16) and 6.2 / 8.7 / 12.9 ms (int8) at 1 / 4 / 8 rows against 15.5 / 14.3 / 17.3 ms
   for oneDNN (`bench/cpu_gemm.py`); elsewhere prepacks them into oneDNN's blocked layout
   (`mkldnn._linear_pointwise`, the kernels Inductor's freezing pass and vLLM's CPU build use;
-  ~36-43 ms through `F.linear`), and on CUDA the fused weights go to cuBLAS;
+  ~36-43 ms through `F.linear`) or, for int8 weights, torch's int8 GEMM; on CUDA the fused
+  weights go to cuBLAS (engine/serving/linears.py chooses);
 - attends one-token queries per key/value group (no repeat), longer ones with SDPA's native
   grouped-query support; with modeldeck's kernels, pieces up to KERNEL_ATTENTION_TOKENS tokens
   attend through modeldeck's own attention kernel instead;
@@ -39,15 +40,16 @@ version got is reported in `status` and on /metrics (`engine_path`).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Protocol
 
 from engine.serving.kvcache import ForwardPart, SlotKVCache
+from engine.serving.linears import FusedLinear
 from engine.serving.stepglue import RmsNorm, choose_glue
 from engine.serving.threads import GemmThreads
 
 # The decoder block this path computes: pre-norm RMSNorm, rotary attention, SiLU-gated MLP.
 FUSED_MODEL_TYPES = ("llama", "mistral", "qwen2")
-BATCH_HINT = 8  # oneDNN picks a blocking for this many rows; any row count still works
 # Query pieces up to this many tokens attend through modeldeck's kernel (a decode step, a short
 # prompt), longer ones through SDPA's flash kernel, which wins once the score matrix is large.
 KERNEL_ATTENTION_TOKENS = 64
@@ -70,6 +72,7 @@ class EagerStep:
         self.model = model
         self.path = "eager"
         self.reason = reason
+        self.cache_keyword = cache_keyword(model)
 
     def run(self, parts: list[ForwardPart], cache: SlotKVCache) -> list[Any]:
         """One transformers forward per part (its rows must share one query length)."""
@@ -77,10 +80,23 @@ class EagerStep:
         for part in parts:
             cache.plan(part)
             output = self.model(input_ids=part.ids, attention_mask=part.mask,
-                                position_ids=part.positions, cache=cache, use_cache=True,
-                                logits_to_keep=1)
+                                position_ids=part.positions, use_cache=True, logits_to_keep=1,
+                                **{self.cache_keyword: cache})
             logits.append(output.logits[:, -1, :])
         return logits
+
+
+def cache_keyword(model: Any) -> str:
+    """The name the model's forward takes its KV cache by: transformers 5.2x calls it `cache`,
+    earlier 5.x releases (5.17 on the GPU image this was seen on) `past_key_values`. A forward
+    with **kwargs swallows the wrong name without a word and attends to the new tokens alone,
+    so a forward that names neither is refused here rather than served wrong."""
+    parameters = inspect.signature(model.forward).parameters
+    for name in ("cache", "past_key_values"):
+        if name in parameters:
+            return name
+    raise ValueError(f"{type(model).__name__}.forward takes no KV cache (neither `cache` nor "
+                     "`past_key_values`)")
 
 
 def choose_step(model: Any, release_unfused: bool = False) -> ModelStep:
@@ -113,60 +129,6 @@ def unsupported_reason(model: Any) -> str | None:
     if not layers or not hasattr(model, "lm_head"):
         return "the model's layout is not the Llama layout"
     return None
-
-
-class FusedLinear:
-    """One GEMM over several linears' weights stacked by rows (their outputs concatenated)."""
-
-    def __init__(self, modules: list[Any], threads: GemmThreads | None = None) -> None:
-        """threads: where this GEMM's thread count comes from (None: the caller's torch threads)."""
-        import torch
-
-        self.threads = threads
-        self.base_threads = torch.get_num_threads()
-        biases = [getattr(module, "bias", None) for module in modules]
-        self.sizes = [_out_features(module) for module in modules]
-        self.bias = (torch.cat([b if b is not None else torch.zeros(size, dtype=_dtype(module),
-                                                                    device=_device(module))
-                                for b, size, module in zip(biases, self.sizes, modules)])
-                     if any(b is not None for b in biases) else None)
-        self.packed = _packed(modules, self.bias)
-        self.kernel = ("int8" if self.packed.int8 else "bf16") if self.packed else None
-        weight = None
-        if self.packed is None:
-            weights = [_dense_weight(module) for module in modules]
-            weight = torch.cat(weights) if len(weights) > 1 else weights[0]
-        self.onednn = (weight is not None and weight.device.type == "cpu"
-                       and _onednn_usable(weight.dtype))
-        self.weight: Any = (torch.ops.mkldnn._reorder_linear_weight(weight, BATCH_HINT)
-                            if self.onednn else weight.contiguous() if weight is not None else None)
-
-    def __call__(self, hidden: Any) -> Any:
-        threads = self.threads.active if self.threads is not None else None
-        if self.packed is not None:  # modeldeck's kernels take the thread count per call
-            return self.packed(hidden, threads or self.base_threads)
-        if threads is None:
-            return self._multiply(hidden)
-        import torch
-
-        # ~0.1 us each. The count is process-wide: back to the server's own count, not to what
-        # this thread saw, so two versions stepping at once (a rollout) cannot leave it raised.
-        torch.set_num_threads(threads)
-        try:
-            return self._multiply(hidden)
-        finally:
-            torch.set_num_threads(self.base_threads)
-
-    def _multiply(self, hidden: Any) -> Any:
-        import torch
-
-        if not self.onednn:
-            return torch.nn.functional.linear(hidden, self.weight, self.bias)
-        if hidden.dim() == 2:  # the step's flat (tokens, features): no reshape to dispatch
-            return torch.ops.mkldnn._linear_pointwise(hidden, self.weight, self.bias, "none", [], "")
-        flat = hidden.reshape(-1, hidden.shape[-1])
-        output = torch.ops.mkldnn._linear_pointwise(flat, self.weight, self.bias, "none", [], "")
-        return output.view(*hidden.shape[:-1], output.shape[-1])
 
 
 class _Layer:
@@ -341,27 +303,6 @@ def _projections(layer: Any) -> tuple[Any, ...]:
             mlp.gate_proj, mlp.up_proj, mlp.down_proj)
 
 
-def _packed(modules: list[Any], bias: Any) -> Any:
-    """The stacked weights in modeldeck's CPU kernel layout (engine.serving.cpukernels), kept int8
-    when every module is an int8 one, or None where those kernels do not apply (a GPU, a CPU
-    without AVX512-BF16, an fp32 model, a shape off the blocks): then oneDNN or cuBLAS."""
-    import torch
-
-    from engine.serving.cpukernels import load
-
-    int8 = all(hasattr(module, "qweight") for module in modules)
-    if _device(modules[0]).type != "cpu" or (not int8 and _dtype(modules[0]) != torch.bfloat16):
-        return None
-    gemm, _ = load()
-    in_features = (modules[0].qweight if int8 else modules[0].weight).shape[1]
-    if gemm is None or not gemm.fits(sum(_out_features(m) for m in modules), in_features):
-        return None
-    if int8:
-        return gemm.pack(torch.cat([m.qweight for m in modules]),
-                         torch.cat([m.scales.float() for m in modules]), bias)
-    return gemm.pack(torch.cat([m.weight.detach() for m in modules]), None, bias)
-
-
 def _attention_kernel(model: Any, group: int, head_dim: int) -> Any:
     """modeldeck's attention kernel (engine.serving.cpukernels) for a bf16 or int8 model on a CPU
     that runs it, else None (SDPA)."""
@@ -394,6 +335,7 @@ def _kernels(layers: list[_Layer], head: FusedLinear) -> str:
     some shapes fell back)."""
     gemms = _gemms(layers, head)
     names = ["modeldeck " + gemm.kernel + " kernel" if gemm.kernel
+             else "torch int8 GEMMs" if gemm.int8 is not None
              else "oneDNN prepacked" if gemm.onednn else "fused GEMMs" for gemm in gemms]
     counts = {name: names.count(name) for name in dict.fromkeys(names)}
     if len(counts) == 1:
@@ -401,49 +343,8 @@ def _kernels(layers: list[_Layer], head: FusedLinear) -> str:
     return ", ".join(f"{name} ({count} of {len(names)} GEMMs)" for name, count in counts.items())
 
 
-def _out_features(module: Any) -> int:
-    return int((module.qweight if hasattr(module, "qweight") else module.weight).shape[0])
-
-
-def _dtype(module: Any) -> Any:
-    return module.scales.dtype if hasattr(module, "qweight") else module.weight.dtype
-
-
-def _device(module: Any) -> Any:
-    return (module.qweight if hasattr(module, "qweight") else module.weight).device
-
-
-def _dense_weight(module: Any) -> Any:
-    """A linear's weight as a dense (out, in) tensor; an int8 layer is dequantized once, so the
-    step computes with exactly the weights the int8 version stores."""
-    weight = getattr(module, "weight", None)
-    if weight is not None:
-        return weight.detach()
-    scales = module.scales
-    return (module.qweight.to(scales.dtype) * scales[:, None]).to(scales.dtype)
-
-
 def _release(module: Any, torch: Any) -> None:
     for name in ("weight", "qweight"):
         tensor = getattr(module, name, None)
         if tensor is not None:
             tensor.data = torch.empty(0, dtype=tensor.dtype, device=tensor.device)
-
-
-_ONEDNN_USABLE: dict[Any, bool] = {}
-
-
-def _onednn_usable(dtype: Any) -> bool:
-    """Whether this torch build packs and runs oneDNN linears for `dtype` (tried once)."""
-    import torch
-
-    if dtype not in _ONEDNN_USABLE:
-        try:
-            weight = torch.ones(4, 8, dtype=dtype)
-            packed = torch.ops.mkldnn._reorder_linear_weight(weight, 2)
-            result = torch.ops.mkldnn._linear_pointwise(torch.ones(2, 8, dtype=dtype), packed,
-                                                        None, "none", [], "")
-            _ONEDNN_USABLE[dtype] = bool(torch.allclose(result.float(), torch.full((2, 4), 8.0)))
-        except (RuntimeError, AttributeError):
-            _ONEDNN_USABLE[dtype] = False
-    return _ONEDNN_USABLE[dtype]

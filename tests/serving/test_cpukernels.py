@@ -83,7 +83,7 @@ def test_shapes_off_the_blocks_are_refused_so_the_step_falls_back(gemm):
 def test_a_fused_linear_off_the_blocks_runs_onednn_and_says_so(gemm):
     import torch
 
-    from engine.serving.modelstep import FusedLinear
+    from engine.serving.linears import FusedLinear
 
     odd = torch.nn.Linear(16, 40, bias=False).to(torch.bfloat16)
     even = torch.nn.Linear(16, 48, bias=False).to(torch.bfloat16)
@@ -115,7 +115,7 @@ def test_the_switch_turns_the_kernels_off_with_a_reason(monkeypatch):
 def test_a_fused_linear_hands_the_kernel_its_gemm_threads(gemm):
     import torch
 
-    from engine.serving.modelstep import FusedLinear
+    from engine.serving.linears import FusedLinear
     from engine.serving.threads import GemmThreads
 
     linear = torch.nn.Linear(16, 32, bias=True).to(torch.bfloat16)

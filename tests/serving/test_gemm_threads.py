@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from engine.serving.modelstep import FusedLinear, gemm_threads
+from engine.serving.linears import FusedLinear
+from engine.serving.modelstep import gemm_threads
 from engine.serving.threads import UP_BACKOFF_MAX_SECONDS, GemmThreads
 
 CORES = len(os.sched_getaffinity(0))

@@ -65,10 +65,29 @@ def unbatched_logits(model, sequence):
 # On a CPU with AVX512-BF16, "fused" bf16 and int8 run modeldeck's own kernels
 # (engine/serving/cpukernels.py) and "fused-onednn" the oneDNN GEMMs they replace; int8 is the
 # model quantized by the int8 format, whose own forward is torch's `_weight_int8pack_mm`.
+# "eager-legacy": the model's forward takes its cache as `past_key_values`, as transformers
+# before 5.2x names it (5.17 on the GPU image this was seen failing on).
 PATHS = [("fused", "float32", 1e-4, 1e-4), ("eager", "float32", 1e-4, 1e-4),
+         ("eager-legacy", "float32", 1e-4, 1e-4),
          ("fused", "bfloat16", 3e-2, 6e-2), ("fused-onednn", "bfloat16", 3e-2, 6e-2),
          ("fused", "int8", 3e-2, 6e-2), ("fused", "cuda-bfloat16", 3e-2, 6e-2),
+         ("fused", "cuda-int8", 3e-2, 6e-2),
          ("fused", "cuda-float32", 1e-3, 1e-3)]  # CUDA: TF32-free fp32 still reorders sums
+
+
+def legacy_forward(forward):
+    """The forward as transformers 5.17 spells it: the cache comes as `past_key_values`; a
+    `cache` keyword falls into **kwargs and is ignored, as that release ignores it."""
+
+    def forward_with_past_key_values(input_ids=None, attention_mask=None, position_ids=None,
+                                     past_key_values=None, use_cache=None, logits_to_keep=0,
+                                     **kwargs):
+        kwargs.pop("cache", None)
+        return forward(input_ids=input_ids, attention_mask=attention_mask,
+                       position_ids=position_ids, cache=past_key_values, use_cache=use_cache,
+                       logits_to_keep=logits_to_keep, **kwargs)
+
+    return forward_with_past_key_values
 
 
 def _has_cuda() -> bool:
@@ -123,12 +142,15 @@ def test_logits_match_unbatched_forwards_across_joins_leaves_and_chunks(trained,
     if device == "cuda" and not _has_cuda():
         pytest.skip("no CUDA")
     if dtype == "int8":
-        model = copy.deepcopy(model).to(torch.bfloat16)
+        model = copy.deepcopy(model).to(device or "cpu", torch.bfloat16)
         quantize_int8(model)
     elif dtype != "float32" or device:
         model = copy.deepcopy(model).to(device or "cpu", getattr(torch, dtype))
     if kernels == "onednn":
         monkeypatch.setitem(cpukernels._LOADED, "kernels", (None, "turned off by the test"))
+    if kernels == "legacy":
+        model = copy.deepcopy(model)
+        model.forward = legacy_forward(model.forward)
     log = LogitsLog()
     # A small prefill chunk: the long prompts below take several chunks, between decode steps.
     scheduler = BatchScheduler(model, tokenizer, max_batch_size=4, context_length=256,
@@ -142,6 +164,8 @@ def test_logits_match_unbatched_forwards_across_joins_leaves_and_chunks(trained,
         assert expected in scheduler.step.reason
         # modeldeck's decode attention with its kernels, SDPA with oneDNN's GEMMs
         assert ("modeldeck attention" in scheduler.step.reason) == (kernels != "onednn")
+    if path == "fused" and dtype == "int8" and cpukernels.load()[0] is None:
+        assert "torch int8 GEMMs" in scheduler.step.reason  # the weights stay int8
     scheduler.logits_hook = log
     greedy = dict(temperature=0, ignore_eos=True)
     long_prompt = tokenizer("Once upon a time there was a model that learned to serve many "
@@ -267,3 +291,15 @@ def test_a_decoding_row_inside_a_prefilling_wave_keeps_its_own_next_token(traine
     sequences = run_one_wave(scheduler, tokenizer, plans)
     assert min(len(long_a), len(long_b)) > 3 * 16 and sequences[1].finished_step < 3
     assert_logits_match(model, log, sequences)
+
+
+def test_a_forward_that_names_no_cache_is_refused_not_served_without_one():
+    """A forward with only **kwargs would swallow the cache and attend to the new tokens alone."""
+    from engine.serving.modelstep import EagerStep
+
+    class NoCacheModel:
+        def forward(self, input_ids=None, attention_mask=None, **kwargs):
+            raise AssertionError("never called")
+
+    with pytest.raises(ValueError, match="takes no KV cache"):
+        EagerStep(NoCacheModel(), "forced by the test")
