@@ -1,7 +1,7 @@
 """The fused step's GEMM thread count follows a real CPU-bound neighbour: it leaves the busy core
 while the neighbour runs and takes it back when the neighbour ends (engine.serving.threads).
-Measured on the real scheduler and step, bf16 through modeldeck's kernels (or oneDNN where the
-CPU has no AVX512-BF16), with a real busy process beside it, bounded to a few seconds.
+Measured on the real scheduler and step, bf16 through modeldeck's kernels (oneDNN, or plain
+`F.linear`, where the CPU has no AVX512-BF16), with a real busy process beside it, bounded to a few seconds.
 
 The serving runs in a fresh process, as a server's does: in the test process, earlier tests ran
 two-thread GEMMs on the main thread, and a second OpenMP pool there makes libgomp stop spinning
@@ -57,7 +57,9 @@ def _run_phases(directory: Path) -> dict:
 
 
 def _phases_gone_wrong(seen: dict) -> str | None:
-    assert seen["most"] == 2 and ("modeldeck" in seen["reason"] or "oneDNN" in seen["reason"])
+    # Whichever GEMMs this CPU runs (modeldeck's, oneDNN's, or plain bf16 `F.linear` on a CPU
+    # with neither, such as an AVX2-only EPYC), their thread count is the one being measured.
+    assert seen["most"] == 2 and "GEMMs on 1 to 2 threads" in seen["reason"], seen["reason"]
     checks = [(seen["quiet"] == 2, "two free cores, yet one thread was chosen"),
               (seen["neighbour"] == 1, "the neighbour's core did not send the GEMMs to one thread"),
               (seen["neighbour_stays"] == 1, "the busy core was taken back while still busy"),

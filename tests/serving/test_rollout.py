@@ -128,8 +128,11 @@ def test_shadow_copies_are_measured_and_never_answer_a_client(running, deck_home
 
 @pytest.mark.parametrize("shadow", [0.0, 0.5], ids=["canary", "shadow-first"])
 def test_a_good_candidate_ramps_through_every_step_and_is_deployed(running, deck_home, shadow):
+    # The floor is the noise this box's tiny-model latencies show under the rest of the suite
+    # (seen: a same-weights candidate at 65 ms p95 against live's 50 ms, over a 0.05 s floor's
+    # 60 ms limit, on a 2-core AVX2 EPYC); the slow candidate below is 250 ms slower.
     settings = {"steps": [5, 25, 50, 100], "hold_s": 0.3, "min_requests": 3,
-                "latency_floor_s": 0.05, "shadow": shadow}
+                "latency_floor_s": 0.15, "shadow": shadow}
     with Clients(running.url) as clients:
         wait_for(lambda: len(clients.answers) >= 3)
         started = post(running, deck_home, "start", {"model": "tiny", "version": 2,
