@@ -52,11 +52,11 @@ def convert_to_safetensors(gguf: Path, destination: Path) -> Path:
     (the Trainer refuses a model that still carries the GGUF quantizer)."""
     from engine.training.worker import load_model, load_tokenizer
 
-    work = destination.parent / "gguf"
+    work, cache_home = destination.parent / "gguf", destination.parent / "deck-cache"
     work.mkdir()
     (work / gguf.name).symlink_to(gguf)
-    tokenizer = load_tokenizer(work, "gguf")
-    load_model(work, "gguf", "causal-lm", [], tokenizer).save_pretrained(destination)
+    tokenizer = load_tokenizer(work, cache_home)
+    load_model(work, cache_home, "causal-lm", [], tokenizer).save_pretrained(destination)
     tokenizer.save_pretrained(destination)
     return destination
 
