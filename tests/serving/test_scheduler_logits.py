@@ -77,15 +77,19 @@ PATHS = [("fused", "float32", 1e-4, 1e-4), ("eager", "float32", 1e-4, 1e-4),
 
 def legacy_forward(forward):
     """The forward as transformers 5.17 spells it: the cache comes as `past_key_values`; a
-    `cache` keyword falls into **kwargs and is ignored, as that release ignores it."""
+    `cache` keyword falls into **kwargs and is ignored, as that release ignores it. (Under 5.17
+    itself the wrapped forward is already that one: the cache goes on under its own name.)"""
+    import inspect
+
+    own_name = "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
     def forward_with_past_key_values(input_ids=None, attention_mask=None, position_ids=None,
                                      past_key_values=None, use_cache=None, logits_to_keep=0,
                                      **kwargs):
         kwargs.pop("cache", None)
         return forward(input_ids=input_ids, attention_mask=attention_mask,
-                       position_ids=position_ids, cache=past_key_values, use_cache=use_cache,
-                       logits_to_keep=logits_to_keep, **kwargs)
+                       position_ids=position_ids, use_cache=use_cache,
+                       logits_to_keep=logits_to_keep, **{own_name: past_key_values}, **kwargs)
 
     return forward_with_past_key_values
 
