@@ -15,7 +15,7 @@ import re
 import sys
 from collections.abc import Sequence
 
-from console.commands import COMMAND_MODULES
+from console.commands import COMMAND_MODULES, VERB_MODULES
 from console.commands.arguments import path_text
 from console.output import emit_error
 from engine.deck import Deck
@@ -53,7 +53,9 @@ def common_options(suppress: bool = False) -> CleanParser:
     return common
 
 
-def build_parser() -> CleanParser:
+def build_parser(arguments: Sequence[str] | None = None) -> CleanParser:
+    """The whole parser, or, given the command line, one with only its verb's module registered
+    (the others are not even imported: start-up time is most of a quick verb's run)."""
     parser = CleanParser(prog="modeldeck", parents=[common_options()],
                          description="Terminal console for serving, fine-tuning and compressing "
                                      "language models. With no command, opens the console.")
@@ -65,9 +67,28 @@ def build_parser() -> CleanParser:
     tui.add_argument("--replay", metavar="FILE", type=path_text("--replay"),
                      help="replay a recording (`modeldeck record`) instead of the live deck")
     tui.set_defaults(handler=run_tui)
-    for module_name in COMMAND_MODULES:
+    verb = None if arguments is None else _verb_of(arguments)
+    needed = (VERB_MODULES[verb],) if verb in VERB_MODULES else () if verb == "tui" else COMMAND_MODULES
+    for module_name in needed:
         importlib.import_module(module_name).register(verbs, common)
     return parser
+
+
+def _verb_of(arguments: Sequence[str]) -> str | None:
+    """The verb a command line names: its first word that is neither a top-level option nor
+    --config's value. None where help comes first or there is no verb (the whole parser then
+    answers: the full help, the console, or argparse's "invalid choice" naming every verb)."""
+    words = iter(arguments)
+    for word in words:
+        if word == "--config":
+            next(words, None)
+        elif word == "--json" or word.startswith("--config="):
+            continue
+        elif word.startswith("-"):
+            return None
+        else:
+            return word
+    return None
 
 
 def run_tui(args: argparse.Namespace, deck: Deck) -> int:
@@ -80,7 +101,7 @@ def run_tui(args: argparse.Namespace, deck: Deck) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(arguments)
+        args = build_parser(arguments).parse_args(arguments)
     except UsageError as error:
         emit_error("--json" in arguments, "bad-input", str(error), 2)
         return 2
@@ -97,7 +118,7 @@ def _run(args: argparse.Namespace, deck: Deck) -> int:
     """The verb, with every way it can end mapped to an exit code and at most one line."""
     try:
         deck.paths.check_home()  # before deck.toml: a home we cannot read is the first thing wrong
-        deck.config  # every verb reads deck.toml: a broken one is exit 2 whatever the verb
+        deck.check_config()  # a broken deck.toml is exit 2 whatever the verb
         return int(args.handler(args, deck) or 0)
     except DeckError as error:
         emit_error(args.json, error.kind, str(error), error.exit_code)

@@ -5,10 +5,11 @@ errors (a typo must not silently fall back to a default). Errors name the file a
 Scalars of the single-table sections can be overridden from the environment as
 `MODELDECK_<SECTION>_<KEY>` (e.g. `MODELDECK_SERVE_PORT=9000`).
 
-Every verb loads this module (a broken deck.toml is exit 2 whatever the verb), `modeldeck status`
-included: pydantic and these classes cost about 100 ms to import and build; measured with
-bench/status.py (2 shared cores, 2026-11-25): status median 216 ms with validation against 116 ms
-without, under its 300 ms target.
+Every verb validates deck.toml (a broken one is exit 2 whatever the verb) through
+Deck.check_config, which imports this module only when a file or an override variable exists:
+pydantic and these classes are most of a quick verb's start-up (bench/status.py on an AVX2 EPYC,
+2 cores, 2026-11-27: `modeldeck status` median 553 ms when every run imported them, see the bench
+for today's figures with and without a deck.toml).
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from engine.validate import NAME_PATTERN, unique_names
 from engine.finetune_settings import checked_values
 from engine.host_settings import Hosts
 from engine.slo_settings import SloBounds, SloSettings
-from engine.paths import deck_home
+from engine.paths import CONFIG_ENV_PREFIX as ENV_PREFIX
+from engine.paths import config_path
 from engine.ray_settings import RayServeFields
 
-ENV_PREFIX = "MODELDECK_"
 
 
 class Section(BaseModel):
@@ -313,17 +314,6 @@ class DeckConfig(Section):
     @property
     def target_names(self) -> tuple[str, ...]:
         return ("local", *(target.name for target in self.targets))
-
-
-def config_path(explicit: str | os.PathLike | None = None) -> tuple[Path, bool]:
-    """The deck.toml to read and whether the user named it (a named file must exist)."""
-    if explicit is not None:
-        if not str(explicit).strip():
-            raise BadInput("--config needs a file name, not an empty string")
-        return Path(explicit).expanduser(), True
-    if os.environ.get("MODELDECK_CONFIG"):
-        return Path(os.environ["MODELDECK_CONFIG"]).expanduser(), True
-    return deck_home() / "deck.toml", False
 
 
 def load_config(explicit: str | os.PathLike | None = None) -> DeckConfig:

@@ -32,6 +32,16 @@ class Deck:
             self._config = load_config(self.config_file)
         return self._config
 
+    def check_config(self) -> None:
+        """BadInput for a broken deck.toml or override variable: every verb calls this first.
+        With no deck.toml and no override set the settings are the defaults, valid by
+        construction (tests/test_config.py builds them), so pydantic and the settings classes,
+        most of a quick verb's start-up, are not even imported."""
+        from engine.paths import settings_given
+
+        if self._config is None and settings_given(self.config_file):
+            self.config
+
     @property
     def registry(self) -> "Registry":
         if self._registry is None:

@@ -92,3 +92,37 @@ def deck_home() -> Path:
 
 def deck_paths(home: Path | None = None) -> DeckPaths:
     return DeckPaths(Path(home) if home is not None else deck_home())
+
+
+CONFIG_ENV_PREFIX = "MODELDECK_"
+# deck.toml's single-table sections, whose scalars `MODELDECK_<SECTION>_<KEY>` overrides
+# (engine.config; tests/test_config.py keeps this list equal to DeckConfig's).
+OVERRIDABLE_SECTIONS = ("serve", "prometheus", "telemetry", "console", "finetune", "compress",
+                        "rollout")
+
+
+def config_path(explicit: str | os.PathLike | None = None) -> tuple[Path, bool]:
+    """The deck.toml to read and whether the user named it (a named file must exist)."""
+    if explicit is not None:
+        if not str(explicit).strip():
+            raise BadInput("--config needs a file name, not an empty string")
+        return Path(explicit).expanduser(), True
+    if os.environ.get("MODELDECK_CONFIG"):
+        return Path(os.environ["MODELDECK_CONFIG"]).expanduser(), True
+    return deck_home() / "deck.toml", False
+
+
+def settings_given(explicit: str | os.PathLike | None = None) -> bool:
+    """Whether anything sets the deck's settings: a deck.toml (named or in the home; one that
+    cannot even be looked at counts, so that loading it reports why) or an override variable.
+    When nothing does, the settings are the defaults and there is nothing to validate."""
+    path, named = config_path(explicit)
+    if named:
+        return True
+    try:
+        if path.exists():
+            return True
+    except (OSError, ValueError):
+        return True
+    prefixes = tuple(f"{CONFIG_ENV_PREFIX}{section}_".upper() for section in OVERRIDABLE_SECTIONS)
+    return any(name.startswith(prefixes) for name in os.environ)

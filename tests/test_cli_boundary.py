@@ -304,3 +304,42 @@ def test_usage_errors_in_json_mode_are_json(cli, deck_home):
     result = cli("history", "--json", "--limit", "x")
     assert_refused(result, "--limit")
     assert json.loads(result.stdout)["error"]["exit_code"] == 2
+
+
+# ---- 6. a run imports only its own verb's module -----------------------------------------
+
+
+def test_each_command_module_registers_the_verbs_the_table_names():
+    """console.commands.VERB_MODULES is how a run finds its verb's module without importing the
+    others: it must say exactly what each module registers."""
+    import importlib
+
+    from console.cli import CleanParser, common_options
+    from console.commands import COMMAND_MODULES, VERB_MODULES
+
+    for module_name in COMMAND_MODULES:
+        parser = CleanParser(prog="probe")
+        verbs = parser.add_subparsers(dest="command", parser_class=CleanParser)
+        importlib.import_module(module_name).register(verbs, common_options(suppress=True))
+        assert set(verbs.choices) == {verb for verb, module in VERB_MODULES.items()
+                                      if module == module_name}, module_name
+
+
+@pytest.mark.parametrize("argv, verb", [
+    (["status"], "status"), (["--json", "status"], "status"), (["--config", "x.toml", "jobs", "list"], "jobs"),
+    (["--config=x.toml", "--json", "deploy", "tiny@1"], "deploy"), (["--help"], None),
+    (["-h", "status"], None), ([], None), (["--config", "status"], None)])
+def test_the_verb_of_a_command_line(argv, verb):
+    from console.cli import _verb_of
+
+    assert _verb_of(argv) == verb
+
+
+def test_a_lazily_built_parser_still_knows_every_verb(cli, deck_home):
+    """An unknown verb and the top-level help are answered by the whole parser."""
+    from console.commands import VERB_MODULES
+
+    result = cli("statsu")
+    assert_refused(result, "invalid choice", "'statsu'", "fleet", "status")
+    completed = run_modeldeck("--help", home=deck_home)
+    assert completed.code == 0 and all(verb in completed.stdout for verb in VERB_MODULES)

@@ -36,7 +36,7 @@ class DiscoveryResult:
 
 def discover_endpoints(deck: Deck, request: DiscoverRequest) -> DiscoveryResult:
     """Find engines on this box (read-only unless request.add)."""
-    from engine.config import config_path
+    from engine.paths import config_path
     from engine.remote.discover import discover
 
     configured = [(endpoint.name, endpoint.url) for endpoint in deck.config.endpoints]

@@ -69,3 +69,34 @@ def test_a_target_name_that_would_leave_run_locks_is_refused(tmp_path):
                       'health_url = "http://127.0.0.1:9/health"\n')
     with pytest.raises(BadInput, match="targets.0.name"):
         load_config(config)
+
+
+def test_the_light_section_list_is_the_schema_s():
+    """engine.paths decides, without importing pydantic, whether any override variable is set:
+    its list of sections must be exactly the ones engine.config reads variables for."""
+    from engine.config import DeckConfig, Section
+    from engine.paths import OVERRIDABLE_SECTIONS
+
+    schema_sections = {name for name, field in DeckConfig.model_fields.items()
+                       if isinstance(field.annotation, type) and issubclass(field.annotation, Section)}
+    assert set(OVERRIDABLE_SECTIONS) == schema_sections
+
+
+def test_settings_are_given_by_a_file_or_an_override_only(deck_home, tmp_path, monkeypatch):
+    """What lets a verb skip validation (Deck.check_config): nothing but the defaults apply."""
+    from engine.config import DeckConfig
+    from engine.paths import settings_given
+
+    for name in [name for name in __import__("os").environ if name.startswith("MODELDECK_")]:
+        if name != "MODELDECK_HOME":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("MODELDECK_DEBUG", "1")  # not a setting
+    assert not settings_given()
+    DeckConfig()  # the defaults, used then without validating a file, are valid
+    assert settings_given(tmp_path / "absent.toml")  # named: must exist, load_config says so
+    monkeypatch.setenv("MODELDECK_ROLLOUT_STEPS", "2")
+    assert settings_given()
+    monkeypatch.delenv("MODELDECK_ROLLOUT_STEPS")
+    deck_home.mkdir(parents=True, exist_ok=True)
+    (deck_home / "deck.toml").write_text("")
+    assert settings_given()
