@@ -38,9 +38,8 @@ class FusedLinear:
                      if any(b is not None for b in biases) else None)
         self.packed = _packed(modules, self.bias)
         self.kernel = ("int8" if self.packed.int8 else "bf16") if self.packed else None
-        # (qweight, scales) stacked, for torch's int8 GEMM where modeldeck's kernels do not run
-        self.int8: tuple[Any, Any] | None = (_int8_weights(modules) if self.packed is None
-                                             else None)
+        # The rows stacked as one int8 linear (torch's int8 GEMM) where modeldeck's kernels do not run
+        self.int8: Any = _stacked_int8(modules, self.bias) if self.packed is None else None
         weight = None
         if self.packed is None and self.int8 is None:
             weights = [_dense_weight(module) for module in modules]
@@ -70,7 +69,7 @@ class FusedLinear:
         import torch
 
         if self.int8 is not None:
-            return self._multiply_int8(hidden, *self.int8)
+            return self.int8(hidden)
         if not self.onednn:
             return torch.nn.functional.linear(hidden, self.weight, self.bias)
         if hidden.dim() == 2:  # the step's flat (tokens, features): no reshape to dispatch
@@ -78,17 +77,6 @@ class FusedLinear:
         flat = hidden.reshape(-1, hidden.shape[-1])
         output = torch.ops.mkldnn._linear_pointwise(flat, self.weight, self.bias, "none", [], "")
         return output.view(*hidden.shape[:-1], output.shape[-1])
-
-    def _multiply_int8(self, hidden: Any, qweight: Any, scales: Any) -> Any:
-        import torch
-
-        flat = hidden.reshape(-1, hidden.shape[-1]).to(scales.dtype)
-        output = torch._weight_int8pack_mm(flat, qweight, scales)
-        if self.bias is not None:
-            output = output + self.bias.to(output.dtype)
-        return output.view(*hidden.shape[:-1], output.shape[-1]).to(hidden.dtype)
-
-
 
 
 def _packed(modules: list[Any], bias: Any) -> Any:
@@ -112,11 +100,14 @@ def _packed(modules: list[Any], bias: Any) -> Any:
     return gemm.pack(torch.cat([m.weight.detach() for m in modules]), None, bias)
 
 
-def _int8_weights(modules: list[Any]) -> tuple[Any, Any] | None:
+def _stacked_int8(modules: list[Any], bias: Any) -> Any:
     """Every module's int8 rows and scales stacked (copies: releasing the modules' own weights
-    leaves these), or None where a module is not int8 or this device's torch has no int8 GEMM
-    for these shapes (tried once, on one row of zeros)."""
+    leaves these) into one Int8Linear, the int8 format's own forward; None where a module is not
+    int8 or this device's torch has no int8 GEMM for these shapes (tried once, on one row of
+    zeros: the format's forward would fall back to dequantizing on every call)."""
     import torch
+
+    from engine.modelio.int8 import Int8Linear
 
     if not all(hasattr(module, "qweight") for module in modules):
         return None
@@ -127,7 +118,10 @@ def _int8_weights(modules: list[Any]) -> tuple[Any, Any] | None:
         torch._weight_int8pack_mm(probe, qweight, scales)
     except (RuntimeError, NotImplementedError, AttributeError):
         return None
-    return qweight, scales
+    with torch.device("meta"):  # its own zero buffers are replaced at once: allocate nothing
+        stacked = Int8Linear(qweight.shape[1], qweight.shape[0])
+    stacked.qweight, stacked.scales, stacked.bias = qweight, scales, bias
+    return stacked
 
 
 def _out_features(module: Any) -> int:
