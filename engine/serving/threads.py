@@ -22,7 +22,12 @@ step, slower either way, and a first token's wait) and never on a prefill step u
 slowdown calls for one. A trial of fewer threads runs every PROBE_SECONDS, and at once after a step SUDDEN times slower
 than its size's median and SUDDEN_MIN_SECONDS over it (a neighbour starting mid-serving; without that, the median took three
 slow steps to move, 3.6 s beside that neighbour, and one request waited 0.48 s for its first
-token). A trial of more threads is the expensive side: beside that neighbour a two-thread step
+token), if another process's task is runnable right then: a step slowed by this process's own
+hiccup (a page fault, a burst of HTTP work) is no neighbour. On a 2-core AVX2 EPYC one 155 ms
+step among 40 ms ones moved a one-client server to one thread (52 ms steps there), where it
+stayed for the rest of the bench's round: 20 tok/s against 26.7 with the count held at two.
+Trials of fewer threads that lose back off, doubling their wait up to DOWN_BACKOFF_MAX_SECONDS,
+until a sudden step or a look that sees another process on a core the chosen count uses. A trial of more threads is the expensive side: beside that neighbour a two-thread step
 of the server took 1.2 s at batch 1 and 0.3 s at batch 8 (16 and 30 ms on one thread). So it
 backs off after each loss (up to UP_BACKOFF_MAX_SECONDS) and waits until the cores it would add
 look free: the CPU time other processes used since the last look, every PROBE_SECONDS
@@ -51,6 +56,11 @@ from typing import Callable
 PROBE_SECONDS = 0.5  # between trials of fewer threads
 FRESH_LOOK_SECONDS = 0.1  # a /proc/stat reading this recent still says how busy the cores are
 UP_BACKOFF_MAX_SECONDS = 8.0  # the longest wait between trials of more threads
+# The longest wait between trials of fewer threads once they keep losing. Each costs a step on
+# fewer threads: every PROBE_SECONDS that was 12% of the time at 4 clients on a 2-core AVX2 EPYC
+# (bf16 emulated: decode steps ~90 ms on two threads, ~150 on one); a look every PROBE_SECONDS
+# that sees another process take a core the chosen count uses ends the back-off.
+DOWN_BACKOFF_MAX_SECONDS = 8.0
 MARGIN = 0.05  # a trial wins when its step takes at most 95% of the chosen count's median
 WINS_TO_SWITCH = 3
 BASELINE_STEPS = 5  # recent steps of one size on the chosen count
@@ -101,7 +111,7 @@ class GemmThreads:
         self._warming_until: float | None = None  # a trial of more threads, unjudged until then
         now = clock()
         self._last_down = self._last_up = self._last_look = self._last_up_check = now
-        self._up_wait = PROBE_SECONDS
+        self._up_wait = self._down_wait = PROBE_SECONDS
         self._cores_were_busy = False
         self._elsewhere: float | None = None  # cores others kept busy, at the last look
 
@@ -189,7 +199,12 @@ class GemmThreads:
         if wins:
             return trial  # confirm a first win at once
         now = self._clock()
-        if self.chosen > 1 and now - self._last_down >= PROBE_SECONDS:
+        if self.chosen > 1 and self._down_wait > PROBE_SECONDS and (
+                now - self._last_look >= PROBE_SECONDS):
+            self._look(now)
+            if self._too_busy_for(self.chosen):  # another process takes a core we use
+                self._down_wait = PROBE_SECONDS
+        if self.chosen > 1 and now - self._last_down >= self._down_wait:
             self._last_down = now
             return self.chosen - 1
         if self.chosen < self.most and now - self._last_up_check >= PROBE_SECONDS:
@@ -208,6 +223,8 @@ class GemmThreads:
         """Reads how busy other processes kept the cores since the last look."""
         self._last_look = now
         self._elsewhere = self._busy_elsewhere()
+        if self.chosen >= self.most:  # what follows is about a core the chosen count leaves
+            return
         if self._too_busy_for(self.chosen + 1):
             self._cores_were_busy = True
         elif self._cores_were_busy:  # they were busy and are free now: earlier losses are moot
@@ -225,8 +242,10 @@ class GemmThreads:
             history = self._baselines.setdefault(self._tokens, deque(maxlen=BASELINE_STEPS))
             if (self.chosen > 1 and len(history) >= BASELINE_NEEDED
                     and seconds > max(SUDDEN * statistics.median(history),
-                                      statistics.median(history) + SUDDEN_MIN_SECONDS)):
+                                      statistics.median(history) + SUDDEN_MIN_SECONDS)
+                    and self._running_elsewhere_briefly() != 0):
                 self._sudden[self._tokens] = seconds
+                self._down_wait = PROBE_SECONDS
             if not cold:
                 history.append(seconds)
             return
@@ -244,6 +263,8 @@ class GemmThreads:
             self._streak = (0, 0)
             if trial > self.chosen:  # more threads lost: wait longer before trying again
                 self._up_wait = min(2 * self._up_wait, UP_BACKOFF_MAX_SECONDS)
+            else:
+                self._down_wait = min(2 * self._down_wait, DOWN_BACKOFF_MAX_SECONDS)
             return
         wins = self._streak[1] + 1 if self._streak[0] == trial else 1
         self._streak = (trial, wins)
@@ -251,7 +272,7 @@ class GemmThreads:
             self.chosen, self._streak = trial, (0, 0)
             self._baselines.clear()  # the old count's times say nothing about the new one
             self._sudden.clear()
-            self._up_wait = PROBE_SECONDS
+            self._up_wait = self._down_wait = PROBE_SECONDS
             self._last_down = self._last_up = self._last_look = self._last_up_check = self._clock()
             self.switches += 1
 

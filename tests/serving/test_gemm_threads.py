@@ -470,3 +470,59 @@ def test_a_warming_trial_far_slower_than_the_chosen_count_stops_at_once():
     runs = "".join(str(count) for count in used).split("1")
     assert used.count(2) > 3 and max(len(run) for run in runs) == 1  # tried, one step each
     assert threads.chosen == 1
+
+
+# --- a hiccup is not a neighbour; losing trials of fewer threads back off --------------------
+
+def test_a_slow_step_with_no_other_process_runnable_is_a_hiccup_not_a_neighbour():
+    """Measured on a 2-core AVX2 EPYC: one 155 ms step among 40 ms ones (nothing else running)
+    was followed by three one-thread trials judged against it, and the count moved to one
+    thread (52 ms steps) for the rest of the round. With nothing else runnable at that moment,
+    the next step is an ordinary one."""
+    clock = FakeClock()
+    threads = GemmThreads(2, clock, busy_elsewhere=lambda: 0.0, running_elsewhere=lambda: 0)
+    drive(threads, clock, QUIET, 200)
+    drive(threads, clock, lambda count: 0.04, 1)  # the hiccup: 4x the median, 30 ms over it
+    used = drive(threads, clock, QUIET, 300)
+    assert used[0] == 2 and threads.switches == 0
+
+
+def test_a_slow_step_beside_a_runnable_neighbour_still_moves_the_count_at_once():
+    clock = FakeClock()
+    threads = GemmThreads(2, clock, busy_elsewhere=lambda: 1.0, running_elsewhere=lambda: 1)
+    drive(threads, clock, QUIET, 200)
+    used = drive(threads, clock, NEIGHBOUR, 20)
+    assert threads.chosen == 1 and used.count(2) == 1
+
+
+EMULATED_BF16 = {1: 0.150, 2: 0.090}.get  # AVX2 decode steps at batch 4: two threads 1.7x faster
+
+
+def test_trials_of_fewer_threads_that_keep_losing_cost_little():
+    """Every PROBE_SECONDS, a one-thread trial among 90 ms steps cost 12% of the time at 4
+    clients on the AVX2 EPYC; losing ones now back off to DOWN_BACKOFF_MAX_SECONDS."""
+    from engine.serving import threads as module
+
+    clock = FakeClock()
+    threads = GemmThreads(2, clock, busy_elsewhere=lambda: 0.0, running_elsewhere=lambda: 0)
+    drive(threads, clock, EMULATED_BF16, 100)
+    start = clock.now
+    used = drive(threads, clock, EMULATED_BF16, 2000)  # ~3 minutes
+    extra = used.count(1) * (EMULATED_BF16(1) - EMULATED_BF16(2))
+    assert threads.switches == 0 and 0 < used.count(1)
+    assert used.count(1) <= (clock.now - start) / module.DOWN_BACKOFF_MAX_SECONDS + 5
+    assert extra / (clock.now - start) < 0.01
+
+
+def test_a_neighbour_seen_on_a_look_ends_the_back_off_of_fewer_threads():
+    """A neighbour that slows two-thread steps without making one SUDDEN times slower: the
+    look every PROBE_SECONDS sees it, and the trials resume at once, not after 8 s."""
+    clock = FakeClock()
+    elsewhere = [0.0]
+    threads = GemmThreads(2, clock, busy_elsewhere=lambda: elsewhere[0], running_elsewhere=lambda: 0)
+    drive(threads, clock, EMULATED_BF16, 2000)  # the back-off is at its longest by now
+    elsewhere[0] = 1.0
+    start = clock.now
+    while threads.chosen == 2 and clock.now - start < 20:
+        drive(threads, clock, {1: 0.150, 2: 0.200}.get, 1)
+    assert threads.chosen == 1 and clock.now - start <= 2.0
