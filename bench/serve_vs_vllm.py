@@ -8,7 +8,9 @@ aggregate generated tok/s and TTFT p50/p95 per server, and the ratios modeldeck/
 (BENCH_ROUNDS, default 3) interleave the servers: modeldeck, vLLM, modeldeck, ... (the first
 server alternates by round); tok/s ratios are taken round by round, then the median. Then
 modeldeck's int8 version (`modeldeck compress --method int8`, made once) against vLLM bf16 at 8
-clients, and the int8 perplexity change from the compression report.
+clients, and the int8 perplexity change from the compression report. BENCH_INT8_CLIENTS="1,4,8"
+runs the int8 version at those counts too (vLLM's turns stay at 8) and prints int8/bf16, the
+ratio to modeldeck's own bf16 rounds of the same run, at each.
 
 Only one server computes at a time. vLLM's engine core spin-waits while idle, so idle CPU of each
 server is measured first; a server that burns more than IDLE_LIMIT of a core while idle is
@@ -65,15 +67,21 @@ NEIGHBOUR = "import time\nend = time.monotonic() + 7200\nwhile time.monotonic() 
 
 # ---- settings ----------------------------------------------------------------------------------
 
-def settings_from_env() -> tuple[int, tuple[int, ...]]:
+def settings_from_env() -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+    """BENCH_ROUNDS, BENCH_CLIENTS and BENCH_INT8_CLIENTS (which always include INT8_CLIENTS)."""
     from engine.validate import parse_int
 
     rounds = parse_int("BENCH_ROUNDS", os.environ.get("BENCH_ROUNDS", "3"), 1, 100)
-    text = os.environ.get("BENCH_CLIENTS", "1,4,8,16")
-    clients = tuple(parse_int("BENCH_CLIENTS", part, 1, 64) for part in text.split(",") if part.strip())
-    if not clients:
-        raise SystemExit("BENCH_CLIENTS must list client counts, e.g. 1,4,8")
-    return rounds, clients
+
+    def counts(variable: str, default: str) -> tuple[int, ...]:
+        text = os.environ.get(variable, default)
+        parsed = tuple(parse_int(variable, part, 1, 64) for part in text.split(",") if part.strip())
+        if not parsed:
+            raise SystemExit(f"{variable} must list client counts, e.g. 1,4,8")
+        return parsed
+
+    int8_clients = tuple(sorted({*counts("BENCH_INT8_CLIENTS", str(INT8_CLIENTS)), INT8_CLIENTS}))
+    return rounds, counts("BENCH_CLIENTS", "1,4,8,16"), int8_clients
 
 
 # ---- model and deck ----------------------------------------------------------------------------
@@ -352,7 +360,8 @@ def verdict(met: bool) -> str:
 
 
 def print_report(results: Results, client_counts: tuple[int, ...], rounds: int,
-                 idle_lines: list[str], int8: tuple[str, float] | None, with_vllm: bool) -> None:
+                 idle_lines: list[str], int8: tuple[str, float] | None, with_vllm: bool,
+                 int8_clients: tuple[int, ...] = (INT8_CLIENTS,)) -> None:
     print(f"SmolLM2-135M-Instruct, same bf16 safetensors for both, {os.cpu_count()} CPUs; "
           f"/v1/completions streamed, {MAX_TOKENS} tokens per request (ignore_eos), "
           f"{REQUESTS_PER_CLIENT} requests per client, {rounds} interleaved rounds "
@@ -378,7 +387,13 @@ def print_report(results: Results, client_counts: tuple[int, ...], rounds: int,
     if int8 is None:
         return
     ref, ppl_pct = int8
-    print(f"{INT8_CLIENTS:>7}  {'modeldeck int8':<15} {figures(results, 'int8', INT8_CLIENTS)}   ({ref})")
+    for clients in int8_clients:
+        print(f"{clients:>7}  {'modeldeck int8':<15} {figures(results, 'int8', clients)}   ({ref})")
+        if clients in client_counts:  # against this run's own bf16 rounds (not interleaved)
+            ratio = statistics.median(results.rates("int8", clients)) / statistics.median(
+                results.rates("modeldeck", clients))
+            print(f"{clients:>7}  {'int8/bf16':<15} {ratio:7.2f}x   (modeldeck's own bf16 rounds"
+                  f" above; target > 1.0x: {verdict(ratio > 1.0)})")
     if with_vllm:
         print(f"{INT8_CLIENTS:>7}  {'vLLM bf16':<15} {figures(results, 'vllm-int8', INT8_CLIENTS)}"
               f"   (its turns in the int8 rounds)")
@@ -404,7 +419,7 @@ def main() -> None:
     parser.add_argument("--neighbour", action="store_true",
                         help="a CPU-bound process runs beside both servers during the rounds")
     args = parser.parse_args()
-    rounds, client_counts = settings_from_env()
+    rounds, client_counts, int8_clients = settings_from_env()
     SCRATCH.mkdir(parents=True, exist_ok=True)
     # SIGTERM as Ctrl-C: the finally below stops both servers either way.
     signal.signal(signal.SIGTERM, interrupted)
@@ -433,7 +448,7 @@ def main() -> None:
             servers["int8"] = start_modeldeck(deck, int8[0])
             warm_up(servers["int8"])
             idle_lines += decide_suspension({"int8": servers["int8"]})
-            int8_rounds(servers, rounds, results)
+            int8_rounds(servers, rounds, results, int8_clients)
     finally:
         if neighbour is not None:
             neighbour.kill()
@@ -444,20 +459,22 @@ def main() -> None:
 
         stop_server(deck.paths)  # one a Ctrl-C caught between its start and `servers`
     print_report(results, client_counts, rounds, idle_lines,
-                 None if int8 is None else (int8[0].ref, int8[1]), vllm is not None)
+                 None if int8 is None else (int8[0].ref, int8[1]), vllm is not None, int8_clients)
 
 
-def int8_rounds(servers: dict[str, Server], rounds: int, results: Results) -> None:
-    """int8 against vLLM bf16 at INT8_CLIENTS, interleaved; vLLM's turns are kept apart."""
+def int8_rounds(servers: dict[str, Server], rounds: int, results: Results,
+                int8_clients: tuple[int, ...]) -> None:
+    """int8 at each count; against vLLM bf16 at INT8_CLIENTS, interleaved, vLLM's turns kept
+    apart from its bf16 rounds' figures."""
     vllm = servers.get("vllm")
     for round_index in range(rounds):
-        order = ["int8", "vllm"] if round_index % 2 == 0 else ["vllm", "int8"]
-        for name in order:
-            if name == "vllm" and vllm is None:
-                continue
-            # vLLM's turns here are filed apart from the bf16 rounds' figures
-            turn(servers, name, INT8_CLIENTS, results, round_index,
-                 filed_as="vllm-int8" if name == "vllm" else None)
+        for clients in int8_clients:
+            order = ["int8", "vllm"] if round_index % 2 == 0 else ["vllm", "int8"]
+            for name in order:
+                if name == "vllm" and (vllm is None or clients != INT8_CLIENTS):
+                    continue
+                turn(servers, name, clients, results, round_index,
+                     filed_as="vllm-int8" if name == "vllm" else None)
 
 
 if __name__ == "__main__":
