@@ -10,8 +10,9 @@ layer below it, nothing below calls a verb.
 
 Imports are lazy (PEP 562): `actions.status` loads engine/actions/status_report.py and what it
 needs, not every verb's module with pydantic settings, httpx and the fleet client; `modeldeck
-status` starts in a third of the time with no deck.toml (bench/status.py). The imports under TYPE_CHECKING are the
-same names for mypy and readers; tests/test_import_rules.py checks the two lists agree.
+status` starts in a third of the time with no deck.toml (bench/status.py). The imports under
+TYPE_CHECKING are the same names for mypy and readers; tests/test_import_rules.py checks the two
+lists agree.
 """
 
 from __future__ import annotations
