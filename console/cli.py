@@ -68,7 +68,10 @@ def build_parser(arguments: Sequence[str] | None = None) -> CleanParser:
                      help="replay a recording (`modeldeck record`) instead of the live deck")
     tui.set_defaults(handler=run_tui)
     verb = None if arguments is None else _verb_of(arguments)
-    needed = (VERB_MODULES[verb],) if verb in VERB_MODULES else () if verb == "tui" else COMMAND_MODULES
+    if verb in VERB_MODULES:
+        needed: tuple[str, ...] = (VERB_MODULES[verb],)
+    else:  # `tui` needs no verb module; help, no verb or an unknown one needs them all
+        needed = () if verb == "tui" else COMMAND_MODULES
     for module_name in needed:
         importlib.import_module(module_name).register(verbs, common)
     return parser

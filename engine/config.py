@@ -29,10 +29,8 @@ from engine.validate import NAME_PATTERN, unique_names
 from engine.finetune_settings import checked_values
 from engine.host_settings import Hosts
 from engine.slo_settings import SloBounds, SloSettings
-from engine.paths import CONFIG_ENV_PREFIX as ENV_PREFIX
-from engine.paths import config_path
+from engine.paths import CONFIG_ENV_PREFIX, config_path
 from engine.ray_settings import RayServeFields
-
 
 
 class Section(BaseModel):
@@ -383,7 +381,7 @@ def _env_overrides(raw: dict) -> tuple[dict, dict[str, str]]:
             continue  # `serve = 5`: pydantic says the section must be a table
         section = dict(current or {})
         for key in section_type.model_fields:
-            variable = f"{ENV_PREFIX}{section_name}_{key}".upper()
+            variable = f"{CONFIG_ENV_PREFIX}{section_name}_{key}".upper()
             value = os.environ.get(variable)
             if value is not None:
                 section[key] = value

@@ -35,7 +35,7 @@ class Deck:
     def check_config(self) -> None:
         """BadInput for a broken deck.toml or override variable: every verb calls this first.
         With no deck.toml and no override set the settings are the defaults, valid by
-        construction (tests/test_config.py builds them), so pydantic and the settings classes,
+        construction (tests/registry/test_config.py builds them), so pydantic and the settings classes,
         most of a quick verb's start-up, are not even imported."""
         from engine.paths import settings_given
 

@@ -96,7 +96,7 @@ def deck_paths(home: Path | None = None) -> DeckPaths:
 
 CONFIG_ENV_PREFIX = "MODELDECK_"
 # deck.toml's single-table sections, whose scalars `MODELDECK_<SECTION>_<KEY>` overrides
-# (engine.config; tests/test_config.py keeps this list equal to DeckConfig's).
+# (engine.config; tests/registry/test_config.py keeps this list equal to DeckConfig's).
 OVERRIDABLE_SECTIONS = ("serve", "prometheus", "telemetry", "console", "finetune", "compress",
                         "rollout")
 

@@ -38,7 +38,8 @@ class FusedLinear:
                      if any(b is not None for b in biases) else None)
         self.packed = _packed(modules, self.bias)
         self.kernel = ("int8" if self.packed.int8 else "bf16") if self.packed else None
-        # The rows stacked as one int8 linear (torch's int8 GEMM) where modeldeck's kernels do not run
+        # The rows stacked as one int8 linear (torch's int8 GEMM) where modeldeck's kernels
+        # do not run
         self.int8: Any = _stacked_int8(modules, self.bias) if self.packed is None else None
         weight = None
         if self.packed is None and self.int8 is None:

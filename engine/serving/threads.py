@@ -27,7 +27,9 @@ hiccup (a page fault, a burst of HTTP work) is no neighbour. On a 2-core AVX2 EP
 step among 40 ms ones moved a one-client server to one thread (52 ms steps there), where it
 stayed for the rest of the bench's round: 20 tok/s against 26.7 with the count held at two.
 Trials of fewer threads that lose back off, doubling their wait up to DOWN_BACKOFF_MAX_SECONDS,
-until a sudden step or a look that sees another process on a core the chosen count uses. A trial of more threads is the expensive side: beside that neighbour a two-thread step
+until a sudden step or a look that sees another process on a core the chosen count uses.
+
+A trial of more threads is the expensive side: beside that neighbour a two-thread step
 of the server took 1.2 s at batch 1 and 0.3 s at batch 8 (16 and 30 ms on one thread). So it
 backs off after each loss (up to UP_BACKOFF_MAX_SECONDS) and waits until the cores it would add
 look free: the CPU time other processes used since the last look, every PROBE_SECONDS

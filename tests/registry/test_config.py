@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,7 @@ def test_a_target_name_that_would_leave_run_locks_is_refused(tmp_path):
         load_config(config)
 
 
-def test_the_light_section_list_is_the_schema_s():
+def test_the_light_section_list_matches_the_schema():
     """engine.paths decides, without importing pydantic, whether any override variable is set:
     its list of sections must be exactly the ones engine.config reads variables for."""
     from engine.config import DeckConfig, Section
@@ -87,7 +88,7 @@ def test_settings_are_given_by_a_file_or_an_override_only(deck_home, tmp_path, m
     from engine.config import DeckConfig
     from engine.paths import settings_given
 
-    for name in [name for name in __import__("os").environ if name.startswith("MODELDECK_")]:
+    for name in [name for name in os.environ if name.startswith("MODELDECK_")]:
         if name != "MODELDECK_HOME":
             monkeypatch.delenv(name)
     monkeypatch.setenv("MODELDECK_DEBUG", "1")  # not a setting
