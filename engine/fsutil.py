@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -43,7 +44,23 @@ def _publish(staging: Path, destination: Path, is_complete: Callable[[Path], boo
 
 def write_atomically(path: Path, text: str) -> None:
     """Replace `path` with `text` in one rename: a reader, or a kill at any instant, sees the
-    old content or the new, never a truncated file."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    old content or the new, never a truncated file. The temporary's name is unique to this
+    call, not to the process: two threads rewriting one file (a server's request handler and its
+    rollout thread) must not rename each other's temporary away."""
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as temporary:
+            temporary.write(text)
+        os.chmod(name, _mode_of(path))  # mkstemp makes it 0600
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
+def _mode_of(path: Path) -> int:
+    """The mode the file has now (a deck.toml a user made private stays so), else rw-r--r--."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return 0o644

@@ -255,6 +255,7 @@ class RolloutController:
     def __init__(self, host: "ModelHost", state: RolloutState, settings: RolloutSettings) -> None:
         self.host, self.state, self.settings = host, state, settings
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()
         self._paused = threading.Event()
         self._abort = threading.Event()
         self._live_baseline: VersionWindow | None = None
@@ -382,7 +383,10 @@ class RolloutController:
         self._save()
 
     def _save(self) -> None:
-        write_state(self.host.paths, RolloutState.from_dict(self.snapshot()))
+        # one writer at a time, each writing the state as of its turn: a request's pause and
+        # the thread's tick must not leave the file saying "running" after the pause
+        with self._save_lock:
+            write_state(self.host.paths, RolloutState.from_dict(self.snapshot()))
 
 
 def new_state(model: str, version: int, live: str | None, settings: RolloutSettings,

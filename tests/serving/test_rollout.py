@@ -126,6 +126,27 @@ def test_shadow_copies_are_measured_and_never_answer_a_client(running, deck_home
     assert running.deck.registry.deployment("local").ref == "tiny@1"
 
 
+PAUSE_ROUNDS = 40
+
+
+def test_pauses_and_resumes_between_ticks_keep_the_rollout_and_its_file_true(running, deck_home):
+    """A request's pause or resume rewrites run/rollout.json while the controller's thread
+    rewrites it every tick; neither may fail the other (it once ended a paused rollout as
+    "failed") nor leave the file saying what is no longer so."""
+    started = post(running, deck_home, "start", {"model": "tiny", "version": 2, "settings": {
+        "hold_s": 600, "min_requests": 1}})
+    assert started.json()["started"] is True, started.text
+    for _ in range(PAUSE_ROUNDS):
+        for verb, status in (("pause", "paused"), ("resume", "running")):
+            answer = post(running, deck_home, verb)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["rollout"]["status"] == status
+            if verb == "pause":  # no tick rewrites the file while paused: it must say so now
+                assert read_state(running.deck.paths).status == "paused"
+            time.sleep(0.01)
+    assert post(running, deck_home, "abort").json()["rollout"]["status"] == "aborted"
+
+
 @pytest.mark.parametrize("shadow", [0.0, 0.5], ids=["canary", "shadow-first"])
 def test_a_good_candidate_ramps_through_every_step_and_is_deployed(running, deck_home, shadow):
     # The floor is the noise this box's tiny-model latencies show under the rest of the suite

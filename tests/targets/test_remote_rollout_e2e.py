@@ -93,8 +93,8 @@ def test_pause_resume_and_abort_through_the_target(decks):
     assert begun.json["rollout"]["settings"]["latency_floor_s"] == 5.0  # this deck's settings
     paused = local_deck(decks, "rollout", "pause", "--target", "edge", "--json")
     assert paused.code == 0 and paused.json["rollout"]["status"] == "paused", paused
-    assert local_deck(decks, "rollout", "resume", "--target", "edge", "--json").json[
-        "rollout"]["status"] == "running"
+    resumed = local_deck(decks, "rollout", "resume", "--target", "edge", "--json")
+    assert resumed.code == 0 and resumed.json["rollout"]["status"] == "running", resumed
     aborted = local_deck(decks, "rollout", "abort", "--target", "edge", "--json")
     assert aborted.code == 0, aborted
     # the same shape as for the local server: the controller's state, no eval for a command
