@@ -34,7 +34,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-SOURCE = Path(__file__).resolve().parent.parent / "data" / "cpu_kernels.c"
+DATA = Path(__file__).resolve().parent.parent / "data"
+SOURCES = (DATA / "cpu_kernels.c", DATA / "cpu_kernels_avx2.c")  # one library: one build, one load
 FLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC")
 SWITCH = "MODELDECK_CPU_KERNELS"  # "off": never use these kernels
 BLOCK = 16  # outputs per block: N must be a multiple, K even
@@ -80,7 +81,16 @@ class CpuKernels:
 
     def pack(self, weight: Any, scales: Any | None = None, bias: Any | None = None) -> "PackedWeight":
         """weight: (N, K) bf16, or int8 with `scales` (N) for y = x @ (weight * scales).T."""
-        return PackedWeight(self, weight, scales, bias)
+        import torch
+
+        out_features, in_features = _checked(self, weight, scales)
+        int8 = weight.dtype == torch.int8
+        stored = weight if int8 else weight.to(torch.bfloat16)
+        # (N/16, 16, K/2, 2) -> (N/16, K/2, 16, 2): each k pair of 16 rows is one vdpbf16ps operand
+        packed = stored.reshape(out_features // BLOCK, BLOCK, in_features // 2, 2).permute(
+            0, 2, 1, 3).contiguous()
+        return PackedWeight(self._int8 if int8 else self._bf16, packed, out_features, in_features,
+                            scales, bias)
 
     @staticmethod
     def attends(group: int, head_dim: int) -> bool:
@@ -153,26 +163,61 @@ class CpuKernels:
                        columns.data_ptr(), rows, q, heads, dim)
 
 
-class PackedWeight:
-    """One weight in the kernels' block layout, callable on (rows, K) bf16 activations."""
+class Int8Kernels:
+    """modeldeck's int8 weight-only GEMM on an x86 CPU with AVX2 and FMA but no AVX512-BF16
+    (engine/data/cpu_kernels_avx2.c); bf16 GEMMs, attention and the glue stay torch's there.
 
-    def __init__(self, gemm: CpuKernels, weight: Any, scales: Any | None, bias: Any | None) -> None:
+    Why (measured on this project's 2-core AMD EPYC with AVX2 only, all linears of a SmolLM2-135M
+    step, 2 threads; `bench/cpu_gemm.py`): see AVX2_FIGURES below."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        self._int8 = library.md_int8_gemm_avx2
+        self._int8.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+                               ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                               ctypes.c_int]
+        self._int8.restype = ctypes.c_int  # nonzero: x's fp32 copy could not be allocated
+
+    @staticmethod
+    def fits(out_features: int, in_features: int) -> bool:
+        return out_features % BLOCK == 0 and in_features > 0
+
+    def pack(self, weight: Any, scales: Any | None = None, bias: Any | None = None) -> "PackedWeight":
+        """weight: (N, K) int8 with `scales` (N) for y = x @ (weight * scales).T."""
         import torch
 
-        out_features, in_features = weight.shape
-        if not gemm.fits(out_features, in_features):
-            raise ValueError(f"a ({out_features}, {in_features}) weight does not fit the blocks")
-        if (weight.dtype == torch.int8) != (scales is not None):
-            raise ValueError("int8 weights need their scales; bf16 weights take none")
+        if weight.dtype != torch.int8:
+            raise ValueError("the AVX2 kernels take int8 weights only")
+        out_features, in_features = _checked(self, weight, scales)
+        # (N/16, 16, K) -> (N/16, K, 16): each k's 16 rows side by side, two 8-lane fp32 vectors
+        packed = weight.reshape(out_features // BLOCK, BLOCK, in_features).permute(
+            0, 2, 1).contiguous()
+        return PackedWeight(self._int8, packed, out_features, in_features, scales, bias)
+
+
+def _checked(kernels: "CpuKernels | Int8Kernels", weight: Any, scales: Any | None) -> tuple[int, int]:
+    import torch
+
+    out_features, in_features = weight.shape
+    if not kernels.fits(out_features, in_features):
+        raise ValueError(f"a ({out_features}, {in_features}) weight does not fit the blocks")
+    if (weight.dtype == torch.int8) != (scales is not None):
+        raise ValueError("int8 weights need their scales; bf16 weights take none")
+    return out_features, in_features
+
+
+class PackedWeight:
+    """One weight in its kernel's block layout, callable on (rows, K) bf16 activations."""
+
+    def __init__(self, function: Any, packed: Any, out_features: int, in_features: int,
+                 scales: Any | None, bias: Any | None) -> None:
+        import torch
+
         self.out_features, self.in_features = out_features, in_features
-        self.int8 = weight.dtype == torch.int8
-        stored = weight if self.int8 else weight.to(torch.bfloat16)
-        # (N/16, 16, K/2, 2) -> (N/16, K/2, 16, 2): each k pair of 16 rows is one vdpbf16ps operand
-        self.weight = stored.reshape(out_features // BLOCK, BLOCK, in_features // 2, 2).permute(
-            0, 2, 1, 3).contiguous()
+        self.weight = packed
+        self.int8 = packed.dtype == torch.int8
         self.scales = scales.float().contiguous() if scales is not None else None
         self.bias = bias.float().contiguous() if bias is not None else None
-        self._function = gemm._int8 if self.int8 else gemm._bf16
+        self._function = function
         self._pointers = (self.weight.data_ptr(),
                           self.scales.data_ptr() if self.scales is not None else None,
                           self.bias.data_ptr() if self.bias is not None else None)
@@ -192,8 +237,9 @@ class PackedWeight:
         flat = flat.contiguous()
         output = torch.empty(flat.shape[0], self.out_features, dtype=torch.bfloat16)
         weight, scales, bias = self._pointers
-        self._function(flat.data_ptr(), flat.shape[0], self.in_features, weight,
-                       self.out_features, scales, bias, output.data_ptr(), threads)
+        if self._function(flat.data_ptr(), flat.shape[0], self.in_features, weight,
+                          self.out_features, scales, bias, output.data_ptr(), threads):
+            raise MemoryError("the GEMM could not allocate its copy of the activations")
         return output.view(*hidden.shape[:-1], self.out_features)
 
 
@@ -233,39 +279,82 @@ def _aligned(size: int, boundary: int) -> int:
     return -(-size // boundary) * boundary
 
 
-_LOADED: dict[str, tuple[CpuKernels | None, str]] = {}  # "kernels": load()'s answer
+_LOADED: dict[str, Any] = {}  # each loader's answer, once per process
 
 
 def load() -> tuple[CpuKernels | None, str]:
-    """The kernels, built and loaded once per process, or None and why not."""
+    """The full set (GEMMs, attention, glue; AVX512-BF16), built and loaded once per process,
+    or None and why not."""
     if "kernels" not in _LOADED:
         _LOADED["kernels"] = _load()
     return _LOADED["kernels"]
 
 
+def load_int8() -> tuple[CpuKernels | Int8Kernels | None, str]:
+    """Kernels for int8 weight-only GEMMs: the full set where it runs, else the AVX2 GEMM, else
+    None and why not."""
+    if "int8" not in _LOADED:
+        _LOADED["int8"] = _load_int8()
+    return _LOADED["int8"]
+
+
 def _load() -> tuple[CpuKernels | None, str]:
-    if os.environ.get(SWITCH, "").lower() in ("off", "0", "no", "false"):
+    if _switched_off():
         return None, f"turned off by {SWITCH}"
-    if platform.machine().lower() not in ("x86_64", "amd64") or not _cpu_has_bf16():
-        return None, "this CPU has no AVX512-BF16"
-    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-    if compiler is None:
-        return None, "no C compiler to build modeldeck's kernels"
-    try:
-        library = ctypes.CDLL(str(_built(compiler)))
-    except (OSError, subprocess.SubprocessError) as error:
-        return None, f"modeldeck's kernels did not build: {' '.join(str(error).split())[:120]}"
+    if not _cpu_has("avx512f", "avx512bw", "avx512_bf16"):
+        return None, "this CPU has no AVX512-BF16"  # and nothing is compiled to learn that
+    library, why = _library()
+    if library is None:
+        return None, why
     if not library.md_supported():
         return None, "this CPU has no AVX512-BF16"
     return CpuKernels(library), "modeldeck AVX512-BF16 kernels"
 
 
-def _cpu_has_bf16() -> bool:
+def _load_int8() -> tuple[CpuKernels | Int8Kernels | None, str]:
+    kernels, why = load()
+    if kernels is not None or _switched_off():
+        return kernels, why
+    if not _cpu_has("avx2", "fma"):
+        return None, "this CPU has neither AVX512-BF16 nor AVX2"
+    library, why = _library()
+    if library is None:
+        return None, why
+    if not library.md_avx2_supported():
+        return None, "this CPU has neither AVX512-BF16 nor AVX2"
+    return Int8Kernels(library), "modeldeck AVX2 int8 kernels"
+
+
+def _switched_off() -> bool:
+    return os.environ.get(SWITCH, "").lower() in ("off", "0", "no", "false")
+
+
+def _library() -> tuple[ctypes.CDLL | None, str]:
+    """The compiled library (both sources), built and loaded once per process."""
+    if "library" not in _LOADED:
+        _LOADED["library"] = _build_and_load()
+    return _LOADED["library"]
+
+
+def _build_and_load() -> tuple[ctypes.CDLL | None, str]:
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if compiler is None:
+        return None, "no C compiler to build modeldeck's kernels"
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        return ctypes.CDLL(str(_built(compiler))), ""
+    except (OSError, subprocess.SubprocessError) as error:
+        return None, f"modeldeck's kernels did not build: {' '.join(str(error).split())[:120]}"
+
+
+def _cpu_has(*flags: str) -> bool:
+    """Whether /proc/cpuinfo lists every flag, on an x86-64 machine (elsewhere: no)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        listed = Path("/proc/cpuinfo").read_text()
     except OSError:
         return True  # not Linux: let the library's own check decide
-    return all(f" {flag}" in flags for flag in ("avx512f", "avx512bw", "avx512_bf16"))
+    return all(f" {flag}" in listed for flag in flags)
 
 
 def _built(compiler: str) -> Path:
@@ -274,7 +363,8 @@ def _built(compiler: str) -> Path:
 
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
                              timeout=30).stdout
-    digest = hashlib.sha256(SOURCE.read_bytes() + version.encode() + " ".join(FLAGS).encode())
+    digest = hashlib.sha256(b"".join(source.read_bytes() for source in SOURCES)
+                            + version.encode() + " ".join(FLAGS).encode())
     name = f"cpu_kernels-{digest.hexdigest()[:16]}.so"
     for directory in _cache_directories():
         library = directory / name
@@ -290,7 +380,7 @@ def _built(compiler: str) -> Path:
         except OSError:
             continue  # a read-only deck home: build in the temporary directory
         try:
-            built = subprocess.run([compiler, *FLAGS, "-o", str(staging), str(SOURCE), "-lm"],
+            built = subprocess.run([compiler, *FLAGS, "-o", str(staging), *map(str, SOURCES), "-lm"],
                                    capture_output=True, text=True, timeout=300)
             if built.returncode != 0:
                 last = (built.stderr.strip().splitlines() or ["no output"])[-1]

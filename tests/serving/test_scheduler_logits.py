@@ -64,13 +64,15 @@ def unbatched_logits(model, sequence):
 # a few hundredths on these logits; a mask or position bug moves them by ~1 (seen: see the note).
 # On a CPU with AVX512-BF16, "fused" bf16 and int8 run modeldeck's own kernels
 # (engine/serving/cpukernels.py) and "fused-onednn" the oneDNN GEMMs they replace; int8 is the
-# model quantized by the int8 format, whose own forward is torch's `_weight_int8pack_mm`.
+# model quantized by the int8 format, whose own forward is torch's `_weight_int8pack_mm`; on a
+# CPU with AVX2 only, "fused" int8 runs modeldeck's AVX2 int8 GEMM and "fused-torch" torch's.
 # "eager-legacy": the model's forward takes its cache as `past_key_values`, as transformers
 # before 5.2x names it (5.17 on the GPU image this was seen failing on).
 PATHS = [("fused", "float32", 1e-4, 1e-4), ("eager", "float32", 1e-4, 1e-4),
          ("eager-legacy", "float32", 1e-4, 1e-4),
          ("fused", "bfloat16", 3e-2, 6e-2), ("fused-onednn", "bfloat16", 3e-2, 6e-2),
-         ("fused", "int8", 3e-2, 6e-2), ("fused", "cuda-bfloat16", 3e-2, 6e-2),
+         ("fused", "int8", 3e-2, 6e-2), ("fused-torch", "int8", 3e-2, 6e-2),
+         ("fused", "cuda-bfloat16", 3e-2, 6e-2),
          ("fused", "cuda-int8", 3e-2, 6e-2),
          ("fused", "cuda-float32", 1e-3, 1e-3)]  # CUDA: TF32-free fp32 still reorders sums
 
@@ -152,6 +154,9 @@ def test_logits_match_unbatched_forwards_across_joins_leaves_and_chunks(trained,
         model = copy.deepcopy(model).to(device or "cpu", getattr(torch, dtype))
     if kernels == "onednn":
         monkeypatch.setitem(cpukernels._LOADED, "kernels", (None, "turned off by the test"))
+    if kernels == "torch":  # torch's int8 GEMM, where modeldeck's int8 kernels would run
+        monkeypatch.setitem(cpukernels._LOADED, "kernels", (None, "turned off by the test"))
+        monkeypatch.setitem(cpukernels._LOADED, "int8", (None, "turned off by the test"))
     if kernels == "legacy":
         model = copy.deepcopy(model)
         model.forward = legacy_forward(model.forward)
@@ -168,8 +173,10 @@ def test_logits_match_unbatched_forwards_across_joins_leaves_and_chunks(trained,
         assert expected in scheduler.step.reason
         # modeldeck's decode attention with its kernels, SDPA with oneDNN's GEMMs
         assert ("modeldeck attention" in scheduler.step.reason) == (kernels != "onednn")
-    if path == "fused" and dtype == "int8" and cpukernels.load()[0] is None:
-        assert "torch int8 GEMMs" in scheduler.step.reason  # the weights stay int8
+    if path == "fused" and not device and dtype == "int8" and cpukernels.load()[0] is None:
+        expected = ("torch int8 GEMMs" if kernels == "torch" or cpukernels.load_int8()[0] is None
+                    else "modeldeck int8 kernels")  # AVX2's own int8 GEMM
+        assert expected in scheduler.step.reason  # the weights stay int8 either way
     scheduler.logits_hook = log
     greedy = dict(temperature=0, ignore_eos=True)
     long_prompt = tokenizer("Once upon a time there was a model that learned to serve many "
