@@ -19,6 +19,8 @@ so the kernels and torch share one thread pool.
 
 Not available (and the step falls back to oneDNN and SDPA, saying why in `status`): no x86
 AVX512-BF16, no C compiler, a build that fails, or MODELDECK_CPU_KERNELS=off (for A/B runs).
+On an x86 CPU with AVX2 but no AVX512-BF16, an int8 version's GEMMs still run modeldeck's own
+int8 kernel (engine/data/cpu_kernels_avx2.c, `Int8Kernels`, from the same library).
 """
 
 from __future__ import annotations
@@ -168,7 +170,12 @@ class Int8Kernels:
     (engine/data/cpu_kernels_avx2.c); bf16 GEMMs, attention and the glue stay torch's there.
 
     Why (measured on this project's 2-core AMD EPYC with AVX2 only, all linears of a SmolLM2-135M
-    step, 2 threads; `bench/cpu_gemm.py`): see AVX2_FIGURES below."""
+    step, 2 threads; `bench/cpu_gemm.py`): 13.9 / 24.4 / 35.6 / 70.0 / 240 ms at 1 / 4 / 8 /
+    16 / 64 rows, against 19.1-21.9 / 29.2 / 55.4 / 99.7 / 371 for torch's int8 weight-only GEMM
+    and 26.0 / 74.6 / 143 / 275 / 1072 for the same weights in bf16 through `F.linear` (torch
+    has no oneDNN bf16 there): without it an int8 version was no faster than bf16 at one row.
+    The bound at one row is converting int8 to fp32 (a shuffle and a convert per 8 weights),
+    not memory: 9-11 GB/s of weights a core where the box reads 29 GB/s."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
         self._int8 = library.md_int8_gemm_avx2
@@ -301,28 +308,29 @@ def load_int8() -> tuple[CpuKernels | Int8Kernels | None, str]:
 def _load() -> tuple[CpuKernels | None, str]:
     if _switched_off():
         return None, f"turned off by {SWITCH}"
-    if not _cpu_has("avx512f", "avx512bw", "avx512_bf16"):
-        return None, "this CPU has no AVX512-BF16"  # and nothing is compiled to learn that
-    library, why = _library()
-    if library is None:
-        return None, why
-    if not library.md_supported():
-        return None, "this CPU has no AVX512-BF16"
-    return CpuKernels(library), "modeldeck AVX512-BF16 kernels"
+    library, why = _library_for(("avx512f", "avx512bw", "avx512_bf16"), "md_supported",
+                                "this CPU has no AVX512-BF16")
+    return (CpuKernels(library), "modeldeck AVX512-BF16 kernels") if library else (None, why)
 
 
 def _load_int8() -> tuple[CpuKernels | Int8Kernels | None, str]:
     kernels, why = load()
     if kernels is not None or _switched_off():
         return kernels, why
-    if not _cpu_has("avx2", "fma"):
-        return None, "this CPU has neither AVX512-BF16 nor AVX2"
+    library, why = _library_for(("avx2", "fma"), "md_avx2_supported",
+                                "this CPU has neither AVX512-BF16 nor AVX2")
+    return (Int8Kernels(library), "modeldeck AVX2 int8 kernels") if library else (None, why)
+
+
+def _library_for(flags: tuple[str, ...], check: str, missing: str) -> tuple[ctypes.CDLL | None, str]:
+    """The library where the CPU has `flags` (/proc/cpuinfo first: nothing is compiled to learn
+    it has not, then the library's own `check`), else None and why not."""
+    if not _cpu_has(*flags):
+        return None, missing
     library, why = _library()
     if library is None:
         return None, why
-    if not library.md_avx2_supported():
-        return None, "this CPU has neither AVX512-BF16 nor AVX2"
-    return Int8Kernels(library), "modeldeck AVX2 int8 kernels"
+    return (library, "") if getattr(library, check)() else (None, missing)
 
 
 def _switched_off() -> bool:
