@@ -146,3 +146,21 @@ def test_an_int8_linear_in_the_serving_step_runs_this_kernel_and_matches_its_for
     with torch.inference_mode():
         theirs = torch.cat([layer(hidden) for layer in layers], dim=1)
     torch.testing.assert_close(fused(hidden).float(), theirs.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_weights_moved_onto_huge_pages_give_the_same_results(kernels):
+    """The serving step moves every packed weight into one mapping advised for 2 MB pages
+    (cpukernels.place_on_huge_pages); this kernel's layout moves as the AVX512 ones do."""
+    import torch
+
+    if not cpukernels._huge_pages_on():
+        pytest.skip("transparent huge pages are off in this kernel")
+    packed = [kernels.pack(*_int8(2048, 1536, seed=seed)) for seed in (1, 2)]  # 3 MB each
+    hidden = torch.randn(3, 1536).to(torch.bfloat16)
+    before = [item(hidden, threads=2) for item in packed]
+    addresses = [item.weight.data_ptr() for item in packed]
+    assert cpukernels.place_on_huge_pages(packed)
+    assert [item.weight.data_ptr() for item in packed] != addresses
+    assert packed[0].weight.data_ptr() % cpukernels.HUGE_PAGE == 0
+    for old, item in zip(before, packed):
+        assert torch.equal(old, item(hidden, threads=2))
