@@ -1,7 +1,7 @@
 """All linears of one SmolLM2-135M serving step (30 layers' fused qkv, o, gate_up, down and the
 head), on every core, through each kernel the serving step could use on a CPU: modeldeck's own
-(engine/serving/cpukernels.py) on bf16 and on int8 weights (int8 only on a CPU with AVX2 but no
-AVX512-BF16), oneDNN's prepacked bf16 (what vLLM's CPU build uses; where this torch has no oneDNN
+(engine/serving/cpukernels.py) on bf16 and on int8 weights (its AVX2 GEMMs on a CPU with AVX2 but
+no AVX512-BF16), oneDNN's prepacked bf16 (what vLLM's CPU build uses; where this torch has no oneDNN
 bf16 linear, `F.linear` in bf16, what the step runs then) and torch's int8 weight-only
 `_weight_int8pack_mm`.
 
@@ -33,18 +33,18 @@ def build(threads: int) -> tuple[dict[str, Callable[[int], Any]], str]:
     (every ratio is against it)."""
     import torch
 
-    from engine.serving.cpukernels import load, load_int8
+    from engine.serving.cpukernels import load_gemm
     from engine.serving.linears import _onednn_usable
 
-    gemm, _ = load()
-    gemm_int8, reason = load_int8()
-    if gemm_int8 is None:
-        sys.exit(f"modeldeck's int8 kernels are not available here: {reason}")
+    gemm, reason = load_gemm()
+    if gemm is None:
+        sys.exit(f"modeldeck's kernels are not available here: {reason}")
     generator = torch.Generator().manual_seed(0)
     weights = [torch.randn(o, i, generator=generator).mul_(0.02).to(torch.bfloat16) for o, i in SHAPES]
     scales = [w.float().abs().amax(1) / 127 for w in weights]
     quantized = [torch.round(w.float() / s[:, None]).to(torch.int8) for w, s in zip(weights, scales)]
-    ours_int8 = [gemm_int8.pack(q, s) for q, s in zip(quantized, scales)]
+    ours_bf16 = [gemm.pack(w) for w in weights]
+    ours_int8 = [gemm.pack(q, s) for q, s in zip(quantized, scales)]
     torch_scales = [s.to(torch.bfloat16) for s in scales]
     inputs: dict[tuple[int, int], Any] = {}
 
@@ -62,10 +62,8 @@ def build(threads: int) -> tuple[dict[str, Callable[[int], Any]], str]:
         return timed
 
     kernels: dict[str, Callable[[int], Any]] = {}
-    if gemm is not None:
-        ours_bf16 = [gemm.pack(w) for w in weights]
-        kernels["modeldeck bf16"] = lambda rows: [p(hidden(rows, p.in_features), threads)
-                                                  for p in ours_bf16]
+    kernels["modeldeck bf16"] = lambda rows: [p(hidden(rows, p.in_features), threads)
+                                              for p in ours_bf16]
     kernels["modeldeck int8"] = lambda rows: [p(hidden(rows, p.in_features), threads)
                                               for p in ours_int8]
     if _onednn_usable(torch.bfloat16):

@@ -19,8 +19,8 @@ so the kernels and torch share one thread pool.
 
 Not available (and the step falls back to oneDNN and SDPA, saying why in `status`): no x86
 AVX512-BF16, no C compiler, a build that fails, or MODELDECK_CPU_KERNELS=off (for A/B runs).
-On an x86 CPU with AVX2 but no AVX512-BF16, an int8 version's GEMMs still run modeldeck's own
-int8 kernel (engine/data/cpu_kernels_avx2.c, `Int8Kernels`, from the same library).
+On an x86 CPU with AVX2 but no AVX512-BF16, the step's GEMMs (bf16 or int8) still run modeldeck's
+own (engine/data/cpu_kernels_avx2.c, `Avx2Kernels`, from the same library).
 """
 
 from __future__ import annotations
@@ -165,43 +165,46 @@ class CpuKernels:
                        columns.data_ptr(), rows, q, heads, dim)
 
 
-class Int8Kernels:
-    """modeldeck's int8 weight-only GEMM on an x86 CPU with AVX2 and FMA but no AVX512-BF16
-    (engine/data/cpu_kernels_avx2.c); bf16 GEMMs, attention and the glue stay torch's there.
+class Avx2Kernels:
+    """modeldeck's GEMMs on an x86 CPU with AVX2 and FMA but no AVX512-BF16, on int8 or bf16
+    weights (engine/data/cpu_kernels_avx2.c); attention and the glue stay torch's there.
 
     Why (measured on this project's 2-core AMD EPYC with AVX2 only, all linears of a SmolLM2-135M
-    step, 2 threads; `bench/cpu_gemm.py`): 13.9 / 24.4 / 35.6 / 70.0 / 240 ms at 1 / 4 / 8 /
+    step, 2 threads; `bench/cpu_gemm.py`): int8 13.9 / 24.4 / 35.6 / 70.0 / 240 ms at 1 / 4 / 8 /
     16 / 64 rows, against 19.1-21.9 / 29.2 / 55.4 / 99.7 / 371 for torch's int8 weight-only GEMM
     and 26.0 / 74.6 / 143 / 275 / 1072 for the same weights in bf16 through `F.linear` (torch
     has no oneDNN bf16 there): without it an int8 version was no faster than bf16 at one row.
-    The bound at one row is converting int8 to fp32 (a shuffle and a convert per 8 weights),
-    not memory: 9-11 GB/s of weights a core where the box reads 29 GB/s."""
+    The bound at one row is widening the weights to fp32 (a shuffle and a convert per 8
+    weights), not memory: 9-11 GB/s of int8 weights a core where the box reads 29 GB/s."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
-        self._int8 = library.md_int8_gemm_avx2
-        self._int8.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
-                               ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                               ctypes.c_int]
-        self._int8.restype = ctypes.c_int  # nonzero: x's fp32 copy could not be allocated
+        arguments: list[Any] = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+                                ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                ctypes.c_int]
+        self._int8, self._bf16 = library.md_int8_gemm_avx2, library.md_bf16_gemm_avx2
+        for function in (self._int8, self._bf16):
+            function.argtypes = arguments
+            function.restype = ctypes.c_int  # nonzero: x's fp32 copy could not be allocated
 
     @staticmethod
     def fits(out_features: int, in_features: int) -> bool:
         return out_features % BLOCK == 0 and in_features > 0
 
     def pack(self, weight: Any, scales: Any | None = None, bias: Any | None = None) -> "PackedWeight":
-        """weight: (N, K) int8 with `scales` (N) for y = x @ (weight * scales).T."""
+        """weight: (N, K) bf16, or int8 with `scales` (N) for y = x @ (weight * scales).T."""
         import torch
 
-        if weight.dtype != torch.int8:
-            raise ValueError("the AVX2 kernels take int8 weights only")
         out_features, in_features = _checked(self, weight, scales)
+        int8 = weight.dtype == torch.int8
+        stored = weight if int8 else weight.to(torch.bfloat16)
         # (N/16, 16, K) -> (N/16, K, 16): each k's 16 rows side by side, two 8-lane fp32 vectors
-        packed = weight.reshape(out_features // BLOCK, BLOCK, in_features).permute(
+        packed = stored.reshape(out_features // BLOCK, BLOCK, in_features).permute(
             0, 2, 1).contiguous()
-        return PackedWeight(self._int8, packed, out_features, in_features, scales, bias)
+        return PackedWeight(self._int8 if int8 else self._bf16, packed, out_features,
+                            in_features, scales, bias)
 
 
-def _checked(kernels: "CpuKernels | Int8Kernels", weight: Any, scales: Any | None) -> tuple[int, int]:
+def _checked(kernels: "CpuKernels | Avx2Kernels", weight: Any, scales: Any | None) -> tuple[int, int]:
     import torch
 
     out_features, in_features = weight.shape
@@ -297,12 +300,12 @@ def load() -> tuple[CpuKernels | None, str]:
     return _LOADED["kernels"]
 
 
-def load_int8() -> tuple[CpuKernels | Int8Kernels | None, str]:
-    """Kernels for int8 weight-only GEMMs: the full set where it runs, else the AVX2 GEMM, else
+def load_gemm() -> tuple[CpuKernels | Avx2Kernels | None, str]:
+    """Kernels for the step's GEMMs alone: the full set where it runs, else the AVX2 GEMMs, else
     None and why not."""
-    if "int8" not in _LOADED:
-        _LOADED["int8"] = _load_int8()
-    return _LOADED["int8"]
+    if "gemm" not in _LOADED:
+        _LOADED["gemm"] = _load_gemm()
+    return _LOADED["gemm"]
 
 
 def _load() -> tuple[CpuKernels | None, str]:
@@ -313,13 +316,13 @@ def _load() -> tuple[CpuKernels | None, str]:
     return (CpuKernels(library), "modeldeck AVX512-BF16 kernels") if library else (None, why)
 
 
-def _load_int8() -> tuple[CpuKernels | Int8Kernels | None, str]:
+def _load_gemm() -> tuple[CpuKernels | Avx2Kernels | None, str]:
     kernels, why = load()
     if kernels is not None or _switched_off():
         return kernels, why
     library, why = _library_for(("avx2", "fma"), "md_avx2_supported",
                                 "this CPU has neither AVX512-BF16 nor AVX2")
-    return (Int8Kernels(library), "modeldeck AVX2 int8 kernels") if library else (None, why)
+    return (Avx2Kernels(library), "modeldeck AVX2 kernels") if library else (None, why)
 
 
 def _library_for(flags: tuple[str, ...], check: str, missing: str) -> tuple[ctypes.CDLL | None, str]:

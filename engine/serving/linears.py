@@ -1,8 +1,8 @@
 """One GEMM over several linears' stacked weights (q/k/v, gate/up), on the fastest kernel this
 machine has for the version's weights, chosen once when the step is built:
 
-- modeldeck's own kernels (engine/serving/cpukernels.py) on a CPU with AVX512-BF16, bf16 or int8;
-  int8 on a CPU with AVX2 (its own GEMM, engine/data/cpu_kernels_avx2.c);
+- modeldeck's own kernels (engine/serving/cpukernels.py) on a CPU with AVX512-BF16, bf16 or int8,
+  or with AVX2 (its AVX2 GEMMs, engine/data/cpu_kernels_avx2.c);
 - int8 weights elsewhere (no AVX2, no C compiler, a shape off the kernels' blocks): torch's int8 weight-only GEMM (`_weight_int8pack_mm`, the kernel the
   int8 format's own forward runs), the weights kept int8. Dequantizing them to bf16 instead was
   measured on a 2-core AVX2 EPYC (no AVX512): 2-4x slower at 8 rows for SmolLM2's shapes
@@ -84,16 +84,16 @@ class FusedLinear:
 def _packed(modules: list[Any], bias: Any) -> Any:
     """The stacked weights in modeldeck's CPU kernel layout (engine.serving.cpukernels), kept int8
     when every module is an int8 one, or None where those kernels do not apply (a GPU, a CPU
-    without AVX512-BF16 for bf16 or AVX2 for int8, an fp32 model, a shape off the blocks): then
-    torch's int8 GEMM, oneDNN or cuBLAS."""
+    without AVX2, an fp32 model, a shape off the blocks): then torch's int8 GEMM, oneDNN or
+    cuBLAS."""
     import torch
 
-    from engine.serving.cpukernels import load, load_int8
+    from engine.serving.cpukernels import load_gemm
 
     int8 = all(hasattr(module, "qweight") for module in modules)
     if _device(modules[0]).type != "cpu" or (not int8 and _dtype(modules[0]) != torch.bfloat16):
         return None
-    gemm, _ = load_int8() if int8 else load()
+    gemm, _ = load_gemm()
     in_features = (modules[0].qweight if int8 else modules[0].weight).shape[1]
     if gemm is None or not gemm.fits(sum(_out_features(m) for m in modules), in_features):
         return None

@@ -1,7 +1,7 @@
-"""modeldeck's int8 GEMM for CPUs with AVX2 but no AVX512-BF16 (engine/data/cpu_kernels_avx2.c,
-engine.serving.cpukernels.Int8Kernels): results against an fp64 reference of the dequantized
-weights and against torch's own int8 kernel, bit-identical rows whatever the batch, and the
-serving step choosing it for an int8 version. Runs on any x86 CPU with AVX2 (an AVX512 one
+"""modeldeck's GEMMs for CPUs with AVX2 but no AVX512-BF16 (engine/data/cpu_kernels_avx2.c,
+engine.serving.cpukernels.Avx2Kernels), on int8 and bf16 weights: results against an fp64
+reference and against torch's own int8 kernel, bit-identical rows whatever the batch, and the
+serving step choosing them for a bf16 or an int8 version. Runs on any x86 CPU with AVX2 (an AVX512 one
 too: the kernel is built there as well); skipped, with the reason, elsewhere."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def kernels():
     library, reason = cpukernels._library()
     if library is None:
         pytest.skip(reason)
-    return cpukernels.Int8Kernels(library)
+    return cpukernels.Avx2Kernels(library)
 
 
 def _int8(out_features: int, in_features: int, seed: int):
@@ -53,6 +53,21 @@ def test_results_are_the_exact_products_rounded_once_to_bf16(kernels, rows):
     assert packed.weight.dtype == torch.int8  # int8 stays int8: half the bytes to stream
 
 
+@pytest.mark.parametrize("rows", ROWS)
+def test_bf16_weights_give_the_exact_products_rounded_once(kernels, rows):
+    import torch
+
+    quantized, scales, bias = _int8(96, 200, seed=50 + rows)
+    weight = (quantized.float() * scales[:, None]).to(torch.bfloat16)  # any bf16 weights
+    hidden = torch.randn(rows, 200).to(torch.bfloat16)
+    result = kernels.pack(weight, None, bias)(hidden, threads=2)
+    assert result.dtype == torch.bfloat16 and result.shape == (rows, 96)
+    exact = hidden.double() @ weight.double().T + bias.double()
+    torch.testing.assert_close(result.double(), exact, rtol=4e-3, atol=1e-3)
+    theirs = torch.nn.functional.linear(hidden, weight, bias.to(torch.bfloat16))
+    torch.testing.assert_close(result.float(), theirs.float(), rtol=2e-2, atol=2e-2)
+
+
 @pytest.mark.parametrize("blocks", [32, 33, 34, 35])
 def test_every_output_block_is_computed_whatever_the_count(kernels, blocks):
     """At one row the kernel takes blocks four at a time where there are enough: the last unit
@@ -76,13 +91,15 @@ def test_no_bias_and_one_element_blocks_of_k(kernels):
     torch.testing.assert_close(result.double(), exact, rtol=4e-3, atol=1e-3)
 
 
-def test_a_rows_result_does_not_depend_on_the_rows_beside_it(kernels):
-    """Bit for bit, alone (the two-block kernel), in a decode batch (4-row groups and a
+@pytest.mark.parametrize("int8", [True, False], ids=["int8", "bf16"])
+def test_a_rows_result_does_not_depend_on_the_rows_beside_it(kernels, int8):
+    """Bit for bit, alone (the four-block kernel), in a decode batch (4-row groups and a
     remainder) and in a prefill: a sequence's text does not change with its batch."""
     import torch
 
-    quantized, scales, bias = _int8(256, 1536, seed=11)  # long sums: the order shows
-    packed = kernels.pack(quantized, scales, bias)
+    quantized, scales, bias = _int8(1024, 1536, seed=11)  # long sums: the order shows
+    packed = (kernels.pack(quantized, scales, bias) if int8
+              else kernels.pack((quantized.float() * scales[:, None]).to(torch.bfloat16), None, bias))
     hidden = torch.randn(40, 1536).to(torch.bfloat16)
     together = packed(hidden, threads=2)
     for row in (0, 3, 4, 7, 8, 23, 39):
@@ -101,26 +118,42 @@ def test_leading_dimensions_and_thread_counts_do_not_change_the_result(kernels):
     assert one.shape == (2, 5, 48) and torch.equal(one, two)
 
 
-def test_bf16_weights_and_shapes_off_the_blocks_are_refused(kernels):
+def test_shapes_off_the_blocks_and_int8_without_scales_are_refused(kernels):
     import torch
 
     assert not kernels.fits(40, 16) and kernels.fits(48, 15)
     with pytest.raises(ValueError, match="does not fit"):
         kernels.pack(torch.zeros(40, 16, dtype=torch.int8), torch.ones(40))
-    with pytest.raises(ValueError, match="int8 weights only"):
-        kernels.pack(torch.zeros(32, 16, dtype=torch.bfloat16))
     with pytest.raises(ValueError, match="scales"):
         kernels.pack(torch.zeros(32, 16, dtype=torch.int8))
+    with pytest.raises(ValueError, match="scales"):
+        kernels.pack(torch.zeros(32, 16, dtype=torch.bfloat16), torch.ones(32))
 
 
-def test_the_int8_loader_says_why_when_nothing_applies(monkeypatch):
+def test_the_gemm_loader_says_why_when_nothing_applies(monkeypatch):
     monkeypatch.setattr(cpukernels, "_LOADED", {})
     monkeypatch.setenv(cpukernels.SWITCH, "off")
-    assert cpukernels.load_int8() == (None, f"turned off by {cpukernels.SWITCH}")
+    assert cpukernels.load_gemm() == (None, f"turned off by {cpukernels.SWITCH}")
     monkeypatch.setattr(cpukernels, "_LOADED", {})
     monkeypatch.delenv(cpukernels.SWITCH)
     monkeypatch.setattr(cpukernels, "_cpu_has", lambda *flags: False)
-    assert cpukernels.load_int8() == (None, "this CPU has neither AVX512-BF16 nor AVX2")
+    assert cpukernels.load_gemm() == (None, "this CPU has neither AVX512-BF16 nor AVX2")
+
+
+def test_bf16_linears_in_the_serving_step_run_these_kernels(kernels):
+    import torch
+
+    from engine.serving.linears import FusedLinear
+
+    if cpukernels.load()[0] is not None:
+        pytest.skip("this CPU has AVX512-BF16: the step runs the full kernel set")
+    layers = [torch.nn.Linear(48, 32, bias=seed == 1).to(torch.bfloat16) for seed in (1, 2)]
+    fused = FusedLinear(layers)
+    assert fused.kernel == "bf16" and fused.packed.weight.dtype == torch.bfloat16
+    hidden = torch.randn(3, 48).to(torch.bfloat16)
+    with torch.inference_mode():
+        theirs = torch.cat([layer(hidden) for layer in layers], dim=1)
+        torch.testing.assert_close(fused(hidden).float(), theirs.float(), rtol=2e-2, atol=2e-2)
 
 
 def test_an_int8_linear_in_the_serving_step_runs_this_kernel_and_matches_its_forward(kernels):

@@ -65,7 +65,8 @@ def unbatched_logits(model, sequence):
 # On a CPU with AVX512-BF16, "fused" bf16 and int8 run modeldeck's own kernels
 # (engine/serving/cpukernels.py) and "fused-onednn" the oneDNN GEMMs they replace; int8 is the
 # model quantized by the int8 format, whose own forward is torch's `_weight_int8pack_mm`; on a
-# CPU with AVX2 only, "fused" int8 runs modeldeck's AVX2 int8 GEMM and "fused-torch" torch's.
+# CPU with AVX2 only, "fused" bf16 and int8 run modeldeck's AVX2 GEMMs, "fused-onednn" bf16 runs
+# oneDNN or plain `F.linear` and "fused-torch" int8 torch's int8 GEMM.
 # "eager-legacy": the model's forward takes its cache as `past_key_values`, as transformers
 # before 5.2x names it (5.17 on the GPU image this was seen failing on).
 PATHS = [("fused", "float32", 1e-4, 1e-4), ("eager", "float32", 1e-4, 1e-4),
@@ -94,6 +95,14 @@ def legacy_forward(forward):
                        logits_to_keep=logits_to_keep, **{own_name: past_key_values}, **kwargs)
 
     return forward_with_past_key_values
+
+
+def _onednn_bf16() -> bool:
+    import torch
+
+    from engine.serving.linears import _onednn_usable
+
+    return _onednn_usable(torch.bfloat16)
 
 
 def _has_cuda() -> bool:
@@ -152,11 +161,9 @@ def test_logits_match_unbatched_forwards_across_joins_leaves_and_chunks(trained,
         quantize_int8(model)
     elif dtype != "float32" or device:
         model = copy.deepcopy(model).to(device or "cpu", getattr(torch, dtype))
-    if kernels == "onednn":
-        monkeypatch.setitem(cpukernels._LOADED, "kernels", (None, "turned off by the test"))
-    if kernels == "torch":  # torch's int8 GEMM, where modeldeck's int8 kernels would run
-        monkeypatch.setitem(cpukernels._LOADED, "kernels", (None, "turned off by the test"))
-        monkeypatch.setitem(cpukernels._LOADED, "int8", (None, "turned off by the test"))
+    if kernels in ("onednn", "torch"):  # oneDNN's bf16 or torch's int8 GEMM instead of ours
+        for loader in ("kernels", "gemm"):
+            monkeypatch.setitem(cpukernels._LOADED, loader, (None, "turned off by the test"))
     if kernels == "legacy":
         model = copy.deepcopy(model)
         model.forward = legacy_forward(model.forward)
@@ -173,10 +180,12 @@ def test_logits_match_unbatched_forwards_across_joins_leaves_and_chunks(trained,
         assert expected in scheduler.step.reason
         # modeldeck's decode attention with its kernels, SDPA with oneDNN's GEMMs
         assert ("modeldeck attention" in scheduler.step.reason) == (kernels != "onednn")
-    if path == "fused" and not device and dtype == "int8" and cpukernels.load()[0] is None:
-        expected = ("torch int8 GEMMs" if kernels == "torch" or cpukernels.load_int8()[0] is None
-                    else "modeldeck int8 kernels")  # AVX2's own int8 GEMM
-        assert expected in scheduler.step.reason  # the weights stay int8 either way
+    if path == "fused" and not device and dtype != "float32" and cpukernels.load()[0] is None:
+        ours = kernels not in ("onednn", "torch") and cpukernels.load_gemm()[0] is not None
+        expected = (f"modeldeck {dtype if dtype == 'int8' else 'bf16'} kernels" if ours  # AVX2's
+                    else "torch int8 GEMMs" if dtype == "int8"  # the weights stay int8
+                    else "oneDNN prepacked" if _onednn_bf16() else "fused GEMMs")
+        assert expected in scheduler.step.reason
     scheduler.logits_hook = log
     greedy = dict(temperature=0, ignore_eos=True)
     long_prompt = tokenizer("Once upon a time there was a model that learned to serve many "
