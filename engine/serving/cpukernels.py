@@ -170,10 +170,11 @@ class Avx2Kernels:
     weights (engine/data/cpu_kernels_avx2.c); attention and the glue stay torch's there.
 
     Why (measured on this project's 2-core AMD EPYC with AVX2 only, all linears of a SmolLM2-135M
-    step, 2 threads; `bench/cpu_gemm.py`): int8 13.9 / 24.4 / 35.6 / 70.0 / 240 ms at 1 / 4 / 8 /
-    16 / 64 rows, against 19.1-21.9 / 29.2 / 55.4 / 99.7 / 371 for torch's int8 weight-only GEMM
-    and 26.0 / 74.6 / 143 / 275 / 1072 for the same weights in bf16 through `F.linear` (torch
-    has no oneDNN bf16 there): without it an int8 version was no faster than bf16 at one row.
+    step, 2 threads; `bench/cpu_gemm.py`): int8 11.7 / 20.2 / 40.1 / 186 ms at 1 / 4 / 8 / 64
+    rows and bf16 15.7 / 29.1 / 44.5 / 223, against 19.6 / 33.2 / 52.7 / 368 for torch's int8
+    weight-only GEMM and 23.8 / 77.7 / 146 / 1041 for bf16 through `F.linear` (torch has no
+    oneDNN bf16 there, and emulates it): before these an int8 version was no faster than bf16
+    at one row, and bf16 steps grew with every row.
     The bound at one row is widening the weights to fp32 (a shuffle and a convert per 8
     weights), not memory: 9-11 GB/s of int8 weights a core where the box reads 29 GB/s."""
 
