@@ -65,7 +65,7 @@ AVX2 static inline void store(__m256 sum, const float* scale, const float* bias,
 #define VECTOR(j, ...) if (2 * span > j) { __VA_ARGS__ }
 #define FMA_ROW(m, j)                                                                           \
     ROW(m, a##m##j = _mm256_fmadd_ps(weight, x##m, a##m##j);)
-#define FMA_VECTOR(j, WIDEN)                                                                         \
+#define FMA_VECTOR(j, WIDEN)                                                                    \
     VECTOR(j, __m256 weight = WIDEN(w + (j / 2) * block_size + (size_t)i * 16 + 8 * (j % 2)); \
               FMA_ROW(0, j) FMA_ROW(1, j) FMA_ROW(2, j) FMA_ROW(3, j))
 #define STORE_ROW(m, j)                                                                         \
@@ -75,7 +75,9 @@ AVX2 static inline void store(__m256 sum, const float* scale, const float* bias,
 #define ZEROS(m) __m256 a##m##0 = _mm256_setzero_ps(), a##m##1 = a##m##0, a##m##2 = a##m##0,    \
                         a##m##3 = a##m##0, a##m##4 = a##m##0, a##m##5 = a##m##0,              \
                         a##m##6 = a##m##0, a##m##7 = a##m##0;
-#define BROADCAST(m) __m256 x##m = _mm256_setzero_ps(); ROW(m, x##m = _mm256_broadcast_ss(xf + (size_t)m * ldx + i);)
+#define BROADCAST(m)                                                                            \
+    __m256 x##m = _mm256_setzero_ps();                                                          \
+    ROW(m, x##m = _mm256_broadcast_ss(xf + (size_t)m * ldx + i);)
 
 /* WEIGHT_T and WIDEN: the stored weight type and its widening to fp32 */
 #define BLOCK_KERNEL(NAME, WEIGHT_T, WIDEN, ROWS, SPAN)                                        \
@@ -139,7 +141,7 @@ AVX2 static void widen_rows(const uint16_t* x, size_t count, float* xf) {
             const int end = (u + 1) * span < blocks ? (u + 1) * span : blocks;                 \
             for (int m = 0; m < rows; m += GROUP) {                                            \
                 int count = rows - m < GROUP ? rows - m : GROUP;                               \
-                for (int b = u * span, taken; b < end; b += taken) { /* a last unit may be short */ \
+                for (int b = u * span, taken; b < end; b += taken) { /* last unit: maybe short */ \
                     taken = b + 4 <= end && span == 4 ? 4 : b + 2 <= end && span >= 2 ? 2 : 1;  \
                     BLOCKS##_t kernel = taken == 4 ? BLOCKS##_1x4                              \
                                         : taken == 2 ? BLOCKS##_double[count]                  \

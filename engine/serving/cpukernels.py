@@ -83,16 +83,9 @@ class CpuKernels:
 
     def pack(self, weight: Any, scales: Any | None = None, bias: Any | None = None) -> "PackedWeight":
         """weight: (N, K) bf16, or int8 with `scales` (N) for y = x @ (weight * scales).T."""
-        import torch
-
-        out_features, in_features = _checked(self, weight, scales)
-        int8 = weight.dtype == torch.int8
-        stored = weight if int8 else weight.to(torch.bfloat16)
         # (N/16, 16, K/2, 2) -> (N/16, K/2, 16, 2): each k pair of 16 rows is one vdpbf16ps operand
-        packed = stored.reshape(out_features // BLOCK, BLOCK, in_features // 2, 2).permute(
-            0, 2, 1, 3).contiguous()
-        return PackedWeight(self._int8 if int8 else self._bf16, packed, out_features, in_features,
-                            scales, bias)
+        return _pack(self, weight, scales, bias, lambda stored, n, k: stored.reshape(
+            n // BLOCK, BLOCK, k // 2, 2).permute(0, 2, 1, 3))
 
     @staticmethod
     def attends(group: int, head_dim: int) -> bool:
@@ -191,29 +184,30 @@ class Avx2Kernels:
     def fits(out_features: int, in_features: int) -> bool:
         return out_features % BLOCK == 0 and in_features > 0
 
-    def pack(self, weight: Any, scales: Any | None = None, bias: Any | None = None) -> "PackedWeight":
+    def pack(self, weight: Any, scales: Any | None = None,
+             bias: Any | None = None) -> "PackedWeight":
         """weight: (N, K) bf16, or int8 with `scales` (N) for y = x @ (weight * scales).T."""
-        import torch
-
-        out_features, in_features = _checked(self, weight, scales)
-        int8 = weight.dtype == torch.int8
-        stored = weight if int8 else weight.to(torch.bfloat16)
         # (N/16, 16, K) -> (N/16, K, 16): each k's 16 rows side by side, two 8-lane fp32 vectors
-        packed = stored.reshape(out_features // BLOCK, BLOCK, in_features).permute(
-            0, 2, 1).contiguous()
-        return PackedWeight(self._int8 if int8 else self._bf16, packed, out_features,
-                            in_features, scales, bias)
+        return _pack(self, weight, scales, bias, lambda stored, n, k: stored.reshape(
+            n // BLOCK, BLOCK, k).permute(0, 2, 1))
 
 
-def _checked(kernels: "CpuKernels | Avx2Kernels", weight: Any, scales: Any | None) -> tuple[int, int]:
+def _pack(kernels: "CpuKernels | Avx2Kernels", weight: Any, scales: Any | None, bias: Any | None,
+          arrange: Any) -> "PackedWeight":
+    """The weight (int8 kept int8, anything else as bf16) in the layout `arrange(stored, N, K)`
+    gives, with the kernels' GEMM for its type; ValueError where these kernels cannot take it."""
     import torch
 
     out_features, in_features = weight.shape
     if not kernels.fits(out_features, in_features):
         raise ValueError(f"a ({out_features}, {in_features}) weight does not fit the blocks")
-    if (weight.dtype == torch.int8) != (scales is not None):
+    int8 = weight.dtype == torch.int8
+    if int8 != (scales is not None):
         raise ValueError("int8 weights need their scales; bf16 weights take none")
-    return out_features, in_features
+    stored = weight if int8 else weight.to(torch.bfloat16)
+    return PackedWeight(kernels._int8 if int8 else kernels._bf16,
+                        arrange(stored, out_features, in_features).contiguous(), out_features,
+                        in_features, scales, bias)
 
 
 class PackedWeight:
@@ -326,7 +320,8 @@ def _load_gemm() -> tuple[CpuKernels | Avx2Kernels | None, str]:
     return (Avx2Kernels(library), "modeldeck AVX2 kernels") if library else (None, why)
 
 
-def _library_for(flags: tuple[str, ...], check: str, missing: str) -> tuple[ctypes.CDLL | None, str]:
+def _library_for(flags: tuple[str, ...], check: str,
+                 missing: str) -> tuple[ctypes.CDLL | None, str]:
     """The library where the CPU has `flags` (/proc/cpuinfo first: nothing is compiled to learn
     it has not, then the library's own `check`), else None and why not."""
     if not _cpu_has(*flags):
@@ -392,8 +387,8 @@ def _built(compiler: str) -> Path:
         except OSError:
             continue  # a read-only deck home: build in the temporary directory
         try:
-            built = subprocess.run([compiler, *FLAGS, "-o", str(staging), *map(str, SOURCES), "-lm"],
-                                   capture_output=True, text=True, timeout=300)
+            command = [compiler, *FLAGS, "-o", str(staging), *map(str, SOURCES), "-lm"]
+            built = subprocess.run(command, capture_output=True, text=True, timeout=300)
             if built.returncode != 0:
                 last = (built.stderr.strip().splitlines() or ["no output"])[-1]
                 raise OSError(f"{Path(compiler).name} exited {built.returncode}: {last}")

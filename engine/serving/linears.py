@@ -3,12 +3,13 @@ machine has for the version's weights, chosen once when the step is built:
 
 - modeldeck's own kernels (engine/serving/cpukernels.py) on a CPU with AVX512-BF16, bf16 or int8,
   or with AVX2 (its AVX2 GEMMs, engine/data/cpu_kernels_avx2.c);
-- int8 weights elsewhere (no AVX2, no C compiler, a shape off the kernels' blocks): torch's int8 weight-only GEMM (`_weight_int8pack_mm`, the kernel the
-  int8 format's own forward runs), the weights kept int8. Dequantizing them to bf16 instead was
-  measured on a 2-core AVX2 EPYC (no AVX512): 2-4x slower at 8 rows for SmolLM2's shapes
-  (gate/up 3072x576: 0.49 ms int8 against 1.99 ms bf16; lm_head 49152x576: 10.0 against
-  26.0 ms), and it rounds every dequantized weight to bf16, which the version's own forward
-  never does (the scheduler's logits test caught logits 0.2 off on that machine);
+- int8 weights elsewhere (no AVX2, no C compiler, a shape off the kernels' blocks): torch's int8
+  weight-only GEMM (`_weight_int8pack_mm`, the kernel the int8 format's own forward runs), the
+  weights kept int8. Dequantizing them to bf16 instead was measured on a 2-core AVX2 EPYC (no
+  AVX512): 2-4x slower at 8 rows for SmolLM2's shapes (gate/up 3072x576: 0.49 ms int8 against
+  1.99 ms bf16; lm_head 49152x576: 10.0 against 26.0 ms), and it rounds every dequantized weight
+  to bf16, which the version's own forward never does (the scheduler's logits test caught logits
+  0.2 off on that machine);
 - oneDNN's prepacked linear on a CPU whose torch build runs it for the dtype;
 - plain `F.linear` (cuBLAS on a GPU).
 """

@@ -1,8 +1,8 @@
 """modeldeck's GEMMs for CPUs with AVX2 but no AVX512-BF16 (engine/data/cpu_kernels_avx2.c,
 engine.serving.cpukernels.Avx2Kernels), on int8 and bf16 weights: results against an fp64
 reference and against torch's own int8 kernel, bit-identical rows whatever the batch, and the
-serving step choosing them for a bf16 or an int8 version. Runs on any x86 CPU with AVX2 (an AVX512 one
-too: the kernel is built there as well); skipped, with the reason, elsewhere."""
+serving step choosing them for a bf16 or an int8 version. Runs on any x86 CPU with AVX2 (an
+AVX512 one too: the kernels are built there as well); skipped, with the reason, elsewhere."""
 
 from __future__ import annotations
 
@@ -98,8 +98,8 @@ def test_a_rows_result_does_not_depend_on_the_rows_beside_it(kernels, int8):
     import torch
 
     quantized, scales, bias = _int8(1024, 1536, seed=11)  # long sums: the order shows
-    packed = (kernels.pack(quantized, scales, bias) if int8
-              else kernels.pack((quantized.float() * scales[:, None]).to(torch.bfloat16), None, bias))
+    weight = (quantized.float() * scales[:, None]).to(torch.bfloat16)
+    packed = kernels.pack(quantized, scales, bias) if int8 else kernels.pack(weight, None, bias)
     hidden = torch.randn(40, 1536).to(torch.bfloat16)
     together = packed(hidden, threads=2)
     for row in (0, 3, 4, 7, 8, 23, 39):
