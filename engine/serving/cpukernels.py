@@ -49,12 +49,7 @@ class CpuKernels:
     """The loaded library: pack a weight once, multiply many times; attend short queries."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
-        arguments: list[Any] = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
-                                ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                ctypes.c_int]
-        self._int8, self._bf16 = library.md_int8_gemm, library.md_bf16_gemm
-        for function in (self._int8, self._bf16):
-            function.argtypes, function.restype = arguments, None
+        self._int8, self._bf16 = _gemms(library, "md_int8_gemm", "md_bf16_gemm", None)
         self._attend = library.md_attention
         self._attend.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
                                  ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
@@ -172,13 +167,9 @@ class Avx2Kernels:
     weights), not memory: 9-11 GB/s of int8 weights a core where the box reads 29 GB/s."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
-        arguments: list[Any] = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
-                                ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                ctypes.c_int]
-        self._int8, self._bf16 = library.md_int8_gemm_avx2, library.md_bf16_gemm_avx2
-        for function in (self._int8, self._bf16):
-            function.argtypes = arguments
-            function.restype = ctypes.c_int  # nonzero: x's fp32 copy could not be allocated
+        # these return nonzero when x's fp32 copy could not be allocated
+        self._int8, self._bf16 = _gemms(library, "md_int8_gemm_avx2", "md_bf16_gemm_avx2",
+                                        ctypes.c_int)
 
     @staticmethod
     def fits(out_features: int, in_features: int) -> bool:
@@ -190,6 +181,18 @@ class Avx2Kernels:
         # (N/16, 16, K) -> (N/16, K, 16): each k's 16 rows side by side, two 8-lane fp32 vectors
         return _pack(self, weight, scales, bias, lambda stored, n, k: stored.reshape(
             n // BLOCK, BLOCK, k).permute(0, 2, 1))
+
+
+def _gemms(library: ctypes.CDLL, int8_name: str, bf16_name: str, result: Any) -> tuple[Any, Any]:
+    """The library's int8 and bf16 GEMMs, typed: (x, rows, k, weight, n, scale, bias, y,
+    threads), each returning `result` (None: void)."""
+    functions = (getattr(library, int8_name), getattr(library, bf16_name))
+    for function in functions:
+        function.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+                             ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                             ctypes.c_int]
+        function.restype = result
+    return functions
 
 
 def _pack(kernels: "CpuKernels | Avx2Kernels", weight: Any, scales: Any | None, bias: Any | None,
