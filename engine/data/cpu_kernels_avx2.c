@@ -111,10 +111,7 @@ ALL_SHAPES(bf16_block, uint16_t, widen_bf16)
 
 AVX2 static void widen_rows(const uint16_t* x, size_t count, float* xf) {
     size_t i = 0;
-    for (; i + 8 <= count; i += 8) {
-        __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(x + i)));
-        _mm256_storeu_ps(xf + i, _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16)));
-    }
+    for (; i + 8 <= count; i += 8) _mm256_storeu_ps(xf + i, widen_bf16(x + i));
     for (; i < count; i++) {
         uint32_t bits = (uint32_t)x[i] << 16;
         __builtin_memcpy(xf + i, &bits, 4);
